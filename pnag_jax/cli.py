@@ -1,0 +1,80 @@
+"""The `pnag` command line.
+
+Input errors (`PnagError`) print one line and exit 2; no traceback reaches the user
+for them. Subcommands register themselves in `_COMMANDS`, so `train`, `generate` and
+`eval` slot in beside `spaces` and `demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from pnag_jax.errors import PnagError
+
+
+class _OneLineParser(argparse.ArgumentParser):
+  """argparse prints usage plus an error; we promise one line."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _cmd_spaces(args: argparse.Namespace) -> None:
+  from pnag_jax.spaces import SPACE_NAMES, get_space  # pylint: disable=g-import-not-at-top
+  names = SPACE_NAMES if not args.space else [args.space]
+  for name in names:
+    space = get_space(name)
+    size = space.size()
+    size_str = f"{size:,}" if size < 10**9 else f"{size:.4e} ({size})"
+    print(f"{space.name}: N={space.num_nodes}, {space.num_ops} node ops, "
+          f"{'fixed' if space.fixed_adjacency else 'generated'} adjacency, size {size_str}")
+    print(f"  node ops: {', '.join(space.node_ops)}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+  from pnag_jax import demo  # pylint: disable=g-import-not-at-top
+  demo.run(num=args.num, seed=args.seed, data_dir=args.data_dir)
+
+
+def _add_spaces(sub) -> None:
+  p = sub.add_parser("spaces", help="list the search spaces: N, vocabulary, size")
+  p.add_argument("space", nargs="?", help="only this space")
+  p.set_defaults(func=_cmd_spaces)
+
+
+def _add_demo(sub) -> None:
+  p = sub.add_parser("demo", help="the main job on NB201, small enough for a laptop")
+  p.add_argument("--num", type=int, default=100_000, help="architectures to generate")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
+  p.set_defaults(func=_cmd_demo)
+
+
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_spaces, _add_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = _OneLineParser(prog="pnag", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+  for add in _COMMANDS:
+    add(sub)
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    args.func(args)
+  except PnagError as e:
+    print(f"pnag: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("pnag: interrupted", file=sys.stderr)
+    return 130
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,228 @@
+"""NAS-Bench-201 tables, aligned with the NB201 space's cell code.
+
+The data never ships with the package. It is read from a directory given on the
+command line or in `PNAG_DATA_DIR`, laid out as `../shared/data` is:
+
+  DIR/nb201/nb201_accuracy.csv        one row per cell (required)
+  DIR/nb201/nb201_latency_help.csv    one row per cell (optional)
+  DIR/nb201/nb201_naslib_zc_subset.csv  a subset, per dataset (optional)
+
+Every metric comes back as `float32[15625]` indexed by `NB201Space.code(genes)`,
+so scoring a million generated cells is one gather on the device.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pnag_jax.errors import DataError
+from pnag_jax.spaces import nb201 as nb201_space
+
+ENV_VAR = "PNAG_DATA_DIR"
+ACCURACY_FILE = "nb201_accuracy.csv"
+LATENCY_FILE = "nb201_latency_help.csv"
+ZC_FILE = "nb201_naslib_zc_subset.csv"
+
+ACCURACY_COLUMNS = ("cifar10_test_acc", "cifar100_test_acc", "imagenet16_120_test_acc")
+ZC_DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+_OP_COLUMNS = tuple(f"op_e{i}{j}" for i, j in nb201_space.EDGES)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+  """The `nb201/` directory from `data_dir`, else `$PNAG_DATA_DIR`.
+
+  Either the parent holding `nb201/` (as `../shared/data`) or `nb201/` itself.
+
+  Raises:
+    DataError: nothing given, or no `nb201_accuracy.csv` where it should be.
+  """
+  given = data_dir if data_dir is not None else os.environ.get(ENV_VAR)
+  if not given:
+    raise DataError(
+        f"no NB201 data directory: pass --data-dir or set {ENV_VAR} "
+        f"(a directory holding nb201/{ACCURACY_FILE})")
+  root = Path(given).expanduser()
+  if not root.is_dir():
+    raise DataError(f"NB201 data directory {str(root)!r} does not exist")
+  for cand in (root / "nb201", root):
+    if (cand / ACCURACY_FILE).is_file():
+      return cand
+  raise DataError(f"no {ACCURACY_FILE} in {str(root)!r} or {str(root / 'nb201')!r}")
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
+  if not path.is_file():
+    raise DataError(f"missing NB201 data file {str(path)!r}")
+  try:
+    with path.open(newline="") as f:
+      rows = list(csv.reader(f))
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise DataError(f"cannot read {str(path)!r}: {e}") from None
+  if not rows:
+    raise DataError(f"{str(path)!r} is empty")
+  header, body = rows[0], rows[1:]
+  missing = [c for c in required if c not in header]
+  if missing:
+    raise DataError(f"{path.name} lacks column(s) {', '.join(missing)}")
+  return header, body
+
+
+def _float_column(path: Path, header, body, name: str) -> np.ndarray:
+  j = header.index(name)
+  try:
+    return np.array([float(r[j]) for r in body], np.float64)
+  except (ValueError, IndexError) as e:
+    raise DataError(f"{path.name}: column {name} has a bad value ({e})") from None
+
+
+def _codes_of_rows(path: Path, header, body, space) -> tuple[np.ndarray, np.ndarray]:
+  """(cell code, official nb201_index) of each row, checked against each other."""
+  i_idx, i_arch = header.index("nb201_index"), header.index("arch_str")
+  codes, index = np.empty(len(body), np.int32), np.empty(len(body), np.int32)
+  for r, row in enumerate(body):
+    try:
+      index[r] = int(row[i_idx])
+      codes[r] = nb201_space.code_of_genes(space.from_string(row[i_arch]))
+    except (ValueError, IndexError) as e:
+      raise DataError(f"{path.name}, data row {r + 1}: {e}") from None
+  return codes, index
+
+
+def _check_full(path: Path, codes: np.ndarray, index: np.ndarray) -> None:
+  n = nb201_space.NUM_CELLS
+  if codes.size != n or np.unique(codes).size != n:
+    raise DataError(f"{path.name} must have one row per NB201 cell ({n}), "
+                    f"has {codes.size} rows over {np.unique(codes).size} cells")
+  if np.unique(index).size != n or index.min() != 0 or index.max() != n - 1:
+    raise DataError(f"{path.name}: nb201_index must be a permutation of 0..{n - 1}")
+
+
+@dataclasses.dataclass(frozen=True)
+class NB201Data:
+  """Loader over one data directory. Tables load on first use and are cached."""
+
+  root: Path
+
+  @classmethod
+  def from_dir(cls, data_dir: str | os.PathLike | None = None) -> "NB201Data":
+    return cls(resolve_data_dir(data_dir))
+
+  @functools.cached_property
+  def _accuracy(self) -> dict[str, np.ndarray]:
+    path = self.root / ACCURACY_FILE
+    required = ("nb201_index", "arch_str") + _OP_COLUMNS + ACCURACY_COLUMNS
+    header, body = _read_csv(path, required)
+    space = nb201_space.NB201Space()
+    codes, index = _codes_of_rows(path, header, body, space)
+    _check_full(path, codes, index)
+    ops = np.stack([_float_column(path, header, body, c) for c in _OP_COLUMNS], -1)
+    if not np.array_equal(ops.astype(np.int32), nb201_space.genes_of_code(codes)):
+      raise DataError(f"{path.name}: op_e* columns disagree with arch_str")
+    out = {"nb201_index": np.empty_like(index)}
+    out["nb201_index"][codes] = index
+    for c in ACCURACY_COLUMNS:
+      col = np.empty(codes.size, np.float32)
+      col[codes] = _float_column(path, header, body, c)
+      out[c] = col
+    return out
+
+  @functools.cached_property
+  def _latency(self) -> dict[str, np.ndarray]:
+    path = self.root / LATENCY_FILE
+    header, body = _read_csv(path, ("nb201_index", "arch_str"))
+    codes, index = _codes_of_rows(path, header, body, nb201_space.NB201Space())
+    _check_full(path, codes, index)
+    out = {}
+    for c in header:
+      if c.startswith("lat_"):
+        col = np.empty(codes.size, np.float32)
+        col[codes] = _float_column(path, header, body, c)
+        out[c] = col
+    if not out:
+      raise DataError(f"{path.name} has no lat_* columns")
+    return out
+
+  @functools.cached_property
+  def _zc_subset(self) -> dict[str, np.ndarray]:
+    """`<dataset>/<column>` -> float32[15625], NaN where the subset has no row."""
+    path = self.root / ZC_FILE
+    header, body = _read_csv(path, ("dataset", "nb201_index", "arch_str", "params", "flops"))
+    codes, _ = _codes_of_rows(path, header, body, nb201_space.NB201Space())
+    datasets = np.array([r[header.index("dataset")] for r in body])
+    out = {}
+    for c in header[3:]:
+      values = _float_column(path, header, body, c)
+      for ds in ZC_DATASETS:
+        col = np.full(nb201_space.NUM_CELLS, np.nan, np.float32)
+        sel = datasets == ds
+        col[codes[sel]] = values[sel]
+        out[f"{ds}/{c}"] = col
+    return out
+
+  @property
+  def nb201_index(self) -> np.ndarray:
+    """Official NB201 / NATS-Bench index of each cell code, int32[15625]."""
+    return self._accuracy["nb201_index"]
+
+  @functools.cached_property
+  def code_of_index(self) -> np.ndarray:
+    """Cell code of each official index (inverse of `nb201_index`)."""
+    inv = np.empty_like(self.nb201_index)
+    inv[self.nb201_index] = np.arange(inv.size, dtype=inv.dtype)
+    return inv
+
+  def metric_names(self, include_optional: bool = True) -> list[str]:
+    names = list(ACCURACY_COLUMNS)
+    if include_optional:
+      for table in ("_latency", "_zc_subset"):
+        try:
+          names += list(getattr(self, table))
+        except DataError:
+          pass
+    return names
+
+  def metric(self, name: str) -> np.ndarray:
+    """The metric `name` as float32[15625], indexed by cell code.
+
+    Names: the accuracy columns, the `lat_*` columns, and `<dataset>/<column>` of the
+    NASLib subset (e.g. `cifar10/params`).
+
+    Raises:
+      DataError: unknown name, or its file is missing or malformed.
+    """
+    if name in ACCURACY_COLUMNS:
+      return self._accuracy[name]
+    if name.startswith("lat_"):
+      table = self._latency
+    elif "/" in name:
+      table = self._zc_subset
+    else:
+      table = {}
+    if name not in table:
+      raise DataError(f"unknown NB201 metric {name!r}; e.g. {', '.join(ACCURACY_COLUMNS)}, "
+                      "lat_<device>, cifar10/params")
+    return table[name]
+
+  def best(self, name: str) -> tuple[int, float]:
+    """(cell code, value) of the best cell for `name`.
+
+    Ties go to the lowest official index: the source has exact ties (CIFAR-10's best,
+    94.3733, is shared by indices 6111 and 13714), and a deterministic winner keeps
+    reports comparable with NB201's.
+    """
+    values = self.metric(name)
+    top = np.flatnonzero(values == np.nanmax(values))
+    code = int(top[np.argmin(self.nb201_index[top])])
+    return code, float(values[code])
+
+  def lookup(self, name: str, genes) -> jax.Array:
+    """`name` of each cell in `genes int[..., 6]`: one gather, jit-able in `genes`."""
+    return jnp.asarray(self.metric(name))[nb201_space.code_of_genes(jnp.asarray(genes))]

@@ -1,0 +1,259 @@
+"""The OFA MobileNetV3 search space (DESIGN §2, MBV3 row).
+
+Five stages of four layers each. A stage has depth 2, 3 or 4; each layer picks a
+kernel size (3, 5, 7) and an expand ratio (3, 4, 6). The native string is the OFA
+dict `{"ks": [20], "e": [20], "d": [5]}` as JSON.
+
+Dense form: node 0 input, nodes 1..20 the 20 layers in order (stage-major), node 21
+output, on a fixed chain. A present layer's op id is `2 + 3 * ks_idx + e_idx`; a layer
+past its stage's depth is `skip`.
+
+Genes `int32[45]`: `ks_idx[20]`, `e_idx[20]`, `d_idx[5]`. OFA dicts list `ks` and `e`
+for all 20 layers, including those past the depth, so genes keep those entries and
+the native string round-trips exactly; `canonicalize` zeroes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pnag_jax.errors import ArchStringError
+from pnag_jax.spaces import base
+
+Array = jax.Array
+
+KERNEL_SIZES = (3, 5, 7)
+EXPAND_RATIOS = (3, 4, 6)
+DEPTHS = (2, 3, 4)
+NUM_STAGES = 5
+LAYERS_PER_STAGE = 4
+NUM_LAYERS = NUM_STAGES * LAYERS_PER_STAGE
+NUM_LAYER_OPS = len(KERNEL_SIZES) * len(EXPAND_RATIOS)
+
+# Gene slices.
+_KS = slice(0, NUM_LAYERS)
+_E = slice(NUM_LAYERS, 2 * NUM_LAYERS)
+_D = slice(2 * NUM_LAYERS, 2 * NUM_LAYERS + NUM_STAGES)
+
+_FIRST_LAYER_OP = 2
+SKIP_OP = 11
+
+# Far above any sensible spelling of an OFA dict (the canonical one is ~150 chars);
+# keeps a pasted blob from costing unbounded parse time.
+_MAX_STRING_CHARS = 1 << 16
+
+_NATIVE_KEYS = (("ks", KERNEL_SIZES, NUM_LAYERS), ("e", EXPAND_RATIOS, NUM_LAYERS),
+                ("d", DEPTHS, NUM_STAGES))
+
+
+def count_archs(num_stages: int = NUM_STAGES, depths: Sequence[int] = DEPTHS,
+                num_layer_ops: int = NUM_LAYER_OPS) -> int:
+  """Distinct networks: per stage, one op sequence for each allowed depth."""
+  return sum(num_layer_ops**d for d in depths)**num_stages
+
+
+def _short(x: Any, limit: int = 60) -> str:
+  """A bounded repr, so error messages stay one readable line."""
+  try:
+    r = repr(x)
+  except Exception:  # pylint: disable=broad-except
+    r = f"<{type(x).__name__}>"
+  return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def _is_int(x: Any) -> bool:
+  # bool is an int subclass; `True` must not pass for 1.
+  return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+  # json.loads silently keeps the last duplicate; an ambiguous dict is an error.
+  out = {}
+  for k, v in pairs:
+    if k in out:
+      raise ArchStringError(f"OFA dict: duplicate key {_short(k)}")
+    out[k] = v
+  return out
+
+
+def _chain_adjacency(n: int) -> np.ndarray:
+  return np.eye(n, k=1, dtype=bool)
+
+
+class MBV3Space(base.SearchSpace):
+  """OFA MobileNetV3: 5 stages x 4 layers on a fixed chain."""
+
+  name = "mbv3"
+  num_nodes = NUM_LAYERS + 2
+  node_ops = ("input", "output", "k3_e3", "k3_e4", "k3_e6", "k5_e3", "k5_e4",
+              "k5_e6", "k7_e3", "k7_e4", "k7_e6", "skip")
+  input_ops = (0,)
+  output_op = 1
+  gene_cardinalities = (3,) * (2 * NUM_LAYERS + NUM_STAGES)
+  edge_budget = NUM_LAYERS + 1
+  fixed_adjacency = True
+
+  # ---- sizes --------------------------------------------------------------
+
+  def size(self) -> int:
+    return count_archs()
+
+  # ---- native format (host) -------------------------------------------------
+
+  def from_native(self, d: Any) -> np.ndarray:
+    """Parses an OFA dict `{"ks": [20], "e": [20], "d": [5]}` to genes `int32[45]`.
+
+    Raises:
+      ArchStringError: naming the first problem found.
+    """
+    if not isinstance(d, dict):
+      raise ArchStringError(f"OFA dict: expected a dict, got {type(d).__name__}")
+    expected = [k for k, _, _ in _NATIVE_KEYS]
+    missing = [k for k in expected if k not in d]
+    unknown = [k for k in d if k not in expected]
+    if missing or unknown:
+      parts = []
+      if missing:
+        parts.append(f"missing keys {missing}")
+      if unknown:
+        parts.append("unknown keys [" + ", ".join(_short(k) for k in unknown[:5])
+                     + (", ..." if len(unknown) > 5 else "") + "]")
+      raise ArchStringError("OFA dict: " + "; ".join(parts))
+    genes = []
+    for key, choices, length in _NATIVE_KEYS:
+      values = d[key]
+      if not isinstance(values, (list, tuple)):
+        raise ArchStringError(
+            f"OFA dict: {key!r} must be a list, got {type(values).__name__}")
+      if len(values) != length:
+        raise ArchStringError(
+            f"OFA dict: {key!r} must have {length} entries, got {len(values)}")
+      for i, v in enumerate(values):
+        if not _is_int(v):
+          raise ArchStringError(
+              f"OFA dict: {key}[{i}] must be an int, got {type(v).__name__} {_short(v)}")
+        if int(v) not in choices:
+          raise ArchStringError(
+              f"OFA dict: {key}[{i}] = {_short(v)} is not one of {list(choices)}")
+        genes.append(choices.index(int(v)))
+    return np.asarray(genes, np.int32)
+
+  def to_native(self, genes: np.ndarray) -> dict[str, list[int]]:
+    """Genes `int[45]` to the OFA dict (plain Python ints, key order ks, e, d)."""
+    g = np.asarray(genes)
+    if g.shape != (self.num_genes,):
+      raise ValueError(f"mbv3 genes must have shape ({self.num_genes},), got {g.shape}")
+    if not np.issubdtype(g.dtype, np.integer):
+      raise ValueError(f"mbv3 genes must be integers, got dtype {g.dtype}")
+    if np.any((g < 0) | (g >= 3)):
+      raise ValueError(f"mbv3 genes must lie in [0, 3), got {g.tolist()}")
+    return {
+        "ks": [KERNEL_SIZES[i] for i in g[_KS].tolist()],
+        "e": [EXPAND_RATIOS[i] for i in g[_E].tolist()],
+        "d": [DEPTHS[i] for i in g[_D].tolist()],
+    }
+
+  def from_string(self, s: str) -> np.ndarray:
+    if not isinstance(s, str):
+      raise ArchStringError(f"OFA dict string: expected str, got {type(s).__name__}")
+    if len(s) > _MAX_STRING_CHARS:
+      raise ArchStringError(
+          f"OFA dict string: {len(s)} characters is more than the {_MAX_STRING_CHARS} allowed")
+    try:
+      d = json.loads(s, object_pairs_hook=_reject_duplicate_keys)
+    except ArchStringError:
+      raise
+    # JSONDecodeError and int-digit limits are ValueErrors; deep nesting recurses.
+    except (ValueError, RecursionError, MemoryError, OverflowError, TypeError) as e:
+      msg = str(e) or type(e).__name__
+      raise ArchStringError(f"OFA dict string is not valid JSON: {_short(msg, 120)}") from None
+    return self.from_native(d)
+
+  def to_string(self, genes: np.ndarray) -> str:
+    return json.dumps(self.to_native(genes))
+
+  # ---- vectorised, jit-able -------------------------------------------------
+
+  def _present(self, d_idx: Array) -> Array:
+    """`bool[..., 20]`: whether each layer lies within its stage's depth."""
+    depth = jnp.asarray(d_idx, jnp.int32) + DEPTHS[0]
+    per_layer = jnp.repeat(depth, LAYERS_PER_STAGE, axis=-1)
+    pos = jnp.arange(NUM_LAYERS, dtype=jnp.int32) % LAYERS_PER_STAGE
+    return pos < per_layer
+
+  def canonicalize(self, genes: Array) -> Array:
+    """Zeroes ks/e of layers past their stage's depth; they do not change the network."""
+    genes = jnp.asarray(genes, jnp.int32)
+    present = self._present(genes[..., _D])
+    ks = jnp.where(present, genes[..., _KS], 0)
+    e = jnp.where(present, genes[..., _E], 0)
+    return jnp.concatenate([ks, e, genes[..., _D]], axis=-1)
+
+  def sample(self, key: Array, n: int) -> Array:
+    """Uniform over networks: a depth-d stage has 9**d op sequences, so weight 9**d."""
+    k_depth, k_ops = jax.random.split(key)
+    logits = jnp.log(jnp.asarray([float(NUM_LAYER_OPS)**d for d in DEPTHS], jnp.float32))
+    d_idx = jax.random.categorical(k_depth, logits, shape=(n, NUM_STAGES)).astype(jnp.int32)
+    layer_op = jax.random.randint(k_ops, (n, NUM_LAYERS), 0, NUM_LAYER_OPS, jnp.int32)
+    genes = jnp.concatenate(
+        [layer_op // len(EXPAND_RATIOS), layer_op % len(EXPAND_RATIOS), d_idx], axis=-1)
+    return self.canonicalize(genes)
+
+  def encode(self, genes: Array) -> tuple[Array, Array]:
+    genes = jnp.asarray(genes, jnp.int32)
+    batch = genes.shape[:-1]
+    present = self._present(genes[..., _D])
+    layer_op = _FIRST_LAYER_OP + len(EXPAND_RATIOS) * genes[..., _KS] + genes[..., _E]
+    layer_op = jnp.where(present, layer_op, SKIP_OP)
+    ops = jnp.concatenate([
+        jnp.full(batch + (1,), self.input_ops[0], jnp.int32),
+        layer_op.astype(jnp.int32),
+        jnp.full(batch + (1,), self.output_op, jnp.int32),
+    ], axis=-1)
+    adj = jnp.broadcast_to(jnp.asarray(_chain_adjacency(self.num_nodes)),
+                           batch + (self.num_nodes, self.num_nodes))
+    return ops, adj
+
+  def _layer_present(self, ops: Array) -> Array:
+    """`bool[..., 5, 4]`: which layer nodes carry one of the 9 layer ops."""
+    layer_op = jnp.asarray(ops, jnp.int32)[..., 1:1 + NUM_LAYERS]
+    present = (layer_op >= _FIRST_LAYER_OP) & (layer_op < _FIRST_LAYER_OP + NUM_LAYER_OPS)
+    return present.reshape(present.shape[:-1] + (NUM_STAGES, LAYERS_PER_STAGE))
+
+  def decode(self, ops: Array, adj: Array) -> Array:
+    del adj  # Fixed chain: all information is in the ops.
+    ops = jnp.asarray(ops, jnp.int32)
+    layer_op = ops[..., 1:1 + NUM_LAYERS]
+    present = self._layer_present(ops)
+    flat_present = present.reshape(present.shape[:-2] + (NUM_LAYERS,))
+    v = jnp.clip(layer_op - _FIRST_LAYER_OP, 0, NUM_LAYER_OPS - 1)
+    ks = jnp.where(flat_present, v // len(EXPAND_RATIOS), 0)
+    e = jnp.where(flat_present, v % len(EXPAND_RATIOS), 0)
+    leading = jnp.sum(jnp.cumprod(present.astype(jnp.int32), axis=-1), axis=-1)
+    d_idx = jnp.clip(leading, DEPTHS[0], DEPTHS[-1]) - DEPTHS[0]
+    return jnp.concatenate([ks, e, d_idx], axis=-1).astype(jnp.int32)
+
+  def format_valid(self, ops: Array, adj: Array) -> Array:
+    """IO rules plus, per stage, present layers forming a prefix of length >= 2."""
+    del adj  # DiffusionNAG's format rules look at the ops only.
+    ops = jnp.asarray(ops, jnp.int32)
+    io_ok = base.io_format_valid(ops, self.num_ops, self.input_ops, self.output_op)
+    p = self._layer_present(ops)
+    # A prefix of length >= 2 out of 4: layers 1, 2 present, and no present after a skip.
+    stage_ok = p[..., 0] & p[..., 1] & (p[..., 2] | ~p[..., 3])
+    return io_ok & jnp.all(stage_ok, axis=-1)
+
+  def strict_valid(self, ops: Array, adj: Array) -> Array:
+    ops = jnp.asarray(ops, jnp.int32)
+    adj = jnp.asarray(adj, bool)
+    chain = jnp.asarray(_chain_adjacency(self.num_nodes))
+    is_chain = jnp.all(adj == chain, axis=(-2, -1))
+    # Every node passes data on (skip is identity); kept for the strict-validity contract.
+    alive = jnp.ones(adj.shape[:-1], bool)
+    return self.format_valid(ops, adj) & is_chain & base.path_exists(adj, alive)
