@@ -1,0 +1,111 @@
+"""NB201 tables: alignment with the space's encoding, known figures, clear errors."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pnag_jax.data import NB201Data, resolve_data_dir
+from pnag_jax.data.splits import nb201_split
+from pnag_jax.errors import DataError
+from pnag_jax.spaces import get_space, nb201
+
+BEST_C10 = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+            "+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|")  # idx 6111, SOURCE.md
+
+
+@pytest.fixture(scope="module")
+def data(data_dir):
+  return NB201Data.from_dir(data_dir)
+
+
+def test_arch_to_row_map_agrees_with_nb201_index(data, nb201_rows):
+  space = get_space("nb201")
+  for r in nb201_rows:
+    code = int(nb201.code_of_genes(space.from_string(r["arch_str"])))
+    assert data.nb201_index[code] == int(r["nb201_index"])
+    assert data.code_of_index[int(r["nb201_index"])] == code
+    assert data.metric("cifar100_test_acc")[code] == np.float32(float(r["cifar100_test_acc"]))
+
+
+def test_best_cifar10_accuracy_is_94_37_at_source_arch(data):
+  code, acc = data.best("cifar10_test_acc")
+  assert round(acc, 2) == 94.37
+  assert data.nb201_index[code] == 6111
+  assert get_space("nb201").to_string(nb201.genes_of_code(code)) == BEST_C10
+  # Disconnected cells score exactly chance on CIFAR-10 (SOURCE.md).
+  space = get_space("nb201")
+  all_genes = jnp.asarray(space.enumerate())
+  strict = np.asarray(space.strict_valid(*space.encode(all_genes)))
+  np.testing.assert_allclose(data.metric("cifar10_test_acc")[~strict], 10.0)
+
+
+def test_lookup_is_one_jitted_gather(data):
+  space = get_space("nb201")
+  genes = space.sample(jax.random.key(0), 100_000)
+  acc = jax.jit(lambda g: data.lookup("cifar10_test_acc", g))(genes)
+  assert acc.shape == (100_000,) and acc.dtype == jnp.float32
+  np.testing.assert_array_equal(acc, data.metric("cifar10_test_acc")[np.asarray(space.code(genes))])
+  assert 85.0 < float(acc.mean()) < 92.0  # connected cells' mean; chance cells excluded
+
+
+def test_optional_tables(data):
+  lat = data.metric("lat_titanx_1")
+  assert lat.shape == (15625,) and np.isfinite(lat).all()
+  params = data.metric("cifar10/params")
+  assert 500 < np.isfinite(params).sum() < 1000  # the ~724-arch NASLib subset
+  with pytest.raises(DataError, match="unknown NB201 metric"):
+    data.metric("nope")
+
+
+def test_split_is_seeded_disjoint_and_covering():
+  tr, ho = nb201_split(seed=0)
+  assert tr.size + 1 == ho.size == 7813
+  assert np.intersect1d(tr, ho).size == 0
+  assert np.union1d(tr, ho).size == 15625
+  np.testing.assert_array_equal(nb201_split(seed=0)[0], tr)
+  assert not np.array_equal(nb201_split(seed=1)[0], tr)
+
+
+def test_missing_directory_file_and_column(tmp_path, data_dir, monkeypatch):
+  monkeypatch.delenv("PNAG_DATA_DIR", raising=False)
+  with pytest.raises(DataError, match="pass --data-dir or set PNAG_DATA_DIR"):
+    resolve_data_dir(None)
+  with pytest.raises(DataError, match="does not exist"):
+    resolve_data_dir(tmp_path / "nope")
+  with pytest.raises(DataError, match="no nb201_accuracy.csv"):
+    resolve_data_dir(tmp_path)
+  # Environment variable, and pointing at nb201/ itself, both work.
+  monkeypatch.setenv("PNAG_DATA_DIR", str(data_dir))
+  assert resolve_data_dir(None) == data_dir / "nb201"
+  assert resolve_data_dir(data_dir / "nb201") == data_dir / "nb201"
+
+  src = data_dir / "nb201" / "nb201_accuracy.csv"
+  bad = tmp_path / "nb201"
+  bad.mkdir()
+  header, *rows = src.read_text().splitlines()
+  cols = header.split(",")
+  drop = cols.index("cifar100_test_acc")
+  (bad / "nb201_accuracy.csv").write_text("\n".join(
+      ",".join(c for i, c in enumerate(line.split(",")) if i != drop)
+      for line in [header] + rows[:5]))
+  with pytest.raises(DataError, match="lacks column"):
+    NB201Data.from_dir(tmp_path).metric("cifar10_test_acc")
+  # Truncated file: all columns present but not one row per cell.
+  (bad / "nb201_accuracy.csv").write_text("\n".join([header] + rows[:100]))
+  with pytest.raises(DataError, match="one row per NB201 cell"):
+    NB201Data.from_dir(tmp_path).metric("cifar10_test_acc")
+  # Corrupt value.
+  broken = rows[:]
+  broken[7] = broken[7].replace(broken[7].split(",")[8], "abc", 1)
+  (bad / "nb201_accuracy.csv").write_text("\n".join([header] + broken))
+  with pytest.raises(DataError, match="bad value"):
+    NB201Data.from_dir(tmp_path).metric("cifar10_test_acc")
+  # Optional file absent: its metrics error clearly, the accuracies still load.
+  shutil.copy(src, bad / "nb201_accuracy.csv")
+  d = NB201Data.from_dir(tmp_path)
+  assert d.metric("cifar10_test_acc").shape == (15625,)
+  with pytest.raises(DataError, match="missing NB201 data file"):
+    d.metric("lat_titanx_1")

@@ -1,0 +1,44 @@
+"""The `pnag` console command, run as users run it (a subprocess)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _pnag(*args, env=None):
+  env = {**os.environ, **(env or {})}
+  return subprocess.run([sys.executable, "-m", "pnag_jax.cli", *args], capture_output=True,
+                        text=True, env=env, timeout=300, check=False)
+
+
+def test_spaces_lists_every_space_with_size():
+  r = _pnag("spaces")
+  assert r.returncode == 0, r.stderr
+  assert "nb201: N=8, 7 node ops, fixed adjacency, size 15,625" in r.stdout
+  assert f"({7371**5})" in r.stdout  # MBV3
+  for name in ("darts", "autoformer", "autoformer_base"):
+    assert f"{name}: N=" in r.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("spaces", "nb202"), "unknown search space 'nb202'; known spaces: nb201, mbv3, darts"),
+    (("demo", "--num", "0"), "--num must be positive"),
+    (("demo", "--num", "abc"), "invalid int value"),
+    (("frobnicate",), "invalid choice"),
+    (("demo", "--num", "10", "--data-dir", "/definitely/not/here"), "does not exist"),
+])
+def test_bad_input_is_one_line_without_traceback(args, fragment):
+  r = _pnag(*args)
+  assert r.returncode == 2
+  assert fragment in r.stderr
+  assert "Traceback" not in r.stderr
+  assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_demo_reports_baseline_with_accuracies(data_dir):
+  r = _pnag("demo", "--num", "5000", env={"PNAG_DATA_DIR": str(data_dir)})
+  assert r.returncode == 0, r.stderr
+  assert "[exact] validity 100.00%" in r.stdout
+  assert "cifar10_test_acc: mean" in r.stdout
