@@ -1,0 +1,1 @@
+"""Stage configurations: frozen dataclasses with named presets."""

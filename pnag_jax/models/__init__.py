@@ -1,0 +1,1 @@
+"""Model parts: graph encoder, multi-scale quantizer (MSQ), linear decoder, VQ-VAE."""
