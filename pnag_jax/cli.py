@@ -38,6 +38,36 @@ def _cmd_demo(args: argparse.Namespace) -> None:
   demo.run(num=args.num, seed=args.seed, data_dir=args.data_dir)
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+  from pnag_jax.configs.stage1 import make_config  # pylint: disable=g-import-not-at-top
+  from pnag_jax.training import stage1  # pylint: disable=g-import-not-at-top
+  from pnag_jax.spaces import get_space  # pylint: disable=g-import-not-at-top
+  get_space(args.space)  # an unknown space fails here, before any work
+  if args.data_dir:
+    import os  # pylint: disable=g-import-not-at-top
+    os.environ["PNAG_DATA_DIR"] = args.data_dir
+  cfg = make_config(args.preset, space=args.space, seed=args.seed, overrides=args.set)
+  report = stage1.train_and_evaluate(cfg, args.workdir)
+  print(f"stage1 {report['space']}: {report['steps']} steps in {report['train_seconds']:.1f} s, "
+        f"held-out exact match {report['heldout_exact_match']:.4f}, "
+        f"train {report['train_exact_match']:.4f}")
+  print(f"  step validity: {' '.join(f'{v:.3f}' for v in report['step_validity'])}")
+  print(f"  report: {args.workdir}/stage1/report.json")
+
+
+def _add_train(sub) -> None:
+  p = sub.add_parser("train", help="train a stage (resumes from the latest checkpoint)")
+  p.add_argument("stage", choices=["stage1"])
+  p.add_argument("--space", default="nb201")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--preset", default="quick", help="quick | paper")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override one config value; repeatable")
+  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
+  p.add_argument("--seed", type=int, default=0)
+  p.set_defaults(func=_cmd_train)
+
+
 def _add_spaces(sub) -> None:
   p = sub.add_parser("spaces", help="list the search spaces: N, vocabulary, size")
   p.add_argument("space", nargs="?", help="only this space")
@@ -52,7 +82,8 @@ def _add_demo(sub) -> None:
   p.set_defaults(func=_cmd_demo)
 
 
-_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_spaces, _add_demo)
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_spaces, _add_demo, _add_train)
 
 
 def build_parser() -> argparse.ArgumentParser:

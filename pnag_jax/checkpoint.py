@@ -1,0 +1,493 @@
+"""Per-stage training checkpoints on orbax-checkpoint (v0 API, 0.12.x).
+
+Each training stage owns one `orbax.checkpoint.CheckpointManager`, rooted at
+`<workdir>/<stage>/checkpoints`. A step directory holds four items:
+
+  params     StandardSave of the parameter pytree (a plain dict).
+  opt_state  StandardSave of the optax state.
+  rng        StandardSave of `{"key_data": jax.random.key_data(key)}`. Raw key
+             data is portable across JAX versions, unlike a typed key array.
+  meta       JsonSave of a caller-supplied dict (config, space, version, ...).
+
+Restores always go through abstract targets built from caller templates: without
+a target orbax has no record of the Python types, and optax NamedTuple states
+come back as lists or dicts.
+
+Atomicity (what orbax 0.12.8 does on a local filesystem; see
+`orbax/checkpoint/_src/path/atomicity.py` and `.../path/step.py`):
+
+  * A save of step N writes into `<root>/N.orbax-checkpoint-tmp/`; each item
+    goes first to `<item>.orbax-checkpoint-tmp/` inside it and is renamed to
+    `<item>/` once written.
+  * On commit orbax writes `commit_success.txt` into the step directory and
+    renames `N.orbax-checkpoint-tmp` to `N` (`AtomicRenameTemporaryPath`).
+    A POSIX rename is atomic, so step `N` appears whole or not at all.
+  * Step discovery skips every name containing `.orbax-checkpoint-tmp`
+    (`AtomicRenameTemporaryPath.validate_final`), so a run killed mid-save
+    leaves only complete steps visible; `latest_step()` and `restore()` see the
+    last committed step. Saving step N again deletes a stale
+    `N.orbax-checkpoint-tmp` before writing, so a resumed run that reaches
+    step N simply overwrites the debris.
+  * We leave `cleanup_tmp_directories` off: it deletes every temporary
+    directory when a manager is created, which would destroy a save still in
+    flight from another process (e.g. a trainer, while `pnag generate` reads
+    the same workdir).
+  * Old steps beyond `max_to_keep` are deleted with a plain `rmtree` after the
+    new step commits; a kill during that can leave a partial *old* step, never
+    a partial newest one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+import types
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from pnag_jax.errors import PnagError
+
+PyTree = Any
+
+# Longest detail copied from an underlying exception into a CheckpointError;
+# tensorstore messages can run to kilobytes of JSON spec.
+_MAX_DETAIL_CHARS = 300
+
+
+class CheckpointError(PnagError):
+  """A checkpoint is missing, corrupt, or does not match what was expected."""
+
+
+def _one_line(exc: BaseException) -> str:
+  """Returns `exc` as a short single line: `TypeName: message`."""
+  # KeyError's str() adds quotes around its argument; use the argument itself.
+  if isinstance(exc, KeyError) and len(exc.args) == 1:
+    msg = str(exc.args[0])
+  else:
+    msg = str(exc)
+  # Tensorstore appends the full driver spec as JSON; it is noise to a user.
+  msg = re.sub(r"\s*\[tensorstore_spec=.*", "", msg, flags=re.DOTALL)
+  msg = " ".join(msg.split())
+  if len(msg) > _MAX_DETAIL_CHARS:
+    msg = msg[:_MAX_DETAIL_CHARS - 3] + "..."
+  return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _abstract(tree: PyTree) -> PyTree:
+  """Abstract restore target for a concrete or abstract template pytree.
+
+  Leaves without a sharding (e.g. from `jax.eval_shape`) are pinned to the
+  first local device: orbax would otherwise fall back to the sharding recorded
+  at save time, which is unsafe when the device topology changed.
+  """
+  device = jax.local_devices()[0]
+
+  def leaf(x):
+    sds = ocp.utils.to_shape_dtype_struct(x)
+    if isinstance(sds, jax.ShapeDtypeStruct) and sds.sharding is None:
+      sds = jax.ShapeDtypeStruct(
+          sds.shape, sds.dtype, sharding=jax.sharding.SingleDeviceSharding(device))
+    return sds
+
+  return jax.tree.map(leaf, tree)
+
+
+# How long a failed restore waits for orbax's abandoned sibling reads to
+# finish, so that their noise lands inside `_quiet_failed_reads`. They take
+# milliseconds on a local disk; the margin is for a loaded machine. A best
+# effort, not a guarantee, and paid only on the failure path.
+_FAILED_READ_GRACE_S = 0.2
+
+
+def _is_orbax_read_debris(unraisable: Any) -> bool:
+  """Whether an unraisable exception is fallout from a failed orbax read."""
+  exc = unraisable.exc_value
+  # Tensorstore threads finishing sibling reads post results to the event
+  # loop that orbax's `run_sync` has already closed.
+  if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+    return True
+  # Unstarted sibling read coroutines are closed by the garbage collector;
+  # orbax's `except BaseException` turns their GeneratorExit into Exception.
+  obj = unraisable.object
+  code = getattr(obj, "cr_code", None)
+  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
+class _DropUnretrievedFutures(logging.Filter):
+  """Drops asyncio's "exception was never retrieved" reports."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "exception was never retrieved" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+  """Silences the debris a failed orbax restore leaves behind.
+
+  When one array read fails, orbax abandons its sibling reads: their threads
+  later raise "Event loop is closed", their coroutines and futures are
+  reported by the garbage collector as unraisable exceptions or asyncio log
+  records. Each is a multi-line traceback on stderr, after the one-line
+  CheckpointError the user should see. While this context is active those
+  reports (and only those) are dropped.
+
+  Yields:
+    `settle(error)`: call it with the CheckpointError on failure, before
+    leaving the context. It releases the failed read's frames, waits briefly
+    and collects garbage, so that the debris appears while still filtered.
+  """
+  previous_hook = sys.unraisablehook
+  asyncio_logger = logging.getLogger("asyncio")
+  log_filter = _DropUnretrievedFutures()
+
+  def hook(unraisable):
+    if not _is_orbax_read_debris(unraisable):
+      previous_hook(unraisable)
+
+  def settle(error: BaseException) -> None:
+    # The failed read's frames hold the abandoned coroutines; drop their
+    # locals (tracebacks stay printable) so the collector can reach them now.
+    seen = set()
+    while error is not None and id(error) not in seen:
+      seen.add(id(error))
+      traceback.clear_frames(error.__traceback__)
+      error = error.__cause__ or error.__context__
+    gc.collect()
+    time.sleep(_FAILED_READ_GRACE_S)
+    gc.collect()
+
+  sys.unraisablehook = hook
+  asyncio_logger.addFilter(log_filter)
+  try:
+    yield settle
+  finally:
+    asyncio_logger.removeFilter(log_filter)
+    sys.unraisablehook = previous_hook
+
+
+def check_meta(meta: dict, expected: dict, *, where: str = "checkpoint") -> None:
+  """Checks that saved metadata agrees with what the caller is about to build.
+
+  Args:
+    meta: Metadata as returned by `StageCheckpointer.read_meta` or `restore`.
+    expected: Keys and values that must be present and equal in `meta`, e.g.
+      `{"space": "nb201"}`.
+    where: What to name in the message, e.g. `f"workdir {workdir}"`.
+
+  Raises:
+    CheckpointError: A key is missing from `meta` or has a different value.
+      For `expected={"space": "nb201"}` and a saved space 'mbv3' the message
+      reads "workdir W was trained for space 'mbv3', not 'nb201'".
+  """
+  for key, want in expected.items():
+    if key not in meta:
+      raise CheckpointError(f"{where} has no {key!r} in its metadata")
+    if meta[key] != want:
+      raise CheckpointError(
+          f"{where} was trained for {key} {meta[key]!r}, not {want!r}")
+
+
+class StageCheckpointer:
+  """Saves and restores one training stage's checkpoints.
+
+  Usage:
+
+    with StageCheckpointer(workdir, "stage1", max_to_keep=3) as ckpt:
+      if ckpt.latest_step() is not None:
+        check_meta(ckpt.read_meta(), {"space": space.name},
+                   where=f"workdir {workdir}")
+        params, opt_state, key, meta = ckpt.restore(
+            params_template=params, opt_state_template=opt_state)
+      ...
+      ckpt.save(step, params, opt_state, key, meta, force=is_last)
+
+  Saves are asynchronous: `save` returns once arrays are copied to host, and
+  the write finishes in the background. `wait_until_finished` (or leaving the
+  `with` block, or `close`) blocks until every pending save is committed.
+  """
+
+  def __init__(
+      self,
+      workdir: str | os.PathLike[str],
+      stage: str,
+      *,
+      max_to_keep: int | None = 3,
+      save_interval_steps: int = 1,
+      read_only: bool = False,
+  ):
+    """Opens (and unless `read_only`, creates) `<workdir>/<stage>/checkpoints`.
+
+    Args:
+      workdir: Run directory shared by all stages.
+      stage: Stage name, used as a subdirectory of `workdir`.
+      max_to_keep: Number of most recent steps kept on disk; None keeps all.
+      save_interval_steps: `save` without `force` writes only steps that are a
+        multiple of this.
+      read_only: Create no directories and refuse to save; for commands that
+        only read a trained workdir, so that a mistyped path is not created.
+    """
+    self.workdir = os.fspath(workdir)
+    self.stage = stage
+    self.directory = os.path.join(self.workdir, stage, "checkpoints")
+    self._read_only = read_only
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        save_interval_steps=save_interval_steps,
+        create=not read_only,
+    )
+    try:
+      # Handlers rather than bare item names: a fresh manager can then read
+      # item metadata before any save or restore has told it the item types.
+      self._manager = ocp.CheckpointManager(
+          self.directory,
+          options=options,
+          item_handlers={
+              "params": ocp.StandardCheckpointHandler(),
+              "opt_state": ocp.StandardCheckpointHandler(),
+              "rng": ocp.StandardCheckpointHandler(),
+              "meta": ocp.JsonCheckpointHandler(),
+          })
+    except OSError as e:
+      raise CheckpointError(
+          f"cannot open checkpoints in {self.directory}: {_one_line(e)}") from e
+
+  def __enter__(self) -> StageCheckpointer:
+    return self
+
+  def __exit__(self, exc_type: type[BaseException] | None,
+               exc: BaseException | None,
+               tb: types.TracebackType | None) -> None:
+    self.close()
+
+  def __repr__(self) -> str:
+    return f"StageCheckpointer({self.directory!r})"
+
+  def all_steps(self) -> list[int]:
+    """Committed steps on disk, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    """The newest committed step, or None if there is none."""
+    return self._manager.latest_step()
+
+  def save(
+      self,
+      step: int,
+      params: PyTree,
+      opt_state: PyTree,
+      rng_key: jax.Array,
+      meta: dict,
+      force: bool = False,
+  ) -> bool:
+    """Starts an asynchronous save of one step.
+
+    Args:
+      step: Training step; must be larger than any step already saved.
+      params: Parameter pytree of arrays.
+      opt_state: Optimizer state pytree of arrays.
+      rng_key: Typed PRNG key (`jax.random.key`), stored as raw key data.
+      meta: JSON-serialisable dict. It round-trips as JSON: tuples come back
+        as lists and dict keys as strings.
+      force: Save even if `step` is off the `save_interval_steps` grid.
+
+    Returns:
+      Whether a save was started (False if skipped by the interval policy).
+
+    Raises:
+      CheckpointError: The checkpointer is read-only, or the disk refused.
+      TypeError: `rng_key` is not a typed key, or `meta` is not JSON.
+    """
+    if self._read_only:
+      raise CheckpointError(f"cannot save to {self.directory}: opened read-only")
+    if not jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key):
+      raise TypeError(
+          f"rng_key must be a typed key from jax.random.key, got {rng_key.dtype}")
+    # Fail here, not in orbax's background thread, where the error would only
+    # surface at the next wait and name no caller.
+    json.dumps(meta)
+    args = ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        opt_state=ocp.args.StandardSave(opt_state),
+        # StandardSave rejects a bare array, hence the one-entry dict.
+        rng=ocp.args.StandardSave({"key_data": jax.random.key_data(rng_key)}),
+        meta=ocp.args.JsonSave(meta),
+    )
+    try:
+      return self._manager.save(step, args=args, force=force)
+    except OSError as e:
+      raise CheckpointError(
+          f"cannot save step {step} to {self.directory}: {_one_line(e)}") from e
+
+  def wait_until_finished(self) -> None:
+    """Blocks until every pending save is committed to disk."""
+    try:
+      self._manager.wait_until_finished()
+    except OSError as e:
+      raise CheckpointError(
+          f"saving to {self.directory} failed: {_one_line(e)}") from e
+
+  def close(self) -> None:
+    """Waits for pending saves, then releases orbax's threads."""
+    try:
+      self.wait_until_finished()
+    finally:
+      self._manager.close()
+
+  def _resolve_step(self, step: int | None) -> int:
+    """Returns `step`, or the latest step if None; checks that it exists."""
+    # A save still in flight is not in the step list yet.
+    self.wait_until_finished()
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    if step is None:
+      return steps[-1]
+    if step not in steps:
+      raise CheckpointError(
+          f"no checkpoint for step {step} in {self.directory} "
+          f"(available: {steps})")
+    return step
+
+  def _restore(self, step: int, **items: Any) -> Any:
+    """Restores `items` of `step`, mapping any failure to CheckpointError."""
+    with _quiet_failed_reads() as settle:
+      try:
+        return self._manager.restore(step, args=ocp.args.Composite(**items))
+      # Orbax and tensorstore report a damaged or mismatched checkpoint with a
+      # spread of types (ValueError, KeyError, FileNotFoundError,
+      # JSONDecodeError, RuntimeError, ...) that is not part of their API, so
+      # this boundary catches them all and reports one line.
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        error = CheckpointError(
+            f"cannot restore step {step} from {self.directory} (corrupt, or "
+            f"templates do not match what was saved): {_one_line(e)}")
+        error.__cause__ = e
+      settle(error)
+    raise error
+
+  def _saved_leaves(self, step: int) -> dict[str, dict[tuple[str, ...], Any]]:
+    """Per array item, the step's saved leaf metadata keyed by tree path.
+
+    Empty if the metadata cannot be read: the restore itself does not need it
+    when given targets, and will diagnose a damaged step on its own.
+    """
+    try:
+      saved = self._manager.item_metadata(step)
+      return {name: ocp.tree.to_flat_dict(saved[name].tree)
+              for name in ("params", "opt_state", "rng")}
+    except Exception:  # pylint: disable=broad-exception-caught
+      return {}
+
+  def _check_template(self, step: int, name: str, target: PyTree,
+                      saved: dict[tuple[str, ...], Any]) -> None:
+    """Compares a target's structure and shapes with what the step saved.
+
+    Orbax would also reject a mismatch, but only mid-read, with a terser
+    message and with sibling reads left behind as orphaned coroutines.
+    """
+    want = ocp.tree.to_flat_dict(target)
+    problems = []
+    missing = sorted(saved.keys() - want.keys())
+    unexpected = sorted(want.keys() - saved.keys())
+    if missing:
+      problems.append("missing " + ", ".join("/".join(k) for k in missing[:5]))
+    if unexpected:
+      problems.append(
+          "not in checkpoint " + ", ".join("/".join(k) for k in unexpected[:5]))
+    for k in sorted(want.keys() & saved.keys()):
+      saved_shape = getattr(saved[k], "shape", None)
+      if saved_shape is not None and tuple(saved_shape) != np.shape(want[k]):
+        problems.append(f"{'/'.join(k)} saved {tuple(saved_shape)}, "
+                        f"template {np.shape(want[k])}")
+    if problems:
+      raise CheckpointError(
+          f"{name} template does not match step {step} in {self.directory}: "
+          + "; ".join(problems[:5]))
+
+  def read_meta(self, step: int | None = None) -> dict:
+    """Restores only the JSON metadata of `step` (default: the latest).
+
+    Cheap; use it to check the space and config before building a model.
+
+    Raises:
+      CheckpointError: No such step, or the metadata is unreadable.
+    """
+    step = self._resolve_step(step)
+    meta = self._restore(step, meta=ocp.args.JsonRestore())["meta"]
+    if not isinstance(meta, dict):
+      raise CheckpointError(
+          f"metadata of step {step} in {self.directory} is not a JSON object")
+    return meta
+
+  def restore(
+      self,
+      step: int | None = None,
+      *,
+      params_template: PyTree,
+      opt_state_template: PyTree,
+  ) -> tuple[PyTree, PyTree, jax.Array, dict]:
+    """Restores one step (default: the latest).
+
+    Args:
+      step: Step to restore; None means the latest committed step.
+      params_template: Pytree with the structure, shapes and dtypes of the
+        saved params; concrete arrays or `jax.ShapeDtypeStruct`s (e.g. from
+        `jax.eval_shape`). Restored arrays take the template's sharding, or the
+        first local device where it has none. A differing dtype is cast to
+        the template's (orbax's behaviour), not rejected.
+      opt_state_template: Same, for the optimizer state, e.g.
+        `jax.eval_shape(tx.init, params_template)`; NamedTuple states come
+        back as the template's NamedTuples.
+
+    Returns:
+      `(params, opt_state, rng_key, meta)`, with `rng_key` rewrapped as a
+      typed key of the default PRNG implementation.
+
+    Raises:
+      CheckpointError: No checkpoint, no such step, a corrupt step, or
+        templates whose structure or shapes differ from what was saved.
+    """
+    step = self._resolve_step(step)
+    try:
+      params_target = _abstract(params_template)
+      opt_target = _abstract(opt_state_template)
+    except (TypeError, ValueError, AttributeError) as e:
+      raise CheckpointError(
+          f"invalid restore template for {self.directory}: {_one_line(e)}") from e
+    saved = self._saved_leaves(step)
+    if saved:
+      self._check_template(step, "params", params_target, saved["params"])
+      self._check_template(step, "opt_state", opt_target, saved["opt_state"])
+    # The rng item needs a target too: without one orbax places it on the
+    # device recorded at save time, which fails on another machine (saved on
+    # GPU, read on CPU). Its shape depends on the PRNG implementation, so it
+    # comes from the saved metadata when that is readable.
+    key_data = saved.get("rng", {}).get(("key_data",))
+    if key_data is None:
+      key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+    rng_target = _abstract(
+        {"key_data": jax.ShapeDtypeStruct(key_data.shape, key_data.dtype)})
+    restored = self._restore(
+        step,
+        params=ocp.args.StandardRestore(params_target),
+        opt_state=ocp.args.StandardRestore(opt_target),
+        rng=ocp.args.StandardRestore(rng_target),
+        meta=ocp.args.JsonRestore(),
+    )
+    try:
+      rng_key = jax.random.wrap_key_data(restored["rng"]["key_data"])
+    except (KeyError, TypeError, ValueError) as e:
+      raise CheckpointError(
+          f"cannot rebuild the PRNG key of step {step} in {self.directory}: "
+          f"{_one_line(e)}") from e
+    return restored["params"], restored["opt_state"], rng_key, restored["meta"]

@@ -1,0 +1,316 @@
+"""StageCheckpointer: round trips, retention, atomicity and one-line errors."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from pnag_jax.checkpoint import CheckpointError, StageCheckpointer, check_meta
+
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax 0.12.8 atomicity_types.TMP_DIR_SUFFIX
+
+
+def _params(seed=0):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  return {
+      "enc": {"w": jax.random.normal(k1, (3, 4)), "b": jnp.zeros(4)},
+      "head": jax.random.normal(k2, (4,), jnp.bfloat16),
+  }
+
+
+_TX = optax.adamw(1e-2)
+
+
+def _trained_state(steps=2, seed=0):
+  """Params and adamw state after a few updates, so moments are non-trivial."""
+  params = _params(seed)
+  opt_state = _TX.init(params)
+  for i in range(steps):
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1 * (i + 1)), params)
+    updates, opt_state = _TX.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+  return params, opt_state
+
+
+def _meta(step):
+  return {"space": "nb201", "version": "0.1.0", "config": {"lr": 0.01, "step": step}}
+
+
+def _save_steps(workdir, steps, **kwargs):
+  """Saves `steps`; returns {step: (params, opt_state, key, meta)}."""
+  saved = {}
+  with StageCheckpointer(workdir, "stage1", **kwargs) as ckpt:
+    for step in steps:
+      params, opt_state = _trained_state(steps=step, seed=step)
+      key = jax.random.fold_in(jax.random.key(7), step)
+      assert ckpt.save(step, params, opt_state, key, _meta(step), force=True)
+      saved[step] = (params, opt_state, key, _meta(step))
+  return saved
+
+
+def _restore(workdir, step=None):
+  params, opt_state = _trained_state(steps=0)
+  with StageCheckpointer(workdir, "stage1") as ckpt:
+    return ckpt.restore(step, params_template=params, opt_state_template=opt_state)
+
+
+def _assert_same_state(got, want):
+  for g, w in zip(got[:2], want[:2]):
+    assert jax.tree.structure(g) == jax.tree.structure(w)
+    jax.tree.map(np.testing.assert_array_equal, g, w)
+  np.testing.assert_array_equal(jax.random.key_data(got[2]),
+                                jax.random.key_data(want[2]))
+  assert got[3] == want[3]
+
+
+def _files_under(path):
+  return sorted(os.path.join(root, f) for root, _, fs in os.walk(path) for f in fs)
+
+
+def _data_files(step_dir):
+  """Tensorstore/OCDBT data files of the params item (under its `d/` dirs)."""
+  files = [f for f in _files_under(os.path.join(step_dir, "params"))
+           if os.path.basename(os.path.dirname(f)) == "d"]
+  assert files
+  return files
+
+
+def test_round_trip_is_bit_identical(tmp_path):
+  saved = _save_steps(tmp_path, [1, 2, 3])
+  ckpt_dir = tmp_path / "stage1" / "checkpoints"
+  assert sorted(os.listdir(ckpt_dir)) == ["1", "2", "3"]
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    assert ckpt.latest_step() == 3
+    assert ckpt.read_meta() == _meta(3)
+    assert ckpt.read_meta(2) == _meta(2)
+  got = _restore(tmp_path)
+  _assert_same_state(got, saved[3])
+  # NamedTuples survive: the restored state feeds straight back into optax.
+  assert type(got[1][0]) is optax.ScaleByAdamState
+  assert got[2].dtype == jax.random.key(0).dtype
+  assert got[0]["head"].dtype == jnp.bfloat16
+  _assert_same_state(_restore(tmp_path, step=1), saved[1])
+
+
+def test_abstract_templates(tmp_path):
+  saved = _save_steps(tmp_path, [1])
+  params_abs = jax.eval_shape(_params)
+  opt_abs = jax.eval_shape(_TX.init, params_abs)
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    got = ckpt.restore(params_template=params_abs, opt_state_template=opt_abs)
+  _assert_same_state(got, saved[1])
+
+
+_RESTORE_ON_ONE_DEVICE = textwrap.dedent("""
+    import sys
+    import jax, numpy as np
+    from pnag_jax import checkpoint_test as t
+    from pnag_jax.checkpoint import StageCheckpointer
+    assert len(jax.devices()) == 1
+    params, opt_state = t._trained_state(steps=0)
+    with StageCheckpointer(sys.argv[1], "stage1", read_only=True) as ckpt:
+      p, o, key, meta = ckpt.restore(params_template=params,
+                                     opt_state_template=opt_state)
+    leaves = jax.tree.leaves((p, o)) + [jax.random.key_data(key)]
+    np.savez(sys.argv[2], *[np.asarray(x, np.float32) for x in leaves])
+""")
+
+
+def test_restore_on_another_topology(tmp_path):
+  """Saved on device 5 of 8, read where only one device exists (GPU -> CPU)."""
+  if len(jax.devices()) < 6:
+    pytest.skip("needs the 8 fake CPU devices from conftest.py")
+  params, opt_state = _trained_state(steps=2)
+  on5 = lambda tree: jax.device_put(tree, jax.devices()[5])
+  key = on5(jax.random.key(3))
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    ckpt.save(1, on5(params), on5(opt_state), key, {})
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  out = tmp_path / "restored.npz"
+  proc = subprocess.run(
+      [sys.executable, "-c", _RESTORE_ON_ONE_DEVICE, str(tmp_path), str(out)],
+      env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  want = jax.tree.leaves((params, opt_state)) + [jax.random.key_data(key)]
+  with np.load(out) as got:
+    assert len(got.files) == len(want)
+    for i, w in enumerate(want):
+      np.testing.assert_array_equal(got[f"arr_{i}"], np.asarray(w, np.float32))
+
+
+def test_max_to_keep_and_interval(tmp_path):
+  with StageCheckpointer(tmp_path, "stage1", max_to_keep=2,
+                         save_interval_steps=2) as ckpt:
+    params, opt_state = _trained_state(steps=0)
+    key = jax.random.key(0)
+    results = [ckpt.save(s, params, opt_state, key, {}) for s in range(1, 7)]
+    # Orbax always writes the first step of a fresh directory (its initial
+    # save policy), then every second step.
+    assert results == [True, True, False, True, False, True]
+    assert ckpt.save(7, params, opt_state, key, {}, force=True)
+    ckpt.wait_until_finished()
+    assert ckpt.all_steps() == [6, 7]
+  assert sorted(os.listdir(tmp_path / "stage1" / "checkpoints")) == ["6", "7"]
+
+
+def test_stages_are_separate(tmp_path):
+  _save_steps(tmp_path, [1, 2])
+  with StageCheckpointer(tmp_path, "stage2") as ckpt:
+    assert ckpt.latest_step() is None
+    assert ckpt.directory == os.path.join(tmp_path, "stage2", "checkpoints")
+
+
+def test_empty_dir_errors(tmp_path):
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    with pytest.raises(CheckpointError, match="no checkpoint in .*stage1/checkpoints"):
+      ckpt.read_meta()
+    params, opt_state = _trained_state(steps=0)
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+      ckpt.restore(params_template=params, opt_state_template=opt_state)
+
+
+def test_read_only_creates_nothing(tmp_path):
+  workdir = tmp_path / "typo"
+  with StageCheckpointer(workdir, "stage1", read_only=True) as ckpt:
+    assert ckpt.latest_step() is None
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+      ckpt.read_meta()
+    with pytest.raises(CheckpointError, match="read-only"):
+      ckpt.save(1, {}, (), jax.random.key(0), {})
+  assert not workdir.exists()
+
+
+def test_missing_step(tmp_path):
+  _save_steps(tmp_path, [1, 2])
+  with pytest.raises(CheckpointError, match=r"no checkpoint for step 5 .*\[1, 2\]"):
+    _restore(tmp_path, step=5)
+
+
+def _corrupt_truncate(step_dir):
+  for f in _data_files(step_dir):
+    with open(f, "r+b") as fh:
+      fh.truncate(os.path.getsize(f) // 2)
+
+
+def _corrupt_garbage(step_dir):
+  rng = np.random.default_rng(0)
+  for f in _data_files(step_dir):
+    with open(f, "wb") as fh:
+      fh.write(rng.bytes(os.path.getsize(f)))
+
+
+def _corrupt_metadata(step_dir):
+  with open(os.path.join(step_dir, "params", "_METADATA"), "r+b") as fh:
+    fh.truncate(5)
+
+
+def _delete_params(step_dir):
+  shutil.rmtree(os.path.join(step_dir, "params"))
+
+
+@pytest.mark.parametrize("corrupt", [
+    _corrupt_truncate, _corrupt_garbage, _corrupt_metadata, _delete_params])
+def test_corrupt_latest_step(tmp_path, corrupt):
+  _save_steps(tmp_path, [1, 2])
+  corrupt(os.path.join(tmp_path, "stage1", "checkpoints", "2"))
+  with pytest.raises(CheckpointError, match="cannot restore step 2 from") as info:
+    _restore(tmp_path)
+  assert "\n" not in str(info.value)
+  assert len(str(info.value)) < 500
+  assert os.path.join("stage1", "checkpoints") in str(info.value)
+  # Older steps are unaffected.
+  _restore(tmp_path, step=1)
+
+
+def test_corrupt_meta(tmp_path):
+  _save_steps(tmp_path, [1])
+  meta_dir = os.path.join(tmp_path, "stage1", "checkpoints", "1", "meta")
+  for f in _files_under(meta_dir):
+    with open(f, "w") as fh:
+      fh.write("{not json")
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    with pytest.raises(CheckpointError, match="cannot restore step 1"):
+      ckpt.read_meta()
+
+
+@pytest.mark.parametrize("change,match", [
+    ("shape", r"params template does not match .*head saved \(4,\), template \(5,\)"),
+    ("extra_leaf", "params template does not match .*not in checkpoint extra"),
+    ("missing_leaf", "params template does not match .*missing head"),
+    ("optimizer", "opt_state template does not match"),
+    # Same leaves, different empty nodes: caught by orbax during the read.
+    ("optimizer_chain", "do not match what was saved"),
+])
+def test_template_mismatch(tmp_path, change, match):
+  _save_steps(tmp_path, [1])
+  params, opt_state = _trained_state(steps=0)
+  if change == "shape":
+    params = {**params, "head": jnp.zeros((5,), jnp.bfloat16)}
+  elif change == "extra_leaf":
+    params = {**params, "extra": jnp.zeros(2)}
+  elif change == "missing_leaf":
+    params = {"enc": params["enc"]}
+  elif change == "optimizer":
+    opt_state = optax.sgd(0.1, momentum=0.9).init(params)
+  else:
+    opt_state = optax.adam(1e-2).init(params)
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    with pytest.raises(CheckpointError, match=match) as info:
+      ckpt.restore(params_template=params, opt_state_template=opt_state)
+  assert "\n" not in str(info.value)
+
+
+def test_killed_save_is_invisible_and_resume_overwrites_it(tmp_path):
+  saved = _save_steps(tmp_path, [1, 2, 3])
+  ckpt_dir = os.path.join(tmp_path, "stage1", "checkpoints")
+  # What a save of step 4 killed before its commit leaves behind: the step's
+  # temporary directory, items still under their own temporary names, no
+  # commit_success.txt, and partly written data.
+  stray = os.path.join(ckpt_dir, "4" + _TMP_SUFFIX)
+  shutil.copytree(os.path.join(ckpt_dir, "3"), stray)
+  os.remove(os.path.join(stray, "commit_success.txt"))
+  for item in ("params", "opt_state"):
+    os.rename(os.path.join(stray, item), os.path.join(stray, item + _TMP_SUFFIX))
+  for f in _files_under(os.path.join(stray, "params" + _TMP_SUFFIX)):
+    with open(f, "r+b") as fh:
+      fh.truncate(3)
+
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    assert ckpt.all_steps() == [1, 2, 3]
+    assert ckpt.latest_step() == 3
+    assert ckpt.read_meta() == _meta(3)
+  _assert_same_state(_restore(tmp_path), saved[3])
+
+  # The resumed run reaches step 4 again; orbax replaces the debris.
+  saved.update(_save_steps(tmp_path, [4]))
+  assert sorted(os.listdir(ckpt_dir)) == ["2", "3", "4"]
+  _assert_same_state(_restore(tmp_path), saved[4])
+
+
+def test_check_meta():
+  meta = {"space": "mbv3", "version": "0.1.0"}
+  check_meta(meta, {"space": "mbv3"})
+  with pytest.raises(CheckpointError,
+                     match="workdir /w was trained for space 'mbv3', not 'nb201'"):
+    check_meta(meta, {"space": "nb201"}, where="workdir /w")
+  with pytest.raises(CheckpointError, match="no 'config'"):
+    check_meta(meta, {"config": {}})
+
+
+def test_save_rejects_raw_key_and_non_json_meta(tmp_path):
+  params, opt_state = _trained_state(steps=0)
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    with pytest.raises(TypeError, match="typed key"):
+      ckpt.save(1, params, opt_state, jax.random.PRNGKey(0), {})
+    with pytest.raises(TypeError):
+      ckpt.save(1, params, opt_state, jax.random.key(0), {"x": object()})
+    assert ckpt.latest_step() is None

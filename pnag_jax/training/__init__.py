@@ -1,0 +1,1 @@
+"""Training loops, one module per stage; `train/` holds the thin entry points."""
