@@ -1,5 +1,6 @@
 """StageCheckpointer: round trips, retention, atomicity and one-line errors."""
 
+import gc
 import os
 import shutil
 import subprocess
@@ -229,6 +230,23 @@ def test_corrupt_latest_step(tmp_path, corrupt):
   assert os.path.join("stage1", "checkpoints") in str(info.value)
   # Older steps are unaffected.
   _restore(tmp_path, step=1)
+
+
+def test_failed_restore_leaves_no_tracebacks(tmp_path, monkeypatch, caplog):
+  """Orbax's abandoned sibling reads must not print tracebacks after the error."""
+  params = {f"w{i}": jnp.full((64,), i, jnp.float32) for i in range(32)}
+  opt_state = optax.sgd(0.1).init(params)
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    ckpt.save(1, params, opt_state, jax.random.key(0), {})
+  _corrupt_truncate(os.path.join(tmp_path, "stage1", "checkpoints", "1"))
+  unraisable = []
+  monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    with pytest.raises(CheckpointError, match="cannot restore step 1"):
+      ckpt.restore(params_template=params, opt_state_template=opt_state)
+  gc.collect()
+  assert not unraisable, [str(u.exc_value) for u in unraisable]
+  assert "never retrieved" not in caplog.text
 
 
 def test_corrupt_meta(tmp_path):
