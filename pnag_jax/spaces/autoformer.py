@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.errors import ArchStringError
-from pnag_jax.spaces import base
+from pnag_jax.spaces import base, parsing
 
 Array = jax.Array
 
@@ -78,37 +78,13 @@ BASE_CHOICES = AutoFormerChoices(
 # ---- host-side config parsing -------------------------------------------------
 
 
-def _short(x: Any, limit: int = 60) -> str:
-  """A bounded repr, so error messages stay one readable line."""
-  try:
-    r = repr(x)
-  except Exception:  # pylint: disable=broad-except
-    r = f"<{type(x).__name__}>"
-  return r if len(r) <= limit else r[:limit - 3] + "..."
-
-
-def _is_int(x: Any) -> bool:
-  # bool is an int subclass; `true` must not pass for 1.
-  return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
-
-
 def _is_real(x: Any) -> bool:
   return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
 def _is_finite(x: numbers.Real) -> bool:
   # float() of a huge JSON integer overflows; integers are finite anyway.
-  return _is_int(x) or math.isfinite(float(x))
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-  # json.loads silently keeps the last duplicate; an ambiguous config is an error.
-  out = {}
-  for k, v in pairs:
-    if k in out:
-      raise ArchStringError(f"AutoFormer config: duplicate key {_short(k)}")
-    out[k] = v
-  return out
+  return parsing.is_int(x) or math.isfinite(float(x))
 
 
 def _parse_config(config: Any, where: str) -> tuple[int, int, list[Any], list[Any]]:
@@ -131,7 +107,7 @@ def _parse_config(config: Any, where: str) -> tuple[int, int, list[Any], list[An
   keys = set(config)
   expected = _AUTOFORMER_KEYS if "layer_num" in keys else _CANONICAL_KEYS
   missing = [k for k in expected if k not in keys]
-  unknown = sorted(_short(k) for k in keys if k not in expected)
+  unknown = sorted(parsing.short_repr(k) for k in keys if k not in expected)
   if unknown:
     raise ArchStringError(f"{where} config: unknown key(s) {', '.join(unknown)}; "
                           f"expected keys {list(expected)}")
@@ -140,8 +116,8 @@ def _parse_config(config: Any, where: str) -> tuple[int, int, list[Any], list[An
 
   depth_key = "layer_num" if expected is _AUTOFORMER_KEYS else "depth"
   depth = config[depth_key]
-  if not _is_int(depth) or depth <= 0:
-    raise ArchStringError(f"{depth_key} = {_short(depth)} must be a positive integer "
+  if not parsing.is_int(depth) or depth <= 0:
+    raise ArchStringError(f"{depth_key} = {parsing.short_repr(depth)} must be a positive integer "
                           f"for {where}")
   depth = int(depth)
 
@@ -149,7 +125,7 @@ def _parse_config(config: Any, where: str) -> tuple[int, int, list[Any], list[An
     value = config[key]
     if not isinstance(value, (list, tuple)):
       raise ArchStringError(f"{key} must be a list of {depth} values for {where}, got "
-                            f"{_short(value)}")
+                            f"{parsing.short_repr(value)}")
     if len(value) != depth:
       raise ArchStringError(f"{key} has {len(value)} entries but {depth_key} is "
                             f"{depth} for {where}")
@@ -158,30 +134,30 @@ def _parse_config(config: Any, where: str) -> tuple[int, int, list[Any], list[An
   if expected is _AUTOFORMER_KEYS:
     embeds = as_list("embed_dim")
     for i, e in enumerate(embeds):
-      if not _is_int(e):
-        raise ArchStringError(f"embed_dim[{i}] = {_short(e)} must be an integer for "
+      if not parsing.is_int(e):
+        raise ArchStringError(f"embed_dim[{i}] = {parsing.short_repr(e)} must be an integer for "
                               f"{where}")
     if any(e != embeds[0] for e in embeds):
-      raise ArchStringError(f"embed_dim list {_short(embeds)} must be constant (one "
+      raise ArchStringError(f"embed_dim list {parsing.short_repr(embeds)} must be constant (one "
                             f"embed_dim for the whole network) for {where}")
     embed = embeds[0]
     embed_field = "embed_dim[0]"
   else:
     embed = config["embed_dim"]
     embed_field = "embed_dim"
-  if not _is_int(embed) or embed <= 0:
-    raise ArchStringError(f"{embed_field} = {_short(embed)} must be a positive integer "
+  if not parsing.is_int(embed) or embed <= 0:
+    raise ArchStringError(f"{embed_field} = {parsing.short_repr(embed)} must be a positive integer "
                           f"for {where}")
 
   mlp = as_list("mlp_ratio")
   for i, r in enumerate(mlp):
     if not _is_real(r) or not r > 0 or not _is_finite(r):
-      raise ArchStringError(f"mlp_ratio[{i}] = {_short(r)} must be a positive number "
+      raise ArchStringError(f"mlp_ratio[{i}] = {parsing.short_repr(r)} must be a positive number "
                             f"for {where}")
   heads = as_list("num_heads")
   for i, h in enumerate(heads):
-    if not _is_int(h) or h <= 0:
-      raise ArchStringError(f"num_heads[{i}] = {_short(h)} must be a positive integer "
+    if not parsing.is_int(h) or h <= 0:
+      raise ArchStringError(f"num_heads[{i}] = {parsing.short_repr(h)} must be a positive integer "
                             f"for {where}")
   return int(embed), depth, mlp, [int(h) for h in heads]
 
@@ -191,7 +167,7 @@ def _index_of(value: Any, choices: tuple[Any, ...], field: str, where: str) -> i
   for i, c in enumerate(choices):
     if value == c:
       return i
-  raise ArchStringError(f"{field} = {_short(value)} is not one of {choices} for {where}")
+  raise ArchStringError(f"{field} = {parsing.short_repr(value)} is not one of {choices} for {where}")
 
 
 # ---- AutoFormer's parameter count -----------------------------------------------
@@ -350,13 +326,13 @@ class AutoFormerSpace(base.SearchSpace):
       raise ArchStringError(f"{self.name} arch string is {len(s)} characters long; the "
                             f"limit is {_MAX_STRING_CHARS}")
     try:
-      config = json.loads(s, object_pairs_hook=_no_duplicate_keys)
+      config = json.loads(s, object_pairs_hook=parsing.no_duplicate_keys("AutoFormer config"))
     except ArchStringError:
       raise
     except (ValueError, RecursionError, TypeError, OverflowError) as e:
       # ValueError covers JSONDecodeError and ints past Python's digit limit.
       raise ArchStringError(f"{self.name} arch string is not valid JSON: "
-                            f"{type(e).__name__}: {_short(str(e), 120)}") from None
+                            f"{type(e).__name__}: {parsing.short_repr(str(e), 120)}") from None
     return self.from_native(config)
 
   def to_string(self, genes: np.ndarray) -> str:
@@ -366,12 +342,12 @@ class AutoFormerSpace(base.SearchSpace):
     """`param_count` of a config dict or native string; choices are not enforced."""
     if isinstance(config, str):
       try:
-        config = json.loads(config, object_pairs_hook=_no_duplicate_keys)
+        config = json.loads(config, object_pairs_hook=parsing.no_duplicate_keys("AutoFormer config"))
       except ArchStringError:
         raise
       except (ValueError, RecursionError, TypeError, OverflowError) as e:
         raise ArchStringError(f"{self.name} arch string is not valid JSON: "
-                              f"{_short(str(e), 120)}") from None
+                              f"{parsing.short_repr(str(e), 120)}") from None
     return param_count(config, **kwargs)
 
   # ---- vectorised, jit-able -------------------------------------------------

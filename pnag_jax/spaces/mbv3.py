@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.errors import ArchStringError
-from pnag_jax.spaces import base
+from pnag_jax.spaces import base, parsing
 
 Array = jax.Array
 
@@ -56,30 +56,6 @@ def count_archs(num_stages: int = NUM_STAGES, depths: Sequence[int] = DEPTHS,
                 num_layer_ops: int = NUM_LAYER_OPS) -> int:
   """Distinct networks: per stage, one op sequence for each allowed depth."""
   return sum(num_layer_ops**d for d in depths)**num_stages
-
-
-def _short(x: Any, limit: int = 60) -> str:
-  """A bounded repr, so error messages stay one readable line."""
-  try:
-    r = repr(x)
-  except Exception:  # pylint: disable=broad-except
-    r = f"<{type(x).__name__}>"
-  return r if len(r) <= limit else r[:limit - 3] + "..."
-
-
-def _is_int(x: Any) -> bool:
-  # bool is an int subclass; `True` must not pass for 1.
-  return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-  # json.loads silently keeps the last duplicate; an ambiguous dict is an error.
-  out = {}
-  for k, v in pairs:
-    if k in out:
-      raise ArchStringError(f"OFA dict: duplicate key {_short(k)}")
-    out[k] = v
-  return out
 
 
 def _chain_adjacency(n: int) -> np.ndarray:
@@ -122,7 +98,7 @@ class MBV3Space(base.SearchSpace):
       if missing:
         parts.append(f"missing keys {missing}")
       if unknown:
-        parts.append("unknown keys [" + ", ".join(_short(k) for k in unknown[:5])
+        parts.append("unknown keys [" + ", ".join(parsing.short_repr(k) for k in unknown[:5])
                      + (", ..." if len(unknown) > 5 else "") + "]")
       raise ArchStringError("OFA dict: " + "; ".join(parts))
     genes = []
@@ -135,12 +111,12 @@ class MBV3Space(base.SearchSpace):
         raise ArchStringError(
             f"OFA dict: {key!r} must have {length} entries, got {len(values)}")
       for i, v in enumerate(values):
-        if not _is_int(v):
+        if not parsing.is_int(v):
           raise ArchStringError(
-              f"OFA dict: {key}[{i}] must be an int, got {type(v).__name__} {_short(v)}")
+              f"OFA dict: {key}[{i}] must be an int, got {type(v).__name__} {parsing.short_repr(v)}")
         if int(v) not in choices:
           raise ArchStringError(
-              f"OFA dict: {key}[{i}] = {_short(v)} is not one of {list(choices)}")
+              f"OFA dict: {key}[{i}] = {parsing.short_repr(v)} is not one of {list(choices)}")
         genes.append(choices.index(int(v)))
     return np.asarray(genes, np.int32)
 
@@ -166,13 +142,13 @@ class MBV3Space(base.SearchSpace):
       raise ArchStringError(
           f"OFA dict string: {len(s)} characters is more than the {_MAX_STRING_CHARS} allowed")
     try:
-      d = json.loads(s, object_pairs_hook=_reject_duplicate_keys)
+      d = json.loads(s, object_pairs_hook=parsing.no_duplicate_keys("OFA dict"))
     except ArchStringError:
       raise
     # JSONDecodeError and int-digit limits are ValueErrors; deep nesting recurses.
     except (ValueError, RecursionError, MemoryError, OverflowError, TypeError) as e:
       msg = str(e) or type(e).__name__
-      raise ArchStringError(f"OFA dict string is not valid JSON: {_short(msg, 120)}") from None
+      raise ArchStringError(f"OFA dict string is not valid JSON: {parsing.short_repr(msg, 120)}") from None
     return self.from_native(d)
 
   def to_string(self, genes: np.ndarray) -> str:

@@ -1,0 +1,43 @@
+"""Host-side helpers shared by the native-format parsers.
+
+Parsers must turn every bad input into one readable `ArchStringError` line, so
+values are quoted through a bounded repr and JSON duplicates are refused.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pnag_jax.errors import ArchStringError
+
+
+def short_repr(x: Any, limit: int = 60) -> str:
+  """A bounded repr, so error messages stay one readable line."""
+  try:
+    r = repr(x)
+  except Exception:  # pylint: disable=broad-except
+    r = f"<{type(x).__name__}>"
+  return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def is_int(x: Any) -> bool:
+  """An integer that is not a bool (`True` must not pass for 1)."""
+  return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def no_duplicate_keys(what: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+  """A `json.loads` object hook refusing duplicate keys (json keeps the last one)."""
+
+  def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for k, v in pairs:
+      if k in out:
+        raise ArchStringError(f"{what}: duplicate key {short_repr(k)}")
+      out[k] = v
+    return out
+
+  return hook
