@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.errors import DataError
-from pnag_jax.spaces import nb201 as nb201_space
+from pnag_jax.spaces import get_space, nb201 as nb201_space
 
 ENV_VAR = "PNAG_DATA_DIR"
 ACCURACY_FILE = "nb201_accuracy.csv"
@@ -83,8 +83,9 @@ def _float_column(path: Path, header, body, name: str) -> np.ndarray:
     raise DataError(f"{path.name}: column {name} has a bad value ({e})") from None
 
 
-def _codes_of_rows(path: Path, header, body, space) -> tuple[np.ndarray, np.ndarray]:
+def _codes_of_rows(path: Path, header, body) -> tuple[np.ndarray, np.ndarray]:
   """(cell code, official nb201_index) of each row, checked against each other."""
+  space = get_space("nb201")
   i_idx, i_arch = header.index("nb201_index"), header.index("arch_str")
   codes, index = np.empty(len(body), np.int32), np.empty(len(body), np.int32)
   for r, row in enumerate(body):
@@ -120,8 +121,7 @@ class NB201Data:
     path = self.root / ACCURACY_FILE
     required = ("nb201_index", "arch_str") + _OP_COLUMNS + ACCURACY_COLUMNS
     header, body = _read_csv(path, required)
-    space = nb201_space.NB201Space()
-    codes, index = _codes_of_rows(path, header, body, space)
+    codes, index = _codes_of_rows(path, header, body)
     _check_full(path, codes, index)
     ops = np.stack([_float_column(path, header, body, c) for c in _OP_COLUMNS], -1)
     if not np.array_equal(ops.astype(np.int32), nb201_space.genes_of_code(codes)):
@@ -138,7 +138,7 @@ class NB201Data:
   def _latency(self) -> dict[str, np.ndarray]:
     path = self.root / LATENCY_FILE
     header, body = _read_csv(path, ("nb201_index", "arch_str"))
-    codes, index = _codes_of_rows(path, header, body, nb201_space.NB201Space())
+    codes, index = _codes_of_rows(path, header, body)
     _check_full(path, codes, index)
     out = {}
     for c in header:
@@ -155,7 +155,7 @@ class NB201Data:
     """`<dataset>/<column>` -> float32[15625], NaN where the subset has no row."""
     path = self.root / ZC_FILE
     header, body = _read_csv(path, ("dataset", "nb201_index", "arch_str", "params", "flops"))
-    codes, _ = _codes_of_rows(path, header, body, nb201_space.NB201Space())
+    codes, _ = _codes_of_rows(path, header, body)
     datasets = np.array([r[header.index("dataset")] for r in body])
     out = {}
     for c in header[3:]:

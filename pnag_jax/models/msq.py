@@ -149,25 +149,24 @@ def _check_square(x: jax.Array) -> int:
   return n
 
 
-def pool(x: jax.Array, n: int) -> jax.Array:
-  """Area-pools (RAA) a feature map: float32[B, N, N, C] -> float32[B, n, n, C]."""
+def _resample(x: jax.Array, n: int, matrix_fn) -> jax.Array:
   n_in = _check_square(x)
   if n == n_in:
     # The last scale skips resampling entirely, as VAR does: exact, not just ~identity.
     return x
-  out = _resize(x, area_matrix(n, n_in))
+  out = _resize(x, matrix_fn(n, n_in))
   chex.assert_shape(out, (x.shape[0], n, n, x.shape[3]))
   return out
+
+
+def pool(x: jax.Array, n: int) -> jax.Array:
+  """Area-pools (RAA) a feature map: float32[B, N, N, C] -> float32[B, n, n, C]."""
+  return _resample(x, n, area_matrix)
 
 
 def upsample(x: jax.Array, n: int) -> jax.Array:
   """Bilinearly interpolates a feature map: float32[B, m, m, C] -> float32[B, n, n, C]."""
-  n_in = _check_square(x)
-  if n == n_in:
-    return x
-  out = _resize(x, bilinear_matrix(n, n_in))
-  chex.assert_shape(out, (x.shape[0], n, n, x.shape[3]))
-  return out
+  return _resample(x, n, bilinear_matrix)
 
 
 # --------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ values are quoted through a bounded repr and JSON duplicates are refused.
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -41,3 +42,27 @@ def no_duplicate_keys(what: str) -> Callable[[list[tuple[str, Any]]], dict[str, 
     return out
 
   return hook
+
+
+MAX_STRING_CHARS = 1 << 16  # canonical strings are a few hundred characters
+
+
+def load_json(s: Any, what: str) -> Any:
+  """`json.loads` for user input: every failure is one `ArchStringError` line.
+
+  Also bounds the input length, so a pasted blob cannot cost unbounded parse time.
+  """
+  if not isinstance(s, str):
+    raise ArchStringError(f"{what} string: expected str, got {type(s).__name__}")
+  if len(s) > MAX_STRING_CHARS:
+    raise ArchStringError(
+        f"{what} string: {len(s)} characters is more than the {MAX_STRING_CHARS} allowed")
+  try:
+    return json.loads(s, object_pairs_hook=no_duplicate_keys(what))
+  except ArchStringError:
+    raise
+  # JSONDecodeError and int-digit limits are ValueErrors; deep nesting recurses.
+  except (ValueError, RecursionError, MemoryError, OverflowError, TypeError) as e:
+    msg = str(e) or type(e).__name__
+    raise ArchStringError(
+        f"{what} string is not valid JSON: {type(e).__name__}: {short_repr(msg, 120)}") from None

@@ -26,7 +26,6 @@ from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax.configs.stage1 import Stage1Config
 from pnag_jax.data.splits import nb201_split
 from pnag_jax.errors import PnagError
-from pnag_jax.models import msq
 from pnag_jax.models import vqvae
 from pnag_jax.spaces import get_space, nb201
 from pnag_jax.spaces.base import SearchSpace
@@ -83,6 +82,7 @@ class Stage1Model:
   cfg: Stage1Config
   graphdef: nnx.GraphDef
   template: nnx.State
+  scales: tuple[int, ...]
 
   def merge(self, params: dict) -> vqvae.VQVAE:
     state = jax.tree.map(lambda x: x, self.template)  # fresh copy; filled in place below
@@ -95,7 +95,7 @@ def build_model(space: SearchSpace, cfg: Stage1Config) -> tuple[Stage1Model, dic
   model = vqvae.VQVAE(space, cfg, rngs=nnx.Rngs(params=jax.random.fold_in(
       jax.random.key(cfg.seed), 1)))
   graphdef, state = nnx.split(model)
-  return Stage1Model(space, cfg, graphdef, state), nnx.to_pure_dict(state)
+  return Stage1Model(space, cfg, graphdef, state, model.scales), nnx.to_pure_dict(state)
 
 
 def make_optimizer(cfg: Stage1Config, total_steps: int) -> optax.GradientTransformation:
@@ -151,7 +151,7 @@ def evaluate(m: Stage1Model, eval_fn, params: dict, genes: np.ndarray) -> dict:
   """Fixed-size chunks (the tail padded and masked) so nothing recompiles."""
   n = genes.shape[0]
   exact, valid, err = [], [], []
-  counts = [np.zeros(m.cfg.codebook_size, np.int64) for _ in range(len(_scales(m)))]
+  counts = [np.zeros(m.cfg.codebook_size, np.int64) for _ in m.scales]
   for start in range(0, n, EVAL_CHUNK):
     chunk = genes[start:start + EVAL_CHUNK]
     k = chunk.shape[0]
@@ -174,11 +174,6 @@ def evaluate(m: Stage1Model, eval_fn, params: dict, genes: np.ndarray) -> dict:
       "prefix_error": err.mean(1).tolist(),
       "codebook_perplexity": perplexity,
   }
-
-
-def _scales(m: Stage1Model) -> tuple[int, ...]:
-  return msq.validate_scales(tuple(range(m.cfg.first_scale, m.space.num_nodes + 1)),
-                             m.space.num_nodes)
 
 
 # ---- the loop ------------------------------------------------------------------------
@@ -256,7 +251,7 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
       "codebook_perplexity": held["codebook_perplexity"],
       "step_validity": held["step_validity"],
       "prefix_error": held["prefix_error"],
-      "scales": list(_scales(m)),
+      "scales": list(m.scales),
       "num_train": int(train.shape[0]),
       "num_heldout": int(heldout.shape[0]),
       "device": str(jax.devices()[0]),
