@@ -43,9 +43,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
   from pnag_jax.training import stage1  # pylint: disable=g-import-not-at-top
   from pnag_jax.spaces import get_space  # pylint: disable=g-import-not-at-top
   get_space(args.space)  # an unknown space fails here, before any work
-  if args.data_dir:
-    import os  # pylint: disable=g-import-not-at-top
-    os.environ["PNAG_DATA_DIR"] = args.data_dir
+  if args.data_dir is not None:
+    # Stage 1 reads no tables (NB201's split is over cell codes), but a bad directory
+    # given explicitly is still the user's mistake, so it fails now, not in a later stage.
+    from pnag_jax.data import resolve_data_dir  # pylint: disable=g-import-not-at-top
+    resolve_data_dir(args.data_dir)
   cfg = make_config(args.preset, space=args.space, seed=args.seed, overrides=args.set)
   report = stage1.train_and_evaluate(cfg, args.workdir)
   print(f"stage1 {report['space']}: {report['steps']} steps in {report['train_seconds']:.1f} s, "

@@ -28,6 +28,9 @@ def test_spaces_lists_every_space_with_size():
     (("demo", "--num", "abc"), "invalid int value"),
     (("frobnicate",), "invalid choice"),
     (("demo", "--num", "10", "--data-dir", "/definitely/not/here"), "does not exist"),
+    (("train", "stage1", "--workdir", "/tmp/x", "--data-dir", "/not/here"), "does not exist"),
+    (("train", "stage1", "--space", "nb202", "--workdir", "/tmp/x"), "unknown search space"),
+    (("train", "stage1", "--workdir", "/tmp/x", "--set", "dim=abc"), "expected int"),
 ])
 def test_bad_input_is_one_line_without_traceback(args, fragment):
   r = _pnag(*args)
