@@ -9,6 +9,8 @@ import dataclasses
 import json
 import typing
 
+import numpy as np
+
 from pnag_jax.errors import PnagError
 
 
@@ -22,6 +24,7 @@ class Stage1Config:
   decoder_hidden: int = 256
   codebook_size: int = 64         # V, one codebook shared by every scale
   first_scale: int = 3            # scales are first_scale, ..., N (DESIGN §3)
+  num_scales: int = 0             # 0: every size first_scale..N; k: k evenly spaced, last N
   # Losses.
   beta: float = 0.25              # VQ commitment weight
   beta_kl: float = 1e-4
@@ -61,6 +64,16 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def scale_schedule(cfg: Stage1Config, n: int) -> tuple[int, ...]:
+  """The MSQ scales for an N-node space: coarse to fine, ending at N."""
+  first = min(cfg.first_scale, n)
+  if cfg.num_scales <= 0 or cfg.num_scales >= n - first + 1:
+    return tuple(range(first, n + 1))
+  if cfg.num_scales == 1:
+    return (n,)
+  return tuple(sorted({int(round(x)) for x in np.linspace(first, n, cfg.num_scales)}))
+
+
 def _coerce(field: dataclasses.Field, raw: str):
   kind = typing.get_type_hints(Stage1Config)[field.name]
   try:
@@ -91,6 +104,8 @@ def make_config(preset: str = "quick", space: str = "nb201", seed: int = 0,
     if key not in fields:
       raise PnagError(f"unknown config key {key!r}; keys: {', '.join(sorted(fields))}")
     cfg = cfg.replace(**{key: _coerce(fields[key], raw)})
+  if cfg.num_scales < 0 or cfg.first_scale < 1:
+    raise PnagError("num_scales must be >= 0 and first_scale >= 1")
   if cfg.scc_variant not in ("prefix", "paper_literal"):
     raise PnagError(f"scc_variant must be 'prefix' or 'paper_literal', got {cfg.scc_variant!r}")
   return cfg

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from pnag_jax.configs.stage1 import Stage1Config
+from pnag_jax.configs.stage1 import Stage1Config, scale_schedule
 from pnag_jax.graphs import dense_to_graphs_tuple
 from pnag_jax.models import msq
 from pnag_jax.models.decoder import LinearDecoder
@@ -25,7 +25,7 @@ class VQVAE(nnx.Module):
   def __init__(self, space: SearchSpace, cfg: Stage1Config, *, rngs: nnx.Rngs):
     n = space.num_nodes
     self.num_nodes, self.edge_budget = n, space.edge_budget
-    self.scales = msq.validate_scales(tuple(range(cfg.first_scale, n + 1)), n)
+    self.scales = msq.validate_scales(scale_schedule(cfg, n), n)
     self.encoder = GraphEncoder(space.num_ops, n, cfg.dim, cfg.encoder_layers, rngs=rngs)
     # Uniform in a small box, as VQ-VAE/VAR do: codewords start near the encoder's
     # initial outputs, so the first argmins spread over many codes.
