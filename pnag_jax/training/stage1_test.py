@@ -89,3 +89,13 @@ def test_config_overrides_are_checked():
     make_config("quick", overrides=["dim=abc"])
   with pytest.raises(PnagError, match="unknown preset"):
     make_config("fast")
+
+
+def test_scale_schedule():
+  from pnag_jax.configs.stage1 import scale_schedule  # pylint: disable=g-import-not-at-top
+  assert scale_schedule(make_config("quick"), 8) == (3, 4, 5, 6, 7, 8)  # DESIGN default
+  assert scale_schedule(make_config("quick", overrides=["num_scales=6"]), 22) == (3, 7, 11, 14, 18, 22)
+  assert scale_schedule(make_config("quick", overrides=["num_scales=1"]), 22) == (22,)
+  assert scale_schedule(make_config("quick", overrides=["num_scales=50"]), 8) == (3, 4, 5, 6, 7, 8)
+  with pytest.raises(PnagError, match="num_scales"):
+    make_config("quick", overrides=["num_scales=-1"])
