@@ -35,7 +35,7 @@ def _cmd_spaces(args: argparse.Namespace) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> None:
   from pnag_jax import demo  # pylint: disable=g-import-not-at-top
-  demo.run(num=args.num, seed=args.seed, data_dir=args.data_dir)
+  demo.run(num=args.num, seed=args.seed, data_dir=args.data_dir, workdir=args.workdir)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -55,6 +55,109 @@ def _cmd_train(args: argparse.Namespace) -> None:
         f"train {report['train_exact_match']:.4f}")
   print(f"  step validity: {' '.join(f'{v:.3f}' for v in report['step_validity'])}")
   print(f"  report: {args.workdir}/stage1/report.json")
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+  from pnag_jax.generation import GenerationConfig  # pylint: disable=g-import-not-at-top
+  from pnag_jax.generation.run import generate_to_file  # pylint: disable=g-import-not-at-top
+  cfg = GenerationConfig(prior=args.prior, temperature=args.temperature,
+                         constrained=args.constrained, chunk_size=args.chunk_size)
+  r = generate_to_file(args.workdir, args.num, args.seed, args.out, cfg,
+                       data_dir=args.data_dir)
+  print(f"generated {r['num']:,} {r['space']} archs in {r['seconds']:.1f} s "
+        f"({r['num'] / r['seconds']:,.0f}/s incl. writing) -> {r['out']}")
+  print(f"  validity {100 * r['validity']:.2f}% (format {100 * r['format_validity']:.2f}%), "
+        f"uniqueness {100 * r['uniqueness']:.2f}%; prior {r['prior']}, "
+        f"temperature {r['temperature']:g}{', constrained' if r['constrained'] else ''}")
+
+
+def _add_generate(sub) -> None:
+  p = sub.add_parser("generate", help="generate architectures from a trained stage-1 run")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--num", type=int, required=True)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", required=True, help="F.jsonl or F.csv")
+  p.add_argument("--prior", default="codes", choices=["latent", "fitted", "codes"])
+  p.add_argument("--temperature", type=float, default=None,
+                 help="0 = argmin/mode; default: argmin (latent priors), 1 (codes)")
+  p.add_argument("--constrained", action="store_true",
+                 help="mask the decoder's logits with the space grammar")
+  p.add_argument("--chunk-size", type=int, default=16_384)
+  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
+  p.set_defaults(func=_cmd_generate)
+
+
+def _parse_runs(items: Sequence[str]) -> dict[str, str]:
+  runs = {}
+  for item in items:
+    space, sep, workdir = item.partition("=")
+    if not sep or not space or not workdir:
+      raise PnagError(f"--run expects SPACE=WORKDIR, got {item!r}")
+    runs[space] = workdir
+  return runs
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+  # pylint: disable=g-import-not-at-top
+  if args.protocol == "vun":
+    from pnag_jax.evaluation import vun
+    from pnag_jax.spaces import get_space
+    runs = _parse_runs(args.run)
+    for name in list(runs) + list(args.space):
+      get_space(name)
+    report = vun.run(runs, args.out, spaces=tuple(args.space), num=args.num,
+                     seeds=tuple(range(args.seeds)))
+    print(vun.format_table(report))
+    print(f"\nwrote {args.out}/vun.json, vun.md, vun.png")
+  elif args.protocol == "speed":
+    from pnag_jax.evaluation import speed
+    report = speed.run(args.workdir, args.out, max_log2=args.max_log2)
+    print(speed.format_table(report))
+    print(f"\nwrote {args.out}/speed.json, speed.md, speed.png")
+  elif args.protocol == "scc-ablation":
+    from pnag_jax.evaluation import scc_ablation
+    report = scc_ablation.run(args.space, args.out, seeds=tuple(range(args.seeds)),
+                              t_max_values=args.t_max, num=args.num, data_dir=args.data_dir,
+                              extra_overrides=args.set)
+    print(scc_ablation.format_table(report))
+    print(f"\nwrote {args.out}/scc_ablation.json, scc_ablation.md, scc_ablation.png")
+  elif args.protocol == "quality":
+    from pnag_jax.evaluation import quality
+    report = quality.run(args.workdir, args.out, data_dir=args.data_dir, num=args.num,
+                         seeds=tuple(range(args.seeds)))
+    print(quality.format_table(report))
+    print(f"\nwrote {args.out}/quality.json, quality.md, quality.png")
+
+
+def _add_eval(sub) -> None:
+  p = sub.add_parser("eval", help="the paper's evaluation protocols (JSON + PNG under --out)")
+  proto = p.add_subparsers(dest="protocol", required=True, parser_class=_OneLineParser)
+  v = proto.add_parser("vun", help="validity / uniqueness / novelty (paper Table 6)")
+  v.add_argument("--run", action="append", default=[], metavar="SPACE=WORKDIR",
+                 help="a trained stage-1 run; repeatable, one per space")
+  v.add_argument("--space", action="append", default=[],
+                 help="a space with the random baseline only; repeatable")
+  v.add_argument("--num", type=int, default=1000)
+  v.add_argument("--seeds", type=int, default=3)
+  s = proto.add_parser("speed", help="generation throughput and batch-1 latency")
+  s.add_argument("--workdir", required=True)
+  s.add_argument("--max-log2", type=int, default=20, help="largest batch is 2**this")
+  a = proto.add_parser("scc-ablation", help="validity and quality against SCC t_max (Fig. 3)")
+  a.add_argument("--space", default="nb201", choices=["nb201", "mbv3"])
+  a.add_argument("--seeds", type=int, default=2)
+  a.add_argument("--t-max", type=int, nargs="*", default=None, help="default: 0..T")
+  a.add_argument("--num", type=int, default=1000)
+  a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override the reduced training budget")
+  q = proto.add_parser("quality", help="NB201 accuracy of generated vs random (Fig. 4b/c)")
+  q.add_argument("--workdir", required=True)
+  q.add_argument("--num", type=int, default=100)
+  q.add_argument("--seeds", type=int, default=1)
+  for sp in (v, s, a, q):
+    sp.add_argument("--out", required=True, help="output directory")
+  for sp in (a, q):
+    sp.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
+  p.set_defaults(func=_cmd_eval)
 
 
 def _add_train(sub) -> None:
@@ -77,7 +180,8 @@ def _add_spaces(sub) -> None:
 
 
 def _add_demo(sub) -> None:
-  p = sub.add_parser("demo", help="the main job on NB201, small enough for a laptop")
+  p = sub.add_parser("demo", help="the main job on NB201: train, generate, report (minutes)")
+  p.add_argument("--workdir", help="where the stage-1 run goes (default: a fresh temp dir)")
   p.add_argument("--num", type=int, default=100_000, help="architectures to generate")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
@@ -85,7 +189,7 @@ def _add_demo(sub) -> None:
 
 
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_spaces, _add_demo, _add_train)
+    _add_spaces, _add_demo, _add_train, _add_generate, _add_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:

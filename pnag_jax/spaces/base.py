@@ -61,15 +61,17 @@ def pack_genes(genes: Array, cardinalities: tuple[int, ...]) -> Array:
   """Packs `genes int[..., G]` into an exact key `uint32[..., W]`.
 
   Bit fields never overlap, so summing the shifted fields of a word equals OR-ing
-  them; the sum lowers to one reduction per word.
+  them; the sum lowers to one reduction per word. NumPy in, NumPy out (host-side
+  bookkeeping of streamed chunks); jax in, jax out.
   """
+  xp = np if isinstance(genes, np.ndarray) else jnp
   word_of, shift_of, num_words = key_layout(tuple(cardinalities))
-  fields = genes.astype(jnp.uint32) << jnp.asarray(shift_of, jnp.uint32)
+  fields = genes.astype(xp.uint32) << xp.asarray(shift_of, xp.uint32)
   out = []
   for w in range(num_words):
     sel = np.flatnonzero(np.asarray(word_of) == w)
-    out.append(jnp.sum(fields[..., sel], axis=-1, dtype=jnp.uint32))
-  return jnp.stack(out, axis=-1)
+    out.append(xp.sum(fields[..., sel], axis=-1, dtype=xp.uint32))
+  return xp.stack(out, axis=-1)
 
 
 def strict_upper_mask(n: int) -> np.ndarray:

@@ -1,0 +1,90 @@
+"""Quality of generated architectures against random ones (the paper's Fig. 4b/c).
+
+100 generated and 100 uniformly random NB201 cells per seed; their test accuracies on
+CIFAR-10, CIFAR-100 and ImageNet16-120 are looked up in the benchmark tables. Raw
+output: every generated cell counts, valid or not (a disconnected cell has its real,
+poor, table entry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from pnag_jax.data import NB201Data
+from pnag_jax.data.nb201 import ACCURACY_COLUMNS
+from pnag_jax.errors import PnagError
+from pnag_jax.evaluation import reports
+from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load_stage1
+
+LABELS = {"cifar10_test_acc": "CIFAR-10", "cifar100_test_acc": "CIFAR-100",
+          "imagenet16_120_test_acc": "ImageNet16-120"}
+
+
+def run(workdir: str, out: str | Path, *, data_dir: str | None = None, num: int = 100,
+        seeds=(0,), prior: str = "codes") -> dict:
+  out = reports.out_dir(out)
+  data = NB201Data.from_dir(data_dir)
+  trained = load_stage1(workdir)
+  if trained.space.name != "nb201":
+    raise PnagError(f"quality needs an NB201 run; {workdir} holds {trained.space.name}")
+  gen = Generator(trained, fitted_priors(trained), GenerationConfig(prior=prior,
+                                                                    chunk_size=num))
+  space = trained.space
+  sample = jax.jit(space.sample, static_argnums=1)
+  groups = {"random": [], "generated": []}
+  valid = []
+  for s in seeds:
+    g = gen.generate(jax.random.key(s), num)
+    valid.append(float(g.format_valid.mean()))
+    groups["generated"].append(g.genes)
+    groups["random"].append(np.asarray(sample(jax.random.fold_in(jax.random.key(s), 0xBA5E),
+                                              num)))
+  report = {"workdir": str(workdir), "prior": prior, "num": num, "seeds": list(seeds),
+            "generated_validity": float(np.mean(valid)), "datasets": {}}
+  for col in ACCURACY_COLUMNS:
+    entry = {}
+    for name, genes in groups.items():
+      acc = np.asarray(data.lookup(col, np.concatenate(genes)), np.float64)
+      per_seed = acc.reshape(len(seeds), num)
+      entry[name] = {"mean": float(per_seed.mean()), "max": float(per_seed.max(1).mean()),
+                     "std": float(acc.std()), "values": acc.round(4).tolist()}
+    entry["best_in_space"] = data.best(col)[1]
+    report["datasets"][col] = entry
+  for name in groups:
+    report[f"{name}_archs"] = [s for g in groups[name] for s in space.to_strings(g)]
+  reports.write_json(out / "quality.json", report)
+  (out / "quality.md").write_text(format_table(report) + "\n")
+  _plot(report, out / "quality.png")
+  return report
+
+
+def format_table(report: dict) -> str:
+  rows = []
+  for col, e in report["datasets"].items():
+    rows.append([LABELS[col], f"{e['generated']['mean']:.2f}", f"{e['random']['mean']:.2f}",
+                 f"{e['generated']['max']:.2f}", f"{e['random']['max']:.2f}",
+                 f"{e['best_in_space']:.2f}"])
+  return (f"{report['num']} generated ({report['prior']} prior) vs {report['num']} random "
+          f"NB201 cells, {len(report['seeds'])} seed(s); test accuracy %\n\n" + reports.table(
+              ["dataset", "generated mean", "random mean", "generated max", "random max",
+               "best in NB201"], rows))
+
+
+def _plot(report: dict, path: Path) -> None:
+  plt = reports.figure()
+  cols = list(report["datasets"])
+  fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 4))
+  rng = np.random.default_rng(0)
+  for ax, col in zip(np.atleast_1d(axes), cols):
+    e = report["datasets"][col]
+    for x, name in enumerate(("random", "generated")):
+      v = np.asarray(e[name]["values"])
+      ax.scatter(x + rng.uniform(-0.15, 0.15, v.size), v, s=8, alpha=0.5)
+      ax.hlines(e[name]["mean"], x - 0.3, x + 0.3, colors="k")
+    ax.set_xticks([0, 1], ["random", "PNAG-jax"])
+    ax.set_title(f"{LABELS[col]} (mean: line)")
+    ax.set_ylabel("test accuracy %")
+  reports.save_figure(fig, path)

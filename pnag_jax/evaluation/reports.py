@@ -1,0 +1,68 @@
+"""Writing reports: atomic JSON, PNG figures (matplotlib, headless) and text tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Sequence
+
+import jax
+
+from pnag_jax.errors import PnagError
+
+
+def out_dir(path: str | Path) -> Path:
+  path = Path(path)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise PnagError(f"cannot create output directory {path}: {e.strerror}") from e
+  return path
+
+
+def write_json(path: Path, obj) -> Path:
+  """Atomic: readers never see half a report, and a killed run keeps the old one."""
+  tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+  os.replace(tmp, path)
+  return path
+
+
+def figure():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+  tmp = path.with_name(path.stem + f".tmp{os.getpid()}" + path.suffix)
+  fig.savefig(tmp, dpi=120, bbox_inches="tight")
+  figure().close(fig)
+  os.replace(tmp, path)
+  return path
+
+
+def machine() -> dict:
+  dev = jax.devices()[0]
+  return {
+      "device": str(dev), "device_kind": getattr(dev, "device_kind", dev.platform),
+      "num_devices": jax.device_count(), "platform": dev.platform,
+      "cpu_count": os.cpu_count(), "host": platform.platform(),
+      "jax": jax.__version__,
+  }
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence], align: str | None = None) -> str:
+  """A Markdown table (also readable as plain text)."""
+  cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+  align = align or "l" + "r" * (len(header) - 1)
+  def line(r):
+    return "| " + " | ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                             for c, w, a in zip(r, widths, align)) + " |"
+  sep = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2))
+                       for w, a in zip(widths, align)) + "|"
+  return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])

@@ -1,0 +1,167 @@
+"""Generation speed, end to end: PRNG key -> decoded int arrays on the host.
+
+For each path (prior x fused/unfused decoding) and each batch size 1, 2, 4, ..., one
+compiled call generates a whole batch, and the clock stops when the genes and validity
+flags are NumPy arrays on the host. Reported per path: latency at batch 1 (jitted,
+warm; median of many calls), throughput per batch size, FLOPs per architecture from
+XLA's cost analysis, and the fraction of this machine's matmul peak (measured in the
+same run) that the path reaches. A batch whose compiled program would need more memory
+than the budget is skipped and recorded as such rather than run out of memory.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pnag_jax.evaluation import reports
+from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load_stage1
+
+#: (name, prior, fused) of every path measured by default.
+PATHS = (
+    ("codes+fused", "codes", True),
+    ("codes+unfused", "codes", False),
+    ("fitted+fused", "fitted", True),
+    ("latent+fused", "latent", True),
+)
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def available_bytes() -> int:
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return 8 << 30
+
+
+def matmul_peak_gflops(n: int = 2048, seconds: float = 1.0) -> float:
+  """Best observed float32 matmul rate on the default device, GFLOP/s."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best, t_end = float("inf"), time.perf_counter() + seconds
+  while time.perf_counter() < t_end:
+    t0 = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n**3 / best / 1e9
+
+
+def _cost(compiled) -> tuple[float, int]:
+  """(FLOPs, temp bytes) of a compiled call, from XLA's analyses."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  flops = float((cost or {}).get("flops", 0.0))
+  mem = compiled.memory_analysis()
+  temp = int(getattr(mem, "temp_size_in_bytes", 0) + getattr(mem, "output_size_in_bytes", 0)
+             ) if mem is not None else 0
+  return flops, temp
+
+
+def time_call(gen: Generator, key, min_seconds: float, min_reps: int = 3,
+              max_reps: int = 1000) -> tuple[float, int]:
+  """Median seconds of one end-to-end call, and how many calls were timed."""
+  jax.device_get(gen.generate_chunk(key, 0))  # warm
+  times, start = [], 0
+  t_end = time.perf_counter() + min_seconds
+  while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < max_reps):
+    start += gen.cfg.chunk_size
+    t0 = time.perf_counter()
+    out = jax.device_get(gen.generate_chunk(key, start % (2**31)))
+    np.asarray(out.genes)
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times)), len(times)
+
+
+def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths=PATHS,
+        min_seconds: float = 0.3, memory_fraction: float = 0.5, progress: bool = True) -> dict:
+  out = reports.out_dir(out)
+  trained = load_stage1(workdir)
+  priors = fitted_priors(trained)
+  peak = matmul_peak_gflops()
+  budget = int(available_bytes() * memory_fraction)
+  key = jax.random.key(0)
+  report = {"workdir": str(workdir), "space": trained.space.name,
+            "definition": "PRNG key -> decoded int arrays (genes, validity) on the host",
+            "machine": reports.machine(), "matmul_peak_gflops": peak,
+            "memory_budget_bytes": budget, "paths": {}}
+  for name, prior, fused in paths:
+    rows, skipped = [], []
+    validity = None
+    for log2 in range(max_log2 + 1):
+      b = 2**log2
+      gen = Generator(trained, priors, GenerationConfig(prior=prior, fused=fused, chunk_size=b))
+      compiled = gen._chunk_fn.lower(gen.consts, key, jnp.uint32(0)).compile()  # pylint: disable=protected-access
+      flops, temp = _cost(compiled)
+      if temp > budget:
+        skipped.append({"batch": b, "needs_bytes": temp, "reason": "over memory budget"})
+        break
+      sec, reps = time_call(gen, key, min_seconds if b > 1 else 2 * min_seconds,
+                            min_reps=3 if b < 2**16 else 2)
+      rows.append({"batch": b, "seconds": sec, "archs_per_s": b / sec, "reps": reps,
+                   "flops_per_arch": flops / b,
+                   "fraction_of_matmul_peak": (flops / sec / 1e9) / peak})
+      if b >= 4096 and validity is None:
+        o = gen.generate(jax.random.key(1), b)
+        validity = {"validity": float(o.format_valid.mean()),
+                    "strict_validity": float(o.valid.mean()), "sample": b}
+      if progress:
+        print(f"  {name:15s} batch {b:8d}: {b / sec:12,.0f} archs/s", flush=True)
+    best = max(rows, key=lambda r: r["archs_per_s"])
+    report["paths"][name] = {
+        "prior": prior, "fused": fused, "latency_batch1_ms": rows[0]["seconds"] * 1e3,
+        "best_archs_per_s": best["archs_per_s"], "best_batch": best["batch"],
+        "fraction_of_matmul_peak_at_best": best["fraction_of_matmul_peak"],
+        "validity_sample": validity, "throughput": rows, "skipped": skipped,
+    }
+  report["peak_rss_mb"] = peak_rss_mb()
+  reports.write_json(out / "speed.json", report)
+  (out / "speed.md").write_text(format_table(report) + "\n")
+  _plot(report, out / "speed.png")
+  return report
+
+
+def format_table(report: dict) -> str:
+  rows = []
+  for name, p in report["paths"].items():
+    v = p["validity_sample"] or {}
+    rows.append([name, f"{p['latency_batch1_ms']:.3f}", f"{p['best_archs_per_s']:,.0f}",
+                 f"{p['best_batch']:,}", f"{100 * p['fraction_of_matmul_peak_at_best']:.2f}",
+                 f"{100 * v.get('validity', float('nan')):.2f}",
+                 f"{100 * v.get('strict_validity', float('nan')):.2f}"])
+  head = (f"{report['space']} on {report['machine']['device_kind']} "
+          f"({report['machine']['cpu_count']} CPUs), matmul peak "
+          f"{report['matmul_peak_gflops']:.1f} GFLOP/s, peak RSS {report['peak_rss_mb']:.0f} MB")
+  return head + "\n\n" + reports.table(
+      ["path", "batch-1 latency ms", "best archs/s", "at batch", "% matmul peak",
+       "validity %", "strict valid %"], rows)
+
+
+def _plot(report: dict, path: Path) -> None:
+  plt = reports.figure()
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for name, p in report["paths"].items():
+    t = p["throughput"]
+    ax.plot([r["batch"] for r in t], [r["archs_per_s"] for r in t], marker="o", ms=3,
+            label=name)
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log")
+  ax.set_xlabel("batch size (archs per call)")
+  ax.set_ylabel("archs / s, key to host arrays")
+  ax.set_title(f"{report['space']} generation, {report['machine']['device_kind']}")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=8)
+  reports.save_figure(fig, path)

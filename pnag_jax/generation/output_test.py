@@ -1,0 +1,76 @@
+import csv
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from pnag_jax.data import NB201Data
+from pnag_jax.errors import PnagError
+from pnag_jax.generation.engine import Generated
+from pnag_jax.generation.output import ArchWriter
+from pnag_jax.spaces import get_space
+
+
+def _chunk(space, n, seed):
+  genes = np.asarray(space.sample(jax.random.key(seed), n))
+  valid = np.arange(n) % 3 != 0
+  return Generated(genes, valid, np.ones(n, bool))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_nb201_rows_round_trip_with_benchmark_columns(tmp_path, data_dir, suffix):
+  space, data = get_space("nb201"), NB201Data.from_dir(data_dir)
+  chunks = [_chunk(space, 50, 0), _chunk(space, 7, 1)]
+  path = tmp_path / f"archs{suffix}"
+  with ArchWriter(path, space, data) as w:
+    for c in chunks:
+      w.write(c)
+  if suffix == ".csv":
+    with path.open(newline="") as f:
+      rows = list(csv.DictReader(f))
+    parse_bool = {"True": True, "False": False}.__getitem__
+  else:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    parse_bool = bool
+  genes = np.concatenate([c.genes for c in chunks])
+  valid = np.concatenate([c.valid for c in chunks])
+  assert len(rows) == 57
+  for row, g, v in zip(rows, genes, valid):
+    np.testing.assert_array_equal(space.from_string(row["arch"]), g)
+    assert parse_bool(row["valid"]) == v
+    idx = int(row["nb201_index"])
+    code = int(np.flatnonzero(data.nb201_index == idx)[0])
+    assert float(row["cifar10_test_acc"]) == pytest.approx(
+        float(data.metric("cifar10_test_acc")[code]), abs=1e-4)
+
+
+def test_other_spaces_write_native_strings(tmp_path):
+  space = get_space("mbv3")
+  path = tmp_path / "m.jsonl"
+  with ArchWriter(path, space) as w:
+    w.write(_chunk(space, 5, 0))
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  assert set(rows[0]) == {"arch", "valid", "format_valid"}
+  for row in rows:
+    space.from_string(row["arch"])
+
+
+def test_a_failed_run_leaves_the_old_file_and_a_partial(tmp_path):
+  space = get_space("nb201")
+  path = tmp_path / "a.csv"
+  path.write_text("precious\n")
+  with pytest.raises(RuntimeError):
+    with ArchWriter(path, space) as w:
+      w.write(_chunk(space, 10, 0))
+      raise RuntimeError("killed")
+  assert path.read_text() == "precious\n"
+  assert (tmp_path / "a.csv.partial").exists()
+
+
+def test_bad_output_paths(tmp_path):
+  space = get_space("nb201")
+  with pytest.raises(PnagError, match="must end in .jsonl or .csv"):
+    ArchWriter(tmp_path / "a.txt", space)
+  with pytest.raises(PnagError, match="does not exist"):
+    ArchWriter(tmp_path / "nope" / "a.csv", space)
