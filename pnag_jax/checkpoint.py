@@ -236,7 +236,8 @@ class StageCheckpointer:
       read_only: Create no directories and refuse to save; for commands that
         only read a trained workdir, so that a mistyped path is not created.
     """
-    self.workdir = os.fspath(workdir)
+    # orbax needs absolute paths; a relative --workdir is relative to where pnag runs.
+    self.workdir = os.path.abspath(os.fspath(workdir))
     self.stage = stage
     self.directory = os.path.join(self.workdir, stage, "checkpoints")
     self._read_only = read_only

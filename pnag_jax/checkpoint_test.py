@@ -332,3 +332,16 @@ def test_save_rejects_raw_key_and_non_json_meta(tmp_path):
     with pytest.raises(TypeError):
       ckpt.save(1, params, opt_state, jax.random.key(0), {"x": object()})
     assert ckpt.latest_step() is None
+
+
+def test_relative_workdir_saves_and_restores(tmp_path, monkeypatch):
+  # orbax rejects relative paths; the checkpointer resolves them against the cwd.
+  monkeypatch.chdir(tmp_path)
+  params = {"w": jnp.arange(3.0)}
+  with StageCheckpointer("rel", "stage1") as ck:
+    ck.save(1, params, {"n": jnp.zeros(())}, jax.random.key(0), {"stage": "stage1"},
+            force=True)
+  with StageCheckpointer("rel", "stage1", read_only=True) as ck:
+    p, _, _, _ = ck.restore(params_template=params, opt_state_template={"n": jnp.zeros(())})
+  np.testing.assert_array_equal(p["w"], params["w"])
+  assert (tmp_path / "rel" / "stage1" / "checkpoints" / "1").is_dir()

@@ -82,7 +82,7 @@ def _add_generate(sub) -> None:
                  help="0 = argmin/mode; default: argmin (latent priors), 1 (codes)")
   p.add_argument("--constrained", action="store_true",
                  help="mask the decoder's logits with the space grammar")
-  p.add_argument("--chunk-size", type=int, default=16_384)
+  p.add_argument("--chunk-size", type=int, default=8192)
   p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
   p.set_defaults(func=_cmd_generate)
 
@@ -121,6 +121,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
                               extra_overrides=args.set)
     print(scc_ablation.format_table(report))
     print(f"\nwrote {args.out}/scc_ablation.json, scc_ablation.md, scc_ablation.png")
+  elif args.protocol == "executable":
+    from pnag_jax.evaluation import executable
+    report = executable.run(args.out, workdir=args.workdir, from_file=args.from_file,
+                            space=args.space, random=args.random, num=args.num,
+                            seed=args.seed, full_size=args.full_size)
+    print(executable.format_table(report))
+    print(f"\nwrote {args.out}/executable.json")
   elif args.protocol == "quality":
     from pnag_jax.evaluation import quality
     report = quality.run(args.workdir, args.out, data_dir=args.data_dir, num=args.num,
@@ -153,11 +160,47 @@ def _add_eval(sub) -> None:
   q.add_argument("--workdir", required=True)
   q.add_argument("--num", type=int, default=100)
   q.add_argument("--seeds", type=int, default=1)
-  for sp in (v, s, a, q):
+  e = proto.add_parser("executable", help="build, run and step each arch's network")
+  e.add_argument("--workdir", help="a trained stage-1 run: generated archs and every g_t")
+  e.add_argument("--from-file", help="F.jsonl with one {\"arch\": ...} per line (needs --space)")
+  e.add_argument("--random", action="store_true", help="uniform samples of --space")
+  e.add_argument("--space", help="the space of --from-file / --random")
+  e.add_argument("--num", type=int, default=100)
+  e.add_argument("--seed", type=int, default=0)
+  e.add_argument("--full-size", action="store_true",
+                 help="check the paper-sized networks (default: reduced macro size)")
+  for sp in (v, s, a, q, e):
     sp.add_argument("--out", required=True, help="output directory")
   for sp in (a, q):
     sp.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
   p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_train_arch(args: argparse.Namespace) -> None:
+  from pnag_jax.arch_training.train import ArchTrainConfig, train_arch  # pylint: disable=g-import-not-at-top
+  from pnag_jax.spaces import get_space  # pylint: disable=g-import-not-at-top
+  get_space(args.space)
+  cfg = ArchTrainConfig(space=args.space, arch=args.arch, dataset=args.dataset,
+                        epochs=args.epochs, batch_size=args.batch_size,
+                        learning_rate=args.lr, seed=args.seed)
+  r = train_arch(cfg, args.workdir)
+  print(f"{r['space']} on {r['dataset']}: test accuracy {100 * r['test_accuracy']:.2f}% after "
+        f"{r['epochs']} epochs ({r['train_seconds']:.1f} s); {r['params']:,} params, "
+        f"{r['flops_per_example'] / 1e6:.1f} MFLOPs/example")
+  print(f"  report: {args.workdir}/report.json")
+
+
+def _add_train_arch(sub) -> None:
+  p = sub.add_parser("train-arch", help="train one architecture on real data")
+  p.add_argument("--space", required=True)
+  p.add_argument("--arch", required=True, help="the native architecture string")
+  p.add_argument("--dataset", default="digits", help="digits | npz:PATH | cifar10:DIR")
+  p.add_argument("--epochs", type=int, default=30)
+  p.add_argument("--batch-size", type=int, default=64)
+  p.add_argument("--lr", type=float, default=0.05)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--workdir", required=True)
+  p.set_defaults(func=_cmd_train_arch)
 
 
 def _add_train(sub) -> None:
@@ -189,7 +232,8 @@ def _add_demo(sub) -> None:
 
 
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_spaces, _add_demo, _add_train, _add_generate, _add_eval)
+    _add_spaces, _add_demo, _add_train, _add_generate, _add_eval,
+    _add_train_arch)
 
 
 def build_parser() -> argparse.ArgumentParser:

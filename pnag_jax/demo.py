@@ -27,7 +27,7 @@ from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load
 from pnag_jax.generation.run import optional_nb201_data
 from pnag_jax.training import stage1
 
-CHUNK = 16_384
+CHUNK = 8192
 
 
 def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,

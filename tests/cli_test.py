@@ -38,10 +38,3 @@ def test_bad_input_is_one_line_without_traceback(args, fragment):
   assert fragment in r.stderr
   assert "Traceback" not in r.stderr
   assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-
-
-def test_demo_reports_baseline_with_accuracies(data_dir):
-  r = _pnag("demo", "--num", "5000", env={"PNAG_DATA_DIR": str(data_dir)})
-  assert r.returncode == 0, r.stderr
-  assert "[exact] validity 100.00%" in r.stdout
-  assert "cifar10_test_acc: mean" in r.stdout

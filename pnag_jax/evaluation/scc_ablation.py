@@ -40,14 +40,15 @@ BUDGETS = {
 }
 
 
-def step_validity(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
-  """Per-step (format, strict) validity, float[T] each, of `num` generated code maps."""
+def _decode_steps(gen: Generator, num: int):
+  """A jitted `(params, consts, key) -> (ops [T, B, N], adj [T, B, N, N])`: `num`
+  generated code maps decoded prefix by prefix, ê_{<=1} .. ê_{<=T}."""
   m = gen.trained.model
   scales = gen.scales
   n = gen.space.num_nodes
 
   @jax.jit
-  def per_step(params, consts, key):
+  def decode(params, consts, key):
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num, dtype=jnp.uint32))
     idx = jax.vmap(gen.indices, in_axes=(None, 0))(consts, keys)           # [B, P]
     parts = jnp.split(idx, np.cumsum([s * s for s in scales])[:-1], axis=1)
@@ -57,12 +58,24 @@ def step_validity(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray,
     t = prefixes.shape[0]
     ol, al = model.decode(prefixes.reshape((t * num,) + prefixes.shape[2:]))
     ops, adj = vqvae.hard_decode(ol, al)
-    fmt = gen.space.format_valid(ops, adj).reshape(t, num).mean(1)
-    strict = gen.space.strict_valid(ops, adj).reshape(t, num).mean(1)
-    return fmt, strict
+    return ops.reshape(t, num, n), adj.reshape(t, num, n, n)
 
-  fmt, strict = jax.device_get(per_step(gen.trained.params, gen.consts, key))
+  return decode
+
+
+def step_validity(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-step (format, strict) validity, float[T] each, of `num` generated code maps."""
+  ops, adj = _decode_steps(gen, num)(gen.trained.params, gen.consts, key)
+  fmt = gen.space.format_valid(ops, adj).mean(1)
+  strict = gen.space.strict_valid(ops, adj).mean(1)
   return np.asarray(fmt), np.asarray(strict)
+
+
+def step_genes(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-step sub-architectures g_t: (genes int32[T, B, G], buildable bool[T, B])."""
+  from pnag_jax.networks.registry import buildable  # pylint: disable=g-import-not-at-top
+  ops, adj = _decode_steps(gen, num)(gen.trained.params, gen.consts, key)
+  return np.asarray(gen.space.decode(ops, adj)), np.asarray(buildable(gen.space, ops, adj))
 
 
 def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,

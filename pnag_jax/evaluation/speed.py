@@ -6,7 +6,8 @@ flags are NumPy arrays on the host. Reported per path: latency at batch 1 (jitte
 warm; median of many calls), throughput per batch size, FLOPs per architecture from
 XLA's cost analysis, and the fraction of this machine's matmul peak (measured in the
 same run) that the path reaches. A batch whose compiled program would need more memory
-than the budget is skipped and recorded as such rather than run out of memory.
+than the budget is skipped and recorded as such rather than run out of memory, and a slow
+path stops at the batch where one call would take longer than `max_call_seconds`.
 """
 
 from __future__ import annotations
@@ -87,7 +88,14 @@ def time_call(gen: Generator, key, min_seconds: float, min_reps: int = 3,
 
 
 def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths=PATHS,
-        min_seconds: float = 0.3, memory_fraction: float = 0.5, progress: bool = True) -> dict:
+        min_seconds: float = 0.3, memory_fraction: float = 0.5, max_call_seconds: float = 30.0,
+        progress: bool = True) -> dict:
+  """Measures every path in `paths` at batch sizes 1 .. 2**max_log2.
+
+  A path stops growing its batch when the next call is predicted (twice the last) to
+  exceed `max_call_seconds`, or when its compiled program exceeds the memory budget;
+  both are recorded under `skipped`.
+  """
   out = reports.out_dir(out)
   trained = load_stage1(workdir)
   priors = fitted_priors(trained)
@@ -120,6 +128,9 @@ def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths=PATHS,
                     "strict_validity": float(o.valid.mean()), "sample": b}
       if progress:
         print(f"  {name:15s} batch {b:8d}: {b / sec:12,.0f} archs/s", flush=True)
+      if 2 * sec > max_call_seconds and log2 < max_log2:
+        skipped.append({"batch": 2 * b, "reason": f"predicted call > {max_call_seconds} s"})
+        break
     best = max(rows, key=lambda r: r["archs_per_s"])
     report["paths"][name] = {
         "prior": prior, "fused": fused, "latency_batch1_ms": rows[0]["seconds"] * 1e3,

@@ -103,7 +103,7 @@ def generator_row(gen: Generator, ref: Reference, num: int, seeds) -> dict:
 
 def run(runs: dict[str, str], out: str | Path, *, spaces: tuple[str, ...] = (),
         num: int = 1000, seeds=(0, 1, 2), priors=("codes", "fitted", "latent"),
-        progress: bool = True) -> dict:
+        constrained: bool = True, progress: bool = True) -> dict:
   """V/U/N rows for each space: random, then every prior of the space's run.
 
   Args:
@@ -111,6 +111,7 @@ def run(runs: dict[str, str], out: str | Path, *, spaces: tuple[str, ...] = (),
     out: output directory (vun.json, vun.png, vun.md).
     spaces: extra spaces that get the random row only (novelty against the
       default config's training set).
+    constrained: add a code-prior row with constrained decoding, beside the raw rows.
   """
   out = reports.out_dir(out)
   report = {"protocol": "paper Table 6: %d archs x %d seeds" % (num, len(seeds)),
@@ -135,6 +136,10 @@ def run(runs: dict[str, str], out: str | Path, *, spaces: tuple[str, ...] = (),
         rows[f"PNAG-jax, {prior} prior"] = generator_row(gen, ref, num, seeds)
         if progress:
           print(f"  {name}: {prior} prior done", flush=True)
+      if constrained:
+        gen = Generator(trained, fitted, GenerationConfig(prior="codes", constrained=True,
+                                                          chunk_size=num))
+        rows["PNAG-jax, codes prior, constrained"] = generator_row(gen, ref, num, seeds)
     report["spaces"][name] = {
         "workdir": runs.get(name), "num_train": int(train.shape[0]), "rows": rows,
         "paper": PAPER_TABLE6.get(name, {}),

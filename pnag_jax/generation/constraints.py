@@ -4,8 +4,9 @@ The masks are read off the space itself: the (node, op) pairs and the edges that
 occur in valid architectures, from a large fixed sample of the space's own uniform
 sampler (every op a node may carry has probability >= 1/12 per draw in the four
 spaces, so 8192 draws miss none). With the mask applied, every output is
-format-valid; fixed-adjacency spaces also get their one adjacency, and sampled
-adjacencies (DARTS) are restricted to admissible edges only.
+format-valid; fixed-adjacency spaces also get their one adjacency, and spaces with
+structured edges decode them through `SearchSpace.constrained_decode` (DARTS: each op
+node reads exactly one input, the pairs of a node distinct inputs).
 
 Off by default: the paper's metrics are on raw output, and raw validity is always
 reported beside constrained validity.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.spaces.base import SearchSpace
@@ -41,11 +41,3 @@ def _masks(space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def grammar_masks(space: SearchSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(op_mask bool[N, K], admissible edges bool[N, N], fixed adjacency bool[N, N])."""
   return _masks(space)
-
-
-def constrain_adjacency(adj_logits: jax.Array, adj_mask: jax.Array, adj_fixed: jax.Array,
-                        fixed_adjacency: bool) -> jax.Array:
-  """Adjacency logits under the grammar (`fixed_adjacency` is static)."""
-  if fixed_adjacency:
-    return jnp.where(adj_fixed, jnp.inf, -jnp.inf)
-  return jnp.where(adj_mask, adj_logits, -jnp.inf)

@@ -61,7 +61,7 @@ class GenerationConfig:
   temperature: float | None = None
   constrained: bool = False
   fused: bool | None = None
-  chunk_size: int = 16_384
+  chunk_size: int = 8192
   table_budget_bytes: int = fused_lib.DEFAULT_TABLE_BUDGET_BYTES
 
   def __post_init__(self):
@@ -241,15 +241,14 @@ class Generator:
     n, k = self.space.num_nodes, self.space.num_ops
     logits = jnp.dot(jax.nn.relu(pre), consts["w2"]) + consts["b2"]
     op_logits = logits[:n * k].reshape(n, k)
-    adj_logits = logits[n * k:].reshape(n, n)
+    # As `LinearDecoder`: only the strict upper triangle can hold an edge.
     upper = np.triu(np.ones((n, n), bool), 1)
+    adj_logits = jnp.where(upper, logits[n * k:].reshape(n, n), -1e9)
     if self.cfg.constrained:
-      op_logits = jnp.where(consts["op_mask"], op_logits, -jnp.inf)
-      adj_logits = constraints.constrain_adjacency(
-          adj_logits, consts["adj_mask"], consts["adj_fixed"], self.space.fixed_adjacency)
+      return self.space.constrained_decode(op_logits, adj_logits, consts["op_mask"],
+                                           consts["adj_mask"], consts["adj_fixed"])
     ops = jnp.argmax(op_logits, -1).astype(jnp.int32)
-    adj = (adj_logits > 0) & upper
-    return ops, adj
+    return ops, adj_logits > 0
 
   def indices(self, consts, key) -> jax.Array:
     """One architecture's code indices int32[P] (MSQ token order)."""

@@ -203,6 +203,19 @@ class SearchSpace(abc.ABC):
   def strict_valid(self, ops: Array, adj: Array) -> Array:
     """Format validity plus connectivity and the space's structural rules, `bool[...]`."""
 
+  def constrained_decode(self, op_logits: Array, adj_logits: Array, op_mask: Array,
+                         adj_mask: Array, adj_fixed: Array) -> tuple[Array, Array]:
+    """Hard decode under the grammar: one arch's logits `[N, K]`, `[N, N]` -> (ops, adj).
+
+    The default masks each node's ops to those it may carry, and takes the fixed
+    adjacency (fixed-adjacency spaces) or thresholds only admissible edges. Spaces with
+    more structure in their edges override it.
+    """
+    ops = jnp.argmax(jnp.where(op_mask, op_logits, -jnp.inf), -1).astype(jnp.int32)
+    if self.fixed_adjacency:
+      return ops, adj_fixed
+    return ops, adj_mask & (adj_logits > 0)
+
   def exact_key(self, genes: Array) -> Array:
     """Exact identity of the native string, `uint32[..., key_words]`."""
     return pack_genes(genes, tuple(self.gene_cardinalities))

@@ -357,6 +357,36 @@ class DartsSpace(base.SearchSpace):
     shape = op_genes.shape[:-1] + (len(CELLS), NUM_PAIRS)
     return _join(op_genes.reshape(shape), in_genes.reshape(shape))
 
+  def constrained_decode(self, op_logits, adj_logits, op_mask, adj_mask, adj_fixed):
+    """Ops under the mask; each op node reads the input whose edge pattern scores best.
+
+    Choosing input i for op node j sets column j to pattern i exactly, so the column's
+    log-likelihood is, up to a constant, the sum of the adjacency logits on the
+    pattern's rows. The two pairs of a node must read distinct inputs: if both prefer
+    the same one, the better of (best, second) and (second, best) wins. The result is
+    a genotype, re-encoded, so it is strictly valid whenever no op is `none`.
+    """
+    del adj_mask, adj_fixed
+    ops = jnp.argmax(jnp.where(op_mask, op_logits, -jnp.inf), -1).astype(jnp.int32)
+    patterns = jnp.asarray(_PATTERNS)                               # [I, N, N]
+    scores = jnp.sum(jnp.where(patterns, adj_logits[None], 0.0), axis=1)  # [I, N]
+    scores = jnp.where(jnp.asarray(_PATTERN_OK), scores, -jnp.inf)
+    scores = scores[:, 2:_OUT].T.reshape(len(CELLS), NUM_STEPS, 2, NUM_INPUTS)
+    a, b = scores[..., 0, :], scores[..., 1, :]
+    best_a, best_b = jnp.argmax(a, -1), jnp.argmax(b, -1)
+    second = lambda x, best: jnp.argmax(                              # noqa: E731
+        jnp.where(jnp.arange(NUM_INPUTS) == best[..., None], -jnp.inf, x), -1)
+    sec_a, sec_b = second(a, best_a), second(b, best_b)
+    take = lambda x, i: jnp.take_along_axis(x, i[..., None], -1)[..., 0]  # noqa: E731
+    keep_a = take(a, best_a) + take(b, sec_b) >= take(a, sec_a) + take(b, best_b)
+    clash = best_a == best_b
+    in_a = jnp.where(clash & ~keep_a, sec_a, best_a)
+    in_b = jnp.where(clash & keep_a, sec_b, best_b)
+    inputs = jnp.stack([in_a, in_b], axis=-1).reshape(len(CELLS), NUM_PAIRS)
+    op_genes = jnp.clip(ops[2:_OUT] - _OP0, 0, len(PRIMITIVES) - 1).reshape(
+        len(CELLS), NUM_PAIRS)
+    return self.encode(_join(op_genes, inputs))
+
   def format_valid(self, ops: jax.Array, adj: jax.Array) -> jax.Array:
     del adj  # DiffusionNAG's format rules look at ops only
     ops = jnp.asarray(ops)

@@ -240,3 +240,20 @@ def test_fuzz_mutated_strings(index, mutations):
     return
   assert genes.dtype == np.int32 and genes.shape == (32,)
   np.testing.assert_array_equal(SPACE.from_string(SPACE.to_string(genes)), genes)
+
+
+def test_constrained_decode_is_strictly_valid_and_exact_on_clean_logits():
+  from pnag_jax.generation.constraints import grammar_masks  # pylint: disable=g-import-not-at-top
+  space = get_space("darts")
+  op_mask, adj_mask, fixed = grammar_masks(space)
+  decode = jax.jit(jax.vmap(lambda o, a: space.constrained_decode(o, a, op_mask, adj_mask,
+                                                                  fixed)))
+  k1, k2 = jax.random.split(jax.random.key(0))
+  n, k = space.num_nodes, space.num_ops
+  ops, adj = decode(jax.random.normal(k1, (500, n, k)), jax.random.normal(k2, (500, n, n)))
+  assert bool(jnp.all(space.strict_valid(ops, adj)))
+  # Logits that say exactly what an encoded genotype is decode back to it.
+  genes = space.sample(jax.random.key(1), 200)
+  t_ops, t_adj = space.encode(genes)
+  ops, adj = decode(10.0 * jax.nn.one_hot(t_ops, k), jnp.where(t_adj, 5.0, -5.0))
+  np.testing.assert_array_equal(np.asarray(space.decode(ops, adj)), np.asarray(genes))

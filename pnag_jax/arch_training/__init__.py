@@ -1,0 +1,1 @@
+"""Training one architecture on real data (`pnag train-arch`)."""

@@ -1,0 +1,200 @@
+"""`pnag train-arch`: trains one architecture with optax; orbax checkpoints; resume.
+
+The state is a plain dict of pure pytrees `{"model": {"params", "batch_stats"},
+"opt_state"}`; one jitted step (compiled once, state donated) per batch, one checkpoint
+per epoch. A rerun of the same command resumes from the last finished epoch: the batch
+order of epoch e is a function of (seed, e), so nothing is repeated or skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+import pnag_jax
+from pnag_jax import checkpoint as ckpt_lib
+from pnag_jax.arch_training.datasets import Dataset, load_dataset
+from pnag_jax.errors import PnagError
+from pnag_jax.networks import registry, stats
+from pnag_jax.networks.functional import batch_stats_of, merge_pure, split_pure
+from pnag_jax.spaces import get_space
+
+STAGE = "train_arch"
+EVAL_BATCH = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchTrainConfig:
+  """What `pnag train-arch` trains, and how (SGD with Nesterov momentum and a cosine
+  schedule, as NB201 and DARTS train their networks)."""
+
+  space: str
+  arch: str
+  dataset: str = "digits"
+  epochs: int = 30
+  batch_size: int = 64
+  learning_rate: float = 0.05
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  seed: int = 0
+  network: tuple[tuple[str, object], ...] = ()   # builder kwargs, e.g. (("channels", 8),)
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def make_steps(graphdef, templates, tx: optax.GradientTransformation):
+  """(jitted train step, jitted eval step); each compiles once."""
+  chex.clear_trace_counter()
+
+  @chex.assert_max_traces(n=1)
+  def train_step(state, x, y):
+    def loss_fn(params):
+      model = merge_pure(graphdef, templates, {"params": params,
+                                               "batch_stats": state["model"]["batch_stats"]})
+      model.train()
+      logits = model(x)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      new_stats = batch_stats_of(model)
+      return loss, (new_stats, jnp.mean(jnp.argmax(logits, -1) == y))
+
+    (loss, (new_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["model"]["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["model"]["params"])
+    params = optax.apply_updates(state["model"]["params"], updates)
+    new_state = {"model": {"params": params, "batch_stats": new_stats}, "opt_state": opt_state}
+    return new_state, {"loss": loss, "accuracy": acc}
+
+  def eval_step(model_state, x, y, mask):
+    model = merge_pure(graphdef, templates, model_state)
+    model.eval()
+    logits = model(x)
+    correct = (jnp.argmax(logits, -1) == y) & mask
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return jnp.sum(correct), jnp.sum(jnp.where(mask, loss, 0.0)), jnp.all(
+        jnp.isfinite(logits))
+
+  return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+
+
+def evaluate(eval_step, model_state, x: np.ndarray, y: np.ndarray) -> dict:
+  """Accuracy and loss over all of (x, y) in fixed-size, masked batches."""
+  correct = loss = 0.0
+  finite = True
+  for start in range(0, len(x), EVAL_BATCH):
+    xb, yb = x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH]
+    k = len(xb)
+    mask = np.arange(EVAL_BATCH) < k
+    if k < EVAL_BATCH:
+      xb = np.concatenate([xb, np.zeros((EVAL_BATCH - k,) + xb.shape[1:], xb.dtype)])
+      yb = np.concatenate([yb, np.zeros((EVAL_BATCH - k,), yb.dtype)])
+    c, l, f = jax.device_get(eval_step(model_state, xb, yb, mask))
+    correct, loss, finite = correct + c, loss + l, finite and bool(f)
+  return {"accuracy": float(correct / len(x)), "loss": float(loss / len(x)), "finite": finite}
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = True,
+               stop_after_epochs: int | None = None, dataset: Dataset | None = None) -> dict:
+  """Trains `cfg.arch` and writes `workdir/report.json` (test accuracy and more).
+
+  `stop_after_epochs` ends the run early as a kill would (tests use it for resume).
+  """
+  if cfg.epochs < 1 or cfg.batch_size < 1:
+    raise PnagError(f"epochs and batch size must be positive, got {cfg.epochs}, "
+                    f"{cfg.batch_size}")
+  space = get_space(cfg.space)
+  genes = space.from_string(cfg.arch)
+  ops, adj = space.encode(genes)
+  if not bool(registry.buildable(space, ops, adj)):
+    raise PnagError(f"{cfg.space} architecture is not a network of the space: "
+                    f"{cfg.arch[:120]}")
+  net_kw = dict(cfg.network)
+  ds = dataset or load_dataset(cfg.dataset, min_size=registry.min_input_size(cfg.space))
+  if len(ds.x_train) < cfg.batch_size:
+    raise PnagError(f"batch size {cfg.batch_size} exceeds the {len(ds.x_train)} training images")
+  key = jax.random.key(cfg.seed)
+  model = registry.build_network(cfg.space, genes, input_shape=ds.input_shape,
+                                 num_classes=ds.num_classes,
+                                 rngs=nnx.Rngs(params=jax.random.fold_in(key, 0),
+                                               dropout=jax.random.fold_in(key, 1)), **net_kw)
+  num_params = stats.count_params(model)
+  flops = stats.forward_flops(model, ds.input_shape)
+  graphdef, model_state, templates = split_pure(model)
+  steps_per_epoch = len(ds.x_train) // cfg.batch_size  # drop the ragged tail: fixed shapes
+  total = cfg.epochs * steps_per_epoch
+  schedule = optax.cosine_decay_schedule(cfg.learning_rate, total)
+  tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay),
+                   optax.sgd(schedule, momentum=cfg.momentum, nesterov=True))
+  state = {"model": model_state, "opt_state": tx.init(model_state["params"])}
+  train_step, eval_step = make_steps(graphdef, templates, tx)
+  workdir = Path(workdir)
+  meta = {"stage": STAGE, "space": cfg.space, "config": json.loads(cfg.to_json()),
+          "version": pnag_jax.__version__}
+
+  history = []
+  with ckpt_lib.StageCheckpointer(workdir, STAGE, max_to_keep=2) as ckpt:
+    start = 0
+    if ckpt.latest_step() is not None:
+      ckpt_lib.check_meta(ckpt.read_meta(), {"stage": STAGE, "space": cfg.space,
+                                             "config": meta["config"]},
+                          where=f"workdir {workdir}")
+      params, opt_state, _, _ = ckpt.restore(params_template=state["model"],
+                                             opt_state_template=state["opt_state"])
+      state = {"model": params, "opt_state": opt_state}
+      start = ckpt.latest_step()
+    (workdir / "config.json").write_text(cfg.to_json())
+    end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start * steps_per_epoch,
+               disable=not progress, desc=f"train {cfg.space}", unit="step",
+               dynamic_ncols=True)
+    for epoch in range(start, end):
+      order = epoch_order(cfg.seed, epoch, len(ds.x_train))
+      metrics = []
+      for i in range(steps_per_epoch):
+        idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        state, m = train_step(state, ds.x_train[idx], ds.y_train[idx])
+        metrics.append(m)
+        bar.update()
+      m = jax.device_get(metrics)
+      row = {"epoch": epoch + 1, "train_loss": float(np.mean([x["loss"] for x in m])),
+             "train_accuracy": float(np.mean([x["accuracy"] for x in m]))}
+      if not math.isfinite(row["train_loss"]):
+        raise PnagError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
+      bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_accuracy']:.3f}")
+      history.append(row)
+      ckpt.save(epoch + 1, state["model"], state["opt_state"], key, meta, force=True)
+    bar.close()
+    ckpt.wait_until_finished()
+    seconds = time.perf_counter() - t0
+  if end < cfg.epochs:
+    return {"epochs": end, "stopped_early": True}
+  test = evaluate(eval_step, state["model"], ds.x_test, ds.y_test)
+  report = {
+      "space": cfg.space, "arch": cfg.arch, "dataset": cfg.dataset,
+      "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+      "num_classes": ds.num_classes, "num_train": int(len(ds.x_train)),
+      "num_test": int(len(ds.x_test)), "input_shape": list(ds.input_shape),
+      "epochs": cfg.epochs, "resumed_from_epoch": start, "train_seconds": seconds,
+      "params": num_params, "flops_per_example": flops, "history": history,
+      "device": str(jax.devices()[0]),
+  }
+  tmp = workdir / "report.json.tmp"
+  tmp.write_text(json.dumps(report, indent=2))
+  tmp.replace(workdir / "report.json")
+  return report

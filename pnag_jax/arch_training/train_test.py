@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from pnag_jax.arch_training.train import ArchTrainConfig, train_arch
+from pnag_jax.data import NB201Data
+from pnag_jax.errors import PnagError
+from pnag_jax.spaces import get_space
+
+# A narrow, one-cell-per-stage NB201 net: the cell still decides what is computed.
+SMALL = (("channels", 8), ("cells_per_stage", 1))
+NONE_CELL = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+
+
+def _best_cell(data_dir) -> str:
+  data = NB201Data.from_dir(data_dir)
+  code, acc = data.best("cifar10_test_acc")
+  assert acc == pytest.approx(94.37, abs=0.01)
+  space = get_space("nb201")
+  return space.to_string(space.enumerate()[code])
+
+
+def test_best_cell_learns_digits_and_the_none_cell_does_not(tmp_path, data_dir):
+  best = _best_cell(data_dir)
+  cfg = ArchTrainConfig(space="nb201", arch=best, epochs=6, network=SMALL)
+  r = train_arch(cfg, tmp_path / "best", progress=False)
+  assert r["test_accuracy"] >= 0.85, r["history"]
+  assert r["params"] > 0 and r["flops_per_example"] > 0
+  saved = json.loads((tmp_path / "best" / "report.json").read_text())
+  assert saved["test_accuracy"] == r["test_accuracy"]
+  none = train_arch(ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=6, network=SMALL),
+                    tmp_path / "none", progress=False)
+  assert none["test_accuracy"] <= 0.2  # 10 classes: chance
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir):
+  cfg = ArchTrainConfig(space="nb201", arch=_best_cell(data_dir), epochs=2, network=SMALL)
+  straight = train_arch(cfg, tmp_path / "a", progress=False)
+  assert train_arch(cfg, tmp_path / "b", progress=False, stop_after_epochs=1)["stopped_early"]
+  resumed = train_arch(cfg, tmp_path / "b", progress=False)
+  assert resumed["resumed_from_epoch"] == 1
+  assert resumed["test_accuracy"] == straight["test_accuracy"]
+  assert resumed["history"][-1] == straight["history"][-1]
+  other = ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=2, network=SMALL)
+  with pytest.raises(PnagError, match="workdir"):
+    train_arch(other, tmp_path / "b", progress=False)
+
+
+def test_bad_input(tmp_path):
+  with pytest.raises(PnagError, match="NB201 arch string"):
+    train_arch(ArchTrainConfig(space="nb201", arch="|conv~0|"), tmp_path, progress=False)
+  with pytest.raises(PnagError, match="unknown dataset"):
+    train_arch(ArchTrainConfig(space="nb201", arch=NONE_CELL, dataset="mnist"), tmp_path,
+               progress=False)
+  with pytest.raises(PnagError, match="epochs"):
+    train_arch(ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=0), tmp_path,
+               progress=False)

@@ -1,0 +1,204 @@
+"""Executable validity: does each architecture build, run and train?
+
+For every architecture: build its Flax network, run a forward pass on a random batch,
+then take one SGD step and run the forward pass again. It is executable when the
+decoded graph maps to a network of the space (`registry.buildable`: format-valid for
+fixed-adjacency spaces, strictly valid otherwise) and the logits, the loss and the
+updated parameters are all finite.
+
+Sources: generated archs of a trained run (`--workdir`) together with every
+intermediate step's sub-architecture g_t (the code map decoded prefix by prefix),
+archs listed in a file (`--from-file F.jsonl`, one `{"arch": ...}` per line), or
+uniform samples of a space (`--random`).
+
+Networks are checked at a reduced macro size by default (fewer cells, narrower
+channels, larger ViT patches; `SMALL` below): what the cell or layer sequence
+computes, and whether it executes, does not depend on how often it is stacked, and
+each distinct network costs a compile. `full_size=True` checks the paper-sized
+networks instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from pnag_jax.errors import ArchStringError, PnagError
+from pnag_jax.evaluation import reports
+from pnag_jax.networks import registry
+from pnag_jax.networks.functional import merge_pure, split_pure
+from pnag_jax.spaces import get_space
+
+#: Reduced macro sizes for the check (builder kwargs) and the input size used.
+SMALL = {
+    "nb201": ({"channels": 8, "cells_per_stage": 1}, 16),
+    "darts": ({"init_channels": 8, "layers": 5}, 16),
+    "mbv3": ({}, 32),
+    "autoformer": ({"patch_size": 8}, 32),
+    "autoformer_base": ({"patch_size": 8}, 32),
+}
+FULL = {"nb201": ({}, 32), "darts": ({}, 32), "mbv3": ({}, 32),
+        "autoformer": ({"patch_size": 16}, 224), "autoformer_base": ({"patch_size": 16}, 224)}
+
+
+def check_network(space_name: str, genes, *, key: jax.Array, full_size: bool = False,
+                  num_classes: int = 10, batch: int = 2) -> dict:
+  """Builds, runs and steps one network; returns which checks passed."""
+  kwargs, size = (FULL if full_size else SMALL)[space_name]
+  k_init, k_drop, k_x, k_y = jax.random.split(key, 4)
+  out = {"built": False, "forward_finite": False, "loss_finite": False,
+         "step_finite": False}
+  try:
+    model = registry.build_network(space_name, genes, input_shape=(size, size, 3),
+                                   num_classes=num_classes,
+                                   rngs=nnx.Rngs(params=k_init, dropout=k_drop), **kwargs)
+  except (ValueError, KeyError, IndexError, TypeError) as e:
+    out["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    return out
+  out["built"] = True
+  x = jax.random.normal(k_x, (batch, size, size, 3), jnp.float32)
+  y = jax.random.randint(k_y, (batch,), 0, num_classes)
+  graphdef, pure, templates = split_pure(model)
+
+  def forward(pure, train):
+    m = merge_pure(graphdef, templates, pure)
+    if train:
+      m.train()
+    else:
+      m.eval()
+    return m(x)
+
+  def loss_fn(params):
+    logits = forward({"params": params, "batch_stats": pure["batch_stats"]}, True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+  @jax.jit
+  def step(pure):
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(pure["params"])
+    new_params = jax.tree.map(lambda p, g: p - 0.01 * g, pure["params"], grads)
+    # Training mode again: BatchNorm normalises with the batch's statistics, as the
+    # next training step would (the running averages have seen one batch only).
+    logits2 = forward({"params": new_params, "batch_stats": pure["batch_stats"]}, True)
+    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p))
+                                       for p in jax.tree.leaves(new_params)]))
+    return (jnp.all(jnp.isfinite(logits)), jnp.isfinite(loss),
+            jnp.all(jnp.isfinite(logits2)) & params_finite)
+
+  fwd, loss_ok, step_ok = jax.device_get(step(pure))
+  out.update(forward_finite=bool(fwd), loss_finite=bool(loss_ok), step_finite=bool(step_ok))
+  return out
+
+
+def _executable(r: dict) -> bool:
+  return r["valid"] and r["built"] and r["forward_finite"] and r["loss_finite"] and \
+      r["step_finite"]
+
+
+def check_genes(space_name: str, genes: np.ndarray, valid: np.ndarray, *, seed: int,
+                full_size: bool, cache: dict) -> list[dict]:
+  space = get_space(space_name)
+  rows = []
+  for i, (g, v) in enumerate(zip(np.asarray(genes), np.asarray(valid))):
+    k = g.tobytes()
+    if k not in cache:
+      cache[k] = check_network(space_name, g, key=jax.random.fold_in(jax.random.key(seed), i),
+                               full_size=full_size) if v else {
+                                   "built": False, "forward_finite": False,
+                                   "loss_finite": False, "step_finite": False}
+    row = {"valid": bool(v), **cache[k]}
+    row["executable"] = _executable(row)
+    rows.append(row)
+  del space
+  return rows
+
+
+def _summary(rows: list[dict]) -> dict:
+  n = max(len(rows), 1)
+  return {"num": len(rows), "valid": sum(r["valid"] for r in rows) / n,
+          "executable": sum(r["executable"] for r in rows) / n,
+          "executable_given_valid": (sum(r["executable"] for r in rows) /
+                                     max(sum(r["valid"] for r in rows), 1)),
+          "errors": sorted({r["error"] for r in rows if "error" in r})[:5]}
+
+
+def read_arch_file(path: str | Path, space_name: str) -> list[str]:
+  path = Path(path)
+  if not path.is_file():
+    raise PnagError(f"arch file {path} does not exist")
+  archs = []
+  for n, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      archs.append(row["arch"] if isinstance(row, dict) else row)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      raise PnagError(f"{path}:{n}: expected a JSON object with an \"arch\" field") from e
+  if not archs:
+    raise PnagError(f"arch file {path} holds no architectures")
+  return archs
+
+
+def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = None,
+        space: str | None = None, random: bool = False, num: int = 100, seed: int = 0,
+        full_size: bool = False, progress: bool = True) -> dict:
+  """Writes `executable.json` under `out`; see the module docstring for the sources."""
+  if sum(bool(s) for s in (workdir, from_file, random)) != 1:
+    raise PnagError("give exactly one of --workdir, --from-file or --random")
+  out = reports.out_dir(out)
+  cache: dict = {}
+  report = {"full_size": full_size, "num": num, "seed": seed, "groups": {}}
+  if workdir:
+    from pnag_jax.evaluation.scc_ablation import step_genes  # pylint: disable=g-import-not-at-top
+    from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load_stage1  # pylint: disable=g-import-not-at-top
+    trained = load_stage1(workdir)
+    space_name = trained.space.name
+    gen = Generator(trained, fitted_priors(trained), GenerationConfig(chunk_size=num))
+    final = gen.generate(jax.random.key(seed), num)
+    ok = final.format_valid if trained.space.fixed_adjacency else final.valid
+    report["groups"]["generated"] = check_genes(space_name, final.genes, ok,
+                                                seed=seed, full_size=full_size, cache=cache)
+    genes_t, valid_t = step_genes(gen, jax.random.key(seed), num)
+    for t in range(genes_t.shape[0]):
+      report["groups"][f"step_{t + 1}"] = check_genes(space_name, genes_t[t], valid_t[t],
+                                                      seed=seed, full_size=full_size,
+                                                      cache=cache)
+      if progress:
+        print(f"  step {t + 1}: {_summary(report['groups'][f'step_{t + 1}'])['executable']:.3f}",
+              flush=True)
+  else:
+    if not space:
+      raise PnagError("--space is required with --from-file and --random")
+    space_name = get_space(space).name
+    sp = get_space(space_name)
+    if from_file:
+      try:
+        genes = sp.from_strings(read_arch_file(from_file, space_name))
+      except ArchStringError as e:
+        raise PnagError(f"{from_file}: {e}") from e
+    else:
+      genes = np.asarray(jax.jit(sp.sample, static_argnums=1)(jax.random.key(seed), num))
+    ops, adj = sp.encode(genes)
+    valid = np.asarray(registry.buildable(sp, ops, adj))
+    report["groups"]["file" if from_file else "random"] = check_genes(
+        space_name, genes, valid, seed=seed, full_size=full_size, cache=cache)
+  report["space"] = space_name
+  report["summary"] = {g: _summary(rows) for g, rows in report["groups"].items()}
+  report["distinct_networks_checked"] = len(cache)
+  reports.write_json(out / "executable.json", report)
+  return report
+
+
+def format_table(report: dict) -> str:
+  rows = [[g, s["num"], f"{100 * s['valid']:.1f}", f"{100 * s['executable']:.1f}",
+           f"{100 * s['executable_given_valid']:.1f}"] for g, s in report["summary"].items()]
+  return (f"executable validity, {report['space']} "
+          f"({'full' if report['full_size'] else 'reduced'} macro size)\n\n" +
+          reports.table(["group", "archs", "valid %", "executable %",
+                         "executable | valid %"], rows))

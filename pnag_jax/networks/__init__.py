@@ -1,0 +1,1 @@
+"""Executable Flax NNX networks for the search spaces."""
