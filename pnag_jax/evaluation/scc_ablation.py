@@ -65,7 +65,7 @@ def _decode_steps(gen: Generator, num: int):
 
 def step_validity(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-step (format, strict) validity, float[T] each, of `num` generated code maps."""
-  ops, adj = _decode_steps(gen, num)(gen.trained.params, gen.consts, key)
+  ops, adj = _decode_steps(gen, num)(gen.replicate(gen.trained.params), gen.consts, key)
   fmt = gen.space.format_valid(ops, adj).mean(1)
   strict = gen.space.strict_valid(ops, adj).mean(1)
   return np.asarray(fmt), np.asarray(strict)
@@ -74,7 +74,7 @@ def step_validity(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray,
 def step_genes(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-step sub-architectures g_t: (genes int32[T, B, G], buildable bool[T, B])."""
   from pnag_jax.networks.registry import buildable  # pylint: disable=g-import-not-at-top
-  ops, adj = _decode_steps(gen, num)(gen.trained.params, gen.consts, key)
+  ops, adj = _decode_steps(gen, num)(gen.replicate(gen.trained.params), gen.consts, key)
   return np.asarray(gen.space.decode(ops, adj)), np.asarray(buildable(gen.space, ops, adj))
 
 

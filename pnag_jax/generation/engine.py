@@ -166,6 +166,11 @@ class Generator:
     self.consts = jax.device_put(self._build_consts(priors), self._replicated)
     self._chunk_fn = jax.jit(self._chunk, out_shardings=self._sharded)
 
+  def replicate(self, tree):
+    """`tree` placed like the engine's constants (replicated over its mesh), so it can
+    join them in one jitted call."""
+    return jax.device_put(tree, self._replicated)
+
   # ---- constants --------------------------------------------------------------------
 
   def _build_consts(self, priors: FittedPriors | None) -> dict:
