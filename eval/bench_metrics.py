@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from pnag_jax import metrics
 from pnag_jax.data import NB201Data

@@ -102,7 +102,7 @@ def _executable(r: dict) -> bool:
 
 def check_genes(space_name: str, genes: np.ndarray, valid: np.ndarray, *, seed: int,
                 full_size: bool, cache: dict) -> list[dict]:
-  space = get_space(space_name)
+  """Checks each arch once (`cache` is keyed by genes); rows in input order."""
   rows = []
   for i, (g, v) in enumerate(zip(np.asarray(genes), np.asarray(valid))):
     k = g.tobytes()
@@ -114,7 +114,6 @@ def check_genes(space_name: str, genes: np.ndarray, valid: np.ndarray, *, seed: 
     row = {"valid": bool(v), **cache[k]}
     row["executable"] = _executable(row)
     rows.append(row)
-  del space
   return rows
 
 

@@ -19,7 +19,6 @@ from typing import Sequence
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from pnag_jax.models import msq
 

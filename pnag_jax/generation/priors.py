@@ -26,7 +26,6 @@ import numpy as np
 
 from pnag_jax.errors import PnagError
 from pnag_jax.generation.loading import TrainedStage1
-from pnag_jax.models import vqvae
 
 FIT_CHUNK = 1024
 #: Archs encoded to fit the priors: the first this many of the training split (which is
