@@ -200,4 +200,4 @@ def format_table(report: dict) -> str:
   return (f"executable validity, {report['space']} "
           f"({'full' if report['full_size'] else 'reduced'} macro size)\n\n" +
           reports.table(["group", "archs", "valid %", "executable %",
-                         "executable | valid %"], rows))
+                         "executable given valid %"], rows))
