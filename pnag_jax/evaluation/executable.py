@@ -154,7 +154,7 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
   cache: dict = {}
   report = {"full_size": full_size, "num": num, "seed": seed, "groups": {}}
   if workdir:
-    from pnag_jax.evaluation.scc_ablation import step_genes  # pylint: disable=g-import-not-at-top
+    from pnag_jax.generation.steps import step_genes  # pylint: disable=g-import-not-at-top
     from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load_stage1  # pylint: disable=g-import-not-at-top
     trained = load_stage1(workdir)
     space_name = trained.space.name

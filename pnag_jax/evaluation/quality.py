@@ -55,9 +55,7 @@ def run(workdir: str, out: str | Path, *, data_dir: str | None = None, num: int 
     report["datasets"][col] = entry
   for name in groups:
     report[f"{name}_archs"] = [s for g in groups[name] for s in space.to_strings(g)]
-  reports.write_json(out / "quality.json", report)
-  (out / "quality.md").write_text(format_table(report) + "\n")
-  _plot(report, out / "quality.png")
+  reports.write_outputs(out, "quality", report, format_table, _plot)
   return report
 
 

@@ -30,6 +30,13 @@ def write_json(path: Path, obj) -> Path:
   return path
 
 
+def write_outputs(out: Path, name: str, report: dict, format_table, plot) -> None:
+  """`out/name.json`, `name.md` (`format_table(report)`) and `name.png` (`plot(report, path)`)."""
+  write_json(out / f"{name}.json", report)
+  (out / f"{name}.md").write_text(format_table(report) + "\n")
+  plot(report, out / f"{name}.png")
+
+
 def figure():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")

@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.configs.stage1 import make_config, scale_schedule
@@ -28,7 +27,7 @@ from pnag_jax.data.nb201 import ACCURACY_COLUMNS
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
 from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load_stage1
-from pnag_jax.models import msq, vqvae
+from pnag_jax.generation.steps import step_validity
 from pnag_jax.spaces import get_space
 from pnag_jax.training import stage1
 
@@ -38,44 +37,6 @@ BUDGETS = {
     "mbv3": ["num_scales=6", "dim=16", "max_steps=300", "train_size=100000",
              "heldout_size=2000", "eval_every=100000", "checkpoint_every=100"],
 }
-
-
-def _decode_steps(gen: Generator, num: int):
-  """A jitted `(params, consts, key) -> (ops [T, B, N], adj [T, B, N, N])`: `num`
-  generated code maps decoded prefix by prefix, ê_{<=1} .. ê_{<=T}."""
-  m = gen.trained.model
-  scales = gen.scales
-  n = gen.space.num_nodes
-
-  @jax.jit
-  def decode(params, consts, key):
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num, dtype=jnp.uint32))
-    idx = jax.vmap(gen.indices, in_axes=(None, 0))(consts, keys)           # [B, P]
-    parts = jnp.split(idx, np.cumsum([s * s for s in scales])[:-1], axis=1)
-    parts = [p.reshape(num, s, s) for p, s in zip(parts, scales)]
-    model = m.merge(params)
-    prefixes = msq.decode_indices(parts, model.codebook[...], n)           # [T, B, N, N, C]
-    t = prefixes.shape[0]
-    ol, al = model.decode(prefixes.reshape((t * num,) + prefixes.shape[2:]))
-    ops, adj = vqvae.hard_decode(ol, al)
-    return ops.reshape(t, num, n), adj.reshape(t, num, n, n)
-
-  return decode
-
-
-def step_validity(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
-  """Per-step (format, strict) validity, float[T] each, of `num` generated code maps."""
-  ops, adj = _decode_steps(gen, num)(gen.replicate(gen.trained.params), gen.consts, key)
-  fmt = gen.space.format_valid(ops, adj).mean(1)
-  strict = gen.space.strict_valid(ops, adj).mean(1)
-  return np.asarray(fmt), np.asarray(strict)
-
-
-def step_genes(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
-  """Per-step sub-architectures g_t: (genes int32[T, B, G], buildable bool[T, B])."""
-  from pnag_jax.networks.registry import buildable  # pylint: disable=g-import-not-at-top
-  ops, adj = _decode_steps(gen, num)(gen.replicate(gen.trained.params), gen.consts, key)
-  return np.asarray(gen.space.decode(ops, adj)), np.asarray(buildable(gen.space, ops, adj))
 
 
 def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,
@@ -119,9 +80,7 @@ def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,
   report = {"space": space_name, "steps": t_steps, "overrides": overrides,
             "seeds": list(seeds), "num": num, "machine": reports.machine(),
             "results": results, "summary": _summary(results, t_max_values)}
-  reports.write_json(out / "scc_ablation.json", report)
-  (out / "scc_ablation.md").write_text(format_table(report) + "\n")
-  _plot(report, out / "scc_ablation.png")
+  reports.write_outputs(out, "scc_ablation", report, format_table, _plot)
   return report
 
 

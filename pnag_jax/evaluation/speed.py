@@ -139,9 +139,7 @@ def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths=PATHS,
         "validity_sample": validity, "throughput": rows, "skipped": skipped,
     }
   report["peak_rss_mb"] = peak_rss_mb()
-  reports.write_json(out / "speed.json", report)
-  (out / "speed.md").write_text(format_table(report) + "\n")
-  _plot(report, out / "speed.png")
+  reports.write_outputs(out, "speed", report, format_table, _plot)
   return report
 
 

@@ -144,9 +144,7 @@ def run(runs: dict[str, str], out: str | Path, *, spaces: tuple[str, ...] = (),
         "workdir": runs.get(name), "num_train": int(train.shape[0]), "rows": rows,
         "paper": PAPER_TABLE6.get(name, {}),
     }
-  reports.write_json(out / "vun.json", report)
-  (out / "vun.md").write_text(format_table(report) + "\n")
-  _plot(report, out / "vun.png")
+  reports.write_outputs(out, "vun", report, format_table, _plot)
   return report
 
 

@@ -34,6 +34,8 @@ from pnag_jax.generation import fused as fused_lib
 from pnag_jax.generation.loading import TrainedStage1
 from pnag_jax.generation.priors import FittedPriors, num_tokens
 from pnag_jax.models import msq
+from pnag_jax.models.decoder import split_logits
+from pnag_jax.models.vqvae import hard_decode
 
 PRIORS = ("latent", "fitted", "codes")
 _BATCH = "batch"
@@ -242,18 +244,13 @@ class Generator:
                    ) + consts["b1"]
 
   def _head(self, consts, pre) -> tuple[jax.Array, jax.Array]:
-    """The decoder's second layer and the hard decode (as `LinearDecoder` + `hard_decode`)."""
-    n, k = self.space.num_nodes, self.space.num_ops
+    """The decoder's second layer on the params dict, then the hard decode."""
     logits = jnp.dot(jax.nn.relu(pre), consts["w2"]) + consts["b2"]
-    op_logits = logits[:n * k].reshape(n, k)
-    # As `LinearDecoder`: only the strict upper triangle can hold an edge.
-    upper = np.triu(np.ones((n, n), bool), 1)
-    adj_logits = jnp.where(upper, logits[n * k:].reshape(n, n), -1e9)
+    op_logits, adj_logits = split_logits(logits, self.space.num_nodes, self.space.num_ops)
     if self.cfg.constrained:
       return self.space.constrained_decode(op_logits, adj_logits, consts["op_mask"],
                                            consts["adj_mask"], consts["adj_fixed"])
-    ops = jnp.argmax(op_logits, -1).astype(jnp.int32)
-    return ops, adj_logits > 0
+    return hard_decode(op_logits, adj_logits)
 
   def indices(self, consts, key) -> jax.Array:
     """One architecture's code indices int32[P] (MSQ token order)."""

@@ -15,6 +15,19 @@ import numpy as np
 from flax import nnx
 
 
+def split_logits(logits: jax.Array, n: int, k: int) -> tuple[jax.Array, jax.Array]:
+  """Flat output logits `[..., N*K + N*N]` -> (op logits [..., N, K], adj logits [..., N, N]).
+
+  Only the strict upper triangle can hold an edge; a large negative logit elsewhere
+  makes the thresholded adjacency upper triangular by construction.
+  """
+  lead = logits.shape[:-1]
+  op_logits = logits[..., :n * k].reshape(lead + (n, k))
+  upper = np.triu(np.ones((n, n), bool), 1)  # a trace-time constant, not state
+  adj_logits = jnp.where(upper, logits[..., n * k:].reshape(lead + (n, n)), -1e9)
+  return op_logits, adj_logits
+
+
 class LinearDecoder(nnx.Module):
   """`ê [B, N, N, C]` -> (op logits [B, N, K], adjacency logits [B, N, N])."""
 
@@ -30,14 +43,7 @@ class LinearDecoder(nnx.Module):
     return self.hidden(e_hat.reshape(b, -1))
 
   def from_pre_activation(self, pre: jax.Array) -> tuple[jax.Array, jax.Array]:
-    n, k = self.num_nodes, self.num_ops
-    logits = self.out(jax.nn.relu(pre))
-    op_logits = logits[:, :n * k].reshape(-1, n, k)
-    # Only the strict upper triangle can hold an edge; a large negative logit elsewhere
-    # makes the thresholded adjacency upper triangular by construction.
-    upper = np.triu(np.ones((n, n), bool), 1)  # a trace-time constant, not state
-    adj_logits = jnp.where(upper, logits[:, n * k:].reshape(-1, n, n), -1e9)
-    return op_logits, adj_logits
+    return split_logits(self.out(jax.nn.relu(pre)), self.num_nodes, self.num_ops)
 
   def __call__(self, e_hat: jax.Array) -> tuple[jax.Array, jax.Array]:
     return self.from_pre_activation(self.pre_activation(e_hat))

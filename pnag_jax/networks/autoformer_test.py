@@ -9,23 +9,11 @@ import pytest
 from flax import nnx
 
 from pnag_jax.networks import autoformer
+from pnag_jax.spaces import autoformer as autoformer_space
 from pnag_jax.spaces import get_space
 from pnag_jax.spaces.autoformer import param_count
 
-# The searched subnets as released in AutoFormer (microsoft/Cream) and NNI's
-# `AutoFormer.load_searched_model`; the same dicts as pnag_jax/spaces/autoformer_test.py.
-# AutoFormer-T's mlp_ratio 3.0 lies outside the Tiny space, so it is built from the
-# config, not from genes.
-AUTOFORMER_T = {
-    "embed_dim": 192, "depth": 13,
-    "mlp_ratio": [3.5, 3.5, 3.0, 3.5, 3.0, 3.0, 4.0, 4.0, 3.5, 4.0, 3.5, 4.0, 3.5],
-    "num_heads": [3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 3, 3],
-}
-AUTOFORMER_B = {
-    "embed_dim": 576, "depth": 14,
-    "mlp_ratio": [3.5, 3.5, 4.0, 3.5, 4.0, 3.5, 3.5, 3.0, 4.0, 4.0, 3.0, 4.0, 3.0, 3.5],
-    "num_heads": [9, 9, 9, 9, 9, 10, 9, 9, 10, 9, 10, 9, 9, 10],
-}
+AUTOFORMER_T, AUTOFORMER_B = autoformer_space.AUTOFORMER_T, autoformer_space.AUTOFORMER_B
 
 
 def _rngs(seed: int = 0) -> nnx.Rngs:

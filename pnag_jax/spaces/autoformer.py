@@ -49,6 +49,21 @@ HEAD_DIM = 64
 MAX_RELATIVE_POSITION = 14
 
 
+# The searched subnets as released in AutoFormer (microsoft/Cream) and NNI's
+# `AutoFormer.load_searched_model`. AutoFormer-T's mlp_ratio 3.0 lies outside the Tiny
+# choices, so it is a config, not genes of the space.
+AUTOFORMER_T = {
+    "embed_dim": 192, "depth": 13,
+    "mlp_ratio": [3.5, 3.5, 3.0, 3.5, 3.0, 3.0, 4.0, 4.0, 3.5, 4.0, 3.5, 4.0, 3.5],
+    "num_heads": [3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 3, 3],
+}
+AUTOFORMER_B = {
+    "embed_dim": 576, "depth": 14,
+    "mlp_ratio": [3.5, 3.5, 4.0, 3.5, 4.0, 3.5, 3.5, 3.0, 4.0, 4.0, 3.0, 4.0, 3.0, 3.5],
+    "num_heads": [9, 9, 9, 9, 9, 10, 9, 9, 10, 9, 10, 9, 9, 10],
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class AutoFormerChoices:
   """The choices that define one AutoFormer space; each tuple sorted ascending."""

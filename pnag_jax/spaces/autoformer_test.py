@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pnag_jax.errors import ArchStringError
+from pnag_jax.spaces import autoformer as autoformer_space
 from pnag_jax.spaces import get_space
 from pnag_jax.spaces.autoformer import (AutoFormerBaseSpace, AutoFormerChoices,
                                         AutoFormerSpace, AutoFormerTinySpace,
@@ -18,18 +19,7 @@ from pnag_jax.spaces.autoformer import (AutoFormerBaseSpace, AutoFormerChoices,
 
 NAMES = ("autoformer", "autoformer_base")
 
-# The searched subnets as released in AutoFormer (microsoft/Cream) and NNI's
-# `AutoFormer.load_searched_model`.
-AUTOFORMER_T = {
-    "embed_dim": 192, "depth": 13,
-    "mlp_ratio": [3.5, 3.5, 3.0, 3.5, 3.0, 3.0, 4.0, 4.0, 3.5, 4.0, 3.5, 4.0, 3.5],
-    "num_heads": [3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 3, 3],
-}
-AUTOFORMER_B = {
-    "embed_dim": 576, "depth": 14,
-    "mlp_ratio": [3.5, 3.5, 4.0, 3.5, 4.0, 3.5, 3.5, 3.0, 4.0, 4.0, 3.0, 4.0, 3.0, 3.5],
-    "num_heads": [9, 9, 9, 9, 9, 10, 9, 9, 10, 9, 10, 9, 9, 10],
-}
+AUTOFORMER_T, AUTOFORMER_B = autoformer_space.AUTOFORMER_T, autoformer_space.AUTOFORMER_B
 
 HAND_WRITTEN = {
     "autoformer": [
