@@ -125,7 +125,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from pnag_jax.evaluation import executable
     report = executable.run(args.out, workdir=args.workdir, from_file=args.from_file,
                             space=args.space, random=args.random, num=args.num,
-                            seed=args.seed, full_size=args.full_size)
+                            seed=args.seed, full_size=args.full_size, jit=args.jit)
     print(executable.format_table(report))
     print(f"\nwrote {args.out}/executable.json")
   elif args.protocol == "quality":
@@ -169,6 +169,9 @@ def _add_eval(sub) -> None:
   e.add_argument("--seed", type=int, default=0)
   e.add_argument("--full-size", action="store_true",
                  help="check the paper-sized networks (default: reduced macro size)")
+  e.add_argument("--jit", action="store_true",
+                 help="check each network's compiled step (default: op by op, which "
+                      "reuses compiles across architectures)")
   for sp in (v, s, a, q, e):
     sp.add_argument("--out", required=True, help="output directory")
   for sp in (a, q):

@@ -144,6 +144,25 @@ def test_eval_speed_writes_json_and_png(demo_run, tmp_path):
     assert p["latency_batch1_ms"] > 0 and p["throughput"][0]["flops_per_arch"] > 0
 
 
+def test_eval_executable_checks_generated_archs_and_every_step(demo_run, tmp_path):
+  workdir, _ = demo_run
+  r = _pnag("eval", "executable", "--workdir", str(workdir), "--num", "3", "--out",
+            str(tmp_path))
+  assert r.returncode == 0, r.stderr[-3000:]
+  rep = json.loads((tmp_path / "executable.json").read_text())
+  assert rep["space"] == "nb201" and not rep["jit"]
+  summary = rep["summary"]
+  # The quick preset has 6 scales: the final archs plus g_1 .. g_6.
+  assert list(summary) == ["generated", *(f"step_{t}" for t in range(1, 7))]
+  assert all(len(rows) == 3 for rows in rep["groups"].values())
+  assert summary["generated"]["executable"] == 1.0
+  for s in summary.values():
+    assert s["executable_given_valid"] == 1.0, s
+  # g_T decodes the full code map: the generated archs themselves.
+  assert rep["groups"]["step_6"] == rep["groups"]["generated"]
+  assert "executable validity, nb201" in r.stdout
+
+
 def test_eval_scc_ablation_writes_json_and_png(tmp_path, data_dir):
   rep = scc_ablation.run("nb201", tmp_path, seeds=(0,), t_max_values=(0, 6), num=200,
                          data_dir=str(data_dir), progress=False,

@@ -1,5 +1,8 @@
 import json
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from pnag_jax.errors import PnagError
@@ -8,16 +11,48 @@ from pnag_jax.spaces import darts as darts_space
 from pnag_jax.spaces import get_space
 
 
-# MBV3 and AutoFormer networks take minutes each to compile on 2 CPU cores; their
-# builders are tested in pnag_jax/networks/, and `pnag eval executable --random`
-# covers them outside the suite.
-@pytest.mark.parametrize("space, num", [("nb201", 2)])  # DARTS: DARTS_V2 below
-def test_sampled_archs_build_run_and_train(tmp_path, space, num):
-  rep = executable.run(tmp_path, random=True, space=space, num=num, progress=False)
+# A few uniform samples per space, op by op as `pnag eval executable` runs by default
+# (eval/reports/executable_<space>/ holds the 100-arch runs). MBV3 takes the longest:
+# its first subnet compiles some thousand primitives.
+@pytest.mark.parametrize("space", ["nb201", "darts", "mbv3", "autoformer"])
+def test_sampled_archs_build_run_and_train(tmp_path, space):
+  rep = executable.run(tmp_path, random=True, space=space, num=2, progress=False)
   s = rep["summary"]["random"]
-  assert s["num"] == num and s["valid"] == 1.0
+  assert s["num"] == 2 and s["valid"] == 1.0
   assert s["executable"] == 1.0, rep["groups"]["random"]
+  assert rep["distinct_networks_checked"] == 2
   assert json.loads((tmp_path / "executable.json").read_text())["space"] == space
+
+
+def test_jitted_check_agrees_with_op_by_op():
+  nb201 = get_space("nb201")
+  genes = nb201.from_string(
+      "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")
+  key = jax.random.key(3)
+  assert (executable.check_network("nb201", genes, key=key, jit=True) ==
+          executable.check_network("nb201", genes, key=key) ==
+          {"built": True, "forward_finite": True, "loss_finite": True, "step_finite": True})
+
+
+def test_non_finite_networks_are_not_executable(monkeypatch):
+  # A network with an overflowed classifier must be reported, not pass.
+  real_build = executable.registry.build_network
+
+  def overflowing(*args, **kwargs):
+    model = real_build(*args, **kwargs)
+    kernel = model.classifier.kernel
+    kernel[...] = jnp.full(kernel.shape, jnp.inf)
+    return model
+
+  monkeypatch.setattr(executable.registry, "build_network", overflowing)
+  genes = get_space("nb201").from_string(
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+      "nor_conv_3x3~2|")
+  r = executable.check_network("nb201", genes, key=jax.random.key(0))
+  assert r["built"] and not (r["forward_finite"] or r["loss_finite"] or r["step_finite"])
+  rows = executable.check_genes("nb201", genes[None], np.array([True]), seed=0,
+                                full_size=False, jit=False, cache={})
+  assert not rows[0]["executable"]
 
 
 def test_from_file_and_unbuildable_archs(tmp_path):
