@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -38,3 +39,22 @@ def test_bad_input_is_one_line_without_traceback(args, fragment):
   assert fragment in r.stderr
   assert "Traceback" not in r.stderr
   assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_train_arch_bad_input_is_one_line(tmp_path):
+  cell = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+  mismatched = tmp_path / "mismatched.npz"  # 8x8 train images, 9x9 test images
+  np.savez(mismatched, x_train=np.zeros((4, 8, 8)), y_train=np.zeros(4, int),
+           x_test=np.zeros((2, 9, 9)), y_test=np.zeros(2, int))
+  for args, fragment in [
+      (("--arch", "|conv~0|"), "NB201 arch string"),
+      (("--arch", cell, "--dataset", "mnist"), "unknown dataset 'mnist'"),
+      (("--arch", cell, "--dataset", f"npz:{tmp_path / 'none.npz'}"), "does not exist"),
+      (("--arch", cell, "--dataset", f"npz:{mismatched}"), "equal H, W, C"),
+      (("--arch", cell, "--space", "nb202"), "unknown search space"),
+  ]:
+    r = _pnag("train-arch", "--space", "nb201", *args, "--workdir", str(tmp_path / "w"))
+    assert r.returncode == 2, (args, r.stdout)
+    assert fragment in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

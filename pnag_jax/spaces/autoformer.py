@@ -232,7 +232,7 @@ def param_count(config: Mapping[str, Any], *, num_classes: int = NUM_CLASSES,
 
   The released AutoFormer-T subnet counts 5,867,944 (5,768,104 without the
   relative-position tables) against the paper's 5.7M; AutoFormer-B counts 53,691,688
-  against 54M. Which setting the paper's 5.7M used is not confirmed.
+  against 53.7M. Which setting the paper's 5.7M used is not confirmed.
 
   Args:
     config: a canonical or AutoFormer-style config dict.
