@@ -78,16 +78,13 @@ def check_network(space_name: str, genes, *, key: jax.Array, full_size: bool = F
   y = jax.random.randint(k_y, (batch,), 0, num_classes)
   graphdef, pure, templates = split_pure(model)
 
-  def forward(pure, train):
+  def forward(pure):
     m = merge_pure(graphdef, templates, pure)
-    if train:
-      m.train()
-    else:
-      m.eval()
+    m.train()
     return m(x)
 
   def loss_fn(params):
-    logits = forward({"params": params, "batch_stats": pure["batch_stats"]}, True)
+    logits = forward({"params": params, "batch_stats": pure["batch_stats"]})
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
   def step(pure):
@@ -95,7 +92,7 @@ def check_network(space_name: str, genes, *, key: jax.Array, full_size: bool = F
     new_params = jax.tree.map(lambda p, g: p - 0.01 * g, pure["params"], grads)
     # Training mode again: BatchNorm normalises with the batch's statistics, as the
     # next training step would (the running averages have seen one batch only).
-    logits2 = forward({"params": new_params, "batch_stats": pure["batch_stats"]}, True)
+    logits2 = forward({"params": new_params, "batch_stats": pure["batch_stats"]})
     params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p))
                                        for p in jax.tree.leaves(new_params)]))
     return (jnp.all(jnp.isfinite(logits)), jnp.isfinite(loss),
@@ -111,17 +108,21 @@ def _executable(r: dict) -> bool:
       r["step_finite"]
 
 
-def check_genes(space_name: str, genes: np.ndarray, valid: np.ndarray, *, seed: int,
+def check_genes(space_name: str, genes: np.ndarray, valid: np.ndarray, *, key: jax.Array,
                 full_size: bool, jit: bool, cache: dict, progress: bool = False) -> list[dict]:
-  """Checks each arch once (`cache` is keyed by genes); rows in input order."""
+  """Checks each arch once (`cache` is keyed by genes); rows in input order.
+
+  The n-th distinct network checked with `cache` gets `fold_in(key, n)`, so no two
+  networks share a key.
+  """
   rows = []
   pairs = list(zip(np.asarray(genes), np.asarray(valid)))
-  for i, (g, v) in enumerate(tqdm(pairs, disable=not progress, leave=False,
-                                       unit="arch")):
+  for g, v in tqdm(pairs, disable=not progress, leave=False, unit="arch"):
     k = g.tobytes()
     if k not in cache:
-      cache[k] = check_network(space_name, g, key=jax.random.fold_in(jax.random.key(seed), i),
-                               full_size=full_size, jit=jit) if v else {
+      net_key = jax.random.fold_in(key, len(cache))
+      cache[k] = check_network(space_name, g, key=net_key, full_size=full_size,
+                               jit=jit) if v else {
                                    "built": False, "forward_finite": False,
                                    "loss_finite": False, "step_finite": False}
     row = {"valid": bool(v), **cache[k]}
@@ -166,6 +167,8 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
   out = reports.out_dir(out)
   cache: dict = {}
   report = {"full_size": full_size, "jit": jit, "num": num, "seed": seed, "groups": {}}
+  # The generated archs and their g_t come from one key on purpose: g_T is the final arch.
+  k_archs, k_nets = jax.random.split(jax.random.key(seed))
   start = time.perf_counter()
   if workdir:
     from pnag_jax.generation.steps import step_genes  # pylint: disable=g-import-not-at-top
@@ -173,15 +176,15 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
     trained = load_stage1(workdir)
     space_name = trained.space.name
     gen = Generator(trained, fitted_priors(trained), GenerationConfig(chunk_size=num))
-    final = gen.generate(jax.random.key(seed), num)
+    final = gen.generate(k_archs, num)
     ok = final.format_valid if trained.space.fixed_adjacency else final.valid
-    report["groups"]["generated"] = check_genes(space_name, final.genes, ok,
-                                                seed=seed, full_size=full_size, jit=jit, cache=cache,
+    report["groups"]["generated"] = check_genes(space_name, final.genes, ok, key=k_nets,
+                                                full_size=full_size, jit=jit, cache=cache,
                                                 progress=progress)
-    genes_t, valid_t = step_genes(gen, jax.random.key(seed), num)
+    genes_t, valid_t = step_genes(gen, k_archs, num)
     for t in range(genes_t.shape[0]):
       report["groups"][f"step_{t + 1}"] = check_genes(space_name, genes_t[t], valid_t[t],
-                                                      seed=seed, full_size=full_size,
+                                                      key=k_nets, full_size=full_size,
                                                       jit=jit, cache=cache)
       if progress:
         print(f"  step {t + 1}: {_summary(report['groups'][f'step_{t + 1}'])['executable']:.3f}",
@@ -197,12 +200,12 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
       except ArchStringError as e:
         raise PnagError(f"{from_file}: {e}") from e
     else:
-      genes = np.asarray(jax.jit(sp.sample, static_argnums=1)(jax.random.key(seed), num))
+      genes = np.asarray(jax.jit(sp.sample, static_argnums=1)(k_archs, num))
     ops, adj = sp.encode(genes)
     valid = np.asarray(registry.buildable(sp, ops, adj))
     report["groups"]["file" if from_file else "random"] = check_genes(
-        space_name, genes, valid, seed=seed, full_size=full_size, jit=jit, cache=cache,
-                                                progress=progress)
+        space_name, genes, valid, key=k_nets, full_size=full_size, jit=jit, cache=cache,
+        progress=progress)
   report["space"] = space_name
   kwargs, size = (FULL if full_size else SMALL)[space_name]
   report["network"] = {"builder_kwargs": kwargs, "input_shape": [size, size, 3], "batch": 2}

@@ -50,7 +50,7 @@ def test_non_finite_networks_are_not_executable(monkeypatch):
       "nor_conv_3x3~2|")
   r = executable.check_network("nb201", genes, key=jax.random.key(0))
   assert r["built"] and not (r["forward_finite"] or r["loss_finite"] or r["step_finite"])
-  rows = executable.check_genes("nb201", genes[None], np.array([True]), seed=0,
+  rows = executable.check_genes("nb201", genes[None], np.array([True]), key=jax.random.key(1),
                                 full_size=False, jit=False, cache={})
   assert not rows[0]["executable"]
 
