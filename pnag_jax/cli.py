@@ -125,7 +125,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from pnag_jax.evaluation import executable
     report = executable.run(args.out, workdir=args.workdir, from_file=args.from_file,
                             space=args.space, random=args.random, num=args.num,
-                            seed=args.seed, full_size=args.full_size, jit=args.jit)
+                            seed=args.seed, full_size=args.full_size, jit=args.jit,
+                            constrained=args.constrained)
     print(executable.format_table(report))
     print(f"\nwrote {args.out}/executable.json")
   elif args.protocol == "quality":
@@ -172,6 +173,8 @@ def _add_eval(sub) -> None:
   e.add_argument("--jit", action="store_true",
                  help="check each network's compiled step (default: op by op, which "
                       "reuses compiles across architectures)")
+  e.add_argument("--constrained", action="store_true",
+                 help="with --workdir: decode the archs and every g_t under the grammar")
   for sp in (v, s, a, q, e):
     sp.add_argument("--out", required=True, help="output directory")
   for sp in (a, q):

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from pnag_jax.evaluation import quality, scc_ablation, speed, vun
+from pnag_jax.evaluation import executable, quality, scc_ablation, speed, vun
 
 
 def _pnag(*args, env=None, timeout=600):
@@ -161,6 +161,11 @@ def test_eval_executable_checks_generated_archs_and_every_step(demo_run, tmp_pat
   # g_T decodes the full code map: the generated archs themselves.
   assert rep["groups"]["step_6"] == rep["groups"]["generated"]
   assert "executable validity, nb201" in r.stdout
+  # Under the grammar every g_t is a network of the space by construction.
+  rep = executable.run(tmp_path / "c", workdir=str(workdir), num=2, constrained=True,
+                       progress=False)
+  assert rep["constrained"] and len(rep["summary"]) == 7
+  assert all(s["valid"] == s["executable"] == 1.0 for s in rep["summary"].values())
 
 
 def test_eval_scc_ablation_writes_json_and_png(tmp_path, data_dir):

@@ -9,7 +9,8 @@ updated parameters are all finite.
 Sources: generated archs of a trained run (`--workdir`) together with every
 intermediate step's sub-architecture g_t (the code map decoded prefix by prefix),
 archs listed in a file (`--from-file F.jsonl`, one `{"arch": ...}` per line), or
-uniform samples of a space (`--random`).
+uniform samples of a space (`--random`). `constrained=True` decodes a run's archs and
+their g_t under the space's grammar, as `pnag generate --constrained` does.
 
 Networks are checked at a reduced macro size by default (fewer cells, narrower
 channels, larger ViT patches; `SMALL` below): what the cell or layer sequence
@@ -160,13 +161,17 @@ def read_arch_file(path: str | Path, space_name: str) -> list[str]:
 
 def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = None,
         space: str | None = None, random: bool = False, num: int = 100, seed: int = 0,
-        full_size: bool = False, jit: bool = False, progress: bool = True) -> dict:
+        full_size: bool = False, jit: bool = False, constrained: bool = False,
+        progress: bool = True) -> dict:
   """Writes `executable.json` under `out`; see the module docstring for the sources."""
   if sum(bool(s) for s in (workdir, from_file, random)) != 1:
     raise PnagError("give exactly one of --workdir, --from-file or --random")
   out = reports.out_dir(out)
   cache: dict = {}
-  report = {"full_size": full_size, "jit": jit, "num": num, "seed": seed, "groups": {}}
+  if constrained and not workdir:
+    raise PnagError("--constrained applies to generated archs (--workdir) only")
+  report = {"full_size": full_size, "jit": jit, "constrained": constrained, "num": num,
+            "seed": seed, "groups": {}}
   # The generated archs and their g_t come from one key on purpose: g_T is the final arch.
   k_archs, k_nets = jax.random.split(jax.random.key(seed))
   start = time.perf_counter()
@@ -175,7 +180,8 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
     from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load_stage1  # pylint: disable=g-import-not-at-top
     trained = load_stage1(workdir)
     space_name = trained.space.name
-    gen = Generator(trained, fitted_priors(trained), GenerationConfig(chunk_size=num))
+    gen = Generator(trained, fitted_priors(trained),
+                    GenerationConfig(chunk_size=num, constrained=constrained))
     final = gen.generate(k_archs, num)
     ok = final.format_valid if trained.space.fixed_adjacency else final.valid
     report["groups"]["generated"] = check_genes(space_name, final.genes, ok, key=k_nets,

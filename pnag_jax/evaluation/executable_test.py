@@ -88,3 +88,5 @@ def test_bad_input(tmp_path):
     executable.run(tmp_path, from_file=str(bad), space="nb201")
   with pytest.raises(PnagError, match="--space is required"):
     executable.run(tmp_path, random=True)
+  with pytest.raises(PnagError, match="--workdir"):
+    executable.run(tmp_path, random=True, space="nb201", constrained=True)

@@ -16,7 +16,8 @@ from pnag_jax.networks.registry import buildable
 
 def _decode_steps(gen: Generator, num: int):
   """A jitted `(params, consts, key) -> (ops [T, B, N], adj [T, B, N, N])`: `num`
-  generated code maps decoded prefix by prefix, ê_{<=1} .. ê_{<=T}."""
+  generated code maps decoded prefix by prefix, ê_{<=1} .. ê_{<=T}, under the
+  generator's grammar when it decodes constrained."""
   m = gen.trained.model
   scales = gen.scales
   n = gen.space.num_nodes
@@ -31,7 +32,11 @@ def _decode_steps(gen: Generator, num: int):
     prefixes = msq.decode_indices(parts, model.codebook[...], n)           # [T, B, N, N, C]
     t = prefixes.shape[0]
     ol, al = model.decode(prefixes.reshape((t * num,) + prefixes.shape[2:]))
-    ops, adj = vqvae.hard_decode(ol, al)
+    if gen.cfg.constrained:
+      masks = (consts["op_mask"], consts["adj_mask"], consts["adj_fixed"])
+      ops, adj = jax.vmap(lambda o, a: gen.space.constrained_decode(o, a, *masks))(ol, al)
+    else:
+      ops, adj = vqvae.hard_decode(ol, al)
     return ops.reshape(t, num, n), adj.reshape(t, num, n, n)
 
   return decode
