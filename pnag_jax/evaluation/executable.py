@@ -60,13 +60,22 @@ FULL = {"nb201": ({}, 32), "darts": ({}, 32), "mbv3": ({}, 32),
         "autoformer": ({"patch_size": 16}, 224), "autoformer_base": ({"patch_size": 16}, 224)}
 
 
+#: The checks of an arch that is not built (it is no network of its space).
+_NOT_BUILT = {"built": False, "forward_finite": False, "loss_finite": False,
+              "step_finite": False}
+
+
+def network_size(space_name: str, full_size: bool) -> tuple[dict, int]:
+  """(builder kwargs, input size) of the networks checked."""
+  return (FULL if full_size else SMALL)[space_name]
+
+
 def check_network(space_name: str, genes, *, key: jax.Array, full_size: bool = False,
                   jit: bool = False, num_classes: int = 10, batch: int = 2) -> dict:
   """Builds, runs and steps one network; returns which checks passed."""
-  kwargs, size = (FULL if full_size else SMALL)[space_name]
+  kwargs, size = network_size(space_name, full_size)
   k_init, k_drop, k_x, k_y = jax.random.split(key, 4)
-  out = {"built": False, "forward_finite": False, "loss_finite": False,
-         "step_finite": False}
+  out = dict(_NOT_BUILT)
   try:
     model = registry.build_network(space_name, genes, input_shape=(size, size, 3),
                                    num_classes=num_classes,
@@ -123,9 +132,7 @@ def check_genes(space_name: str, genes: np.ndarray, valid: np.ndarray, *, key: j
     if k not in cache:
       net_key = jax.random.fold_in(key, len(cache))
       cache[k] = check_network(space_name, g, key=net_key, full_size=full_size,
-                               jit=jit) if v else {
-                                   "built": False, "forward_finite": False,
-                                   "loss_finite": False, "step_finite": False}
+                               jit=jit) if v else _NOT_BUILT
     row = {"valid": bool(v), **cache[k]}
     row["executable"] = _executable(row)
     rows.append(row)
@@ -166,10 +173,10 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
   """Writes `executable.json` under `out`; see the module docstring for the sources."""
   if sum(bool(s) for s in (workdir, from_file, random)) != 1:
     raise PnagError("give exactly one of --workdir, --from-file or --random")
-  out = reports.out_dir(out)
-  cache: dict = {}
   if constrained and not workdir:
     raise PnagError("--constrained applies to generated archs (--workdir) only")
+  out = reports.out_dir(out)
+  cache: dict = {}
   report = {"full_size": full_size, "jit": jit, "constrained": constrained, "num": num,
             "seed": seed, "groups": {}}
   # The generated archs and their g_t come from one key on purpose: g_T is the final arch.
@@ -183,6 +190,7 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
     gen = Generator(trained, fitted_priors(trained),
                     GenerationConfig(chunk_size=num, constrained=constrained))
     final = gen.generate(k_archs, num)
+    # registry.buildable's rule, on the flags the engine already computed.
     ok = final.format_valid if trained.space.fixed_adjacency else final.valid
     report["groups"]["generated"] = check_genes(space_name, final.genes, ok, key=k_nets,
                                                 full_size=full_size, jit=jit, cache=cache,
@@ -213,7 +221,7 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
         space_name, genes, valid, key=k_nets, full_size=full_size, jit=jit, cache=cache,
         progress=progress)
   report["space"] = space_name
-  kwargs, size = (FULL if full_size else SMALL)[space_name]
+  kwargs, size = network_size(space_name, full_size)
   report["network"] = {"builder_kwargs": kwargs, "input_shape": [size, size, 3], "batch": 2}
   report["summary"] = {g: _summary(rows) for g, rows in report["groups"].items()}
   report["distinct_networks_checked"] = sum(r["built"] for r in cache.values())

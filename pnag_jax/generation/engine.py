@@ -247,6 +247,11 @@ class Generator:
     """The decoder's second layer on the params dict, then the hard decode."""
     logits = jnp.dot(jax.nn.relu(pre), consts["w2"]) + consts["b2"]
     op_logits, adj_logits = split_logits(logits, self.space.num_nodes, self.space.num_ops)
+    return self.decode_logits(consts, op_logits, adj_logits)
+
+  def decode_logits(self, consts, op_logits, adj_logits) -> tuple[jax.Array, jax.Array]:
+    """One architecture's logits `[N, K]`, `[N, N]` -> (ops, adj), under the grammar
+    when the generator decodes constrained."""
     if self.cfg.constrained:
       return self.space.constrained_decode(op_logits, adj_logits, consts["op_mask"],
                                            consts["adj_mask"], consts["adj_fixed"])

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.generation.engine import Generator
-from pnag_jax.models import msq, vqvae
+from pnag_jax.models import msq
 from pnag_jax.networks.registry import buildable
 
 
@@ -32,11 +32,7 @@ def _decode_steps(gen: Generator, num: int):
     prefixes = msq.decode_indices(parts, model.codebook[...], n)           # [T, B, N, N, C]
     t = prefixes.shape[0]
     ol, al = model.decode(prefixes.reshape((t * num,) + prefixes.shape[2:]))
-    if gen.cfg.constrained:
-      masks = (consts["op_mask"], consts["adj_mask"], consts["adj_fixed"])
-      ops, adj = jax.vmap(lambda o, a: gen.space.constrained_decode(o, a, *masks))(ol, al)
-    else:
-      ops, adj = vqvae.hard_decode(ol, al)
+    ops, adj = jax.vmap(gen.decode_logits, in_axes=(None, 0, 0))(consts, ol, al)
     return ops.reshape(t, num, n), adj.reshape(t, num, n, n)
 
   return decode

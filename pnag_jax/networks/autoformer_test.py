@@ -50,15 +50,6 @@ def test_published_subnet_param_counts(config, relative_position, expected):
   assert _param_count(model) == expected
 
 
-@pytest.mark.parametrize(("config", "published"), [
-    (AUTOFORMER_T, 5.7e6),  # AutoFormer (Chen et al., ICCV 2021) and its model zoo
-    (AUTOFORMER_B, 53.7e6),
-])
-def test_counts_agree_with_the_papers_rounded_figures(config, published):
-  for rel in (True, False):
-    assert param_count(config, relative_position=rel) == pytest.approx(published, rel=0.03)
-
-
 def test_published_base_subnet_builds_from_genes():
   space = get_space("autoformer_base")
   genes = space.from_native(AUTOFORMER_B)

@@ -358,6 +358,10 @@ def test_param_count_published_subnets():
   assert abs(param_count(AUTOFORMER_T, relative_position=False) - 5.7e6) <= 0.1e6
   assert param_count(AUTOFORMER_B) == 53_691_688  # published: 53.7M
   assert abs(param_count(AUTOFORMER_B) - 54e6) <= 0.5e6
+  # Published (AutoFormer, ICCV 2021, and its model zoo): 5.7M and 53.7M.
+  for config, published in ((AUTOFORMER_T, 5.7e6), (AUTOFORMER_B, 53.7e6)):
+    for rel in (True, False):
+      assert param_count(config, relative_position=rel) == pytest.approx(published, rel=0.03)
   assert get_space("autoformer").param_count(json.dumps(AUTOFORMER_T)) == 5_867_944
   with pytest.raises(ArchStringError):
     param_count({"embed_dim": 192, "depth": 1, "mlp_ratio": [0.0], "num_heads": [3]})
