@@ -144,17 +144,22 @@ def _quiet_failed_reads():
   Yields:
     `settle(error)`: call it with the CheckpointError on failure, before
     leaving the context. It releases the failed read's frames, waits briefly
-    and collects garbage, so that the debris appears while still filtered.
+    and collects garbage, so that most debris appears at once. Debris that
+    comes later still (a loaded machine) is why, after a failure, the filters
+    stay installed instead of being removed with the context.
   """
   previous_hook = sys.unraisablehook
   asyncio_logger = logging.getLogger("asyncio")
   log_filter = _DropUnretrievedFutures()
+  failed = False
 
   def hook(unraisable):
     if not _is_orbax_read_debris(unraisable):
       previous_hook(unraisable)
 
   def settle(error: BaseException) -> None:
+    nonlocal failed
+    failed = True
     # The failed read's frames hold the abandoned coroutines; drop their
     # locals (tracebacks stay printable) so the collector can reach them now.
     seen = set()
@@ -171,8 +176,9 @@ def _quiet_failed_reads():
   try:
     yield settle
   finally:
-    asyncio_logger.removeFilter(log_filter)
-    sys.unraisablehook = previous_hook
+    if not failed:
+      asyncio_logger.removeFilter(log_filter)
+      sys.unraisablehook = previous_hook
 
 
 def check_meta(meta: dict, expected: dict, *, where: str = "checkpoint") -> None:
