@@ -1,18 +1,48 @@
-"""Test-wide setup: 8 fake CPU devices, so sharding code runs as on a real mesh.
+"""Test-wide setup and the fixtures shared by the whole suite.
 
-This must run before JAX initialises its backend, hence the root conftest.
+8 fake CPU devices, so sharding code runs as on a real mesh: this must run before JAX
+initialises its backend, hence the root conftest. XLA compiles without LLVM
+optimisation: nearly every test compiles far more than it runs (a third less time for
+the suite), and no test times anything. The one long training run, `trained_run`, is
+a subprocess compiled as users compile it.
+
+`trained_run` is the one trained model of the suite: the main job, `pnag demo`, run
+once (quick preset, 400 steps). Every test that asks for it is put in one xdist group
+(`--dist loadgroup`), so one worker trains it once while the other worker runs the
+rest of the suite; tests that need exact algebra, not quality, use the untrained
+models of `untrained_run` instead.
 """
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+_DEVICES = "--xla_force_host_platform_device_count=8"
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ.setdefault("XLA_FLAGS", f"{_DEVICES} {_FAST_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 import csv  # pylint: disable=g-import-not-at-top,wrong-import-position
+import subprocess  # pylint: disable=g-import-not-at-top,wrong-import-position
+import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pathlib import Path  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+TRAINED_GROUP = "trained_run"
+
+
+def _pnag(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "pnag_jax.cli", *map(str, args)],
+                        capture_output=True, text=True, env={**os.environ, **(env or {})},
+                        timeout=timeout, check=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if TRAINED_GROUP in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.xdist_group(TRAINED_GROUP))
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +58,106 @@ def data_dir() -> Path:
 def nb201_rows(data_dir):
   with open(data_dir / "nb201" / "nb201_accuracy.csv", newline="") as f:
     return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def pnag():
+  """`pnag(*args, env=None)`: the `pnag` console command, run as users run it."""
+  return _pnag
+
+
+@pytest.fixture
+def pnag_main(capsys):
+  """`pnag_main(*args) -> (exit code, stdout, stderr)`: the CLI's `main` in this process.
+
+  The same code path as the console command (argument parsing, the one-line error
+  boundary) without paying for a new interpreter and JAX import per call.
+  """
+  from pnag_jax import cli  # pylint: disable=g-import-not-at-top
+
+  def run(*args):
+    capsys.readouterr()
+    try:
+      code = cli.main([str(a) for a in args])
+    except SystemExit as e:  # argparse's own errors and --help
+      code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+  return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, data_dir):
+  """(workdir, stdout) of `pnag demo --num 20000`: a quick-preset NB201 run, trained once."""
+  workdir = tmp_path_factory.mktemp("trained") / "demo_nb201"
+  r = _pnag("demo", "--num", "20000", "--workdir", workdir,
+           env={"PNAG_DATA_DIR": str(data_dir),
+                "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(_FAST_COMPILE, "")})
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir, r.stdout
+
+
+@pytest.fixture(scope="session")
+def untrained_run():
+  """`make(space="nb201", workdir=".", **overrides)`: an untrained stage-1 run (step 0).
+
+  Enough for everything that is exact algebra or bookkeeping (fused vs unfused,
+  determinism, sharding, sampling, file formats).
+  """
+  from pnag_jax.stages import stage1  # pylint: disable=g-import-not-at-top
+
+  def make(space="nb201", workdir=Path("."), **overrides):
+    cfg = stage1.make_config("quick", space, 0, [f"{k}={v}" for k, v in overrides.items()])
+    model, params = stage1.init(cfg)
+    return stage1.Stage1Run(model, cfg, params, 0, Path(workdir), {})
+
+  return make
+
+
+@pytest.fixture(scope="session")
+def nb201_untrained(untrained_run, tmp_path_factory):
+  return untrained_run("nb201", tmp_path_factory.mktemp("nb201_untrained"))
+
+
+@pytest.fixture(scope="session")
+def nb201_untrained_priors(nb201_untrained):
+  """Priors fitted on every 7th cell, saved where the run's samplers look for them."""
+  from pnag_jax.generation import fitted  # pylint: disable=g-import-not-at-top
+  priors = fitted.fit_priors(nb201_untrained, nb201_untrained.space.enumerate()[::7])
+  fitted.save_priors(priors, fitted.priors_path(nb201_untrained))
+  return priors
+
+
+def save_stage1(run, workdir, step=0, opt_state=None, meta=None):
+  """Writes `run`'s params as the stage-1 checkpoint of `workdir`, as the trainer does."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from pnag_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from pnag_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from pnag_jax.stages import lineage  # pylint: disable=g-import-not-at-top
+  if meta is None:
+    meta = lineage.stage_meta(stage="stage1", space=run.space.name,
+                              config=config_lib.to_dict(run.cfg), params=run.params,
+                              frozen=run.cfg.frozen())
+  with ckpt_lib.StageCheckpointer(workdir, "stage1") as ckpt:
+    if opt_state is None:  # orbax refuses an empty item; loading never reads this one
+      opt_state = {"count": jax.numpy.zeros((), jax.numpy.int32)}
+    ckpt.save(step, run.params, opt_state, jax.random.key(0), meta, force=True)
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def nb201_workdir(nb201_untrained, nb201_untrained_priors, tmp_path_factory):
+  """A workdir holding the untrained NB201 run as its stage-1 checkpoint (step 0), with
+  the priors of `nb201_untrained_priors` beside it."""
+  from pnag_jax.generation import fitted  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("nb201_workdir")
+  save_stage1(nb201_untrained, workdir)
+  fitted.save_priors(nb201_untrained_priors, workdir / "stage1" / "priors" / "step_0.npz")
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def stage1_saver():
+  """`save(run, workdir, step=0, opt_state=None, meta=None)`: see `save_stage1`."""
+  return save_stage1

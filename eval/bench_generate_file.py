@@ -45,11 +45,15 @@ def main(argv=None) -> int:
     with target.open() as f:
       lines = sum(1 for _ in f)
   peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-  report = {"command": " ".join(cmd[1:]), "num": args.num, "format": args.format,
+  # The file went to a temporary directory: name it by a placeholder, not this machine's path.
+  def shown(text: str) -> str:
+    return text.replace(str(target), f"<tmp>/{target.name}")
+
+  report = {"command": shown(" ".join(cmd[1:])), "num": args.num, "format": args.format,
             "wall_seconds": wall, "archs_per_s_incl_writing": args.num / wall,
             "file_bytes": size, "rows_incl_header": lines, "peak_rss_mb": peak_mb,
             "with_nb201_metrics": bool(args.data_dir), "machine": platform.platform(),
-            "cpu_count": os.cpu_count(), "stdout": r.stdout.strip().splitlines()}
+            "cpu_count": os.cpu_count(), "stdout": shown(r.stdout).strip().splitlines()}
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
   print(json.dumps({k: v for k, v in report.items() if k != "stdout"}, indent=2))

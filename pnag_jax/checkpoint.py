@@ -35,19 +35,27 @@ Atomicity (what orbax 0.12.8 does on a local filesystem; see
   * Old steps beyond `max_to_keep` are deleted with a plain `rmtree` after the
     new step commits; a kill during that can leave a partial *old* step, never
     a partial newest one.
+
+Verification. Once a save is known to be finished (at the next `save`,
+`wait_until_finished` or `close`), the saving process writes
+`N/pnag_manifest.json`, the size and sha256 of every file of step N, through a
+temporary file and a rename. `read_meta` and `restore` check a step against it
+before orbax reads anything, so a damaged step fails with one line naming the
+file. Orbax finding the damage itself is noisier: a failed tensorstore read
+abandons its sibling reads, which later print "Event loop is closed" tracebacks.
+Orbax ignores the file (it finds steps by directory name, items by
+subdirectory). A step without a manifest (saved before manifests existed, or
+killed between orbax's commit and the manifest) is restored unverified: if it
+is damaged the error is still one line, but orbax's tracebacks may follow it.
+No manifest is added to such a step later; that could bless damage.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import hashlib
 import json
-import logging
 import os
 import re
-import sys
-import time
-import traceback
 import types
 from typing import Any
 
@@ -62,6 +70,8 @@ PyTree = Any
 # Longest detail copied from an underlying exception into a CheckpointError;
 # tensorstore messages can run to kilobytes of JSON spec.
 _MAX_DETAIL_CHARS = 300
+
+_MANIFEST = "pnag_manifest.json"
 
 
 class CheckpointError(PnagError):
@@ -102,83 +112,29 @@ def _abstract(tree: PyTree) -> PyTree:
   return jax.tree.map(leaf, tree)
 
 
-# How long a failed restore waits for orbax's abandoned sibling reads to
-# finish, so that their noise lands inside `_quiet_failed_reads`. They take
-# milliseconds on a local disk; the margin is for a loaded machine. A best
-# effort, not a guarantee, and paid only on the failure path.
-_FAILED_READ_GRACE_S = 1.0  # 0.2 s fell short once with the full suite on 2 busy cores
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _is_orbax_read_debris(unraisable: Any) -> bool:
-  """Whether an unraisable exception is fallout from a failed orbax read."""
-  exc = unraisable.exc_value
-  # Tensorstore threads finishing sibling reads post results to the event
-  # loop that orbax's `run_sync` has already closed.
-  if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-    return True
-  # Unstarted sibling read coroutines are closed by the garbage collector;
-  # orbax's `except BaseException` turns their GeneratorExit into Exception.
-  obj = unraisable.object
-  code = getattr(obj, "cr_code", None)
-  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
-
-
-class _DropUnretrievedFutures(logging.Filter):
-  """Drops asyncio's "exception was never retrieved" reports."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return "exception was never retrieved" not in str(record.msg)
-
-
-@contextlib.contextmanager
-def _quiet_failed_reads():
-  """Silences the debris a failed orbax restore leaves behind.
-
-  When one array read fails, orbax abandons its sibling reads: their threads
-  later raise "Event loop is closed", their coroutines and futures are
-  reported by the garbage collector as unraisable exceptions or asyncio log
-  records. Each is a multi-line traceback on stderr, after the one-line
-  CheckpointError the user should see. While this context is active those
-  reports (and only those) are dropped.
-
-  Yields:
-    `settle(error)`: call it with the CheckpointError on failure, before
-    leaving the context. It releases the failed read's frames, waits briefly
-    and collects garbage, so that most debris appears at once. Debris that
-    comes later still (a loaded machine) is why, after a failure, the filters
-    stay installed instead of being removed with the context.
-  """
-  previous_hook = sys.unraisablehook
-  asyncio_logger = logging.getLogger("asyncio")
-  log_filter = _DropUnretrievedFutures()
-  failed = False
-
-  def hook(unraisable):
-    if not _is_orbax_read_debris(unraisable):
-      previous_hook(unraisable)
-
-  def settle(error: BaseException) -> None:
-    nonlocal failed
-    failed = True
-    # The failed read's frames hold the abandoned coroutines; drop their
-    # locals (tracebacks stay printable) so the collector can reach them now.
-    seen = set()
-    while error is not None and id(error) not in seen:
-      seen.add(id(error))
-      traceback.clear_frames(error.__traceback__)
-      error = error.__cause__ or error.__context__
-    gc.collect()
-    time.sleep(_FAILED_READ_GRACE_S)
-    gc.collect()
-
-  sys.unraisablehook = hook
-  asyncio_logger.addFilter(log_filter)
-  try:
-    yield settle
-  finally:
-    if not failed:
-      asyncio_logger.removeFilter(log_filter)
-      sys.unraisablehook = previous_hook
+def _write_manifest(step_dir: str) -> None:
+  """Writes `step_dir/pnag_manifest.json`: size and sha256 of every file."""
+  files = {}
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, step_dir)
+      # Skips the manifest and its temporary files (a previous attempt's).
+      if not rel.startswith(_MANIFEST):
+        files[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+  tmp = os.path.join(step_dir, f"{_MANIFEST}.{os.getpid()}.tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump({"files": files}, f, indent=1, sort_keys=True)
+    # Else a power cut after the rename could leave an empty manifest, which
+    # would reject a sound step.
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, os.path.join(step_dir, _MANIFEST))
 
 
 def check_meta(meta: dict, expected: dict, *, where: str = "checkpoint") -> None:
@@ -219,7 +175,8 @@ class StageCheckpointer:
 
   Saves are asynchronous: `save` returns once arrays are copied to host, and
   the write finishes in the background. `wait_until_finished` (or leaving the
-  `with` block, or `close`) blocks until every pending save is committed.
+  `with` block, or `close`) blocks until every pending save is committed and
+  has its manifest; so does the next `save` that is not skipped.
   """
 
   def __init__(
@@ -247,6 +204,10 @@ class StageCheckpointer:
     self.stage = stage
     self.directory = os.path.join(self.workdir, stage, "checkpoints")
     self._read_only = read_only
+    # Steps this instance saved that have no manifest yet, and steps already
+    # checked against theirs (`restore` would otherwise hash a step twice).
+    self._unmanifested: set[int] = set()
+    self._verified: set[int] = set()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         save_interval_steps=save_interval_steps,
@@ -329,19 +290,38 @@ class StageCheckpointer:
         rng=ocp.args.StandardSave({"key_data": jax.random.key_data(rng_key)}),
         meta=ocp.args.JsonSave(meta),
     )
+    if force or self._manager.should_save(step):
+      # Orbax's save waits for the previous save anyway; waiting first lets
+      # that step get its manifest. A skipped save must not block.
+      self.wait_until_finished()
     try:
-      return self._manager.save(step, args=args, force=force)
+      started = self._manager.save(step, args=args, force=force)
     except OSError as e:
       raise CheckpointError(
           f"cannot save step {step} to {self.directory}: {_one_line(e)}") from e
+    if started:
+      self._unmanifested.add(step)
+    return started
 
   def wait_until_finished(self) -> None:
-    """Blocks until every pending save is committed to disk."""
+    """Blocks until every pending save is committed and has its manifest."""
     try:
       self._manager.wait_until_finished()
     except OSError as e:
       raise CheckpointError(
           f"saving to {self.directory} failed: {_one_line(e)}") from e
+    for step in sorted(self._unmanifested):
+      step_dir = self._step_dir(step)
+      # Orbax's finalize logs some save errors instead of raising them; such a
+      # step was never renamed to its final directory.
+      if os.path.isdir(step_dir):
+        try:
+          _write_manifest(step_dir)
+        except OSError as e:
+          raise CheckpointError(
+              f"cannot write the manifest of step {step} in {self.directory}: "
+              f"{_one_line(e)}") from e
+      self._unmanifested.discard(step)
 
   def close(self) -> None:
     """Waits for pending saves, then releases orbax's threads."""
@@ -350,9 +330,13 @@ class StageCheckpointer:
     finally:
       self._manager.close()
 
+  def _step_dir(self, step: int) -> str:
+    # Orbax's default step name format, which the manager is created with.
+    return os.path.join(self.directory, str(step))
+
   def _resolve_step(self, step: int | None) -> int:
     """Returns `step`, or the latest step if None; checks that it exists."""
-    # A save still in flight is not in the step list yet.
+    # Orbax lists a step as soon as its save starts, before it is committed.
     self.wait_until_finished()
     steps = self.all_steps()
     if not steps:
@@ -365,22 +349,59 @@ class StageCheckpointer:
           f"(available: {steps})")
     return step
 
+  def _verify(self, step: int) -> None:
+    """Checks `step` against its manifest, if it has one, before orbax reads it.
+
+    Raises:
+      CheckpointError: The manifest is unreadable, or a file it lists is
+        missing or differs in size or sha256.
+    """
+    if step in self._verified:
+      return
+    step_dir = self._step_dir(step)
+
+    def corrupt(problem: str) -> CheckpointError:
+      return CheckpointError(
+          f"cannot restore step {step} from {self.directory}: the step is "
+          f"corrupt, {problem}; delete {step_dir} to fall back to an earlier "
+          "step, or retrain")
+
+    try:
+      with open(os.path.join(step_dir, _MANIFEST), "rb") as f:
+        files = json.load(f)["files"]
+      expected = {rel: (int(e["size"]), str(e["sha256"]))
+                  for rel, e in files.items()}
+    except FileNotFoundError:
+      expected = {}  # Saved without a manifest: nothing to check against.
+    except (OSError, ValueError, LookupError, TypeError, AttributeError) as e:
+      raise corrupt(f"its {_MANIFEST} is unreadable ({_one_line(e)})") from e
+    for rel, (size, digest) in sorted(expected.items()):
+      path = os.path.join(step_dir, rel)
+      try:
+        actual = os.path.getsize(path)
+        same = actual == size and _sha256(path) == digest
+      except FileNotFoundError:
+        raise corrupt(f"{rel} is missing") from None
+      except OSError as e:
+        raise corrupt(f"cannot read {rel} ({_one_line(e)})") from e
+      if actual != size:
+        raise corrupt(f"{rel} has {actual} bytes, expected {size}")
+      if not same:
+        raise corrupt(f"{rel} does not match its sha256 in {_MANIFEST}")
+    self._verified.add(step)
+
   def _restore(self, step: int, **items: Any) -> Any:
     """Restores `items` of `step`, mapping any failure to CheckpointError."""
-    with _quiet_failed_reads() as settle:
-      try:
-        return self._manager.restore(step, args=ocp.args.Composite(**items))
-      # Orbax and tensorstore report a damaged or mismatched checkpoint with a
-      # spread of types (ValueError, KeyError, FileNotFoundError,
-      # JSONDecodeError, RuntimeError, ...) that is not part of their API, so
-      # this boundary catches them all and reports one line.
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        error = CheckpointError(
-            f"cannot restore step {step} from {self.directory} (corrupt, or "
-            f"templates do not match what was saved): {_one_line(e)}")
-        error.__cause__ = e
-      settle(error)
-    raise error
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    # Orbax and tensorstore report a damaged or mismatched checkpoint with a
+    # spread of types (ValueError, KeyError, FileNotFoundError,
+    # JSONDecodeError, RuntimeError, ...) that is not part of their API, so
+    # this boundary catches them all and reports one line.
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise CheckpointError(
+          f"cannot restore step {step} from {self.directory} (corrupt, or "
+          f"templates do not match what was saved): {_one_line(e)}") from e
 
   def _saved_leaves(self, step: int) -> dict[str, dict[tuple[str, ...], Any]]:
     """Per array item, the step's saved leaf metadata keyed by tree path.
@@ -424,12 +445,16 @@ class StageCheckpointer:
   def read_meta(self, step: int | None = None) -> dict:
     """Restores only the JSON metadata of `step` (default: the latest).
 
-    Cheap; use it to check the space and config before building a model.
+    Use it to check the space and config before building a model. It reads
+    only the metadata, but first hashes the step's files against its manifest,
+    once per checkpointer: a later `restore` of the step does not repeat that.
 
     Raises:
-      CheckpointError: No such step, or the metadata is unreadable.
+      CheckpointError: No such step, the step is corrupt, or the metadata is
+        unreadable.
     """
     step = self._resolve_step(step)
+    self._verify(step)
     meta = self._restore(step, meta=ocp.args.JsonRestore())["meta"]
     if not isinstance(meta, dict):
       raise CheckpointError(
@@ -441,8 +466,8 @@ class StageCheckpointer:
       step: int | None = None,
       *,
       params_template: PyTree,
-      opt_state_template: PyTree,
-  ) -> tuple[PyTree, PyTree, jax.Array, dict]:
+      opt_state_template: PyTree | None = None,
+  ) -> tuple[PyTree, PyTree | None, jax.Array, dict]:
     """Restores one step (default: the latest).
 
     Args:
@@ -454,27 +479,32 @@ class StageCheckpointer:
         the template's (orbax's behaviour), not rejected.
       opt_state_template: Same, for the optimizer state, e.g.
         `jax.eval_shape(tx.init, params_template)`; NamedTuple states come
-        back as the template's NamedTuples.
+        back as the template's NamedTuples. None skips the optimizer state,
+        e.g. to load a model for inference.
 
     Returns:
       `(params, opt_state, rng_key, meta)`, with `rng_key` rewrapped as a
-      typed key of the default PRNG implementation.
+      typed key of the default PRNG implementation, and `opt_state` None if
+      `opt_state_template` was None.
 
     Raises:
       CheckpointError: No checkpoint, no such step, a corrupt step, or
         templates whose structure or shapes differ from what was saved.
     """
     step = self._resolve_step(step)
+    self._verify(step)
     try:
       params_target = _abstract(params_template)
-      opt_target = _abstract(opt_state_template)
+      opt_target = (None if opt_state_template is None
+                    else _abstract(opt_state_template))
     except (TypeError, ValueError, AttributeError) as e:
       raise CheckpointError(
           f"invalid restore template for {self.directory}: {_one_line(e)}") from e
     saved = self._saved_leaves(step)
     if saved:
       self._check_template(step, "params", params_target, saved["params"])
-      self._check_template(step, "opt_state", opt_target, saved["opt_state"])
+      if opt_target is not None:
+        self._check_template(step, "opt_state", opt_target, saved["opt_state"])
     # The rng item needs a target too: without one orbax places it on the
     # device recorded at save time, which fails on another machine (saved on
     # GPU, read on CPU). Its shape depends on the PRNG implementation, so it
@@ -484,17 +514,19 @@ class StageCheckpointer:
       key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
     rng_target = _abstract(
         {"key_data": jax.ShapeDtypeStruct(key_data.shape, key_data.dtype)})
-    restored = self._restore(
-        step,
-        params=ocp.args.StandardRestore(params_target),
-        opt_state=ocp.args.StandardRestore(opt_target),
-        rng=ocp.args.StandardRestore(rng_target),
-        meta=ocp.args.JsonRestore(),
-    )
+    items = {
+        "params": ocp.args.StandardRestore(params_target),
+        "rng": ocp.args.StandardRestore(rng_target),
+        "meta": ocp.args.JsonRestore(),
+    }
+    if opt_target is not None:
+      items["opt_state"] = ocp.args.StandardRestore(opt_target)
+    restored = self._restore(step, **items)
     try:
       rng_key = jax.random.wrap_key_data(restored["rng"]["key_data"])
     except (KeyError, TypeError, ValueError) as e:
       raise CheckpointError(
           f"cannot rebuild the PRNG key of step {step} in {self.directory}: "
           f"{_one_line(e)}") from e
-    return restored["params"], restored["opt_state"], rng_key, restored["meta"]
+    return (restored["params"], restored.get("opt_state"), rng_key,
+            restored["meta"])

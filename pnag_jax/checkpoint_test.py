@@ -1,6 +1,9 @@
-"""StageCheckpointer: round trips, retention, atomicity and one-line errors."""
+"""StageCheckpointer: round trips, retention, atomicity, manifests, one-line errors."""
 
 import gc
+import hashlib
+import json
+import logging
 import os
 import shutil
 import subprocess
@@ -13,9 +16,11 @@ import numpy as np
 import optax
 import pytest
 
+from pnag_jax import checkpoint
 from pnag_jax.checkpoint import CheckpointError, StageCheckpointer, check_meta
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax 0.12.8 atomicity_types.TMP_DIR_SUFFIX
+_MANIFEST = "pnag_manifest.json"
 
 
 def _params(seed=0):
@@ -148,6 +153,79 @@ def test_restore_on_another_topology(tmp_path):
       np.testing.assert_array_equal(got[f"arr_{i}"], np.asarray(w, np.float32))
 
 
+def test_manifest_lists_every_file_of_every_kept_step(tmp_path):
+  with StageCheckpointer(tmp_path, "stage1", max_to_keep=2) as ckpt:
+    params, opt_state = _trained_state(steps=0)
+    ckpt.save(1, params, opt_state, jax.random.key(0), {}, force=True)
+    ckpt.save(2, params, opt_state, jax.random.key(0), {}, force=True)
+    # Written before the next save starts, not only when the block ends.
+    assert os.path.isfile(tmp_path / "stage1" / "checkpoints" / "1" / _MANIFEST)
+    ckpt.save(3, params, opt_state, jax.random.key(0), {}, force=True)
+  ckpt_dir = tmp_path / "stage1" / "checkpoints"
+  assert sorted(os.listdir(ckpt_dir)) == ["2", "3"]
+  for step in ("2", "3"):
+    step_dir = ckpt_dir / step
+    with open(step_dir / _MANIFEST) as f:
+      files = json.load(f)["files"]
+    on_disk = {os.path.relpath(f, step_dir) for f in _files_under(step_dir)}
+    # Nothing else: no temporary manifest left behind.
+    assert on_disk - set(files) == {_MANIFEST}
+    assert {"commit_success.txt", "params/_METADATA", "meta/metadata"} <= set(files)
+    assert {rel.split("/")[0] for rel in files if "/" in rel} == {
+        "params", "opt_state", "rng", "meta"}
+    for rel, entry in files.items():
+      with open(step_dir / rel, "rb") as f:
+        data = f.read()
+      assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    assert ckpt.all_steps() == [2, 3]
+    assert ckpt.latest_step() == 3
+    assert set(ckpt._manager.item_metadata(3).keys()) == {  # pylint: disable=protected-access
+        "params", "opt_state", "rng", "meta"}
+
+
+def test_step_without_manifest_restores(tmp_path):
+  """Steps saved before manifests existed (or killed before one) still load."""
+  saved = _save_steps(tmp_path, [1, 2])
+  for step in ("1", "2"):
+    os.remove(tmp_path / "stage1" / "checkpoints" / step / _MANIFEST)
+  with StageCheckpointer(tmp_path, "stage1", read_only=True) as ckpt:
+    assert ckpt.read_meta() == _meta(2)
+  _assert_same_state(_restore(tmp_path), saved[2])
+  _assert_same_state(_restore(tmp_path, step=1), saved[1])
+
+
+def test_each_step_is_hashed_once_per_checkpointer(tmp_path, monkeypatch):
+  _save_steps(tmp_path, [1])
+  hashed = []
+  sha256 = checkpoint._sha256  # pylint: disable=protected-access
+  monkeypatch.setattr(checkpoint, "_sha256", lambda p: hashed.append(p) or sha256(p))
+  params, opt_state = _trained_state(steps=0)
+  with StageCheckpointer(tmp_path, "stage1", read_only=True) as ckpt:
+    ckpt.read_meta()
+    ckpt.restore(params_template=params, opt_state_template=opt_state)
+    ckpt.restore(params_template=params)
+  step_dir = tmp_path / "stage1" / "checkpoints" / "1"
+  assert sorted(hashed) == sorted(
+      f for f in _files_under(step_dir) if not f.endswith(_MANIFEST))
+
+
+def test_restore_without_opt_state(tmp_path):
+  """For inference: no optimizer template needed, None in its place."""
+  saved_params, _, saved_key, saved_meta = _save_steps(tmp_path, [1])[1]
+  params_abs = jax.eval_shape(_params)
+  with StageCheckpointer(tmp_path, "stage1", read_only=True) as ckpt:
+    params, opt_state, key, meta = ckpt.restore(params_template=params_abs)
+    with pytest.raises(CheckpointError, match="params template .*missing head"):
+      ckpt.restore(params_template={"enc": params_abs["enc"]})
+  assert opt_state is None
+  assert jax.tree.structure(params) == jax.tree.structure(saved_params)
+  jax.tree.map(np.testing.assert_array_equal, params, saved_params)
+  np.testing.assert_array_equal(jax.random.key_data(key),
+                                jax.random.key_data(saved_key))
+  assert meta == saved_meta
+
+
 def test_max_to_keep_and_interval(tmp_path):
   with StageCheckpointer(tmp_path, "stage1", max_to_keep=2,
                          save_interval_steps=2) as ckpt:
@@ -205,8 +283,9 @@ def _corrupt_truncate(step_dir):
 def _corrupt_garbage(step_dir):
   rng = np.random.default_rng(0)
   for f in _data_files(step_dir):
+    size = os.path.getsize(f)  # Before "wb" empties the file.
     with open(f, "wb") as fh:
-      fh.write(rng.bytes(os.path.getsize(f)))
+      fh.write(rng.bytes(size))
 
 
 def _corrupt_metadata(step_dir):
@@ -218,16 +297,38 @@ def _delete_params(step_dir):
   shutil.rmtree(os.path.join(step_dir, "params"))
 
 
-@pytest.mark.parametrize("corrupt", [
-    _corrupt_truncate, _corrupt_garbage, _corrupt_metadata, _delete_params])
-def test_corrupt_latest_step(tmp_path, corrupt):
+def _corrupt_manifest(step_dir):
+  with open(os.path.join(step_dir, _MANIFEST), "wb") as fh:
+    fh.write(b"\0" * 64)
+
+
+@pytest.mark.parametrize("corrupt,problem", [
+    (_corrupt_truncate, r"params/.*d/\w+ has \d+ bytes, expected \d+"),
+    (_corrupt_garbage, r"params/.*d/\w+ does not match its sha256"),
+    (_corrupt_metadata, r"params/_METADATA has 5 bytes, expected \d+"),
+    (_delete_params, r"params/\S+ is missing"),
+    (_corrupt_manifest, r"its pnag_manifest.json is unreadable \(JSONDecodeError"),
+])
+def test_corrupt_latest_step(tmp_path, corrupt, problem):
   _save_steps(tmp_path, [1, 2])
   corrupt(os.path.join(tmp_path, "stage1", "checkpoints", "2"))
-  with pytest.raises(CheckpointError, match="cannot restore step 2 from") as info:
+  hook = sys.unraisablehook
+  asyncio_filters = list(logging.getLogger("asyncio").filters)
+  with StageCheckpointer(tmp_path, "stage1", read_only=True) as ckpt:
+    with pytest.raises(CheckpointError,
+                       match="cannot restore step 2 from .*: the step is corrupt, "
+                       + problem) as info:
+      ckpt.read_meta()
+  message = str(info.value)
+  assert "\n" not in message
+  assert len(message) < 500
+  assert os.path.join("stage1", "checkpoints") in message
+  with pytest.raises(CheckpointError) as info:
     _restore(tmp_path)
-  assert "\n" not in str(info.value)
-  assert len(str(info.value)) < 500
-  assert os.path.join("stage1", "checkpoints") in str(info.value)
+  assert str(info.value) == message
+  # Nothing process-wide is left installed after a failure.
+  assert sys.unraisablehook is hook
+  assert logging.getLogger("asyncio").filters == asyncio_filters
   # Older steps are unaffected.
   _restore(tmp_path, step=1)
 
@@ -242,7 +343,9 @@ def test_failed_restore_leaves_no_tracebacks(tmp_path, monkeypatch, caplog):
   unraisable = []
   monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
   with StageCheckpointer(tmp_path, "stage1") as ckpt:
-    with pytest.raises(CheckpointError, match="cannot restore step 1"):
+    # Caught by the manifest check, so orbax never starts the failing read.
+    with pytest.raises(CheckpointError,
+                       match="cannot restore step 1 from .*: the step is corrupt"):
       ckpt.restore(params_template=params, opt_state_template=opt_state)
   gc.collect()
   assert not unraisable, [str(u.exc_value) for u in unraisable]

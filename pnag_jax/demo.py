@@ -6,55 +6,56 @@
    batch-1 latency, and, when the NB201 tables are found, the accuracy of 100
    generated cells against 100 random ones.
 
-Everything it prints is also written to `WORKDIR/demo/report.json`.
+Everything it prints is also written to `WORKDIR/demo/report.json`, and the trained
+run stays in WORKDIR (default `runs/demo`): `pnag generate --workdir runs/demo ...`
+continues from it, and running the demo again reuses it.
 """
 
 from __future__ import annotations
 
-import tempfile
+import argparse
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from pnag_jax.configs.stage1 import make_config
+from pnag_jax.data import tables_for
 from pnag_jax.data.nb201 import ACCURACY_COLUMNS
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports, vun
 from pnag_jax.evaluation.speed import peak_rss_mb, time_call
-from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load_stage1
-from pnag_jax.generation.run import optional_nb201_data
-from pnag_jax.training import stage1
+from pnag_jax.generation import Sampler, SamplerConfig
+from pnag_jax.stages import stage1
+from pnag_jax.training.stage1 import train_and_evaluate
 
 CHUNK = 8192
+DEFAULT_WORKDIR = "runs/demo"
 
 
 def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
-        workdir: str | None = None, progress: bool = True) -> dict:
+        workdir: str | Path = DEFAULT_WORKDIR, progress: bool = True) -> dict:
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
-  data = optional_nb201_data("nb201", data_dir)
-  workdir = Path(workdir or tempfile.mkdtemp(prefix="pnag_demo_"))
+  data = tables_for("nb201", data_dir)
+  workdir = Path(workdir)
   t_start = time.perf_counter()
   print(f"pnag demo: NB201, workdir {workdir}", flush=True)
 
-  cfg = make_config("quick", "nb201", seed)
+  cfg = stage1.make_config("quick", "nb201", seed)
   t0 = time.perf_counter()
-  rep = stage1.train_and_evaluate(cfg, workdir, progress=progress)
+  rep = train_and_evaluate(cfg, workdir, progress=progress)
   print(f"[1/3] stage 1 (quick preset): {rep['steps']} steps, {time.perf_counter() - t0:.1f} s; "
         f"held-out reconstruction exact match {rep['heldout_exact_match']:.4f}", flush=True)
 
-  trained = load_stage1(workdir)
-  priors = fitted_priors(trained)
-  gen = Generator(trained, priors, GenerationConfig(prior="codes", chunk_size=CHUNK))
+  trained = stage1.load(workdir)
+  gen = Sampler.from_run(trained, SamplerConfig(prior="codes", chunk_size=CHUNK))
   key = jax.random.key(seed)
   gen.generate(key, CHUNK)  # compile
   t0 = time.perf_counter()
   out = gen.generate(key, num)
   gen_seconds = time.perf_counter() - t0
-  batch1 = Generator(trained, priors, GenerationConfig(prior="codes", chunk_size=1))
-  latency, _ = time_call(batch1, key, min_seconds=0.5)
+  latency, _ = time_call(gen.with_chunk_size(1), key, min_seconds=0.5)
   print(f"[2/3] generated {num:,} archs in {gen_seconds:.2f} s ({num / gen_seconds:,.0f} archs/s, "
         f"key to host arrays, fused decoding, {jax.devices()[0].platform}); batch-1 latency "
         f"{latency * 1e3:.3f} ms", flush=True)
@@ -65,7 +66,7 @@ def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
   rows = {
       f"PNAG-jax, {num:,} archs": {c: {"mean": v} for c, v in bulk.items()},
       "PNAG-jax, 1000 x 3 (Table 6)": vun.generator_row(
-          Generator(trained, priors, GenerationConfig(chunk_size=1000)), ref, 1000, (0, 1, 2)),
+          gen.with_chunk_size(1000), ref, 1000, (0, 1, 2)),
       "random (uniform), 1000 x 3": vun.random_row(space, ref, 1000, (0, 1, 2)),
   }
   print("[3/3] validity / uniqueness / novelty (%), novelty vs the seeded training half:")
@@ -97,4 +98,24 @@ def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
   out_dir = reports.out_dir(workdir / "demo")
   reports.write_json(out_dir / "report.json", report)
   print(f"done in {report['total_seconds']:.0f} s; report: {out_dir / 'report.json'}")
+  print(f"continue from the trained run: pnag generate --workdir {workdir} --num 1000000 "
+        "--out archs.csv")
   return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.description = ("The main job on NB201, in a few minutes: train stage 1 (quick preset; "
+                   "resumes if WORKDIR holds it), generate NUM archs from the code prior, "
+                   "report V/U/N beside uniform random sampling, speed, and (with the NB201 "
+                   "tables) the accuracy of generated vs random cells.")
+  p.epilog = ("example:\n  pnag demo --workdir runs/demo\n"
+              "  pnag generate --workdir runs/demo --num 1000000 --out archs.csv")
+  p.add_argument("--workdir", default=DEFAULT_WORKDIR,
+                 help="where the stage-1 run goes (kept, and reused by a rerun)")
+  p.add_argument("--num", type=int, default=100_000, help="architectures to generate")
+  p.add_argument("--seed", type=int, default=0, help="seed of training and generation")
+  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
+
+
+def main(args: argparse.Namespace) -> None:
+  run(num=args.num, seed=args.seed, data_dir=args.data_dir, workdir=args.workdir)

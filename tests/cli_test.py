@@ -1,21 +1,15 @@
-"""The `pnag` console command, run as users run it (a subprocess)."""
+"""The `pnag` console command: registries, help texts, one-line errors."""
 
-import os
-import subprocess
-import sys
+import argparse
 
 import numpy as np
 import pytest
 
-
-def _pnag(*args, env=None):
-  env = {**os.environ, **(env or {})}
-  return subprocess.run([sys.executable, "-m", "pnag_jax.cli", *args], capture_output=True,
-                        text=True, env=env, timeout=300, check=False)
+from pnag_jax import cli
 
 
-def test_spaces_lists_every_space_with_size():
-  r = _pnag("spaces")
+def test_spaces_lists_every_space_with_size(pnag):
+  r = pnag("spaces")
   assert r.returncode == 0, r.stderr
   assert "nb201: N=8, 7 node ops, fixed adjacency, size 15,625" in r.stdout
   assert f"({7371**5})" in r.stdout  # MBV3
@@ -23,25 +17,80 @@ def test_spaces_lists_every_space_with_size():
     assert f"{name}: N=" in r.stdout
 
 
+def _subparsers(parser):
+  actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+  return actions[0].choices if actions else {}
+
+
+def _all_commands():
+  """(path, parser) of every command, its arguments loaded."""
+  out = []
+  stack = [((), cli.build_parser())]
+  while stack:
+    path, parser = stack.pop()
+    subs = _subparsers(parser)
+    for name, sub in subs.items():
+      stack.append((path + (name,), sub.load()))
+    if not subs:
+      out.append((path, parser))
+  return sorted(out)
+
+
+def test_registries_cover_every_command():
+  paths = [" ".join(p) for p, _ in _all_commands()]
+  assert paths == sorted(["demo", "generate", "spaces", "train-arch", "train stage1",
+                          "eval vun", "eval speed", "eval quality", "eval scc-ablation",
+                          "eval executable"])
+  assert set(cli.TRAIN_STAGES) == {"stage1"}
+  assert set(cli.EVAL_PROTOCOLS) == {"vun", "speed", "quality", "scc-ablation", "executable"}
+
+
+def test_every_option_has_help_defaults_and_an_example():
+  for path, parser in _all_commands():
+    assert parser.description, path
+    assert "example:" in (parser.epilog or ""), path
+    for action in parser._actions:  # pylint: disable=protected-access
+      assert action.help, (path, action.dest)
+    text = parser.format_help()
+    for action in parser._actions:  # pylint: disable=protected-access
+      if action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings:
+        assert f"(default: {action.default})" in " ".join(text.split()), (path, action.dest)
+
+
+def test_train_help_lists_the_stages_and_the_spaces(pnag_main):
+  code, out, _ = pnag_main("train", "--help")
+  assert code == 0
+  assert "stage1" in out and "not built yet" in out
+  assert "nb201, mbv3, darts, autoformer, autoformer_base" in out
+
+
+def test_bad_input_from_the_console_is_one_line_without_traceback(pnag):
+  r = pnag("spaces", "nb202")
+  assert r.returncode == 2
+  assert r.stderr == ("pnag: error: unknown search space 'nb202'; known spaces: nb201, mbv3, "
+                      "darts, autoformer, autoformer_base\n")
+
+
 @pytest.mark.parametrize("args, fragment", [
     (("spaces", "nb202"), "unknown search space 'nb202'; known spaces: nb201, mbv3, darts"),
     (("demo", "--num", "0"), "--num must be positive"),
     (("demo", "--num", "abc"), "invalid int value"),
     (("frobnicate",), "invalid choice"),
+    (("train", "stage2", "--workdir", "/tmp/x"), "invalid choice"),
     (("demo", "--num", "10", "--data-dir", "/definitely/not/here"), "does not exist"),
     (("train", "stage1", "--workdir", "/tmp/x", "--data-dir", "/not/here"), "does not exist"),
     (("train", "stage1", "--space", "nb202", "--workdir", "/tmp/x"), "unknown search space"),
     (("train", "stage1", "--workdir", "/tmp/x", "--set", "dim=abc"), "expected int"),
+    (("train", "stage1", "--workdir", "/tmp/x", "--preset", "fast"), "invalid choice"),
 ])
-def test_bad_input_is_one_line_without_traceback(args, fragment):
-  r = _pnag(*args)
-  assert r.returncode == 2
-  assert fragment in r.stderr
-  assert "Traceback" not in r.stderr
-  assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_bad_input_is_one_line(pnag_main, args, fragment):
+  code, _, err = pnag_main(*args)
+  assert code == 2
+  assert fragment in err
+  assert len(err.strip().splitlines()) == 1, err
 
 
-def test_train_arch_bad_input_is_one_line(tmp_path):
+def test_train_arch_bad_input_is_one_line(pnag_main, tmp_path):
   cell = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
   mismatched = tmp_path / "mismatched.npz"  # 8x8 train images, 9x9 test images
   np.savez(mismatched, x_train=np.zeros((4, 8, 8)), y_train=np.zeros(4, int),
@@ -53,8 +102,16 @@ def test_train_arch_bad_input_is_one_line(tmp_path):
       (("--arch", cell, "--dataset", f"npz:{mismatched}"), "equal H, W, C"),
       (("--arch", cell, "--space", "nb202"), "unknown search space"),
   ]:
-    r = _pnag("train-arch", "--space", "nb201", *args, "--workdir", str(tmp_path / "w"))
-    assert r.returncode == 2, (args, r.stdout)
-    assert fragment in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    code, out, err = pnag_main("train-arch", "--space", "nb201", *args, "--workdir",
+                               tmp_path / "w")
+    assert code == 2, (args, out)
+    assert fragment in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_train_on_a_workdir_of_another_space_is_one_line(untrained_run, stage1_saver,
+                                                         tmp_path, pnag_main):
+  stage1_saver(untrained_run("nb201", dim=8, decoder_hidden=32), tmp_path)
+  code, _, err = pnag_main("train", "stage1", "--workdir", tmp_path, "--space", "mbv3")
+  assert code == 2 and len(err.strip().splitlines()) == 1
+  assert "holds a stage-1 run with space 'nb201'; --space mbv3 disagrees" in err

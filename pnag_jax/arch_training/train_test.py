@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from pnag_jax.arch_training import train as train_lib
 from pnag_jax.arch_training.train import ArchTrainConfig, train_arch
 from pnag_jax.data import NB201Data
 from pnag_jax.errors import PnagError
@@ -33,9 +34,18 @@ def test_best_cell_learns_digits_and_the_none_cell_does_not(tmp_path, data_dir):
   assert none["test_accuracy"] <= 0.2  # 10 classes: chance
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir):
+def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir, monkeypatch):
+  steps, original = [], train_lib.make_steps
+
+  def recording_make_steps(*args):
+    steps.append(original(*args))
+    return steps[-1]
+
+  monkeypatch.setattr(train_lib, "make_steps", recording_make_steps)
   cfg = ArchTrainConfig(space="nb201", arch=_best_cell(data_dir), epochs=2, network=SMALL)
   straight = train_arch(cfg, tmp_path / "a", progress=False)
+  # Fixed batch shapes (the ragged tail dropped, eval batches padded): one compile each.
+  assert [f._cache_size() for f in steps[0]] == [1, 1]  # pylint: disable=protected-access
   assert train_arch(cfg, tmp_path / "b", progress=False, stop_after_epochs=1)["stopped_early"]
   resumed = train_arch(cfg, tmp_path / "b", progress=False)
   assert resumed["resumed_from_epoch"] == 1

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +112,9 @@ class NB201Data:
   """Loader over one data directory. Tables load on first use and are cached."""
 
   root: Path
+
+  #: What a file of generated archs gets from these tables, per arch.
+  FILE_COLUMNS: ClassVar[tuple[str, ...]] = ("nb201_index", *ACCURACY_COLUMNS)
 
   @classmethod
   def from_dir(cls, data_dir: str | os.PathLike | None = None) -> "NB201Data":
@@ -222,6 +226,13 @@ class NB201Data:
     top = np.flatnonzero(values == np.nanmax(values))
     code = int(top[np.argmin(self.nb201_index[top])])
     return code, float(values[code])
+
+  def file_values(self, genes: np.ndarray) -> list[list]:
+    """Per column of `FILE_COLUMNS`, each arch's value (host lists, accuracies to 4 dp)."""
+    codes = np.asarray(nb201_space.code_of_genes(np.asarray(genes)))
+    return [self.nb201_index[codes].tolist()] + [
+        np.round(self.metric(c)[codes].astype(np.float64), 4).tolist()
+        for c in ACCURACY_COLUMNS]
 
   def lookup(self, name: str, genes) -> jax.Array:
     """`name` of each cell in `genes int[..., 6]`: one gather, jit-able in `genes`."""

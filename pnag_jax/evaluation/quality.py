@@ -8,6 +8,7 @@ poor, table entry).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import jax
@@ -17,7 +18,8 @@ from pnag_jax.data import NB201Data
 from pnag_jax.data.nb201 import ACCURACY_COLUMNS
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
-from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load_stage1
+from pnag_jax.generation import PRIORS, Sampler, SamplerConfig
+from pnag_jax.stages import stage1
 
 LABELS = {"cifar10_test_acc": "CIFAR-10", "cifar100_test_acc": "CIFAR-100",
           "imagenet16_120_test_acc": "ImageNet16-120"}
@@ -27,11 +29,10 @@ def run(workdir: str, out: str | Path, *, data_dir: str | None = None, num: int 
         seeds=(0,), prior: str = "codes") -> dict:
   out = reports.out_dir(out)
   data = NB201Data.from_dir(data_dir)
-  trained = load_stage1(workdir)
+  trained = stage1.load(workdir)
   if trained.space.name != "nb201":
     raise PnagError(f"quality needs an NB201 run; {workdir} holds {trained.space.name}")
-  gen = Generator(trained, fitted_priors(trained), GenerationConfig(prior=prior,
-                                                                    chunk_size=num))
+  gen = Sampler.from_run(trained, SamplerConfig(prior=prior, chunk_size=num))
   space = trained.space
   sample = jax.jit(space.sample, static_argnums=1)
   groups = {"random": [], "generated": []}
@@ -86,3 +87,23 @@ def _plot(report: dict, path: Path) -> None:
     ax.set_title(f"{LABELS[col]} (mean: line)")
     ax.set_ylabel("test accuracy %")
   reports.save_figure(fig, path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.description = ("The paper's Fig. 4b/c: NB201 test accuracy (CIFAR-10, CIFAR-100, "
+                   "ImageNet16-120) of NUM generated cells against NUM uniformly random ones, "
+                   "per seed, looked up in the benchmark tables.")
+  p.epilog = "example:\n  pnag eval quality --workdir runs/nb201 --out eval/reports/quality"
+  p.add_argument("--workdir", required=True, help="a trained NB201 stage-1 run")
+  p.add_argument("--num", type=int, default=100, help="generated (and random) cells per seed")
+  p.add_argument("--seeds", type=int, default=1, help="seeds 0 .. SEEDS-1")
+  p.add_argument("--prior", default="codes", choices=tuple(PRIORS), help="generation prior")
+  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
+  p.add_argument("--out", required=True, help="output directory (quality.json, .md, .png)")
+
+
+def main(args: argparse.Namespace) -> None:
+  report = run(args.workdir, args.out, data_dir=args.data_dir, num=args.num,
+               seeds=tuple(range(args.seeds)), prior=args.prior)
+  print(format_table(report))
+  print(f"\nwrote {args.out}/quality.json, quality.md, quality.png")

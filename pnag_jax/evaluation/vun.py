@@ -18,6 +18,7 @@ reported beside validity, never instead of it.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 
@@ -26,12 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax import metrics
-from pnag_jax.configs.stage1 import make_config
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
-from pnag_jax.generation import GenerationConfig, Generator, fitted_priors, load_stage1
-from pnag_jax.spaces import get_space
-from pnag_jax.training import stage1
+from pnag_jax.generation import Sampler, SamplerConfig
+from pnag_jax.spaces import SPACE_NAMES, get_space
+from pnag_jax.stages import stage1
 
 COLUMNS = ("validity", "strict_validity", "uniqueness", "novelty", "iso_uniqueness",
            "iso_novelty")
@@ -93,11 +93,11 @@ def random_row(space, ref: Reference, num: int, seeds) -> dict:
   return _aggregate(per_seed)
 
 
-def generator_row(gen: Generator, ref: Reference, num: int, seeds) -> dict:
+def generator_row(sampler: Sampler, ref: Reference, num: int, seeds) -> dict:
   per_seed = []
   for s in seeds:
-    out = gen.generate(jax.random.key(s), num)
-    per_seed.append(score(gen.space, out.genes, out.format_valid, out.valid, ref))
+    out = sampler.generate(jax.random.key(s), num)
+    per_seed.append(score(sampler.space, out.genes, out.format_valid, out.valid, ref))
   return _aggregate(per_seed)
 
 
@@ -120,26 +120,24 @@ def run(runs: dict[str, str], out: str | Path, *, spaces: tuple[str, ...] = (),
   for name in names:
     space = get_space(name)
     if name in runs:
-      trained = load_stage1(runs[name])
+      trained = stage1.load(runs[name])
       if trained.space.name != space.name:
-        raise PnagError(f"workdir {runs[name]} holds a {trained.space.name} run, "
-                                f"not {name}")
+        raise PnagError(f"workdir {runs[name]} holds a {trained.space.name} run, not {name}")
       train = trained.train_genes()
     else:
-      trained, train = None, stage1.make_datasets(space, make_config("paper", name))[0]
+      trained, train = None, stage1.datasets(stage1.make_config("paper", name))[0]
     ref = reference_of(space, train)
     rows = {"random (uniform)": random_row(space, ref, num, seeds)}
     if trained is not None:
-      fitted = fitted_priors(trained)
       for prior in priors:
-        gen = Generator(trained, fitted, GenerationConfig(prior=prior, chunk_size=num))
-        rows[f"PNAG-jax, {prior} prior"] = generator_row(gen, ref, num, seeds)
+        sampler = Sampler.from_run(trained, SamplerConfig(prior=prior, chunk_size=num))
+        rows[f"PNAG-jax, {prior} prior"] = generator_row(sampler, ref, num, seeds)
         if progress:
           print(f"  {name}: {prior} prior done", flush=True)
       if constrained:
-        gen = Generator(trained, fitted, GenerationConfig(prior="codes", constrained=True,
+        sampler = Sampler.from_run(trained, SamplerConfig(prior="codes", constrained=True,
                                                           chunk_size=num))
-        rows["PNAG-jax, codes prior, constrained"] = generator_row(gen, ref, num, seeds)
+        rows["PNAG-jax, codes prior, constrained"] = generator_row(sampler, ref, num, seeds)
     report["spaces"][name] = {
         "workdir": runs.get(name), "num_train": int(train.shape[0]), "rows": rows,
         "paper": PAPER_TABLE6.get(name, {}),
@@ -185,3 +183,44 @@ def _plot(report: dict, path: Path) -> None:
     ax.set_ylabel("%")
   axes[0][0].legend(fontsize=7, loc="lower left")
   reports.save_figure(fig, path)
+
+
+# ---- `pnag eval vun` ----------------------------------------------------------------------
+
+
+def _parse_runs(items) -> dict[str, str]:
+  runs = {}
+  for item in items:
+    space, sep, workdir = item.partition("=")
+    if not sep or not space or not workdir:
+      raise PnagError(f"--run expects SPACE=WORKDIR, got {item!r}")
+    get_space(space)
+    runs[space] = workdir
+  return runs
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.description = ("Validity, uniqueness and novelty as in the paper's Table 6: NUM archs x "
+                   "SEEDS per prior of each run, raw output, beside uniform random sampling "
+                   "and a constrained-decoding row. Validity is DiffusionNAG's format "
+                   "validity; strict validity (connected, every rule) is reported beside it.")
+  p.epilog = ("example:\n  pnag eval vun --run nb201=runs/nb201 --run mbv3=runs/mbv3 "
+              "--out eval/reports/vun\n  pnag eval vun --space darts --out /tmp/vun  "
+              "# the random row only")
+  p.add_argument("--run", action="append", default=[], metavar="SPACE=WORKDIR",
+                 help="a trained stage-1 run; repeatable, one per space")
+  p.add_argument("--space", action="append", default=[],
+                 help="a space with the random baseline only; repeatable "
+                      f"({', '.join(SPACE_NAMES)})")
+  p.add_argument("--num", type=int, default=1000, help="archs per seed")
+  p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. SEEDS-1")
+  p.add_argument("--out", required=True, help="output directory (vun.json, vun.md, vun.png)")
+
+
+def main(args: argparse.Namespace) -> None:
+  for name in args.space:
+    get_space(name)
+  report = run(_parse_runs(args.run), args.out, spaces=tuple(args.space), num=args.num,
+               seeds=tuple(range(args.seeds)))
+  print(format_table(report))
+  print(f"\nwrote {args.out}/vun.json, vun.md, vun.png")

@@ -14,6 +14,7 @@ HIGHEST precision, in two einsums so no `[P, V, N*N*C]` intermediate appears.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import chex
@@ -27,10 +28,12 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 DEFAULT_TABLE_BUDGET_BYTES = 1 << 30
 
 
-def table_bytes(scales: Sequence[int], codebook_size: int, hidden: int) -> int:
-  return 4 * sum(s * s for s in scales) * codebook_size * hidden
+def table_bytes(layout: msq.TokenLayout, codebook_size: int, hidden: int) -> int:
+  """Bytes of the float32 `[P, V, H]` table."""
+  return 4 * layout.num_tokens * codebook_size * hidden
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def build_table(codebook: jax.Array, w1: jax.Array, scales: Sequence[int], n: int) -> jax.Array:
   """Per-token, per-codeword hidden contributions.
 

@@ -4,8 +4,9 @@ Rows are written chunk by chunk, so memory stays flat however many architectures
 asked for. The file appears under its final name only when complete: a run killed
 halfway leaves `F.partial` and never clobbers an existing `F`.
 
-Columns: `arch` (the native string), then for NB201 with data `nb201_index` and the
-test accuracies, then `valid` (strict) and `format_valid` (DiffusionNAG's rules).
+Columns: `arch` (the native string), then, for a space with benchmark tables
+(`pnag_jax.data.tables_for`), the tables' per-arch columns (NB201: `nb201_index` and the
+three test accuracies), then `valid` (strict) and `format_valid` (DiffusionNAG's rules).
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pnag_jax.data import NB201Data
-from pnag_jax.data.nb201 import ACCURACY_COLUMNS
 from pnag_jax.errors import PnagError
-from pnag_jax.generation.engine import Generated
-from pnag_jax.spaces import nb201
+from pnag_jax.generation.sampler import Generated
 from pnag_jax.spaces.base import SearchSpace
 
 FORMATS = (".jsonl", ".csv")
@@ -42,37 +40,38 @@ def _csv_line(values) -> str:
 
 
 class ArchWriter:
-  """Context manager writing `Generated` chunks as rows of `path`."""
+  """Context manager writing `Generated` chunks as rows of `path`.
 
-  def __init__(self, path: str | Path, space: SearchSpace, data: NB201Data | None = None):
+  Args:
+    path: F.jsonl or F.csv; written as F.partial, renamed to F when complete.
+    space: the archs' space.
+    tables: optional benchmark tables with `FILE_COLUMNS` and `file_values(genes)`.
+  """
+
+  def __init__(self, path: str | Path, space: SearchSpace, tables=None):
     self.path = Path(path)
     self.kind = output_format(self.path)
     self.space = space
-    self.data = data if space.name == "nb201" else None
+    self.tables = tables
     if not self.path.parent.is_dir():
       raise PnagError(f"output directory {self.path.parent} does not exist")
     self._partial = self.path.with_name(self.path.name + ".partial")
     self.columns = ["arch"]
-    if self.data is not None:
-      self.columns += ["nb201_index", *ACCURACY_COLUMNS]
+    if tables is not None:
+      self.columns += list(tables.FILE_COLUMNS)
     self.columns += ["valid", "format_valid"]
-    # Each row is "<per-arch part><validity part>". The validity part has 4 forms; for
-    # NB201 the per-arch part has 15,625, so every row is two table look-ups and a join
-    # (10M rows in seconds, not minutes of per-row formatting).
+    # Each row is "<per-arch part><validity part>". The validity part has 4 forms; an
+    # enumerable space's per-arch parts are formatted once (NB201: 15,625), so every
+    # row is two table look-ups and a join (10M rows in seconds, not minutes).
     self._suffix = [self._format_tail(bool(v), bool(f)) for v in (0, 1) for f in (0, 1)]
-    self._nb201_rows = None
-    if space.name == "nb201":
-      self._nb201_rows = np.asarray(self._format_heads(space.enumerate()), dtype=object)
+    self._heads = None
+    if space.enumerable:
+      self._heads = np.asarray(self._format_heads(space.enumerate()), dtype=object)
     self.rows = 0
 
   def _format_heads(self, genes: np.ndarray) -> list[str]:
     strings = self.space.to_strings(genes)
-    extra = []
-    if self.data is not None:
-      codes = np.asarray(nb201.code_of_genes(genes))
-      extra.append(self.data.nb201_index[codes].tolist())
-      extra += [np.round(self.data.metric(c)[codes].astype(np.float64), 4).tolist()
-                for c in ACCURACY_COLUMNS]
+    extra = [] if self.tables is None else self.tables.file_values(genes)
     names = self.columns[:1 + len(extra)]
     heads = []
     for values in zip(strings, *extra):
@@ -100,8 +99,8 @@ class ArchWriter:
 
   def write(self, chunk: Generated) -> None:
     genes = np.asarray(chunk.genes)
-    if self._nb201_rows is not None:
-      heads = self._nb201_rows[np.asarray(nb201.code_of_genes(genes))].tolist()
+    if self._heads is not None:
+      heads = self._heads[np.asarray(self.space.index(genes))].tolist()
     else:
       heads = self._format_heads(genes)
     tails = (2 * np.asarray(chunk.valid, np.int64) + np.asarray(chunk.format_valid)).tolist()

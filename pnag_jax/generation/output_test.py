@@ -7,7 +7,7 @@ import pytest
 
 from pnag_jax.data import NB201Data
 from pnag_jax.errors import PnagError
-from pnag_jax.generation.engine import Generated
+from pnag_jax.generation.sampler import Generated
 from pnag_jax.generation.output import ArchWriter
 from pnag_jax.spaces import get_space
 
@@ -74,3 +74,12 @@ def test_bad_output_paths(tmp_path):
     ArchWriter(tmp_path / "a.txt", space)
   with pytest.raises(PnagError, match="does not exist"):
     ArchWriter(tmp_path / "nope" / "a.csv", space)
+
+
+def test_nb201_without_tables_writes_strings_and_validity_only(tmp_path):
+  space = get_space("nb201")
+  path = tmp_path / "a.csv"
+  with ArchWriter(path, space) as w:
+    w.write(_chunk(space, 4, 0))
+  header, *rows = path.read_text().splitlines()
+  assert header == "arch,valid,format_valid" and len(rows) == 4

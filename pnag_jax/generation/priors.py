@@ -1,141 +1,231 @@
-"""Priors fitted on the encoded training architectures, saved beside the checkpoint.
+"""Priors: how one architecture's code indices are drawn. Plug-ins behind one protocol.
 
-Two priors replace the VAE's N(0, I) at generation time (DESIGN §4):
+A prior has two halves:
 
-* a diagonal Gaussian over the latent map `e [N, N, C]` (mean and std of the encoder's
-  mu over the training archs);
-* the **code prior**: for every token (scale t, position) a categorical over the V
-  codewords, the empirical frequency of MSQ's choices on the training encodings.
-  Sampling it skips latent sampling and the argmins altogether.
+* `tables(run)`, on the host, once: the arrays it needs from a loaded run (fitted
+  categoricals, a fitted Gaussian, later a transformer's params). They become jit
+  *arguments* of the sampler, under `consts["prior"]`, never closed over;
+* `draw(consts, key, cond, model)`, pure and per architecture: int32[P] token indices
+  in MSQ order (`model.layout`), from one key and a condition pytree (empty for the
+  unconditional priors here).
 
-Only strictly valid training archs are encoded: the NB201 training half also holds the
-disconnected cells that fell into it, and a generator should learn the valid ones.
-Unseen codewords get probability 0 (log-prob -inf), so they are never drawn.
+A prior instance is a frozen dataclass of its static settings (the temperature), so
+it is hashable and part of the sampler's static spec. Register a new prior with
+`@register`; `pnag generate --prior NAME` and every protocol can then use it.
+
+Built in (DESIGN §4):
+
+* `codes`: every token from its categorical fitted on the training encodings (Walker
+  alias tables, O(1) per token). No latent, no argmin.
+* `latent`: a latent map from the VAE prior N(0, I), then MSQ: argmin, or sampling
+  from softmax(-distance / temperature).
+* `fitted`: the same from the diagonal Gaussian fitted to the training encodings.
 """
 
 from __future__ import annotations
 
-import os
-import zipfile
-from pathlib import Path
-from typing import NamedTuple
+import abc
+import dataclasses
+import math
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.errors import PnagError
-from pnag_jax.generation.loading import TrainedStage1
-
-FIT_CHUNK = 1024
-#: Archs encoded to fit the priors: the first this many of the training split (which is
-#: in random order). 100,000 pins every token's code frequencies to about +-0.3%.
-MAX_FIT_ARCHS = 100_000
-_VERSION = 1
+from pnag_jax.generation.fitted import fitted_priors
+from pnag_jax.models import msq
+from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 
 
-class FittedPriors(NamedTuple):
-  """Host arrays. `code_logprobs[p]` is token p's categorical in MSQ token order
-  (scale-major, then row-major within the scale)."""
+@dataclasses.dataclass(frozen=True)
+class Prior(abc.ABC):
+  """One way of drawing an architecture's code indices.
 
-  latent_mean: np.ndarray      # float32[N, N, C]
-  latent_std: np.ndarray       # float32[N, N, C]
-  code_logprobs: np.ndarray    # float32[P, V], -inf where a code was never chosen
-  num_archs: int               # training archs the priors were fitted on
+  Attributes:
+    temperature: what it means is the prior's own (see each prior); None takes the
+      prior's `default_temperature`.
+  """
 
+  name: ClassVar[str]
+  #: The temperature that reproduces the prior as fitted or as the VAE defines it.
+  default_temperature: ClassVar[float]
+  #: Whether `draw` reads `cond` (stage 2, guidance); unconditional priors refuse one.
+  takes_condition: ClassVar[bool] = False
 
-def num_tokens(scales) -> int:
-  return int(sum(s * s for s in scales))
+  temperature: float | None = None
 
+  def __post_init__(self):
+    t = self.temperature
+    if t is not None and not (t >= 0 and math.isfinite(t)):
+      raise PnagError(f"temperature must be a finite number >= 0, got {t}")
 
-def fit_priors(trained: TrainedStage1, genes: np.ndarray | None = None) -> FittedPriors:
-  """Encodes `genes` (default: the training split) and fits both priors."""
-  m = trained.model
-  genes = trained.train_genes() if genes is None else np.asarray(genes, np.int32)
-  genes = genes[:MAX_FIT_ARCHS]
+  @property
+  def tau(self) -> float:
+    return self.default_temperature if self.temperature is None else float(self.temperature)
 
-  @jax.jit
-  def encode_chunk(params, g):
-    model = m.merge(params)
-    ops, adj = m.space.encode(g)
-    valid = m.space.strict_valid(ops, adj)
-    mu, _ = model.encode(ops, adj)
-    idx = model.quantize(mu).indices
-    flat = jnp.concatenate([i.reshape(i.shape[0], -1) for i in idx], axis=1)  # [B, P]
-    return valid, mu, flat
+  @abc.abstractmethod
+  def tables(self, run: Stage1Run) -> dict[str, Any]:
+    """Host-side arrays this prior needs from a trained run (may be empty)."""
 
-  p, v = num_tokens(m.scales), m.cfg.codebook_size
-  counts = np.zeros((p, v), np.int64)
-  n_total = 0
-  s1 = s2 = 0.0
-  for start in range(0, genes.shape[0], FIT_CHUNK):
-    chunk = genes[start:start + FIT_CHUNK]
-    k = chunk.shape[0]
-    if k < FIT_CHUNK:  # pad to the fixed chunk shape; padded rows are masked below
-      chunk = np.concatenate([chunk, np.repeat(chunk[:1], FIT_CHUNK - k, 0)])
-    valid, mu, flat = jax.device_get(encode_chunk(trained.params, chunk))
-    keep = valid.copy()
-    keep[k:] = False
-    mu64 = mu[keep].astype(np.float64)
-    s1 = s1 + mu64.sum(0)
-    s2 = s2 + (mu64 * mu64).sum(0)
-    n_total += int(keep.sum())
-    rows = flat[keep]                                  # [b, P]
-    np.add.at(counts, (np.broadcast_to(np.arange(p), rows.shape), rows), 1)
-  if n_total == 0:
-    raise PnagError("no strictly valid training architectures to fit the priors on")
-  mean = s1 / n_total
-  std = np.sqrt(np.maximum(s2 / n_total - mean * mean, 0.0))
-  with np.errstate(divide="ignore"):
-    logprobs = np.log(counts / counts.sum(1, keepdims=True))
-  return FittedPriors(mean.astype(np.float32), std.astype(np.float32),
-                      logprobs.astype(np.float32), n_total)
+  @abc.abstractmethod
+  def draw(self, consts: dict, key: jax.Array, cond: Any, model: Stage1Model) -> jax.Array:
+    """One architecture's token indices int32[P]; pure, vmapped by the sampler.
+
+    `consts["prior"]` holds `tables(run)`; `consts["codebook"]` the codebook.
+    """
 
 
-def priors_path(trained: TrainedStage1) -> Path:
-  return trained.workdir / "stage1" / "priors" / f"step_{trained.step}.npz"
+PRIORS: dict[str, type[Prior]] = {}
 
 
-def save_priors(priors: FittedPriors, path: str | Path) -> None:
-  """Atomic: a run killed mid-write leaves the previous file (or none), never half of one."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-  np.savez(tmp, version=_VERSION, latent_mean=priors.latent_mean,
-           latent_std=priors.latent_std, code_logprobs=priors.code_logprobs,
-           num_archs=priors.num_archs)
-  os.replace(tmp, path)
+def register(cls: type[Prior]) -> type[Prior]:
+  PRIORS[cls.name] = cls
+  return cls
 
 
-def load_priors(path: str | Path, trained: TrainedStage1 | None = None) -> FittedPriors:
-  """Reads a priors file, checking its shapes against `trained` when given."""
-  path = Path(path)
-  try:
-    with np.load(path) as z:
-      if int(z["version"]) != _VERSION:
-        raise PnagError(f"{path}: priors format version {int(z['version'])}, "
-                        f"expected {_VERSION}")
-      priors = FittedPriors(z["latent_mean"], z["latent_std"], z["code_logprobs"],
-                            int(z["num_archs"]))
-  except PnagError:
-    raise
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-    raise PnagError(f"corrupt priors file {path}: {type(e).__name__}: "
-                    f"{str(e).splitlines()[0] if str(e) else ''}") from e
-  if trained is not None:
-    n, c = trained.space.num_nodes, trained.cfg.dim
-    want = ((n, n, c), (num_tokens(trained.model.scales), trained.cfg.codebook_size))
-    if (priors.latent_mean.shape, priors.code_logprobs.shape) != want:
-      raise PnagError(f"{path}: priors shapes {priors.latent_mean.shape}, "
-                      f"{priors.code_logprobs.shape} do not match the model {want}")
-  return priors
+def make_prior(name: str, temperature: float | None = None) -> Prior:
+  """The registered prior `name` with its temperature.
+
+  Raises:
+    PnagError: an unknown name, or a bad temperature.
+  """
+  if name not in PRIORS:
+    raise PnagError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}")
+  return PRIORS[name](temperature)
 
 
-def fitted_priors(trained: TrainedStage1, *, refit: bool = False) -> FittedPriors:
-  """The run's priors: read from beside the checkpoint, or fitted and saved there once."""
-  path = priors_path(trained)
-  if path.exists() and not refit:
-    return load_priors(path, trained)
-  priors = fit_priors(trained)
-  save_priors(priors, path)
-  return priors
+# ---- codes ---------------------------------------------------------------------------
+
+
+def tempered_probs(logprobs: np.ndarray, tau: float) -> np.ndarray:
+  """float64[P, V] categoricals `p^(1/tau)` renormalised; tau = 0 is each token's mode."""
+  lp = np.asarray(logprobs, np.float64)
+  seen = np.isfinite(lp)
+  if not seen.any(axis=1).all():
+    raise PnagError("a token of the code prior has no codeword with positive probability")
+  if tau == 0:
+    probs = np.zeros_like(lp)
+    probs[np.arange(lp.shape[0]), np.argmax(np.where(seen, lp, -np.inf), 1)] = 1.0
+    return probs
+  z = np.where(seen, lp / tau, -np.inf)
+  z -= z.max(1, keepdims=True)
+  probs = np.exp(z)
+  return probs / probs.sum(1, keepdims=True)
+
+
+def alias_tables(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Walker/Vose alias tables for each row of `probs [P, V]`.
+
+  A draw is one uniform u: column j = floor(u V), keep j if frac(u V) < accept[j],
+  else take alias[j]. That is O(1) per token (two gathers), where an inverse-CDF draw
+  compares against all V entries. Codes with probability 0 are never returned: round-off
+  leftovers are patched so that they always defer to their alias.
+
+  Returns:
+    (accept float32[P, V], alias int32[P, V]).
+  """
+  p_rows, v = probs.shape
+  accept = np.ones((p_rows, v), np.float64)
+  alias = np.tile(np.arange(v, dtype=np.int32), (p_rows, 1))
+  for r in range(p_rows):
+    scaled = probs[r] * v
+    small = [j for j in range(v) if scaled[j] < 1.0]
+    large = [j for j in range(v) if scaled[j] >= 1.0]
+    while small and large:
+      s, l = small.pop(), large.pop()
+      accept[r, s], alias[r, s] = scaled[s], l
+      scaled[l] -= 1.0 - scaled[s]
+      (small if scaled[l] < 1.0 else large).append(l)
+    zero = probs[r] == 0
+    accept[r, zero] = 0.0
+    alias[r, zero & (alias[r] == np.arange(v))] = int(np.argmax(probs[r]))
+  return accept.astype(np.float32), alias
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class CodesPrior(Prior):
+  """Per-token categoricals fitted on the training encodings.
+
+  The temperature tempers them: 1 as fitted, < 1 sharper, > 1 flatter, 0 each mode.
+  """
+
+  name: ClassVar[str] = "codes"
+  default_temperature: ClassVar[float] = 1.0
+
+  def tables(self, run: Stage1Run) -> dict[str, Any]:
+    logprobs = fitted_priors(run).code_logprobs
+    if logprobs.shape[0] != run.model.layout.num_tokens:
+      raise PnagError("code prior does not match the model's scales")
+    accept, alias = alias_tables(tempered_probs(logprobs, self.tau))
+    return {"accept": accept, "alias": alias}
+
+  def draw(self, consts, key, cond, model):
+    del cond, model
+    accept, alias = consts["prior"]["accept"], consts["prior"]["alias"]
+    p, v = accept.shape
+    x = jax.random.uniform(key, (p,), jnp.float32) * v
+    col = jnp.minimum(x.astype(jnp.int32), v - 1)
+    rows = jnp.arange(p)
+    keep = (x - col) < accept[rows, col]
+    return jnp.where(keep, col, alias[rows, col])
+
+
+# ---- latent ----------------------------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LatentPrior(Prior):
+  """The VAE prior N(0, I) over the latent map, quantized by MSQ.
+
+  Temperature 0 takes each scale's nearest codeword (argmin); t > 0 samples codewords
+  from softmax(-distance / t).
+  """
+
+  name: ClassVar[str] = "latent"
+  default_temperature: ClassVar[float] = 0.0
+
+  def tables(self, run: Stage1Run) -> dict[str, Any]:
+    del run
+    return {}
+
+  def latent(self, consts, key, model) -> jax.Array:
+    n = model.space.num_nodes
+    return jax.random.normal(key, (1, n, n, model.dim), jnp.float32)
+
+  def draw(self, consts, key, cond, model):
+    del cond
+    n = model.space.num_nodes
+    k_lat, k_code = jax.random.split(key)
+    e = self.latent(consts, k_lat, model)
+    z = consts["codebook"]
+    rest, idx = e, []
+    for t, s in enumerate(model.scales):
+      d = msq.distances(msq.pool(rest, s), z)                       # [1, s, s, V]
+      if self.tau == 0:
+        i = jnp.argmin(d, -1)
+      else:
+        i = jax.random.categorical(jax.random.fold_in(k_code, t), -d / self.tau)
+      i = i.astype(jnp.int32)
+      rest = rest - msq.upsample(jnp.take(z, i, axis=0), n)
+      idx.append(i.reshape(-1))
+    return jnp.concatenate(idx)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class FittedLatentPrior(LatentPrior):
+  """A diagonal Gaussian fitted to the training encodings, quantized by MSQ."""
+
+  name: ClassVar[str] = "fitted"
+
+  def tables(self, run: Stage1Run) -> dict[str, Any]:
+    fitted = fitted_priors(run)
+    return {"mean": fitted.latent_mean, "std": fitted.latent_std}
+
+  def latent(self, consts, key, model) -> jax.Array:
+    e = super().latent(consts, key, model)
+    return consts["prior"]["mean"] + consts["prior"]["std"] * e

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -9,63 +11,102 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from pnag_jax.data import NB201Data
-from pnag_jax.errors import DataError, PnagError
-from pnag_jax.generation.engine import GenerationConfig, Generator
-from pnag_jax.generation.loading import load_stage1
+from pnag_jax import data as data_lib
+from pnag_jax.errors import PnagError
 from pnag_jax.generation.output import ArchWriter, output_format
-from pnag_jax.generation.priors import fitted_priors
+from pnag_jax.generation.priors import PRIORS
+from pnag_jax.generation.sampler import Sampler, SamplerConfig
+from pnag_jax.stages import stage1
 
 
-def optional_nb201_data(space_name: str, data_dir: str | None) -> NB201Data | None:
-  """The NB201 tables when they can be found; an explicit bad `data_dir` is an error."""
-  if space_name != "nb201":
-    return None
-  try:
-    return NB201Data.from_dir(data_dir)
-  except DataError:
-    if data_dir is not None:
-      raise
-    return None
+def load_sampler(workdir: str | Path, cfg: SamplerConfig = SamplerConfig(),
+                 devices=None) -> tuple[stage1.Stage1Run, Sampler]:
+  """The trained stage-1 run of `workdir` and a sampler over it: the one loading path."""
+  run = stage1.load(workdir)
+  return run, Sampler.from_run(run, cfg, devices)
 
 
-def load_generator(workdir: str | Path, cfg: GenerationConfig) -> Generator:
-  trained = load_stage1(workdir)
-  priors = None if cfg.prior == "latent" else fitted_priors(trained)
-  return Generator(trained, priors, cfg)
+def tables_or_note(space_name: str, data_dir: str | None):
+  """The space's benchmark tables; without them, say once on stderr what is left out."""
+  tables = data_lib.tables_for(space_name, data_dir)
+  if tables is None and data_lib.has_tables(space_name):
+    print(f"pnag: note: no {space_name} data directory (--data-dir or "
+          f"${data_lib.ENV_VAR}), so the file has no benchmark columns "
+          f"({', '.join(data_lib.NB201Data.FILE_COLUMNS)})", file=sys.stderr)
+  return tables
 
 
 def generate_to_file(workdir: str | Path, num: int, seed: int, out: str | Path,
-                     cfg: GenerationConfig, data_dir: str | None = None,
+                     cfg: SamplerConfig, data_dir: str | None = None,
                      progress: bool = True) -> dict:
   """Writes `num` architectures to `out` (.jsonl or .csv); returns a summary."""
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
   output_format(out)  # a bad name fails before the model loads
-  gen = load_generator(workdir, cfg)
-  data = optional_nb201_data(gen.space.name, data_dir)
+  _, sampler = load_sampler(workdir, cfg)
+  space = sampler.space
+  tables = tables_or_note(space.name, data_dir)
   key = jax.random.key(seed)
   n_valid = n_format = 0
   keys = []
   t0 = time.perf_counter()
-  with ArchWriter(out, gen.space, data) as writer:
+  with ArchWriter(out, space, tables) as writer:
     with tqdm(total=num, unit="arch", unit_scale=True, disable=not progress or num < 100_000,
               desc="generate", dynamic_ncols=True) as bar:
-      for chunk in gen.iter_chunks(key, num):
+      for chunk in sampler.iter_chunks(key, num):
         writer.write(chunk)
         n_valid += int(chunk.valid.sum())
         n_format += int(chunk.format_valid.sum())
         # Exact keys of valid rows only: uniqueness over the whole file without
         # holding the rows (NB201: one uint32 per arch).
-        keys.append(np.asarray(gen.space.exact_key(chunk.genes[chunk.valid])))
+        keys.append(np.asarray(space.exact_key(chunk.genes[chunk.valid])))
         bar.update(chunk.genes.shape[0])
   seconds = time.perf_counter() - t0
-  keys = np.concatenate(keys) if keys else np.zeros((0, gen.space.key_words), np.uint32)
+  keys = np.concatenate(keys) if keys else np.zeros((0, space.key_words), np.uint32)
   n_unique = int(np.unique(keys, axis=0).shape[0]) if keys.size else 0
   return {
-      "num": num, "out": str(out), "space": gen.space.name, "prior": cfg.prior,
-      "temperature": cfg.tau, "constrained": cfg.constrained, "fused": gen.fused,
-      "validity": n_valid / num, "format_validity": n_format / num,
-      "uniqueness": n_unique / max(n_valid, 1), "seconds": seconds,
-      "with_nb201_metrics": data is not None,
+      "num": num, "out": str(out), "space": space.name, "prior": cfg.prior,
+      "temperature": sampler.spec.prior.tau, "constrained": cfg.constrained,
+      "fused": sampler.spec.fused,
+      # The paper's validity is DiffusionNAG's format validity; strict is ours.
+      "validity": n_format / num, "strict_validity": n_valid / num,
+      "uniqueness": n_unique / max(n_valid, 1),
+      "seconds": seconds, "with_benchmark_columns": tables is not None,
   }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.description = ("Generate architectures from a trained stage-1 run (the space comes "
+                   "from the workdir) into a CSV or JSONL file, one native string per row.")
+  p.epilog = ("example:\n  pnag generate --workdir runs/nb201 --num 100000 --out archs.csv\n"
+              "  pnag generate --workdir runs/darts --num 1000 --out d.jsonl --constrained")
+  p.add_argument("--workdir", required=True, help="a run trained with pnag train stage1")
+  p.add_argument("--num", type=int, required=True, help="architectures to generate")
+  p.add_argument("--seed", type=int, default=0, help="architecture i is drawn from "
+                                                     "fold_in(key(seed), i)")
+  p.add_argument("--out", required=True, help="F.jsonl or F.csv (F.partial until complete)")
+  p.add_argument("--prior", default="codes", choices=tuple(PRIORS),
+                 help="codes: fitted per-token categoricals; fitted: Gaussian fitted to the "
+                      "training encodings; latent: the VAE prior N(0, I)")
+  p.add_argument("--temperature", type=float, default=None,
+                 help="0 = argmin/mode; default: 1 for codes (as fitted), argmin for the "
+                      "latent priors")
+  p.add_argument("--constrained", action="store_true",
+                 help="mask the decoder's logits with the space grammar (off in every metric)")
+  p.add_argument("--chunk-size", type=int, default=8192,
+                 help="architectures per compiled call (output does not depend on it)")
+  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR); "
+                                    "adds the NB201 index and test accuracies")
+
+
+def main(args: argparse.Namespace) -> None:
+  cfg = SamplerConfig(prior=args.prior, temperature=args.temperature,
+                      constrained=args.constrained, chunk_size=args.chunk_size)
+  r = generate_to_file(args.workdir, args.num, args.seed, args.out, cfg,
+                       data_dir=args.data_dir)
+  print(f"generated {r['num']:,} {r['space']} archs in {r['seconds']:.1f} s "
+        f"({r['num'] / r['seconds']:,.0f}/s incl. writing) -> {r['out']}")
+  print(f"  validity {100 * r['validity']:.2f}% (strict "
+        f"{100 * r['strict_validity']:.2f}%), uniqueness {100 * r['uniqueness']:.2f}% of "
+        f"strictly valid; prior {r['prior']}, temperature {r['temperature']:g}"
+        f"{', constrained' if r['constrained'] else ''}")

@@ -1,52 +1,62 @@
 """Per-step sub-architectures g_t of generated code maps: ê_{<=t} decoded for every t.
 
-Used by the SCC ablation (validity per step) and the executable check (every g_t).
+The sampler decodes only the full map ê_{<=T}; here the same draws (same keys, so g_T
+is the generated architecture itself) are decoded prefix by prefix, under the
+sampler's grammar when it decodes constrained. Used by the SCC ablation (validity per
+step) and the executable check (every g_t).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pnag_jax.generation.engine import Generator
+from pnag_jax.generation.sampler import Sampler, SamplerSpec, arch_keys, decode_logits
 from pnag_jax.models import msq
 from pnag_jax.networks.registry import buildable
 
 
-def _decode_steps(gen: Generator, num: int):
-  """A jitted `(params, consts, key) -> (ops [T, B, N], adj [T, B, N, N])`: `num`
-  generated code maps decoded prefix by prefix, ê_{<=1} .. ê_{<=T}, under the
-  generator's grammar when it decodes constrained."""
-  m = gen.trained.model
-  scales = gen.scales
-  n = gen.space.num_nodes
+@functools.partial(jax.jit, static_argnames=("spec", "num"))
+def decode_steps(params: dict, consts: dict, key: jax.Array, cond=(), *, spec: SamplerSpec,
+                 num: int) -> tuple[jax.Array, jax.Array]:
+  """Architectures 0 .. num - 1 of the stream `key` (and condition), decoded at every step.
 
-  @jax.jit
-  def decode(params, consts, key):
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num, dtype=jnp.uint32))
-    idx = jax.vmap(gen.indices, in_axes=(None, 0))(consts, keys)           # [B, P]
-    parts = jnp.split(idx, np.cumsum([s * s for s in scales])[:-1], axis=1)
-    parts = [p.reshape(num, s, s) for p, s in zip(parts, scales)]
-    model = m.merge(params)
-    prefixes = msq.decode_indices(parts, model.codebook[...], n)           # [T, B, N, N, C]
-    t = prefixes.shape[0]
-    ol, al = model.decode(prefixes.reshape((t * num,) + prefixes.shape[2:]))
-    ops, adj = jax.vmap(gen.decode_logits, in_axes=(None, 0, 0))(consts, ol, al)
-    return ops.reshape(t, num, n), adj.reshape(t, num, n, n)
-
-  return decode
+  Returns:
+    (ops int32[T, B, N], adj bool[T, B, N, N]).
+  """
+  model, n = spec.model, spec.space.num_nodes
+  keys = arch_keys(key, jnp.arange(num, dtype=jnp.uint32))
+  tokens = jax.vmap(spec.prior.draw, in_axes=(None, 0, None, None))(
+      consts, keys, cond, model)                                              # [B, P]
+  vqvae = model.merge(params)
+  prefixes = msq.decode_indices(model.layout.split(tokens), vqvae.codebook[...], n)
+  t = prefixes.shape[0]                                                     # [T, B, N, N, C]
+  ol, al = vqvae.decode(prefixes.reshape((t * num,) + prefixes.shape[2:]))
+  ops, adj = jax.vmap(functools.partial(decode_logits, spec=spec), in_axes=(None, 0, 0))(
+      consts, ol, al)
+  return ops.reshape(t, num, n), adj.reshape(t, num, n, n)
 
 
-def step_validity(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
+def _decoded(sampler: Sampler, params: dict, key: jax.Array, num: int):
+  return decode_steps(sampler.replicate(params), sampler.consts, key, spec=sampler.spec,
+                      num=num)
+
+
+def step_validity(sampler: Sampler, params: dict, key: jax.Array,
+                  num: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-step (format, strict) validity, float[T] each, of `num` generated code maps."""
-  ops, adj = _decode_steps(gen, num)(gen.replicate(gen.trained.params), gen.consts, key)
-  fmt = gen.space.format_valid(ops, adj).mean(1)
-  strict = gen.space.strict_valid(ops, adj).mean(1)
-  return np.asarray(fmt), np.asarray(strict)
+  ops, adj = _decoded(sampler, params, key, num)
+  space = sampler.space
+  return (np.asarray(space.format_valid(ops, adj).mean(1)),
+          np.asarray(space.strict_valid(ops, adj).mean(1)))
 
 
-def step_genes(gen: Generator, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
+def step_genes(sampler: Sampler, params: dict, key: jax.Array,
+               num: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-step sub-architectures g_t: (genes int32[T, B, G], buildable bool[T, B])."""
-  ops, adj = _decode_steps(gen, num)(gen.replicate(gen.trained.params), gen.consts, key)
-  return np.asarray(gen.space.decode(ops, adj)), np.asarray(buildable(gen.space, ops, adj))
+  ops, adj = _decoded(sampler, params, key, num)
+  space = sampler.space
+  return np.asarray(space.decode(ops, adj)), np.asarray(buildable(space, ops, adj))

@@ -15,7 +15,7 @@ that reproduce PyTorch's `F.interpolate(mode="area")` and
 `F.interpolate(mode="bilinear", align_corners=False)`; `jax.image.resize` uses other
 weights (fractional-overlap area, border renormalisation) and must not be used.
 
-Gradient flow (VAR's split, see `/work/shared/notes/var_notes.md` section 1.4):
+Gradient flow (VAR's split, see `shared/notes/var_notes.md` section 1.4):
 
 * Code *selection* never back-propagates: the residual that feeds the argmins starts
   from `stop_gradient(e)` and is updated with stop-gradiented codes, and the distances
@@ -31,6 +31,7 @@ Gradient flow (VAR's split, see `/work/shared/notes/var_notes.md` section 1.4):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import NamedTuple, Sequence
@@ -44,15 +45,17 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 __all__ = [
     "MSQOutput",
+    "TokenLayout",
     "area_matrix",
     "bilinear_matrix",
+    "code_counts",
     "codebook_perplexity",
     "decode_indices",
-    "default_scales",
     "distances",
     "nearest_code",
     "pool",
     "quantize",
+    "scale_schedule",
     "scc_weights",
     "straight_through",
     "upsample",
@@ -81,22 +84,20 @@ def _area_matrix_cached(n_out: int, n_in: int) -> np.ndarray:
   return out
 
 
+def _check_sizes(n_out: int, n_in: int) -> tuple[int, int]:
+  if n_out < 1 or n_in < 1:
+    raise ValueError(f"sizes must be positive, got n_out={n_out}, n_in={n_in}")
+  return int(n_out), int(n_in)
+
+
 def area_matrix(n_out: int, n_in: int) -> np.ndarray:
   """PyTorch `area` resize (adaptive average pooling) along one axis.
 
   Row i averages input indices `floor(i*n_in/n_out) .. ceil((i+1)*n_in/n_out) - 1`
-  with equal weights; bins overlap when `n_out` does not divide `n_in`.
-
-  Args:
-    n_out: output length.
-    n_in: input length.
-
-  Returns:
-    Read-only float32[n_out, n_in]; the identity when `n_out == n_in`.
+  with equal weights; bins overlap when `n_out` does not divide `n_in`. Returns a
+  read-only float32[n_out, n_in], the identity when `n_out == n_in`.
   """
-  if n_out < 1 or n_in < 1:
-    raise ValueError(f"sizes must be positive, got n_out={n_out}, n_in={n_in}")
-  return _area_matrix_cached(int(n_out), int(n_in))
+  return _area_matrix_cached(*_check_sizes(n_out, n_in))
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,17 +123,9 @@ def bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
   `src = (i + 0.5) * n_in / n_out - 0.5`, clamped below at 0; taps
   `i0 = floor(src)`, `i1 = min(i0 + 1, n_in - 1)` with weights `(1 - frac, frac)`.
   No antialiasing (PyTorch's default), so it is only meant for up-sampling here.
-
-  Args:
-    n_out: output length.
-    n_in: input length.
-
-  Returns:
-    Read-only float32[n_out, n_in]; the identity when `n_out == n_in`.
+  Returns a read-only float32[n_out, n_in], the identity when `n_out == n_in`.
   """
-  if n_out < 1 or n_in < 1:
-    raise ValueError(f"sizes must be positive, got n_out={n_out}, n_in={n_in}")
-  return _bilinear_matrix_cached(int(n_out), int(n_in))
+  return _bilinear_matrix_cached(*_check_sizes(n_out, n_in))
 
 
 def _resize(x: jax.Array, m: np.ndarray) -> jax.Array:
@@ -204,17 +197,35 @@ def nearest_code(x: jax.Array, codebook: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------
 
 
-def default_scales(n: int) -> tuple[int, ...]:
-  """PNAG's schedule 3, 4, ..., N (3 = input, output and one operation)."""
-  if n < 3:
-    raise ValueError(f"default scales need N >= 3, got {n}")
-  return tuple(range(3, n + 1))
+def scale_schedule(n: int, first: int = 3, num: int = 0) -> tuple[int, ...]:
+  """The MSQ scales of an N-node space, coarse to fine, ending at N.
+
+  PNAG's default is every size `first, first + 1, ..., N` (3 = input, output and one
+  operation). `num = k > 0` keeps k of them, evenly spaced, always ending at N: each
+  scale costs a step, and spaces with large N train with fewer.
+
+  Args:
+    n: the space's node count N.
+    first: the coarsest scale (clipped to N).
+    num: 0 for every size, else the number of scales.
+
+  Returns:
+    Strictly increasing sizes ending at N.
+  """
+  if n < 1 or first < 1 or num < 0:
+    raise ValueError(f"need N >= 1, first >= 1 and num >= 0, got {n}, {first}, {num}")
+  first = min(first, n)
+  if num == 0 or num >= n - first + 1:
+    return tuple(range(first, n + 1))
+  if num == 1:
+    return (n,)
+  return tuple(sorted({int(round(x)) for x in np.linspace(first, n, num)}))
 
 
 def validate_scales(scales: Sequence[int] | None, n: int) -> tuple[int, ...]:
   """Returns `scales` as a tuple after checking `1 <= n_1 < ... < n_T = N`."""
   if scales is None:
-    return default_scales(n)
+    return scale_schedule(n)
   scales = tuple(int(s) for s in scales)
   if not scales:
     raise ValueError("scales must be non-empty")
@@ -223,6 +234,46 @@ def validate_scales(scales: Sequence[int] | None, n: int) -> tuple[int, ...]:
   if scales[-1] != n:
     raise ValueError(f"the last scale must equal N={n}, got {scales}")
   return scales
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLayout:
+  """Where each scale's tokens sit in one architecture's flat token sequence.
+
+  Scale-major, then row-major within a scale: the order of MSQ's `indices`, of the
+  fitted code prior's rows, of the fused table and of everything generation draws.
+  Frozen and hashable, so it can be static under `jit`.
+  """
+
+  scales: tuple[int, ...]
+
+  def __post_init__(self):
+    validate_scales(self.scales, self.scales[-1] if self.scales else 0)
+
+  @property
+  def num_nodes(self) -> int:
+    return self.scales[-1]
+
+  @property
+  def num_tokens(self) -> int:
+    """P = sum over scales of n_t^2."""
+    return sum(s * s for s in self.scales)
+
+  @property
+  def slices(self) -> tuple[slice, ...]:
+    """Per scale, its tokens' slice of the flat sequence."""
+    ends = np.cumsum([s * s for s in self.scales]).tolist()
+    return tuple(slice(a, b) for a, b in zip([0] + ends[:-1], ends))
+
+  def split(self, tokens: jax.Array) -> list[jax.Array]:
+    """Flat `[..., P]` -> per scale `[..., n_t, n_t]`."""
+    chex.assert_axis_dimension(tokens, -1, self.num_tokens)
+    lead = tokens.shape[:-1]
+    return [tokens[..., sl].reshape(lead + (s, s)) for sl, s in zip(self.slices, self.scales)]
+
+  def flatten(self, indices: Sequence[jax.Array]) -> jax.Array:
+    """Per scale `[B, n_t, n_t]` (as `quantize` returns them) -> flat `[B, P]`."""
+    return jnp.concatenate([i.reshape(i.shape[0], -1) for i in indices], axis=1)
 
 
 class MSQOutput(NamedTuple):
@@ -259,7 +310,7 @@ def quantize(
   Args:
     e: float32[B, N, N, C] encoder feature map.
     codebook: float32[V, C] shared codebook Z.
-    scales: increasing sizes ending at N; default `3, 4, ..., N`.
+    scales: increasing sizes ending at N; default `scale_schedule(N)`.
 
   Returns:
     An `MSQOutput`.
@@ -420,17 +471,30 @@ def scc_weights(t: int, t_max: int, lam: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def codebook_perplexity(indices_t: jax.Array, v: int) -> jax.Array:
-  """exp(entropy) of the code histogram of one scale's indices (1 .. V).
+def code_counts(indices_t: jax.Array, v: int, where: jax.Array | None = None) -> jax.Array:
+  """How often each of the V codes was chosen: int32[V].
 
   Args:
-    indices_t: int[...] code indices of one scale.
+    indices_t: int[B, ...] code indices of one scale.
     v: codebook size V.
-
-  Returns:
-    float32 scalar (jit-friendly; `float()` it on the host).
+    where: optional bool[B]; only these rows count (padding rows of a fixed-size
+      batch do not).
   """
-  counts = jnp.bincount(jnp.ravel(indices_t), length=v).astype(jnp.float32)
+  weights = None
+  if where is not None:
+    chex.assert_shape(where, indices_t.shape[:1])
+    weights = jnp.broadcast_to(where.reshape((-1,) + (1,) * (indices_t.ndim - 1)),
+                               indices_t.shape).ravel().astype(jnp.int32)
+  return jnp.bincount(jnp.ravel(indices_t), weights=weights, length=v)
+
+
+def codebook_perplexity(counts: jax.Array) -> jax.Array:
+  """exp(entropy) of a code histogram `counts [V]` (1 .. V): how many codes are in use.
+
+  Takes counts rather than indices so that histograms of many batches can be summed
+  first. Returns a float32 scalar.
+  """
+  counts = jnp.asarray(counts, jnp.float32)
   p = counts / jnp.maximum(jnp.sum(counts), 1.0)
   # log(1) = 0 for empty bins avoids 0 * log 0 = nan.
   entropy = -jnp.sum(p * jnp.log(jnp.where(p > 0, p, 1.0)))

@@ -144,7 +144,7 @@ def _np_pool(x: np.ndarray, n: int) -> np.ndarray:
 def test_quantize_shapes_and_residual_invariants(case):
   e, z, out = case
   e, z = np.asarray(e, np.float64), np.asarray(z)
-  scales = msq.default_scales(_N)
+  scales = msq.scale_schedule(_N)
   t = len(scales)
   assert scales == (3, 4, 5, 6)
   assert len(out.indices) == t
@@ -303,7 +303,38 @@ def test_scc_weights():
 
 def test_codebook_perplexity():
   v = 8
-  perp = jax.jit(msq.codebook_perplexity, static_argnums=1)
-  np.testing.assert_allclose(perp(jnp.arange(16).reshape(2, 2, 4) % v, v), 8.0, rtol=1e-5)
-  np.testing.assert_allclose(perp(jnp.full((2, 2, 4), 5), v), 1.0, rtol=1e-6)
-  np.testing.assert_allclose(perp(jnp.array([0, 0, 1, 1]), v), 2.0, rtol=1e-6)
+  perp = jax.jit(lambda idx: msq.codebook_perplexity(msq.code_counts(idx, v)))
+  np.testing.assert_allclose(perp(jnp.arange(16).reshape(2, 2, 4) % v), 8.0, rtol=1e-5)
+  np.testing.assert_allclose(perp(jnp.full((2, 2, 4), 5)), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(perp(jnp.array([0, 0, 1, 1])), 2.0, rtol=1e-6)
+  # Masked rows (a padded batch's tail) do not count.
+  idx = jnp.array([[0, 0], [1, 1], [7, 7]])
+  counts = jax.jit(msq.code_counts, static_argnums=1)(idx, v, jnp.array([True, True, False]))
+  np.testing.assert_array_equal(counts, [2, 2, 0, 0, 0, 0, 0, 0])
+  # Histograms of several batches add up before the perplexity is taken.
+  np.testing.assert_allclose(msq.codebook_perplexity(counts + counts), 2.0, rtol=1e-6)
+
+
+def test_scale_schedule():
+  assert msq.scale_schedule(8) == (3, 4, 5, 6, 7, 8)  # DESIGN default
+  assert msq.scale_schedule(22, num=6) == (3, 7, 11, 14, 18, 22)
+  assert msq.scale_schedule(22, num=1) == (22,)
+  assert msq.scale_schedule(8, num=50) == (3, 4, 5, 6, 7, 8)
+  assert msq.scale_schedule(2) == (2,)
+  with pytest.raises(ValueError):
+    msq.scale_schedule(8, num=-1)
+
+
+def test_token_layout_splits_and_flattens_in_msq_order():
+  layout = msq.TokenLayout((3, 4, 8))
+  assert layout.num_tokens == 9 + 16 + 64 and layout.num_nodes == 8
+  assert layout.slices == (slice(0, 9), slice(9, 25), slice(25, 89))
+  flat = jnp.arange(2 * 89).reshape(2, 89)
+  parts = layout.split(flat)
+  assert [p.shape for p in parts] == [(2, 3, 3), (2, 4, 4), (2, 8, 8)]
+  np.testing.assert_array_equal(parts[1][1, 0], [98, 99, 100, 101])  # 89 + 9: row-major
+  np.testing.assert_array_equal(layout.flatten(parts), flat)
+  assert [p.shape for p in layout.split(flat[0])] == [(3, 3), (4, 4), (8, 8)]
+  hash(layout)
+  with pytest.raises(ValueError):
+    msq.TokenLayout((4, 3, 8))

@@ -1,7 +1,8 @@
 """The PNAG stage-1 VQ-VAE: graph encoder -> MSQ over one codebook -> linear decoder.
 
-`loss_fn` is a pure function of (params, batch, key). Flax NNX is used functionally:
-`nnx.split` once, then `nnx.merge` inside jitted code (DESIGN §7).
+`loss_fn` is a pure function of (model, batch, key). Flax NNX is used functionally:
+`nnx.split` once, then `nnx.merge` inside jitted code (DESIGN §7). The module takes
+explicit sizes; `pnag_jax.stages.stage1` maps a config onto them.
 """
 
 from __future__ import annotations
@@ -12,27 +13,40 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from pnag_jax.configs.stage1 import Stage1Config, scale_schedule
 from pnag_jax.graphs import dense_to_graphs_tuple
 from pnag_jax.models import msq
 from pnag_jax.models.decoder import LinearDecoder
 from pnag_jax.models.encoder import GraphEncoder
-from pnag_jax.spaces.base import SearchSpace
 
 
 class VQVAE(nnx.Module):
+  """Encoder, shared codebook and decoder of one space's architectures.
 
-  def __init__(self, space: SearchSpace, cfg: Stage1Config, *, rngs: nnx.Rngs):
-    n = space.num_nodes
-    self.num_nodes, self.edge_budget = n, space.edge_budget
-    self.scales = msq.validate_scales(scale_schedule(cfg, n), n)
-    self.encoder = GraphEncoder(space.num_ops, n, cfg.dim, cfg.encoder_layers, rngs=rngs)
+  Args:
+    num_ops: the space's node-op vocabulary size K.
+    num_nodes: N.
+    edge_budget: edges reserved per graph in the encoder's GraphsTuple.
+    dim: C, channels of the feature map e [N, N, C].
+    encoder_layers: message-passing layers.
+    decoder_hidden: H, the decoder's hidden width.
+    codebook_size: V, one codebook shared by every scale.
+    scales: the MSQ scales, ending at N.
+    rngs: initialisation keys.
+  """
+
+  def __init__(self, *, num_ops: int, num_nodes: int, edge_budget: int, dim: int,
+               encoder_layers: int, decoder_hidden: int, codebook_size: int,
+               scales: tuple[int, ...], rngs: nnx.Rngs):
+    n = num_nodes
+    self.num_nodes, self.edge_budget = n, edge_budget
+    self.scales = msq.validate_scales(scales, n)
+    self.encoder = GraphEncoder(num_ops, n, dim, encoder_layers, rngs=rngs)
     # Uniform in a small box, as VQ-VAE/VAR do: codewords start near the encoder's
     # initial outputs, so the first argmins spread over many codes.
     self.codebook = nnx.Param(jax.random.uniform(
-        rngs.params(), (cfg.codebook_size, cfg.dim), minval=-1 / cfg.codebook_size,
-        maxval=1 / cfg.codebook_size))
-    self.decoder = LinearDecoder(n, cfg.dim, space.num_ops, cfg.decoder_hidden, rngs=rngs)
+        rngs.params(), (codebook_size, dim), minval=-1 / codebook_size,
+        maxval=1 / codebook_size))
+    self.decoder = LinearDecoder(n, dim, num_ops, decoder_hidden, rngs=rngs)
 
   def encode(self, ops: jax.Array, adj: jax.Array) -> tuple[jax.Array, jax.Array]:
     graph = dense_to_graphs_tuple(ops, adj, self.edge_budget)
@@ -66,26 +80,41 @@ def exact_match(op_logits, adj_logits, ops, adj) -> jax.Array:
   return jnp.all(pred_ops == ops, -1) & jnp.all(pred_adj == adj, (-2, -1))
 
 
-def loss_fn(model: VQVAE, cfg: Stage1Config, ops: jax.Array, adj: jax.Array,
-            key: jax.Array) -> tuple[jax.Array, dict]:
+def loss_fn(model: VQVAE, ops: jax.Array, adj: jax.Array, key: jax.Array, *,
+            step_weights: jax.Array, beta: float = 0.25, beta_kl: float = 1e-4,
+            paper_literal: bool = False, arch_scc: bool = False) -> tuple[jax.Array, dict]:
+  """The stage-1 loss of a batch (DESIGN §3) and its metrics.
+
+  Args:
+    model: the VQ-VAE.
+    ops, adj: the batch, int32[B, N] and bool[B, N, N].
+    key: the VAE's sampling key.
+    step_weights: float32[T], `msq.scc_weights`: the final step's VQ weight (1) and
+      SCC's per-step weights. An array, not a config value, so that runs differing
+      only in SCC share one compiled step.
+    beta: VQ commitment weight.
+    beta_kl: KL weight.
+    paper_literal: SCC compares e with each per-scale map (the ablation variant).
+    arch_scc: also decode every earlier prefix and add its reconstruction loss.
+  """
   b, n = ops.shape
   chex.assert_shape(adj, (b, n, n))
+  t = len(model.scales)
+  chex.assert_shape(step_weights, (t,))
   mu, logvar = model.encode(ops, adj)
   e = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
   out = model.quantize(e)
-  t = len(model.scales)
-  weights = jnp.asarray(msq.scc_weights(t, t if cfg.scc_t_max < 0 else cfg.scc_t_max,
-                                        cfg.scc_lambda))
-  if cfg.scc_variant == "paper_literal":
-    vq_terms = msq.vq_loss_paper_literal(e, out.per_scale, cfg.beta)
+  weights = step_weights
+  if paper_literal:
+    vq_terms = msq.vq_loss_paper_literal(e, out.per_scale, beta)
   else:
-    vq_terms = msq.vq_loss(e, out.prefixes, cfg.beta)
+    vq_terms = msq.vq_loss(e, out.prefixes, beta)
   vq = jnp.sum(weights * vq_terms)
 
   op_logits, adj_logits = model.decode(msq.straight_through(e, out.e_hat))
   rec = reconstruction_loss(op_logits, adj_logits, ops, adj).mean()
   arch = jnp.zeros(())
-  if cfg.arch_scc and t > 1:
+  if arch_scc and t > 1:
     # Decode every earlier prefix in one stacked batch; unconstrained steps get weight 0.
     prefixes = out.prefixes[:-1]
     st = jax.vmap(lambda p: msq.straight_through(e, p))(prefixes).reshape((-1,) + e.shape[1:])
@@ -94,7 +123,7 @@ def loss_fn(model: VQVAE, cfg: Stage1Config, ops: jax.Array, adj: jax.Array,
                               jnp.tile(adj, (t - 1, 1, 1))).reshape(t - 1, b).mean(-1)
     arch = jnp.sum(weights[:-1] * per)
   kl = jnp.mean(jnp.sum(-0.5 * (1 + logvar - mu**2 - jnp.exp(logvar)), axis=(1, 2, 3)))
-  loss = rec + vq + arch + cfg.beta_kl * kl
+  loss = rec + vq + arch + beta_kl * kl
   metrics = {
       "loss": loss, "rec": rec, "vq": vq, "arch_scc": arch, "kl": kl,
       "exact": jnp.mean(exact_match(op_logits, adj_logits, ops, adj)),

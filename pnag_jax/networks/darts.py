@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pnag_jax.networks import functional
 from pnag_jax.spaces import darts as darts_space
 
 # Two stride-2 reductions take 4 to 1x1. Smaller (and odd) sizes still run, since
@@ -62,7 +63,7 @@ def _conv(in_ch: int, out_ch: int, kernel_size: int, *, rngs: nnx.Rngs, stride: 
 
 
 def _bn(ch: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
-  return nnx.BatchNorm(ch, momentum=BN_MOMENTUM, epsilon=BN_EPS, rngs=rngs)
+  return functional.batch_norm(ch, momentum=BN_MOMENTUM, epsilon=BN_EPS, rngs=rngs)
 
 
 # ---- operations -------------------------------------------------------------------

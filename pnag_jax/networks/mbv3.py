@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pnag_jax.networks import functional
 from pnag_jax.spaces import get_space
 from pnag_jax.spaces import mbv3 as mbv3_space
 
@@ -94,7 +95,7 @@ def _conv(in_ch: int, out_ch: int, kernel_size: int, *, rngs: nnx.Rngs, stride: 
 
 
 def _bn(ch: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
-  return nnx.BatchNorm(ch, momentum=BN_MOMENTUM, epsilon=BN_EPS, rngs=rngs)
+  return functional.batch_norm(ch, momentum=BN_MOMENTUM, epsilon=BN_EPS, rngs=rngs)
 
 
 class ConvBNAct(nnx.Module):

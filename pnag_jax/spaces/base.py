@@ -129,6 +129,8 @@ class SearchSpace(abc.ABC):
   edge_budget: int
   #: Whether all valid archs share one adjacency (then only ops are generated).
   fixed_adjacency: bool = True
+  #: Whether `enumerate()` lists the whole space (small, finite spaces such as NB201).
+  enumerable: bool = False
 
   # ---- sizes --------------------------------------------------------------
 
@@ -149,10 +151,14 @@ class SearchSpace(abc.ABC):
     """Exact number of architectures in the space (a Python int; may be huge)."""
 
   def enumerate(self) -> np.ndarray:
-    """All valid architectures as genes `int32[size, G]`, where that is feasible."""
+    """All architectures as genes `int32[size, G]`, where that is feasible."""
     raise PnagError(
         f"space {self.name!r} has {self.size():.3e} architectures; only finite, "
         "small spaces (nb201) can be enumerated")
+
+  def index(self, genes: Array) -> Array:
+    """Row of each arch in `enumerate()`, int32[...]; enumerable spaces only."""
+    raise PnagError(f"space {self.name!r} is not enumerable")
 
   # ---- native format (host) -------------------------------------------------
 

@@ -201,6 +201,27 @@ class MBV3Space(base.SearchSpace):
     d_idx = jnp.clip(leading, DEPTHS[0], DEPTHS[-1]) - DEPTHS[0]
     return jnp.concatenate([ks, e, d_idx], axis=-1).astype(jnp.int32)
 
+  def constrained_decode(self, op_logits, adj_logits, op_mask, adj_mask, adj_fixed):
+    """Ops under the mask, each stage at the depth whose layers score best.
+
+    Masking every node alone cannot keep the depth rule (present layers form a prefix
+    of length >= 2): a stage of depth d takes its first d layers' best layer ops and
+    `skip` after them, and d in {2, 3, 4} maximises the sum of the chosen logits. So
+    every output is format-valid, and the chain is the space's one adjacency.
+    """
+    del adj_logits, adj_mask
+    masked = jnp.where(op_mask, op_logits, -jnp.inf)
+    layers = masked[1:1 + NUM_LAYERS].reshape(NUM_STAGES, LAYERS_PER_STAGE, -1)
+    layer_logits = layers[..., _FIRST_LAYER_OP:_FIRST_LAYER_OP + NUM_LAYER_OPS]
+    best_op = _FIRST_LAYER_OP + jnp.argmax(layer_logits, -1)          # [S, L]
+    best, skip = jnp.max(layer_logits, -1), layers[..., SKIP_OP]       # [S, L]
+    scores = jnp.stack([best[:, :d].sum(-1) + skip[:, d:].sum(-1) for d in DEPTHS], -1)
+    depth = jnp.asarray(DEPTHS)[jnp.argmax(scores, -1)]                # [S]
+    present = jnp.arange(LAYERS_PER_STAGE) < depth[:, None]
+    layer_ops = jnp.where(present, best_op, SKIP_OP).reshape(NUM_LAYERS)
+    ops = jnp.concatenate([jnp.argmax(masked[:1], -1), layer_ops, jnp.argmax(masked[-1:], -1)])
+    return ops.astype(jnp.int32), adj_fixed
+
   def format_valid(self, ops: Array, adj: Array) -> Array:
     """IO rules plus, per stage, present layers forming a prefix of length >= 2."""
     del adj  # DiffusionNAG's format rules look at the ops only.

@@ -117,6 +117,7 @@ class NB201Space(base.SearchSpace):
   gene_cardinalities = (len(OPS),) * NUM_EDGES
   edge_budget = int(ADJACENCY.sum())
   fixed_adjacency = True
+  enumerable = True
 
   # ---- sizes ----------------------------------------------------------------
 
@@ -131,6 +132,10 @@ class NB201Space(base.SearchSpace):
   def enumerate(self) -> np.ndarray:
     """All 15,625 cells (also the disconnected ones), in code order."""
     return genes_of_code(np.arange(NUM_CELLS))
+
+  def index(self, genes):
+    """The cell code: the row in `enumerate()` and in every NB201 table."""
+    return code_of_genes(genes)
 
   # ---- native format ------------------------------------------------------------
 

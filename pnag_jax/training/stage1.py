@@ -1,61 +1,41 @@
 """Stage-1 training: optax AdamW over the VQ-VAE, orbax checkpoints, automatic resume.
 
+  pnag train stage1 --space nb201 --workdir runs/nb201 --preset quick
+
 State is a plain dict `{"params", "opt_state"}` of pure pytrees (big_vision style).
-One jitted step, compiled once, donates the state. Everything that varies per step
-is derived from (seed, step): the batch order and the sampling key, so a run killed
-after k steps and resumed is bit-identical to one that never stopped.
+The step, the held-out evaluation and the optimizer are module-level jitted functions
+of a static model and static settings, so every run of the same structure in a
+process (a resume, the SCC ablation's sweep) shares their compiles; the SCC weights
+are an argument for the same reason. Everything that varies per step is derived from
+(seed, step): the batch order and the sampling key, so a run killed after k steps and
+resumed is bit-identical to one that never stopped.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
+import functools
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 from tqdm.auto import tqdm
 
-import pnag_jax
 from pnag_jax import checkpoint as ckpt_lib
-from pnag_jax.configs.stage1 import Stage1Config
-from pnag_jax.data.splits import nb201_split
+from pnag_jax import config as config_lib
 from pnag_jax.errors import PnagError
-from pnag_jax.models import vqvae
-from pnag_jax.spaces import get_space, nb201
-from pnag_jax.spaces.base import SearchSpace
+from pnag_jax.models import msq, vqvae
+from pnag_jax.spaces import SPACE_NAMES, get_space
+from pnag_jax.stages import lineage
+from pnag_jax.stages import stage1
+from pnag_jax.stages.stage1 import Stage1Config, Stage1Model
 
-STAGE = "stage1"
 EVAL_CHUNK = 1024
-
-
-# ---- data --------------------------------------------------------------------
-
-
-def make_datasets(space: SearchSpace, cfg: Stage1Config) -> tuple[np.ndarray, np.ndarray]:
-  """(train genes, held-out genes), host int32 arrays.
-
-  NB201: the seeded 50/50 split of all 15,625 cells (the held-out half is also the
-  novelty reference's complement). Other spaces: `train_size` + `heldout_size`
-  distinct uniform samples, held-out disjoint from train.
-  """
-  if space.name == "nb201":
-    train, heldout = nb201_split(seed=cfg.seed)
-    return nb201.genes_of_code(train), nb201.genes_of_code(heldout)
-  want = cfg.train_size + cfg.heldout_size
-  key = jax.random.fold_in(jax.random.key(cfg.seed), 0x5EED)
-  genes = np.asarray(jax.jit(space.sample, static_argnums=1)(key, int(want * 1.05) + 64))
-  keys = np.asarray(jax.jit(space.exact_key)(genes))
-  _, first = np.unique(keys, axis=0, return_index=True)
-  genes = genes[np.sort(first)]  # distinct, in sampling order
-  if genes.shape[0] < want:
-    raise PnagError(f"{space.name}: only {genes.shape[0]} distinct samples for {want} wanted")
-  return genes[:cfg.train_size], genes[cfg.train_size:want]
 
 
 def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
@@ -71,112 +51,110 @@ def num_steps(cfg: Stage1Config, n_train: int) -> int:
   return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
 
 
-# ---- model and state ---------------------------------------------------------------
+# ---- the step ----------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Stage1Model:
-  """What is static about a model: space, config, graphdef and a state template."""
+class LossSettings(NamedTuple):
+  """The static part of the loss (`vqvae.loss_fn`); hashable."""
 
-  space: SearchSpace
-  cfg: Stage1Config
-  graphdef: nnx.GraphDef
-  template: nnx.State
-  scales: tuple[int, ...]
+  beta: float
+  beta_kl: float
+  paper_literal: bool
+  arch_scc: bool
 
-  def merge(self, params: dict) -> vqvae.VQVAE:
-    state = jax.tree.map(lambda x: x, self.template)  # fresh copy; filled in place below
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(self.graphdef, state)
+  @classmethod
+  def of(cls, cfg: Stage1Config) -> "LossSettings":
+    return cls(cfg.beta, cfg.beta_kl, cfg.scc_variant == "paper_literal", cfg.arch_scc)
 
 
-def build_model(space: SearchSpace, cfg: Stage1Config) -> tuple[Stage1Model, dict]:
-  """(static model, initial params as a pure dict)."""
-  model = vqvae.VQVAE(space, cfg, rngs=nnx.Rngs(params=jax.random.fold_in(
-      jax.random.key(cfg.seed), 1)))
-  graphdef, state = nnx.split(model)
-  return Stage1Model(space, cfg, graphdef, state, model.scales), nnx.to_pure_dict(state)
+class OptimizerSettings(NamedTuple):
+  """AdamW with an optional warmup-cosine schedule; hashable."""
+
+  learning_rate: float
+  weight_decay: float
+  warmup_steps: int
+  total_steps: int
+
+  @classmethod
+  def of(cls, cfg: Stage1Config, total_steps: int) -> "OptimizerSettings":
+    return cls(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, total_steps)
 
 
-def make_optimizer(cfg: Stage1Config, total_steps: int) -> optax.GradientTransformation:
-  if cfg.warmup_steps > 0:
-    lr = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, cfg.warmup_steps,
-                                            max(total_steps, cfg.warmup_steps + 1))
+def make_optimizer(opt: OptimizerSettings) -> optax.GradientTransformation:
+  if opt.warmup_steps > 0:
+    lr = optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, opt.warmup_steps,
+                                            max(opt.total_steps, opt.warmup_steps + 1))
   else:
-    lr = cfg.learning_rate  # the paper preset: a constant 1e-4
-  return optax.adamw(lr, weight_decay=cfg.weight_decay)
+    lr = opt.learning_rate  # the paper preset: a constant 1e-4
+  return optax.adamw(lr, weight_decay=opt.weight_decay)
 
 
-def make_train_step(m: Stage1Model, tx: optax.GradientTransformation):
-  """The jitted step `(state, genes, key, step) -> (state, metrics)`; compiles once."""
-  # chex keys trace counts on the definition site, not the closure, so a second run
-  # in the same process would count against this one's budget: start from zero.
-  chex.clear_trace_counter()
+@functools.partial(jax.jit, static_argnames=("model", "loss", "opt"), donate_argnums=0)
+def train_step(state: dict, genes: jax.Array, key: jax.Array, step: jax.Array,
+               step_weights: jax.Array, *, model: Stage1Model, loss: LossSettings,
+               opt: OptimizerSettings) -> tuple[dict, dict]:
+  """One AdamW step on a batch of genes; the VAE's key is `fold_in(key, step)`."""
+  ops, adj = model.space.encode(genes)
 
-  @chex.assert_max_traces(n=1)
-  def step_fn(state, genes, key, step):
-    ops, adj = m.space.encode(genes)
+  def objective(params):
+    return vqvae.loss_fn(model.merge(params), ops, adj, jax.random.fold_in(key, step),
+                         step_weights=step_weights, **loss._asdict())
 
-    def loss(params):
-      return vqvae.loss_fn(m.merge(params), m.cfg, ops, adj, jax.random.fold_in(key, step))
-
-    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    return {"params": params, "opt_state": opt_state}, metrics
-
-  return jax.jit(step_fn, donate_argnums=0)
+  (_, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+  updates, opt_state = make_optimizer(opt).update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics["grad_norm"] = optax.tree.norm(grads)
+  return {"params": params, "opt_state": opt_state}, metrics
 
 
 # ---- evaluation ----------------------------------------------------------------------
 
 
-def make_eval_fn(m: Stage1Model):
-  """Per chunk: exact match, per-step strict validity and prefix error, code indices."""
-
-  def eval_chunk(params, genes):
-    model = m.merge(params)
-    ops, adj = m.space.encode(genes)
-    p_ops, p_adj, out, mu = vqvae.reconstruct(model, ops, adj)
-    exact = jnp.all(p_ops[-1] == ops, -1) & jnp.all(p_adj[-1] == adj, (-2, -1))
-    step_valid = m.space.strict_valid(p_ops, p_adj)                     # [T, B]
-    prefix_err = jnp.mean((out.prefixes - mu[None]) ** 2, axis=(2, 3, 4))  # [T, B]
-    return exact, step_valid, prefix_err, out.indices
-
-  return jax.jit(eval_chunk)
+@functools.partial(jax.jit, static_argnames="model")
+def _eval_chunk(params: dict, genes: jax.Array, keep: jax.Array, *, model: Stage1Model):
+  """Per arch: exact match, per-step strict validity and prefix error; code counts."""
+  ops, adj = model.space.encode(genes)
+  p_ops, p_adj, out, mu = vqvae.reconstruct(model.merge(params), ops, adj)
+  exact = jnp.all(p_ops[-1] == ops, -1) & jnp.all(p_adj[-1] == adj, (-2, -1))
+  step_valid = model.space.strict_valid(p_ops, p_adj)                      # [T, B]
+  prefix_err = jnp.mean((out.prefixes - mu[None]) ** 2, axis=(2, 3, 4))   # [T, B]
+  counts = jnp.stack([msq.code_counts(i, model.codebook_size, keep) for i in out.indices])
+  return exact, step_valid, prefix_err, counts
 
 
-def evaluate(m: Stage1Model, eval_fn, params: dict, genes: np.ndarray) -> dict:
+def evaluate(model: Stage1Model, params: dict, genes: np.ndarray) -> dict:
   """Fixed-size chunks (the tail padded and masked) so nothing recompiles."""
   n = genes.shape[0]
   exact, valid, err = [], [], []
-  counts = [np.zeros(m.cfg.codebook_size, np.int64) for _ in m.scales]
+  counts = np.zeros((len(model.scales), model.codebook_size), np.int64)
   for start in range(0, n, EVAL_CHUNK):
     chunk = genes[start:start + EVAL_CHUNK]
     k = chunk.shape[0]
     if k < EVAL_CHUNK:
       chunk = np.concatenate([chunk, np.repeat(chunk[:1], EVAL_CHUNK - k, 0)])
-    e, v, r, idx = jax.device_get(eval_fn(params, chunk))
+    e, v, r, c = jax.device_get(_eval_chunk(params, chunk, np.arange(EVAL_CHUNK) < k,
+                                            model=model))
     exact.append(e[:k])
     valid.append(v[:, :k])
     err.append(r[:, :k])
-    for t, it in enumerate(idx):
-      counts[t] += np.bincount(it[:k].reshape(-1), minlength=m.cfg.codebook_size)
+    counts += c
   valid, err = np.concatenate(valid, 1), np.concatenate(err, 1)
-  perplexity = []
-  for c in counts:
-    p = c / c.sum()
-    perplexity.append(float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0])))))
   return {
       "exact_match": float(np.concatenate(exact).mean()),
       "step_validity": valid.mean(1).tolist(),
       "prefix_error": err.mean(1).tolist(),
-      "codebook_perplexity": perplexity,
+      "codebook_perplexity": [float(msq.codebook_perplexity(c)) for c in counts],
   }
 
 
 # ---- the loop ------------------------------------------------------------------------
+
+
+def _check_resume(ckpt: ckpt_lib.StageCheckpointer, cfg: Stage1Config, workdir) -> None:
+  meta = ckpt.read_meta()
+  where = f"workdir {workdir}"
+  ckpt_lib.check_meta(meta, {"space": cfg.space, "stage": stage1.NAME}, where=where)
+  lineage.check_frozen(meta, cfg.frozen(), where=where)
 
 
 def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool = True,
@@ -188,33 +166,32 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
   (tests use it to check resume); no report is written then.
   """
   space = get_space(cfg.space)
-  out_dir = Path(workdir) / STAGE
-  out_dir.mkdir(parents=True, exist_ok=True)
-  train, heldout = make_datasets(space, cfg)
+  out_dir = Path(workdir) / stage1.NAME
+  train, heldout = stage1.datasets(cfg)
   total = num_steps(cfg, train.shape[0])
   if total <= 0:
     raise PnagError(f"no training steps: {train.shape[0]} archs at batch {cfg.batch_size}")
-  m, params = build_model(space, cfg)
-  tx = make_optimizer(cfg, total)
-  state = {"params": params, "opt_state": tx.init(params)}
+  model, params = stage1.init(cfg)
+  loss, opt = LossSettings.of(cfg), OptimizerSettings.of(cfg, total)
+  weights = stage1.step_weights(cfg, len(model.scales))
+  state = {"params": params, "opt_state": make_optimizer(opt).init(params)}
   base_key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
-  meta = {"stage": STAGE, "space": space.name, "config": json.loads(cfg.to_json()),
-          "version": pnag_jax.__version__}
 
-  with ckpt_lib.StageCheckpointer(workdir, STAGE, max_to_keep=2,
+  with ckpt_lib.StageCheckpointer(workdir, stage1.NAME, max_to_keep=2,
                                   save_interval_steps=1) as ckpt:
     start = 0
     if ckpt.latest_step() is not None:
-      ckpt_lib.check_meta(ckpt.read_meta(), {"space": space.name, "stage": STAGE},
-                          where=f"workdir {workdir}")
+      _check_resume(ckpt, cfg, workdir)
       params, opt_state, base_key, _ = ckpt.restore(
           params_template=state["params"], opt_state_template=state["opt_state"])
       state = {"params": params, "opt_state": opt_state}
       start = ckpt.latest_step()
+    # Restored arrays come back committed to a device; fresh ones are not. Commit both
+    # alike, so a resumed run hits the same compiled step as a fresh one.
+    state, base_key = jax.device_put((state, base_key), jax.devices()[0])
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.to_json())
 
-    step_fn = make_train_step(m, tx)
-    eval_fn = make_eval_fn(m)
     end = total if stop_after is None else min(total, stop_after)
     t0 = time.perf_counter()
     bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
@@ -222,16 +199,20 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
     with (out_dir / "metrics.jsonl").open("a") as log:
       for step in bar:
         genes = train[batch_indices(cfg.seed, step, train.shape[0], cfg.batch_size)]
-        state, metrics = step_fn(state, genes, base_key, step)
+        state, metrics = train_step(state, genes, base_key, step, weights, model=model,
+                                    loss=loss, opt=opt)
         done = step + 1
         if done % cfg.log_every == 0 or done == end:
           row = {k: float(v) for k, v in jax.device_get(metrics).items()}
           bar.set_postfix(loss=f"{row['loss']:.4f}", exact=f"{row['exact']:.3f}")
           log.write(json.dumps({"step": done, "split": "train", **row}) + "\n")
         if done % cfg.eval_every == 0 and done != total:
-          ev = evaluate(m, eval_fn, state["params"], heldout[:EVAL_CHUNK * 2])
+          ev = evaluate(model, state["params"], heldout[:EVAL_CHUNK * 2])
           log.write(json.dumps({"step": done, "split": "heldout", **ev}) + "\n")
         if done % cfg.checkpoint_every == 0 or done == end:
+          meta = lineage.stage_meta(stage=stage1.NAME, space=space.name,
+                                    config=config_lib.to_dict(cfg), params=state["params"],
+                                    frozen=cfg.frozen())
           ckpt.save(done, state["params"], state["opt_state"], base_key, meta, force=True)
         log.flush()
     train_seconds = time.perf_counter() - t0
@@ -239,8 +220,8 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
     if end < total:
       return {"steps": end, "stopped_early": True}
 
-  held = evaluate(m, eval_fn, state["params"], heldout)
-  tr = evaluate(m, eval_fn, state["params"], train[:len(heldout)])
+  held = evaluate(model, state["params"], heldout)
+  tr = evaluate(model, state["params"], train[:len(heldout)])
   report = {
       "space": space.name,
       "steps": total,
@@ -251,7 +232,7 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
       "codebook_perplexity": held["codebook_perplexity"],
       "step_validity": held["step_validity"],
       "prefix_error": held["prefix_error"],
-      "scales": list(m.scales),
+      "scales": list(model.scales),
       "num_train": int(train.shape[0]),
       "num_heldout": int(heldout.shape[0]),
       "device": str(jax.devices()[0]),
@@ -262,3 +243,70 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
   tmp.write_text(json.dumps(report, indent=2))
   tmp.replace(out_dir / "report.json")
   return report
+
+
+# ---- `pnag train stage1` --------------------------------------------------------------
+
+
+def config_for(workdir: str | Path, *, preset: str | None, space: str | None,
+               seed: int | None, overrides=()) -> Stage1Config:
+  """The config of `pnag train stage1`: a new run's, or the one a workdir resumes.
+
+  A workdir that already holds a run resumes it: its saved config, with `--set`
+  overrides on top, unless `--preset` asks for another one (which must then keep the
+  frozen settings). `--space` or `--seed` that disagree with the run are an error.
+  """
+  if space is not None:
+    get_space(space)
+  saved = stage1.read_config(workdir)
+  if saved is not None:
+    for name, given in (("space", space), ("seed", seed)):
+      if given is not None and given != getattr(saved, name):
+        raise PnagError(f"workdir {workdir} holds a stage-1 run with {name} "
+                        f"{getattr(saved, name)!r}; --{name} {given} disagrees (omit it to "
+                        "resume that run, or use a new --workdir)")
+    if preset is None:
+      return config_lib.from_dict(
+          Stage1Config, {**config_lib.to_dict(saved),
+                         **config_lib.parse_overrides(Stage1Config, overrides)},
+          where=f"workdir {workdir}")
+  return stage1.make_config(preset or "quick", space=space or (saved.space if saved else "nb201"),
+                            seed=saved.seed if saved else (seed or 0), overrides=overrides)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.description = ("Train the stage-1 VQ-VAE (jraph encoder, MSQ, SCC, linear decoder). "
+                   "Rerunning the same command resumes from the latest checkpoint.")
+  p.epilog = ("example:\n  pnag train stage1 --space nb201 --workdir runs/nb201 --preset quick"
+              "\n  pnag train stage1 --space mbv3 --workdir runs/mbv3 --set num_scales=6 "
+              "--set dim=16\n\nconfig keys for --set: "
+              + ", ".join(config_lib.field_types(Stage1Config)))
+  p.add_argument("--workdir", required=True, help="run directory; stage 1 goes to WORKDIR/stage1")
+  p.add_argument("--space", default=None,
+                 help=f"search space of a new run ({', '.join(SPACE_NAMES)}; default: nb201); "
+                      "a resumed run keeps its own")
+  p.add_argument("--preset", choices=tuple(stage1.PRESETS), default=None,
+                 help="named settings (default: quick for a new run; a resumed run keeps "
+                      "its saved config)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override one config value; repeatable")
+  p.add_argument("--seed", type=int, default=None,
+                 help="seed of a new run (default: 0); a resumed run keeps its own")
+  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR); "
+                                    "stage 1 reads no table, but a bad one is an error now")
+
+
+def main(args: argparse.Namespace) -> None:
+  if args.data_dir is not None:
+    # Stage 1 reads no tables (NB201's split is over cell codes), but a bad directory
+    # given explicitly is still the user's mistake, so it fails now, not in a later stage.
+    from pnag_jax.data import resolve_data_dir  # pylint: disable=g-import-not-at-top
+    resolve_data_dir(args.data_dir)
+  cfg = config_for(args.workdir, preset=args.preset, space=args.space, seed=args.seed,
+                   overrides=args.set)
+  report = train_and_evaluate(cfg, args.workdir)
+  print(f"stage1 {report['space']}: {report['steps']} steps in {report['train_seconds']:.1f} s, "
+        f"held-out exact match {report['heldout_exact_match']:.4f}, "
+        f"train {report['train_exact_match']:.4f}")
+  print(f"  step validity: {' '.join(f'{v:.3f}' for v in report['step_validity'])}")
+  print(f"  report: {Path(args.workdir) / 'stage1' / 'report.json'}")

@@ -1,0 +1,114 @@
+"""One config mechanism for every stage: frozen dataclasses, presets, typed overrides.
+
+A stage's config is a frozen, hashable dataclass; its presets are dicts of field
+values; a run is `preset, then explicit fields, then --set key=value overrides`:
+
+  cfg = config.make(Stage1Config, PRESETS, "quick", ["dim=16", "arch_scc=true"],
+                    space="mbv3")
+
+Values are parsed by the field's annotation (int, float, bool, str, `X | None`, and
+`tuple[X, ...]` written comma-separated), so a stage adds fields, not parsing code.
+Validation lives in the dataclass's `__post_init__`, which also runs when a config is
+read back from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from pnag_jax.errors import PnagError
+
+C = TypeVar("C")
+
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _parse(kind: Any, raw: str, key: str) -> Any:
+  """`raw` as a value of the annotation `kind`."""
+  origin, args = typing.get_origin(kind), typing.get_args(kind)
+  if origin in (typing.Union, types.UnionType) and type(None) in args:
+    if raw.lower() in ("none", "null", ""):
+      return None
+    (inner,) = [a for a in args if a is not type(None)]
+    return _parse(inner, raw, key)
+  if origin is tuple:
+    inner = args[0]
+    return tuple(_parse(inner, part.strip(), key) for part in raw.split(",") if part.strip())
+  try:
+    if kind is bool:
+      return _BOOLS[raw.lower()]
+    if kind in (int, float, str):
+      return kind(raw)
+  except (KeyError, ValueError):
+    name = getattr(kind, "__name__", str(kind))
+    raise PnagError(f"--set {key}={raw}: expected {name}") from None
+  raise TypeError(f"config field {key!r} has an unsupported type {kind!r}")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+  """Field name -> resolved annotation of a config dataclass."""
+  hints = typing.get_type_hints(cls)
+  return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def parse_overrides(cls: type, overrides: Sequence[str]) -> dict[str, Any]:
+  """`["key=value", ...]` -> typed values; later keys win.
+
+  Raises:
+    PnagError: no `=`, an unknown key, or a value of the wrong type.
+  """
+  kinds = field_types(cls)
+  out = {}
+  for item in overrides:
+    key, sep, raw = item.partition("=")
+    if not sep:
+      raise PnagError(f"--set expects key=value, got {item!r}")
+    if key not in kinds:
+      raise PnagError(f"unknown config key {key!r}; keys: {', '.join(sorted(kinds))}")
+    out[key] = _parse(kinds[key], raw, key)
+  return out
+
+
+def make(cls: type[C], presets: Mapping[str, Mapping[str, Any]], preset: str,
+         overrides: Sequence[str] = (), **fields: Any) -> C:
+  """The preset's values, then `fields`, then the `key=value` overrides.
+
+  Raises:
+    PnagError: an unknown preset, a bad override, or a value `cls` rejects.
+  """
+  if preset not in presets:
+    raise PnagError(f"unknown preset {preset!r}; presets: {', '.join(presets)}")
+  return cls(**{**presets[preset], **fields, **parse_overrides(cls, overrides)})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+  return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+  return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def from_dict(cls: type[C], values: Mapping[str, Any], *, where: str) -> C:
+  """A config read back from JSON (a checkpoint or `config.json`).
+
+  JSON turns tuples into lists; they are turned back so the config stays hashable.
+
+  Raises:
+    PnagError: keys `cls` does not have, or values it rejects.
+  """
+  kinds = field_types(cls)
+  unknown = sorted(set(values) - set(kinds))
+  if unknown:
+    raise PnagError(f"{where}: unknown config keys {', '.join(unknown)} "
+                    "(written by a newer pnag_jax?)")
+  fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+  try:
+    return cls(**fixed)
+  except TypeError as e:
+    raise PnagError(f"{where}: unreadable config ({e})") from e

@@ -1,0 +1,87 @@
+"""The config mechanism every stage shares: presets, typed overrides, JSON round trips."""
+
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import given, strategies as st
+
+from pnag_jax import config
+from pnag_jax.errors import PnagError
+from pnag_jax.stages import stage1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+  name: str = "a"
+  steps: int = 1
+  lr: float = 0.1
+  flag: bool = False
+  excluded: tuple[str, ...] = ()
+  limit: int | None = None
+
+  def __post_init__(self):
+    if self.steps < 0:
+      raise PnagError("steps must be >= 0")
+
+
+_PRESETS: dict[str, dict[str, Any]] = {"small": {"steps": 2}, "big": {"steps": 9, "lr": 1.0}}
+
+
+def test_preset_then_fields_then_overrides():
+  cfg = config.make(_Cfg, _PRESETS, "big", ["lr=0.5", "flag=true", "excluded=cifar10, lat_*",
+                                              "limit=7"], name="b")
+  assert cfg == _Cfg(name="b", steps=9, lr=0.5, flag=True, excluded=("cifar10", "lat_*"),
+                     limit=7)
+  assert config.make(_Cfg, _PRESETS, "small", ["limit=none", "excluded="]) == _Cfg(steps=2)
+  assert config.make(_Cfg, _PRESETS, "small", ["steps=3", "steps=4"]).steps == 4
+  hash(cfg)  # static under jit
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["steps"], "--set expects key=value, got 'steps'"),
+    (["nope=1"], "unknown config key 'nope'; keys: excluded, flag, limit, lr, name, steps"),
+    (["steps=abc"], "--set steps=abc: expected int"),
+    (["lr=fast"], "--set lr=fast: expected float"),
+    (["flag=maybe"], "--set flag=maybe: expected bool"),
+    (["limit=x"], "--set limit=x: expected int"),
+    (["steps=-1"], "steps must be >= 0"),
+])
+def test_bad_overrides_are_one_line_errors(overrides, match):
+  with pytest.raises(PnagError, match=match):
+    config.make(_Cfg, _PRESETS, "small", overrides)
+
+
+def test_unknown_preset():
+  with pytest.raises(PnagError, match="unknown preset 'fast'; presets: small, big"):
+    config.make(_Cfg, _PRESETS, "fast")
+
+
+def test_json_round_trip_restores_tuples():
+  cfg = _Cfg(excluded=("x", "y"), limit=3)
+  import json  # pylint: disable=g-import-not-at-top
+  back = config.from_dict(_Cfg, json.loads(config.to_json(cfg)), where="W")
+  assert back == cfg and isinstance(back.excluded, tuple)
+  with pytest.raises(PnagError, match="W: unknown config keys extra"):
+    config.from_dict(_Cfg, {"extra": 1}, where="W")
+
+
+@given(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False))
+def test_numbers_parse_back_exactly(n, x):
+  cfg = config.make(_Cfg, _PRESETS, "small", [f"steps={abs(n)}", f"lr={x!r}"])
+  assert cfg.steps == abs(n) and cfg.lr == x
+
+
+def test_stage1_presets_and_checks():
+  paper = stage1.make_config("paper")
+  assert (paper.learning_rate, paper.weight_decay, paper.batch_size, paper.epochs) == (
+      1e-4, 1e-4, 256, 300)
+  quick = stage1.make_config("quick", space="mbv3", seed=3, overrides=["num_scales=6"])
+  assert (quick.space, quick.seed, quick.max_steps) == ("mbv3", 3, 400)
+  assert quick.scales(22) == (3, 7, 11, 14, 18, 22)
+  with pytest.raises(PnagError, match="num_scales"):
+    stage1.make_config("quick", overrides=["num_scales=-1"])
+  with pytest.raises(PnagError, match="scc_variant must be"):
+    stage1.make_config("quick", overrides=["scc_variant=other"])
+  with pytest.raises(PnagError, match="dim must be >= 1"):
+    stage1.make_config("quick", overrides=["dim=0"])

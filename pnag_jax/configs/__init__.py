@@ -1,1 +1,0 @@
-"""Stage configurations: frozen dataclasses with named presets."""

@@ -1,0 +1,50 @@
+"""V/U/N (paper Table 6): the scoring, checked by hand, and the protocol on a trained run."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pnag_jax.errors import PnagError
+from pnag_jax.evaluation import vun
+from pnag_jax.spaces import get_space
+
+_A = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+_B = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+_C = "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|"
+
+
+def test_score_by_hand():
+  space = get_space("nb201")
+  ref = vun.reference_of(space, space.from_strings([_A]))
+  genes = space.from_strings([_A, _A, _B, _C, _B])
+  fmt = np.array([True, True, True, True, False])
+  strict = np.array([True, True, True, False, False])
+  s = vun.score(space, jnp.asarray(genes), fmt, strict, ref)
+  # 4 of 5 format-valid, 3 strictly; distinct valid {A, B, C} of 4 valid; novel {B, C} of 3 distinct.
+  assert s["validity"] == pytest.approx(80.0)
+  assert s["strict_validity"] == pytest.approx(60.0)
+  assert s["uniqueness"] == pytest.approx(75.0)
+  assert s["novelty"] == pytest.approx(100 * 2 / 3)
+  assert set(s) == set(vun.COLUMNS)
+
+
+def test_table6_on_the_trained_run(trained_run, tmp_path):
+  workdir, _ = trained_run
+  rep = vun.run({"nb201": str(workdir)}, tmp_path, num=500, seeds=(0, 1),
+                priors=("codes",), constrained=True, progress=False)
+  for name in ("vun.json", "vun.md", "vun.png"):
+    assert (tmp_path / name).stat().st_size > 100
+  rows = rep["spaces"]["nb201"]["rows"]
+  assert set(rows) == {"random (uniform)", "PNAG-jax, codes prior",
+                       "PNAG-jax, codes prior, constrained"}
+  assert rows["PNAG-jax, codes prior"]["validity"]["mean"] >= 99.0
+  assert rows["PNAG-jax, codes prior, constrained"]["validity"]["mean"] == 100.0
+  assert len(rows["PNAG-jax, codes prior"]["per_seed"]) == 2
+  assert rep["spaces"]["nb201"]["num_train"] == 7812
+  assert rep["spaces"]["nb201"]["paper"]["PNAG (paper)"]["novelty"] == 59.34
+  assert "PNAG-jax, codes prior" in (tmp_path / "vun.md").read_text()
+
+
+def test_a_run_of_another_space_is_refused(nb201_workdir, tmp_path):
+  with pytest.raises(PnagError, match="holds a nb201 run, not mbv3"):
+    vun.run({"mbv3": str(nb201_workdir)}, tmp_path, num=10, seeds=(0,), progress=False)

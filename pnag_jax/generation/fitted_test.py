@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from pnag_jax.errors import PnagError
+from pnag_jax.generation import fitted as fitted_lib
+
+
+def test_fit_counts_every_valid_training_arch(nb201_untrained, nb201_untrained_priors):
+  run, fitted = nb201_untrained, nb201_untrained_priors
+  genes = run.space.enumerate()[::7]
+  ops, adj = run.space.encode(genes)
+  n_valid = int(np.asarray(run.space.strict_valid(ops, adj)).sum())
+  assert fitted.num_archs == n_valid < genes.shape[0]  # disconnected cells left out
+  probs = np.exp(fitted.code_logprobs.astype(np.float64))
+  assert probs.shape == (run.model.layout.num_tokens, run.model.codebook_size)
+  np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+  # Counts are multiples of 1/num_archs: the frequencies are exact, not smoothed.
+  counts = probs * n_valid
+  np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
+  assert fitted.latent_mean.shape == (8, 8, run.model.dim)
+  assert np.all(fitted.latent_std >= 0)
+
+
+def test_priors_file_round_trip_and_cache(untrained_run, tmp_path):
+  run = untrained_run("nb201", tmp_path, dim=8, decoder_hidden=32)
+  first = fitted_lib.fitted_priors(run)
+  path = fitted_lib.priors_path(run)
+  assert path.exists() and path.parent.name == "priors" and path.name == "step_0.npz"
+  again = fitted_lib.fitted_priors(run)  # read back, not refitted
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  assert not list(path.parent.glob("*.tmp*"))
+
+
+def test_corrupt_or_mismatched_priors_fail_in_one_line(nb201_untrained, untrained_run,
+                                                       tmp_path):
+  bad = tmp_path / "bad.npz"
+  bad.write_bytes(b"PK\x03\x04 not really a zip")
+  with pytest.raises(PnagError, match="corrupt priors file"):
+    fitted_lib.load_priors(bad)
+  small = untrained_run("nb201", tmp_path / "small", dim=8)
+  fitted = fitted_lib.fit_priors(small, small.space.enumerate()[:500])
+  path = tmp_path / "small.npz"
+  fitted_lib.save_priors(fitted, path)
+  with pytest.raises(PnagError, match="do not match the model"):
+    fitted_lib.load_priors(path, nb201_untrained)

@@ -1,0 +1,56 @@
+"""`pnag generate` as a library call: a workdir to a file, with its summary."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from pnag_jax.errors import PnagError
+from pnag_jax.generation import run as run_lib
+from pnag_jax.generation.sampler import SamplerConfig
+
+
+def _rows(path):
+  with path.open(newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_generate_to_file_without_tables_says_so_once(nb201_workdir, tmp_path, capsys,
+                                                      monkeypatch):
+  monkeypatch.delenv("PNAG_DATA_DIR", raising=False)
+  out = tmp_path / "a.csv"
+  # Constrained: the untrained decoder's raw output is hardly ever valid.
+  r = run_lib.generate_to_file(nb201_workdir, 300, 0, out,
+                               SamplerConfig(chunk_size=128, constrained=True), progress=False)
+  err = capsys.readouterr().err
+  assert err.count("no nb201 data directory") == 1 and "nb201_index" in err
+  rows = _rows(out)
+  assert len(rows) == 300 and list(rows[0]) == ["arch", "valid", "format_valid"]
+  assert not r["with_benchmark_columns"]
+  # The summary is the file's: validity is format validity (the paper's), strict is ours.
+  assert r["validity"] == np.mean([row["format_valid"] == "True" for row in rows])
+  assert r["strict_validity"] == np.mean([row["valid"] == "True" for row in rows])
+  strict = [row["arch"] for row in rows if row["valid"] == "True"]
+  assert 1 < len(set(strict)) < len(strict)
+  assert r["uniqueness"] == pytest.approx(len(set(strict)) / len(strict))
+  assert r["temperature"] == 1.0 and r["prior"] == "codes" and r["fused"]
+  assert r["constrained"]
+
+
+def test_generate_to_file_with_tables(nb201_workdir, tmp_path, data_dir, capsys):
+  out = tmp_path / "a.csv"
+  r = run_lib.generate_to_file(nb201_workdir, 50, 1, out, SamplerConfig(chunk_size=64),
+                               data_dir=str(data_dir), progress=False)
+  assert r["with_benchmark_columns"] and "note" not in capsys.readouterr().err
+  assert list(_rows(out)[0]) == ["arch", "nb201_index", "cifar10_test_acc",
+                                 "cifar100_test_acc", "imagenet16_120_test_acc", "valid",
+                                 "format_valid"]
+
+
+def test_bad_requests_fail_before_loading(tmp_path):
+  with pytest.raises(PnagError, match="--num must be positive"):
+    run_lib.generate_to_file(tmp_path, 0, 0, tmp_path / "a.csv", SamplerConfig())
+  with pytest.raises(PnagError, match="must end in .jsonl or .csv"):
+    run_lib.generate_to_file(tmp_path, 5, 0, tmp_path / "a.txt", SamplerConfig())
+  with pytest.raises(PnagError, match="no stage-1 checkpoints"):
+    run_lib.load_sampler(tmp_path / "nothing")

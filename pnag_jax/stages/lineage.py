@@ -1,0 +1,104 @@
+"""Checkpoint lineage: what a stage was built on, and what must not change on resume.
+
+Every stage checkpoint's metadata (`meta`) holds
+
+  stage, space, config, version    what the run is;
+  params_sha256                    a content hash of the params saved at that step;
+  parents                          per parent stage, the step it was built on and that
+                                   step's params_sha256 (empty for stage 1);
+  frozen                           the settings a resumed run must share (data split,
+                                   model sizes; for a surrogate, its excluded tasks).
+
+Loading a stage whose parent changed underneath it (retrained, resumed past the
+recorded step, or another run copied in), or resuming with other frozen settings, is
+a one-line `CheckpointError` instead of a model silently built on something else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+import pnag_jax
+from pnag_jax.checkpoint import CheckpointError
+
+
+def params_sha256(params: Any) -> str:
+  """sha256 over every leaf's path, dtype, shape and bytes, in path order."""
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    a = np.ascontiguousarray(leaf)
+    h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape};".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def stage_meta(*, stage: str, space: str, config: Mapping[str, Any], params: Any,
+               frozen: Mapping[str, Any], parents: tuple[dict, ...] = ()) -> dict:
+  """The metadata saved with each checkpoint step of a stage."""
+  return {"stage": stage, "space": space, "config": dict(config),
+          "version": pnag_jax.__version__, "params_sha256": params_sha256(params),
+          "parents": list(parents), "frozen": dict(frozen)}
+
+
+def parent_entry(stage: str, step: int, params: Any) -> dict:
+  """How a child records the parent run it is built on."""
+  return {"stage": stage, "step": int(step), "params_sha256": params_sha256(params)}
+
+
+def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], *, where: str) -> None:
+  """A resumed run must keep the settings its checkpoint was made with.
+
+  Checkpoints from before lineage was recorded have no `frozen`; their config holds
+  the same keys.
+
+  Raises:
+    CheckpointError: a setting differs; the message names it and both values.
+  """
+  saved = meta.get("frozen") or meta.get("config", {})
+  for key, want in frozen.items():
+    have = saved.get(key)
+    if isinstance(have, list):
+      have = tuple(have)
+    if have != want:
+      raise CheckpointError(f"{where} was trained with {key}={have!r}, not {want!r}; "
+                            "resume with the same settings or use a new --workdir")
+
+
+def check_parents(meta: Mapping[str, Any], workdir: str | Path, *, where: str,
+                  load_parent) -> dict[str, Any]:
+  """Loads each recorded parent at its recorded step and checks its params' hash.
+
+  Args:
+    meta: the child's checkpoint metadata.
+    workdir: the run directory that holds parent and child.
+    where: how to name the child in messages.
+    load_parent: `(stage name, workdir, step) -> run` with a `.params` pytree.
+
+  Returns:
+    stage name -> the loaded parent run.
+
+  Raises:
+    CheckpointError: a parent step is gone, or holds other params than the child saw.
+  """
+  runs = {}
+  for entry in meta.get("parents", []):
+    name, step = entry["stage"], entry["step"]
+    try:
+      run = load_parent(name, workdir, step)
+    except CheckpointError as e:
+      raise CheckpointError(f"{where} was built on {name} step {step}, which cannot be "
+                            f"loaded any more ({e}); retrain {where}") from e
+    got = params_sha256(run.params)
+    if got != entry["params_sha256"]:
+      raise CheckpointError(
+          f"{where} was built on {name} step {step} with params sha256 "
+          f"{entry['params_sha256'][:12]}, but {Path(workdir) / name} now holds "
+          f"{got[:12]} at that step: its parent changed underneath it; retrain {where}")
+    runs[name] = run
+  return runs

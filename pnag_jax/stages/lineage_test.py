@@ -1,0 +1,67 @@
+"""Lineage: a child stage refuses a parent that changed, a resume refuses new settings."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from pnag_jax import checkpoint as ckpt_lib
+from pnag_jax.stages import lineage, stage1
+
+
+def test_params_sha256_is_a_content_hash():
+  a = {"w": jnp.arange(6.0).reshape(2, 3), "b": {"c": jnp.zeros(2, jnp.int32)}}
+  same = jax.tree.map(lambda x: x.copy(), a)
+  assert lineage.params_sha256(a) == lineage.params_sha256(same)
+  changed = {**a, "w": a["w"].at[1, 2].add(1e-6)}
+  reshaped = {**a, "w": a["w"].reshape(3, 2)}
+  renamed = {"v": a["w"], "b": a["b"]}
+  cast = {**a, "b": {"c": jnp.zeros(2, jnp.float32)}}
+  hashes = {lineage.params_sha256(t) for t in (a, changed, reshaped, renamed, cast)}
+  assert len(hashes) == 5
+
+
+def test_check_frozen_names_the_setting():
+  meta = {"frozen": {"space": "nb201", "dim": 32, "excluded": ["cifar10"]}}
+  lineage.check_frozen(meta, {"space": "nb201", "dim": 32, "excluded": ("cifar10",)},
+                       where="workdir W")
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match="workdir W was trained with dim=32, not 16; resume with the same"):
+    lineage.check_frozen(meta, {"dim": 16}, where="workdir W")
+  with pytest.raises(ckpt_lib.CheckpointError, match=r"excluded=\('cifar10',\), not \(\)"):
+    lineage.check_frozen(meta, {"excluded": ()}, where="workdir W")
+  # Checkpoints from before lineage: the config holds the same keys.
+  lineage.check_frozen({"config": {"dim": 32}}, {"dim": 32}, where="W")
+
+
+def _load_parent(name, workdir, step):
+  assert name == "stage1"
+  return stage1.load(workdir, step)
+
+
+def test_a_child_refuses_a_parent_that_changed_underneath(untrained_run, stage1_saver,
+                                                          tmp_path):
+  parent = untrained_run("nb201", dim=8, decoder_hidden=32)
+  stage1_saver(parent, tmp_path, step=5)
+  child_meta = lineage.stage_meta(
+      stage="stage2", space="nb201", config={}, params={"x": jnp.ones(2)},
+      frozen={}, parents=(lineage.parent_entry("stage1", 5, parent.params),))
+  runs = lineage.check_parents(child_meta, tmp_path, where="stage2", load_parent=_load_parent)
+  assert runs["stage1"].step == 5
+
+  # Stage 1 retrained from another seed into the same workdir, same step number.
+  shutil.rmtree(tmp_path / "stage1")
+  stage1_saver(untrained_run("nb201", dim=8, decoder_hidden=32, seed=1), tmp_path, step=5)
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match="stage2 was built on stage1 step 5 with params sha256 .*parent "
+                           "changed underneath it; retrain stage2"):
+    lineage.check_parents(child_meta, tmp_path, where="stage2", load_parent=_load_parent)
+
+  # Stage 1 resumed past the recorded step, which retention then deleted.
+  shutil.rmtree(tmp_path / "stage1")
+  stage1_saver(parent, tmp_path, step=9)
+  with pytest.raises(ckpt_lib.CheckpointError, match="stage2 was built on stage1 step 5, "
+                                                     "which cannot be loaded any more") as e:
+    lineage.check_parents(child_meta, tmp_path, where="stage2", load_parent=_load_parent)
+  assert "\n" not in str(e.value)
