@@ -63,9 +63,15 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
   """Defaults in every option's help (none for flags and unset options); epilogs verbatim."""
 
   def _get_help_string(self, action):
-    if action.default in (None, False, []) or isinstance(action, argparse._HelpAction):  # pylint: disable=protected-access
+    if _shows_no_default(action):
       return action.help
     return super()._get_help_string(action)
+
+
+def _shows_no_default(action: argparse.Action) -> bool:
+  """Unset options, flags and empty repeatables: a default there says nothing."""
+  default = action.default
+  return default is None or default is False or default is argparse.SUPPRESS or default == []
 
 
 class _Parser(argparse.ArgumentParser):

@@ -18,7 +18,8 @@ def test_spaces_lists_every_space_with_size(pnag):
 
 
 def _subparsers(parser):
-  actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
   return actions[0].choices if actions else {}
 
 
@@ -53,8 +54,12 @@ def test_every_option_has_help_defaults_and_an_example():
       assert action.help, (path, action.dest)
     text = parser.format_help()
     for action in parser._actions:  # pylint: disable=protected-access
-      if action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings:
-        assert f"(default: {action.default})" in " ".join(text.split()), (path, action.dest)
+      d = action.default
+      if action.option_strings and not (d is None or d is False or d == []
+                                        or d is argparse.SUPPRESS):
+        assert f"(default: {d})" in " ".join(text.split()), (path, action.dest)
+    if path == ("generate",):  # a zero default is still shown
+      assert "(default: 0)" in " ".join(text.split())
 
 
 def test_train_help_lists_the_stages_and_the_spaces(pnag_main):

@@ -9,7 +9,8 @@ from pnag_jax.evaluation import vun
 from pnag_jax.spaces import get_space
 
 _A = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
-_B = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+_B = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+      "nor_conv_3x3~2|")
 _C = "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|"
 
 
@@ -20,7 +21,8 @@ def test_score_by_hand():
   fmt = np.array([True, True, True, True, False])
   strict = np.array([True, True, True, False, False])
   s = vun.score(space, jnp.asarray(genes), fmt, strict, ref)
-  # 4 of 5 format-valid, 3 strictly; distinct valid {A, B, C} of 4 valid; novel {B, C} of 3 distinct.
+  # 4 of 5 format-valid, 3 strictly; distinct valid {A, B, C} of 4 valid; novel {B, C}
+  # of 3 distinct.
   assert s["validity"] == pytest.approx(80.0)
   assert s["strict_validity"] == pytest.approx(60.0)
   assert s["uniqueness"] == pytest.approx(75.0)

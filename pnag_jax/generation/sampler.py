@@ -144,7 +144,7 @@ def decode_tokens(consts: dict, tokens: jax.Array, *,
   return decode_logits(consts, op_logits, adj_logits, spec=spec)
 
 
-def _one(consts: dict, key: jax.Array, cond: Any, spec: SamplerSpec) -> Generated:
+def _one(consts: dict, key: jax.Array, cond: Any, *, spec: SamplerSpec) -> Generated:
   tokens = spec.prior.draw(consts, key, cond, spec.model)
   ops, adj = decode_tokens(consts, tokens, spec=spec)
   space = spec.space
@@ -176,7 +176,7 @@ def sample_chunk(consts: dict, key: jax.Array, start: jax.Array, cond: Any, *,
   ids = jax.lax.with_sharding_constraint(
       start + jnp.arange(spec.chunk_size, dtype=jnp.uint32), batched)
   keys = arch_keys(key, ids)
-  out = jax.vmap(_one, in_axes=(None, 0, None, None))(consts, keys, cond, spec)
+  out = jax.vmap(functools.partial(_one, spec=spec), in_axes=(None, 0, None))(consts, keys, cond)
   return jax.lax.with_sharding_constraint(out, batched)
 
 
