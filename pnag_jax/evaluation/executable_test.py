@@ -91,3 +91,8 @@ def test_bad_input(tmp_path):
     executable.run(tmp_path, random=True)
   with pytest.raises(PnagError, match="--workdir"):
     executable.run(tmp_path, random=True, space="nb201", constrained=True)
+
+
+def test_a_space_that_disagrees_with_the_workdir(nb201_workdir, tmp_path):
+  with pytest.raises(PnagError, match="holds a nb201 run; --space mbv3 disagrees"):
+    executable.run(tmp_path, workdir=str(nb201_workdir), space="mbv3", num=1, progress=False)
