@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from pnag_jax.data import tables_for
+from pnag_jax.data import DATA_DIR_HELP, tables_for
 from pnag_jax.data.nb201 import ACCURACY_COLUMNS
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports, vun
@@ -114,7 +114,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="where the stage-1 run goes (kept, and reused by a rerun)")
   p.add_argument("--num", type=int, default=100_000, help="architectures to generate")
   p.add_argument("--seed", type=int, default=0, help="seed of training and generation")
-  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
+  p.add_argument("--data-dir", help=DATA_DIR_HELP)
 
 
 def main(args: argparse.Namespace) -> None:

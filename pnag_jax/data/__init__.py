@@ -11,6 +11,9 @@ import os
 from pnag_jax.data.nb201 import ENV_VAR, NB201Data, resolve_data_dir
 from pnag_jax.errors import DataError
 
+#: The `--data-dir` option's help, one wording for every command that reads tables.
+DATA_DIR_HELP = f"directory holding nb201/ (default: ${ENV_VAR})"
+
 #: Space name -> its tables' loader (`from_dir`, `FILE_COLUMNS`, `file_values`, `lookup`).
 _TABLES = {"nb201": NB201Data}
 
@@ -40,4 +43,5 @@ def tables_for(space_name: str, data_dir: str | os.PathLike | None = None):
     return None
 
 
-__all__ = ["ENV_VAR", "NB201Data", "has_tables", "resolve_data_dir", "tables_for"]
+__all__ = ["DATA_DIR_HELP", "ENV_VAR", "NB201Data", "has_tables", "resolve_data_dir",
+           "tables_for"]

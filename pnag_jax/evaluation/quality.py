@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from pnag_jax.data import NB201Data
+from pnag_jax.data import DATA_DIR_HELP, NB201Data
 from pnag_jax.data.nb201 import ACCURACY_COLUMNS
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
@@ -98,7 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--num", type=int, default=100, help="generated (and random) cells per seed")
   p.add_argument("--seeds", type=int, default=1, help="seeds 0 .. SEEDS-1")
   p.add_argument("--prior", default="codes", choices=tuple(PRIORS), help="generation prior")
-  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
+  p.add_argument("--data-dir", help=DATA_DIR_HELP)
   p.add_argument("--out", required=True, help="output directory (quality.json, .md, .png)")
 
 

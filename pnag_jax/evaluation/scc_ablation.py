@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from pnag_jax.data import NB201Data
+from pnag_jax.data import DATA_DIR_HELP, NB201Data
 from pnag_jax.data.nb201 import ACCURACY_COLUMNS
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
@@ -159,7 +159,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--num", type=int, default=1000, help="generated archs per run")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override the reduced training budget (a stage-1 config key)")
-  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
+  p.add_argument("--data-dir", help=DATA_DIR_HELP)
   p.add_argument("--out", required=True,
                  help="output directory (scc_ablation.json, .md, .png; runs/)")
 

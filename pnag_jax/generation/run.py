@@ -95,8 +95,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="mask the decoder's logits with the space grammar (off in every metric)")
   p.add_argument("--chunk-size", type=int, default=8192,
                  help="architectures per compiled call (output does not depend on it)")
-  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR); "
-                                    "adds the NB201 index and test accuracies")
+  p.add_argument("--data-dir",
+                 help=f"{data_lib.DATA_DIR_HELP}; adds the NB201 index and test accuracies")
 
 
 def main(args: argparse.Namespace) -> None:

@@ -40,7 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from pnag_jax.errors import PnagError
 from pnag_jax.generation import constraints
 from pnag_jax.generation import fused as fused_lib
-from pnag_jax.generation.priors import PRIORS, Prior, make_prior
+from pnag_jax.generation.priors import Prior, make_prior
 from pnag_jax.models import msq
 from pnag_jax.models.decoder import split_logits
 from pnag_jax.models.vqvae import hard_decode
@@ -286,5 +286,5 @@ class Sampler:
     return Generated(*(np.concatenate(parts) for parts in zip(*chunks)))
 
 
-__all__ = ["Generated", "PRIORS", "Sampler", "SamplerConfig", "SamplerSpec",
+__all__ = ["Generated", "Sampler", "SamplerConfig", "SamplerSpec",
            "arch_keys", "build_consts", "decode_logits", "decode_tokens", "sample_chunk"]

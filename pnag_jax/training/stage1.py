@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
+from pnag_jax.data import DATA_DIR_HELP, resolve_data_dir
 from pnag_jax.errors import PnagError
 from pnag_jax.models import msq, vqvae
 from pnag_jax.spaces import SPACE_NAMES, get_space
@@ -292,15 +293,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="override one config value; repeatable")
   p.add_argument("--seed", type=int, default=None,
                  help="seed of a new run (default: 0); a resumed run keeps its own")
-  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR); "
-                                    "stage 1 reads no table, but a bad one is an error now")
+  p.add_argument("--data-dir",
+                 help=f"{DATA_DIR_HELP}; stage 1 reads no table, but a bad one is an error now")
 
 
 def main(args: argparse.Namespace) -> None:
   if args.data_dir is not None:
     # Stage 1 reads no tables (NB201's split is over cell codes), but a bad directory
     # given explicitly is still the user's mistake, so it fails now, not in a later stage.
-    from pnag_jax.data import resolve_data_dir  # pylint: disable=g-import-not-at-top
     resolve_data_dir(args.data_dir)
   cfg = config_for(args.workdir, preset=args.preset, space=args.space, seed=args.seed,
                    overrides=args.set)
