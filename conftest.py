@@ -29,6 +29,7 @@ from pathlib import Path  # pylint: disable=g-import-not-at-top,wrong-import-pos
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TRAINED_GROUP = "trained_run"
+SURROGATE_GROUP = "nb201_surrogate"
 
 
 def _pnag(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -41,8 +42,11 @@ def _pnag(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
 def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
-    if TRAINED_GROUP in getattr(item, "fixturenames", ()):
+    names = getattr(item, "fixturenames", ())
+    if TRAINED_GROUP in names:
       item.add_marker(pytest.mark.xdist_group(TRAINED_GROUP))
+    elif SURROGATE_GROUP in names:
+      item.add_marker(pytest.mark.xdist_group(SURROGATE_GROUP))
 
 
 @pytest.fixture(scope="session")
@@ -161,3 +165,21 @@ def nb201_workdir(nb201_untrained, nb201_untrained_priors, tmp_path_factory):
 def stage1_saver():
   """`save(run, workdir, step=0, opt_state=None, meta=None)`: see `save_stage1`."""
   return save_stage1
+
+
+@pytest.fixture(scope="session")
+def nb201_surrogate(tmp_path_factory, data_dir):
+  """(workdir, report): `pnag train surrogate --preset test`, CIFAR-10 excluded.
+
+  A subprocess compiled as users compile it (training runs thousands of steps, so
+  XLA's optimisations pay for themselves). Its tests form one xdist group, so it is
+  trained once.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("surrogate")
+  r = _pnag("train", "surrogate", "--workdir", workdir, "--space", "nb201", "--preset", "test",
+            "--exclude", "cifar10(?!0)",
+            env={"PNAG_DATA_DIR": str(data_dir),
+                 "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(_FAST_COMPILE, "")})
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir, json.loads((workdir / "surrogate" / "report.json").read_text())

@@ -32,10 +32,13 @@ class Command:
 #: `pnag <command>`.
 COMMANDS = {
     "spaces": Command("list the search spaces: N, vocabulary, size", "pnag_jax.spaces.cli"),
+    "tasks": Command("list a space's tasks: name, family, direction, archs", "pnag_jax.tasks.cli"),
     "demo": Command("the main job on NB201: train, generate, report (minutes)",
                     "pnag_jax.demo"),
     "generate": Command("generate architectures from a trained stage-1 run",
                         "pnag_jax.generation.run"),
+    "predict": Command("predict a task's scores for archs from K measured references",
+                       "pnag_jax.guidance.run"),
     "train-arch": Command("train one architecture's network on real data",
                           "pnag_jax.arch_training.train"),
 }
@@ -44,6 +47,8 @@ COMMANDS = {
 TRAIN_STAGES = {
     "stage1": Command("the VQ-VAE: jraph encoder, MSQ over one codebook, SCC, linear decoder",
                       "pnag_jax.training.stage1"),
+    "surrogate": Command("the stage-3 meta-learned surrogate over a space's tasks",
+                         "pnag_jax.training.surrogate"),
 }
 
 #: `pnag eval <protocol>`.
@@ -56,6 +61,8 @@ EVAL_PROTOCOLS = {
                             "pnag_jax.evaluation.scc_ablation"),
     "executable": Command("build, run and step each arch's network",
                           "pnag_jax.evaluation.executable"),
+    "transfer": Command("leave-dataset-out transfer from K measured archs (Table 1)",
+                        "pnag_jax.evaluation.transfer"),
 }
 
 
@@ -117,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
       "train", help="train a stage (resumes from the latest checkpoint)",
       description="Train one stage of PNAG under WORKDIR/<stage>; rerunning the same "
                   "command resumes from the latest checkpoint. Stage 2 (the conditional "
-                  "transformer) and stage 3 (the surrogate) are not built yet.",
+                  "transformer) is not built yet.",
       epilog=f"spaces: {', '.join(SPACE_NAMES)}\n\nexample:\n  pnag train stage1 "
              "--space nb201 --workdir runs/nb201 --preset quick")
   _add_registry(train, "stage", TRAIN_STAGES, "stages")

@@ -6,6 +6,7 @@ command line or in `PNAG_DATA_DIR`, laid out as `../shared/data` is:
   DIR/nb201/nb201_accuracy.csv        one row per cell (required)
   DIR/nb201/nb201_latency_help.csv    one row per cell (optional)
   DIR/nb201/nb201_naslib_zc_subset.csv  a subset, per dataset (optional)
+  DIR/nb201/nb201_robustness.csv      one row per cell (optional)
 
 Every metric comes back as `float32[15625]` indexed by `NB201Space.code(genes)`,
 so scoring a million generated cells is one gather on the device.
@@ -31,6 +32,7 @@ ENV_VAR = "PNAG_DATA_DIR"
 ACCURACY_FILE = "nb201_accuracy.csv"
 LATENCY_FILE = "nb201_latency_help.csv"
 ZC_FILE = "nb201_naslib_zc_subset.csv"
+ROBUSTNESS_FILE = "nb201_robustness.csv"
 
 ACCURACY_COLUMNS = ("cifar10_test_acc", "cifar100_test_acc", "imagenet16_120_test_acc")
 ZC_DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
@@ -155,6 +157,23 @@ class NB201Data:
     return out
 
   @functools.cached_property
+  def _robustness(self) -> dict[str, np.ndarray]:
+    """`rob_*` columns (accuracy under attack, Jung et al. 2023) per cell code."""
+    path = self.root / ROBUSTNESS_FILE
+    header, body = _read_csv(path, ("nb201_index", "arch_str"))
+    codes, index = _codes_of_rows(path, header, body)
+    _check_full(path, codes, index)
+    out = {}
+    for c in header:
+      if c.startswith("rob_"):
+        col = np.empty(codes.size, np.float32)
+        col[codes] = _float_column(path, header, body, c)
+        out[c] = col
+    if not out:
+      raise DataError(f"{path.name} has no rob_* columns")
+    return out
+
+  @functools.cached_property
   def _zc_subset(self) -> dict[str, np.ndarray]:
     """`<dataset>/<column>` -> float32[15625], NaN where the subset has no row."""
     path = self.root / ZC_FILE
@@ -186,7 +205,7 @@ class NB201Data:
   def metric_names(self, include_optional: bool = True) -> list[str]:
     names = list(ACCURACY_COLUMNS)
     if include_optional:
-      for table in ("_latency", "_zc_subset"):
+      for table in ("_latency", "_robustness", "_zc_subset"):
         try:
           names += list(getattr(self, table))
         except DataError:
@@ -196,8 +215,8 @@ class NB201Data:
   def metric(self, name: str) -> np.ndarray:
     """The metric `name` as float32[15625], indexed by cell code.
 
-    Names: the accuracy columns, the `lat_*` columns, and `<dataset>/<column>` of the
-    NASLib subset (e.g. `cifar10/params`).
+    Names: the accuracy columns, the `lat_*` and `rob_*` columns, and
+    `<dataset>/<column>` of the NASLib subset (e.g. `cifar10/params`).
 
     Raises:
       DataError: unknown name, or its file is missing or malformed.
@@ -206,13 +225,15 @@ class NB201Data:
       return self._accuracy[name]
     if name.startswith("lat_"):
       table = self._latency
+    elif name.startswith("rob_"):
+      table = self._robustness
     elif "/" in name:
       table = self._zc_subset
     else:
       table = {}
     if name not in table:
       raise DataError(f"unknown NB201 metric {name!r}; e.g. {', '.join(ACCURACY_COLUMNS)}, "
-                      "lat_<device>, cifar10/params")
+                      "lat_<device>, rob_cifar10_clean, cifar10/params")
     return table[name]
 
   def best(self, name: str) -> tuple[int, float]:

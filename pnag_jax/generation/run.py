@@ -97,11 +97,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="architectures per compiled call (output does not depend on it)")
   p.add_argument("--data-dir",
                  help=f"{data_lib.DATA_DIR_HELP}; adds the NB201 index and test accuracies")
+  guided = p.add_argument_group(
+      "guided generation (generate, then rank with WORKDIR/surrogate)",
+      "With --refs, --num is how many of the best to write, best first, with their "
+      "predicted scores.")
+  guided.add_argument("--refs", help="CSV of K measured archs of the task: arch, score")
+  guided.add_argument("--minimize", action="store_true", help="lower scores are better")
+  guided.add_argument("--constraint", action="append", default=[], metavar="TASK<=X",
+                      help="keep archs with a known task <= or >= a number, e.g. "
+                           "lat_pixel3<=5 or params<=1e6; repeatable")
+  guided.add_argument("--pool", default="100000",
+                      help="draws from the stage-1 prior to rank, or 'all' (every arch of "
+                           "a small space such as NB201)")
 
 
 def main(args: argparse.Namespace) -> None:
   cfg = SamplerConfig(prior=args.prior, temperature=args.temperature,
                       constrained=args.constrained, chunk_size=args.chunk_size)
+  if args.refs is None:
+    for flag, given in (("--minimize", args.minimize), ("--constraint", args.constraint),
+                        ("--pool", args.pool != "100000")):
+      if given:
+        raise PnagError(f"{flag} needs --refs (guided generation)")
+  else:
+    from pnag_jax.guidance import run as guided  # pylint: disable=g-import-not-at-top
+    guided.print_guided(guided.guided_to_file(
+        args.workdir, refs=args.refs, out=args.out, num=args.num,
+        pool=guided.parse_pool(args.pool), seed=args.seed, minimize=args.minimize,
+        constraints=args.constraint, sampler_cfg=cfg, data_dir=args.data_dir))
+    return
   r = generate_to_file(args.workdir, args.num, args.seed, args.out, cfg,
                        data_dir=args.data_dir)
   print(f"generated {r['num']:,} {r['space']} archs in {r['seconds']:.1f} s "

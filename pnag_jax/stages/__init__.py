@@ -15,6 +15,7 @@ from pnag_jax.errors import PnagError
 #: Stage name -> module. Each exposes NAME, a config class, `init` and `load`.
 _REGISTRY = {
     "stage1": "pnag_jax.stages.stage1",
+    "surrogate": "pnag_jax.stages.surrogate",
 }
 
 STAGE_NAMES = tuple(_REGISTRY)

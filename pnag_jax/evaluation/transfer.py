@@ -1,0 +1,299 @@
+"""Transfer to an unseen dataset from K measured archs: the paper's Table 1, leave-dataset-out.
+
+For each target (CIFAR-10, CIFAR-100, ImageNet16-120 test accuracy) a surrogate is
+meta-trained with every task of that dataset excluded (its test and validation
+accuracy and all its robustness columns: the regex `cifar10(?!0)`, `cifar100`,
+`imagenet16_120`), so neither the target nor a near-copy of it is ever read. Then, per
+seed and K:
+
+  * K reference cells are drawn uniformly and "trained" (their accuracy looked up);
+    they count as trained archs;
+  * guided generation ranks a pool drawn from the stage-1 prior (`--pool N`; or every
+    cell, `--pool all`) and "trains" its picks in surrogate order;
+  * top-1 is the first pick's accuracy, with K+1 trained archs; to-optimum is K plus
+    the rank of the first pick that ties the dataset's best (capped at 100).
+
+Baselines in the same run: random search (exact expectation), the surrogate trained
+from scratch on the K references alone, the pool of every cell, the table oracle
+(the allowed task most Spearman-similar on the K references, its best cells), and the
+paper's printed Table 1 rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import zlib
+from pathlib import Path
+
+import jax
+import numpy as np
+import scipy.stats
+
+from pnag_jax import tasks as tasks_lib
+from pnag_jax.data import DATA_DIR_HELP
+from pnag_jax.errors import PnagError
+from pnag_jax.evaluation import reports
+from pnag_jax.guidance import baselines, rank
+from pnag_jax.spaces import get_space
+from pnag_jax.stages import surrogate as stage
+
+#: Target task -> the regex that excludes its whole dataset.
+TARGETS = {"cifar10_test_acc": "cifar10(?!0)", "cifar100_test_acc": "cifar100",
+           "imagenet16_120_test_acc": "imagenet16_120"}
+LABELS = {"cifar10_test_acc": "CIFAR-10", "cifar100_test_acc": "CIFAR-100",
+          "imagenet16_120_test_acc": "ImageNet16-120"}
+CAP = 100
+
+#: The paper's Table 1 (accuracy / trained archs), as printed; no ImageNet16-120 column.
+PAPER_TABLE1 = {
+    "PNAG": {"cifar10_test_acc": [94.37, 1], "cifar100_test_acc": [73.51, 1]},
+    "DiffusionNAG": {"cifar10_test_acc": [94.37, 1], "cifar100_test_acc": [73.51, 2]},
+    "MetaD2A": {"cifar10_test_acc": [94.37, 100], "cifar100_test_acc": [73.34, 100]},
+    "TNAS": {"cifar10_test_acc": [94.37, 29], "cifar100_test_acc": [73.51, 59]},
+    "BANANAS": {"cifar10_test_acc": [94.37, 46], "cifar100_test_acc": [73.51, 88]},
+}
+
+
+def slug(patterns) -> str:
+  return re.sub(r"[^A-Za-z0-9]+", "_", "-".join(patterns)).strip("_") or "all"
+
+
+def meta_trained(root: Path, exclude: tuple[str, ...], *, preset: str, seed: int,
+                 overrides=(), data_dir=None, tasks=None) -> stage.SurrogateRun:
+  """The surrogate meta-trained without `exclude`, under `root/<slug>`; trained if absent.
+
+  An existing one is reused only if it was trained with the same exclusions.
+  """
+  from pnag_jax.training import surrogate as trainer  # pylint: disable=g-import-not-at-top
+  workdir = root / f"excl_{slug(exclude)}"
+  cfg = stage.make_config(preset, "nb201", seed, exclude, overrides)
+  if not (workdir / stage.NAME / "report.json").is_file():
+    trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, tasks=tasks, progress=False)
+  run = stage.load(workdir, space="nb201")
+  if run.cfg.exclude != tuple(exclude):
+    raise PnagError(f"{workdir} holds a surrogate trained without {run.cfg.exclude}, "
+                    f"not {tuple(exclude)}; remove it or use another --surrogates")
+  return run
+
+
+def dense(task, space) -> np.ndarray:
+  """A task over every row of an enumerable space, NaN where it has no value."""
+  data = task.data()
+  out = np.full(space.size(), np.nan)
+  out[np.asarray(space.index(data.genes))] = data.scores
+  return out
+
+
+def iso_representatives(space) -> np.ndarray:
+  """Rows of one cell per isomorphism class (NB201: 6,466), smallest row first."""
+  genes = space.enumerate()
+  _, first = np.unique(np.asarray(space.iso_key(genes)), axis=0, return_index=True)
+  return np.sort(first)
+
+
+def _ci95(x) -> float:
+  x = np.asarray(x, np.float64)
+  if x.size < 2:
+    return float("nan")
+  return float(scipy.stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+
+
+def _summary(k: int, top1, best_of, to_opt, rho=None, tau=None) -> dict:
+  out = {"top1_mean": float(np.mean(top1)), "top1_ci95": _ci95(top1),
+         "best_of_refs_and_pick_mean": float(np.mean(best_of)), "trained_archs": k + 1,
+         "to_optimum_median": float(np.median(to_opt)), "top1": [float(v) for v in top1],
+         "to_optimum": [int(v) for v in to_opt]}
+  if rho is not None:
+    out["spearman"] = float(np.mean(rho))
+    out["kendall"] = float(np.mean(tau))
+  return out
+
+
+def _walk(order_rows: np.ndarray, acc: np.ndarray, k: int, ref_best: bool) -> tuple[float, int]:
+  """(first pick's accuracy, trained archs to the optimum) of picks in order."""
+  best = np.nanmax(acc)
+  if ref_best:
+    return float(acc[order_rows[0]]), k
+  hit = np.flatnonzero(acc[order_rows[:CAP - k]] == best)
+  return float(acc[order_rows[0]]), (k + int(hit[0]) + 1) if hit.size else CAP
+
+
+def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dict, seeds,
+               ks, scratch_steps: int) -> dict:
+  space = srun.space
+  genes_all = space.enumerate()
+  acc = dense(tasks[target], space)
+  reps = iso_representatives(space)
+  kept, _ = tasks_lib.select_tasks(tasks, srun.cfg.exclude)
+  # The oracle reads only tables the surrogate was allowed to read.
+  oracle_tables = {n: dense(t, space) * (-1 if t.minimize else 1) for n, t in kept.items()
+                   if not t.is_function}
+  entry = {"exclude": list(srun.cfg.exclude), "excluded_tasks": list(srun.excluded_tasks),
+           "best": float(np.nanmax(acc)), "K": {},
+           "baselines": {"pool_all": {"K": {}}, "scratch": {"K": {}},
+                         "table_oracle": {"K": {}}, "random": {"K": {}}}}
+  salt = zlib.crc32(target.encode())
+  for k in ks:
+    rows = {m: {"top1": [], "best_of": [], "to_opt": [], "rho": [], "tau": []}
+            for m in ("pnag", "pool_all", "scratch", "table_oracle")}
+    oracle_tasks = []
+    for s in seeds:
+      ref_rows = np.random.default_rng([s, k, salt]).choice(space.size(), k, replace=False)
+      ref_genes, ref_acc = genes_all[ref_rows], acc[ref_rows]
+      ref_best = bool((ref_acc == np.nanmax(acc)).any())
+      predictors = {"pnag": srun.predictor(ref_genes, ref_acc)}
+      predictors["pool_all"] = predictors["pnag"]
+      predictors["scratch"] = baselines.scratch_predictor(srun.cfg, ref_genes, ref_acc,
+                                                          seed=s, steps=scratch_steps)
+      for m, pred in predictors.items():
+        pool_genes, drawn = pools["all"] if m == "pool_all" else pools[s]
+        picks = rank.guided(space, pred, pool_genes, drawn, k=CAP, minimize=False,
+                            ref_genes=ref_genes)
+        top1, to_opt = _walk(np.asarray(space.index(picks.genes)), acc, k, ref_best)
+        r = rows[m]
+        r["top1"].append(top1)
+        r["best_of"].append(max(top1, float(ref_acc.max())))
+        r["to_opt"].append(to_opt)
+        if m != "pool_all":
+          p = pred.scores(genes_all[reps])
+          r["rho"].append(scipy.stats.spearmanr(p, acc[reps]).statistic)
+          r["tau"].append(scipy.stats.kendalltau(p, acc[reps]).statistic)
+      name, order = baselines.table_oracle_order(oracle_tables, ref_rows, ref_acc)
+      order = order[~np.isin(order, ref_rows)]
+      oracle_tasks.append(name)
+      top1, to_opt = _walk(order, acc, k, ref_best)
+      r = rows["table_oracle"]
+      r["top1"].append(top1)
+      r["best_of"].append(max(top1, float(ref_acc.max())))
+      r["to_opt"].append(to_opt)
+    entry["K"][str(k)] = _summary(k, *[rows["pnag"][c] for c in
+                                       ("top1", "best_of", "to_opt", "rho", "tau")])
+    entry["baselines"]["pool_all"]["K"][str(k)] = _summary(
+        k, rows["pool_all"]["top1"], rows["pool_all"]["best_of"], rows["pool_all"]["to_opt"])
+    entry["baselines"]["scratch"]["K"][str(k)] = _summary(
+        k, *[rows["scratch"][c] for c in ("top1", "best_of", "to_opt", "rho", "tau")])
+    entry["baselines"]["table_oracle"]["K"][str(k)] = {
+        **_summary(k, rows["table_oracle"]["top1"], rows["table_oracle"]["best_of"],
+                   rows["table_oracle"]["to_opt"]), "tasks": oracle_tasks}
+    entry["baselines"]["random"]["K"][str(k)] = {
+        "top1_mean": baselines.random_expected_best(acc, k + 1), "trained_archs": k + 1,
+        "to_optimum_median": float(baselines.random_median_to_optimum(acc, cap=CAP))}
+  return entry
+
+
+def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3, 4),
+        ks=(2, 5, 10), pool="100000", targets=tuple(TARGETS), surrogates=None,
+        overrides=(), scratch_steps: int = 150, surrogate_seed: int = 0) -> dict:
+  from pnag_jax.generation.run import load_sampler  # pylint: disable=g-import-not-at-top
+  out = reports.out_dir(out)
+  for t in targets:
+    if t not in TARGETS:
+      raise PnagError(f"unknown target {t!r}; targets: {', '.join(TARGETS)}")
+  space = get_space("nb201")
+  tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  pools = {"all": rank.enumerate_pool(space)}
+  if pool == "all":
+    pools.update({s: pools["all"] for s in seeds})
+  else:
+    _, sampler = load_sampler(workdir)
+    if sampler.space.name != "nb201":
+      raise PnagError(f"transfer needs an NB201 stage-1 run; {workdir} is {sampler.space.name}")
+    for s in seeds:
+      pools[s] = rank.draw_pool(sampler, jax.random.key(s), int(pool))
+  root = Path(surrogates) if surrogates else out / "surrogates"
+  report = {"preset": preset, "pool": pool, "stage1_workdir": str(workdir),
+            "seeds": list(seeds), "ks": list(ks), "surrogate_overrides": list(overrides),
+            "pool_unique": {str(s): int(rank.first_of_each_class(space, pools[s][0]).size)
+                            for s in seeds},
+            "targets": {}, "paper_table1": PAPER_TABLE1, "machine": reports.machine()}
+  for t in targets:
+    srun = meta_trained(root, (TARGETS[t],), preset=preset, seed=surrogate_seed,
+                        overrides=overrides, data_dir=data_dir)
+    report["targets"][t] = run_target(t, srun, pools, tasks=tasks, seeds=seeds, ks=ks,
+                                      scratch_steps=scratch_steps)
+    reports.write_outputs(out, "transfer", report, format_table, _plot)
+  return report
+
+
+def format_table(report: dict) -> str:
+  lines = [f"Leave-dataset-out transfer (NB201), surrogate preset {report['preset']}, pool "
+           f"{report['pool']}, {len(report['seeds'])} seeds. Top-1: accuracy of the first "
+           "pick, with K+1 trained archs (mean ± 95% CI); to-opt: median trained archs until "
+           f"a pick ties the dataset's best (capped at {CAP}).", ""]
+  head = ["target", "K", "method", "trained", "top-1", "best(refs, pick)", "to-opt",
+          "Spearman"]
+  rows = []
+  for t, e in report["targets"].items():
+    for k, v in e["K"].items():
+      rows.append([LABELS[t], k, "PNAG (ours)", v["trained_archs"],
+                   f"{v['top1_mean']:.2f} ± {v['top1_ci95']:.2f}",
+                   f"{v['best_of_refs_and_pick_mean']:.2f}", f"{v['to_optimum_median']:g}",
+                   f"{v['spearman']:.3f}"])
+      for b, label in (("pool_all", "ours, --pool all"), ("scratch", "from-scratch surrogate"),
+                       ("table_oracle", "table oracle"), ("random", "random search")):
+        bv = e["baselines"][b]["K"][k]
+        ci = f" ± {bv['top1_ci95']:.2f}" if "top1_ci95" in bv else ""
+        rows.append(["", "", label, bv["trained_archs"], f"{bv['top1_mean']:.2f}{ci}",
+                     f"{bv['best_of_refs_and_pick_mean']:.2f}" if "best_of_refs_and_pick_mean"
+                     in bv else "", f"{bv['to_optimum_median']:g}",
+                     f"{bv['spearman']:.3f}" if "spearman" in bv else ""])
+  lines.append(reports.table(head, rows))
+  lines += ["", "Paper Table 1 (printed; accuracy / trained archs):", ""]
+  lines.append(reports.table(
+      ["method", "CIFAR-10", "CIFAR-100"],
+      [[m, *(f"{v[t][0]} / {v[t][1]}" for t in ("cifar10_test_acc", "cifar100_test_acc"))]
+       for m, v in report["paper_table1"].items()]))
+  return "\n".join(lines)
+
+
+def _plot(report: dict, path: Path) -> None:
+  plt = reports.figure()
+  targets = list(report["targets"])
+  fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 4), squeeze=False)
+  for ax, t in zip(axes[0], targets):
+    e = report["targets"][t]
+    ks = list(e["K"])
+    x = [int(k) + 1 for k in ks]
+    ax.errorbar(x, [e["K"][k]["top1_mean"] for k in ks],
+                yerr=[e["K"][k]["top1_ci95"] for k in ks], marker="o", label="PNAG (ours)")
+    for b, style in (("pool_all", "s--"), ("scratch", "^:"), ("table_oracle", "d-."),
+                     ("random", "x-")):
+      ax.plot(x, [e["baselines"][b]["K"][k]["top1_mean"] for k in ks], style, label=b)
+    ax.axhline(e["best"], color="k", lw=0.8, ls="--", label="optimum")
+    ax.set_title(LABELS[t])
+    ax.set_xlabel("trained archs (K + 1)")
+    ax.set_ylabel("test accuracy of the first pick (%)")
+  axes[0][0].legend(fontsize=7)
+  reports.save_figure(fig, path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.epilog = ("example:\n  pnag eval transfer --workdir runs/demo --out eval/reports/transfer "
+              "--seeds 5")
+  p.add_argument("--workdir", required=True, help="an NB201 stage-1 run (the generator pool)")
+  p.add_argument("--out", required=True, help="directory for transfer.{json,md,png}")
+  p.add_argument("--data-dir", help=DATA_DIR_HELP)
+  p.add_argument("--guide", choices=("rank",), default="rank",
+                 help="rank: the stage-1 pool ranked by the surrogate")
+  p.add_argument("--preset", choices=tuple(stage.PRESETS), default="quick",
+                 help="surrogate preset of the meta-training runs")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="surrogate config override; repeatable")
+  p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+  p.add_argument("--ks", default="2,5,10", help="reference counts K")
+  p.add_argument("--pool", default="100000", help="draws from the stage-1 prior, or 'all'")
+  p.add_argument("--targets", default=",".join(TARGETS))
+  p.add_argument("--surrogates", default=None,
+                 help="where the meta-trained surrogates live (default: OUT/surrogates); "
+                      "existing ones with the same exclusions are reused")
+  p.add_argument("--scratch-steps", type=int, default=150)
+
+
+def main(args: argparse.Namespace) -> None:
+  ks = tuple(int(k) for k in args.ks.split(","))
+  r = run(args.workdir, args.out, data_dir=args.data_dir, preset=args.preset,
+          seeds=tuple(range(args.seeds)), ks=ks, pool=args.pool,
+          targets=tuple(args.targets.split(",")), surrogates=args.surrogates,
+          overrides=args.set, scratch_steps=args.scratch_steps)
+  print(format_table(r))

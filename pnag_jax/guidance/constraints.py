@@ -1,0 +1,78 @@
+"""`--constraint 'TASK<=X'`: a known task, a comparison and a number.
+
+  lat_pixel3<=5        NB201 cells at most 5 ms on a Pixel 3 (a table task)
+  params<=1e6          at most a million parameters (a formula, every space)
+
+A constraint needs the task's value for any arch the generator may return: formula
+tasks compute it (`Task.score_fn`), table tasks look it up, which works where the table
+covers the whole space (NB201). An arch the table does not cover fails the constraint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from pnag_jax.errors import PnagError
+from pnag_jax.spaces.base import SearchSpace
+
+_PATTERN = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(<=|>=)\s*(\S+)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+  task: str
+  op: str        # "<=" or ">="
+  bound: float
+
+  def __str__(self) -> str:
+    return f"{self.task}{self.op}{self.bound:g}"
+
+
+def parse(text: str, known: dict) -> Constraint:
+  """Parses `TASK<=X` / `TASK>=X` against the known tasks (name -> Task).
+
+  Raises:
+    PnagError: malformed, an unknown task, or a bound that is not a finite number.
+  """
+  m = _PATTERN.match(text)
+  if m is None:
+    raise PnagError(f"--constraint {text!r}: expected TASK<=NUMBER or TASK>=NUMBER, "
+                    "e.g. 'lat_pixel3<=5' or 'params<=1e6'")
+  name, op, bound = m.groups()
+  if name not in known:
+    raise PnagError(f"--constraint {text!r}: unknown task {name!r} (see pnag tasks)")
+  try:
+    value = float(bound)
+  except ValueError:
+    value = float("nan")
+  if not np.isfinite(value):
+    raise PnagError(f"--constraint {text!r}: the bound {bound!r} is not a finite number")
+  return Constraint(name, op, value)
+
+
+def values(task, space: SearchSpace, genes: np.ndarray) -> np.ndarray:
+  """float64[n]: the task's value per arch, NaN where it has none."""
+  genes = np.asarray(genes, np.int32)
+  if task.score_fn is not None:
+    return np.asarray(task.score_fn(genes), np.float64)
+  if not space.enumerable:
+    raise PnagError(f"task {task.name!r} has no value for arbitrary {space.name} archs, "
+                    "so it cannot constrain generation")
+  data = task.data()
+  dense = np.full(space.size(), np.nan)
+  dense[np.asarray(space.index(data.genes))] = data.scores
+  return dense[np.asarray(space.index(genes))]
+
+
+def satisfied(constraints: list[Constraint], known: dict, space: SearchSpace,
+              genes: np.ndarray) -> np.ndarray:
+  """bool[n]: every constraint holds (NaN, i.e. no value, fails)."""
+  ok = np.ones(genes.shape[0], bool)
+  for c in constraints:
+    v = values(known[c.task], space, genes)
+    with np.errstate(invalid="ignore"):
+      ok &= (v <= c.bound) if c.op == "<=" else (v >= c.bound)
+  return ok

@@ -1,0 +1,53 @@
+"""Files of scored architectures (`pnag predict`, guided `pnag generate`).
+
+Rows are written to `F.partial` and renamed when complete, so a failed run leaves no
+output file behind and never clobbers an existing one. Columns: `arch` (the native
+string, which `tasks.read_archs` reads back), `predicted_score`, then any extra
+columns (NB201: the index and the test accuracies when a data directory is given).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pnag_jax.errors import PnagError
+from pnag_jax.generation.output import output_format
+
+
+def check_output(path: str | Path) -> Path:
+  """Fails before any work if `path` cannot be written (bad suffix, no directory)."""
+  path = Path(path)
+  output_format(path)
+  if not path.parent.is_dir():
+    raise PnagError(f"output directory {path.parent} does not exist")
+  return path
+
+
+def write_scored(path: str | Path, strings: Sequence[str], scores: np.ndarray,
+                 extra: dict[str, Sequence] | None = None) -> Path:
+  """Writes rows (arch, predicted_score, *extra) to `path` (.csv or .jsonl), atomically."""
+  path = check_output(path)
+  extra = extra or {}
+  columns = ["arch", "predicted_score", *extra]
+  partial = path.with_name(path.name + ".partial")
+  values = [list(strings), [float(s) for s in np.asarray(scores, np.float64)],
+            *[list(v) for v in extra.values()]]
+  try:
+    with partial.open("w", newline="") as f:
+      if path.suffix.lower() == ".csv":
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        w.writerows(zip(*values))
+      else:
+        for row in zip(*values):
+          f.write(json.dumps(dict(zip(columns, row))) + "\n")
+    os.replace(partial, path)
+  finally:
+    partial.unlink(missing_ok=True)
+  return path

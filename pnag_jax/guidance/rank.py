@@ -1,0 +1,80 @@
+"""Guidance by ranking: draw a pool from the stage-1 prior, keep what is new, score, sort.
+
+  pool   M draws through the plug-in sampler (or, for a small space, every arch);
+  keep   strictly valid, one per isomorphism class (first drawn wins), not a reference,
+         every constraint met;
+  rank   the surrogate's predicted score, best first by the task's direction (ties in
+         pool order, so the result is a function of the seed alone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from pnag_jax.errors import PnagError
+from pnag_jax.guidance import constraints as constraints_lib
+from pnag_jax.spaces.base import SearchSpace
+
+
+@dataclasses.dataclass(frozen=True)
+class Picks:
+  """Ranked candidates and what the pool held on the way."""
+
+  genes: np.ndarray        # int32[k, G], best first
+  scores: np.ndarray       # float64[k], predicted, in the task's units
+  drawn: int               # archs drawn (or enumerated)
+  valid: int               # strictly valid among them
+  unique: int              # distinct (isomorphism classes where the space has them)
+  candidates: int          # left after references and constraints: all were scored
+
+
+def draw_pool(sampler, key: jax.Array, num: int) -> tuple[np.ndarray, int]:
+  """(strictly valid genes in draw order, number drawn) from `num` sampler draws."""
+  keep = []
+  for chunk in sampler.iter_chunks(key, num):
+    genes, valid = np.asarray(chunk.genes), np.asarray(chunk.valid)
+    keep.append(genes[valid])
+  return np.concatenate(keep), num
+
+
+def enumerate_pool(space: SearchSpace) -> tuple[np.ndarray, int]:
+  """Every strictly valid arch of an enumerable space, and the space's size."""
+  if not space.enumerable:
+    raise PnagError(f"--pool all needs an enumerable space; {space.name} has "
+                    f"{space.size():.3e} archs (give a number instead)")
+  genes = space.enumerate()
+  valid = np.asarray(space.strict_valid(*space.encode(genes)))
+  return genes[valid], genes.shape[0]
+
+
+def first_of_each_class(space: SearchSpace, genes: np.ndarray) -> np.ndarray:
+  """Row indices of the first arch of each isomorphism class, in pool order."""
+  if genes.shape[0] == 0:
+    return np.zeros((0,), np.int64)
+  keys = np.asarray(space.iso_key(genes))
+  _, first = np.unique(keys, axis=0, return_index=True)
+  return np.sort(first)
+
+
+def _keys(space: SearchSpace, genes: np.ndarray) -> list:
+  if not len(genes):
+    return []
+  return np.asarray(space.iso_key(genes)).reshape(len(genes), space.key_words).tolist()
+
+
+def guided(space: SearchSpace, predictor, pool: np.ndarray, drawn: int, *, k: int,
+           minimize: bool, ref_genes: np.ndarray, constraints=(), known=None) -> Picks:
+  """Ranks a pool of strictly valid `genes` with a bound surrogate `predictor`."""
+  uniq = pool[first_of_each_class(space, pool)]
+  ref_keys = set(map(tuple, _keys(space, ref_genes)))
+  keep = np.array([k not in ref_keys for k in map(tuple, _keys(space, uniq))], bool)
+  if constraints:
+    keep &= constraints_lib.satisfied(list(constraints), known, space, uniq)
+  cand = uniq[keep]
+  scores = predictor.scores(cand) if len(cand) else np.zeros((0,))
+  order = np.argsort(scores if minimize else -scores, kind="stable")[:k]
+  return Picks(cand[order], scores[order], drawn, int(pool.shape[0]), int(uniq.shape[0]),
+               int(cand.shape[0]))

@@ -1,0 +1,148 @@
+"""The stage-3 surrogate: f(query arch, K measured reference archs) -> score (DESIGN §5).
+
+Three parts, each a module so that callers can cache what does not change:
+
+  ArchEncoder    jraph message passing over the arch's DAG (the stage-1 encoder's
+                 layers), read out to one vector per arch;
+  TaskEncoder    a set function over the K (arch embedding, standardised score) pairs:
+                 DeepSets with masked mean pooling, so it is invariant to the order of
+                 the references and to padding, and one model serves K = 1 .. K_max;
+  ScoreHead      predicts a query's score standardised like the references'. Beside
+                 the task vector it attends from the query over the references (keys
+                 from arch embeddings, values from (embedding, score)): a learned kernel
+                 regression, which is what a handful of references supports best.
+
+Scores enter standardised within the references (mean 0, std 1), so one model serves
+tasks of any unit and direction; callers un-standardise with the same mean and std.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from pnag_jax.models.encoder import MessagePassingLayer
+
+# A single reference (or equal scores) has no spread; predictions then sit in the
+# references' units around their mean, which is all that can be said.
+MIN_STD = 1e-6
+
+
+def standardise(scores: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(z, mean, std) of `scores float[..., K]` over the `mask`ed entries (std 1 if none)."""
+  w = mask.astype(scores.dtype)
+  n = jnp.maximum(w.sum(-1, keepdims=True), 1.0)
+  mean = (scores * w).sum(-1, keepdims=True) / n
+  var = (((scores - mean) * w) ** 2).sum(-1, keepdims=True) / n
+  std = jnp.sqrt(var)
+  std = jnp.where(std < MIN_STD, 1.0, std)
+  return (scores - mean) / std * w, mean[..., 0], std[..., 0]
+
+
+class _MLP(nnx.Module):
+
+  def __init__(self, sizes: tuple[int, ...], *, rngs: nnx.Rngs):
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i, layer in enumerate(self.layers):
+      x = layer(x)
+      if i + 1 < len(self.layers):
+        x = jax.nn.gelu(x)
+    return x
+
+
+class ArchEncoder(nnx.Module):
+  """Dense arch `(ops[B, N], adj[B, N, N])` -> embedding float32[B, E]."""
+
+  def __init__(self, num_ops: int, num_nodes: int, dim: int, num_layers: int, emb_dim: int,
+               *, rngs: nnx.Rngs):
+    self.num_nodes, self.dim, self.emb_dim = num_nodes, dim, emb_dim
+    self.op_embed = nnx.Embed(num_ops, dim, rngs=rngs)
+    # Node positions matter in fixed-DAG spaces (NB201's edge slots are not
+    # interchangeable); the flattened readout keeps them apart too.
+    self.pos_embed = nnx.Param(jax.random.normal(rngs.params(), (num_nodes, dim)) * 0.02)
+    self.layers = nnx.List([MessagePassingLayer(dim, rngs=rngs) for _ in range(num_layers)])
+    self.norm = nnx.LayerNorm(dim, rngs=rngs)
+    self.readout = nnx.Linear(num_nodes * dim, emb_dim, rngs=rngs)
+
+  def __call__(self, graph, batch: int) -> jax.Array:
+    n, c = self.num_nodes, self.dim
+    chex.assert_shape(graph.nodes, (batch * n + 1,))
+    pos = jnp.concatenate([jnp.tile(self.pos_embed[...], (batch, 1)), jnp.zeros((1, c))], 0)
+    h = self.op_embed(graph.nodes) + pos
+    for layer in self.layers:
+      h = layer(graph, h)
+    h = self.norm(h[:-1]).reshape(batch, n * c)
+    out = self.readout(h)
+    chex.assert_shape(out, (batch, self.emb_dim))
+    return out
+
+
+class TaskEncoder(nnx.Module):
+  """K reference pairs -> task vector float32[T]; invariant to order and padding."""
+
+  def __init__(self, emb_dim: int, hidden: int, task_dim: int, *, rngs: nnx.Rngs):
+    self.phi = _MLP((emb_dim + 1, hidden, hidden), rngs=rngs)
+    self.rho = _MLP((hidden, hidden, task_dim), rngs=rngs)
+
+  def __call__(self, ref_emb: jax.Array, ref_z: jax.Array, mask: jax.Array) -> jax.Array:
+    k = ref_z.shape[-1]
+    chex.assert_shape(ref_emb, (*ref_z.shape, None))
+    chex.assert_shape(mask, ref_z.shape)
+    del k
+    h = self.phi(jnp.concatenate([ref_emb, ref_z[..., None]], -1))
+    w = mask.astype(h.dtype)[..., None]
+    pooled = (h * w).sum(-2) / jnp.maximum(w.sum(-2), 1.0)
+    return self.rho(pooled)
+
+
+class ScoreHead(nnx.Module):
+  """(query embeddings [Q, E], references, task vector) -> standardised scores [Q]."""
+
+  def __init__(self, emb_dim: int, hidden: int, task_dim: int, *, rngs: nnx.Rngs):
+    self.query = nnx.Linear(emb_dim, hidden, rngs=rngs)
+    self.key = nnx.Linear(emb_dim, hidden, rngs=rngs)
+    self.value = _MLP((emb_dim + 1, hidden, hidden), rngs=rngs)
+    self.out = _MLP((emb_dim + task_dim + hidden + 1, hidden, hidden, 1), rngs=rngs)
+
+  def __call__(self, q_emb: jax.Array, ref_emb: jax.Array, ref_z: jax.Array,
+               mask: jax.Array, task: jax.Array) -> jax.Array:
+    """One task: q_emb [Q, E], ref_emb [K, E], ref_z [K], mask [K], task [T]."""
+    hidden = self.query.out_features
+    logits = self.query(q_emb) @ self.key(ref_emb).T / jnp.sqrt(hidden)       # [Q, K]
+    logits = jnp.where(mask[None, :], logits, -jnp.inf)
+    attn = jax.nn.softmax(logits, -1)
+    values = self.value(jnp.concatenate([ref_emb, ref_z[:, None]], -1))      # [K, H]
+    read = attn @ values
+    # The attention-weighted reference score is the kernel-regression estimate itself;
+    # handing it to the head directly spares the MLP from rediscovering it.
+    z_hat = attn @ ref_z
+    feats = jnp.concatenate(
+        [q_emb, jnp.broadcast_to(task, (q_emb.shape[0], task.shape[-1])), read,
+         z_hat[:, None]], -1)
+    return self.out(feats)[:, 0]
+
+
+class Surrogate(nnx.Module):
+  """Arch encoder, task encoder and score head of the stage-3 surrogate."""
+
+  def __init__(self, *, num_ops: int, num_nodes: int, dim: int, num_layers: int,
+               emb_dim: int, hidden: int, task_dim: int, rngs: nnx.Rngs):
+    self.arch = ArchEncoder(num_ops, num_nodes, dim, num_layers, emb_dim, rngs=rngs)
+    self.task = TaskEncoder(emb_dim, hidden, task_dim, rngs=rngs)
+    self.head = ScoreHead(emb_dim, hidden, task_dim, rngs=rngs)
+
+  def embed(self, space, genes: jax.Array) -> jax.Array:
+    """Genes int[B, G] -> arch embeddings float32[B, E]."""
+    ops, adj = space.encode(genes)
+    return self.arch(space.graphs_tuple(ops, adj), genes.shape[0])
+
+  def predict(self, q_emb: jax.Array, ref_emb: jax.Array, ref_scores: jax.Array,
+              mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One task: (standardised predictions [Q], task vector [T]) from embeddings."""
+    ref_z, _, _ = standardise(ref_scores, mask)
+    task = self.task(ref_emb, ref_z, mask)
+    return self.head(q_emb, ref_emb, ref_z, mask, task), task

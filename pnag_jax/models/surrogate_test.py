@@ -1,0 +1,66 @@
+"""The surrogate's set functions: invariant to reference order and to padding (jitted)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pnag_jax.models.surrogate import standardise
+from pnag_jax.spaces import get_space
+from pnag_jax.stages import surrogate as stage
+
+
+@pytest.fixture(scope="module")
+def model_params():
+  return stage.init(stage.make_config("test", "nb201", 0))
+
+
+@jax.jit
+def _standardise(scores, mask):
+  return standardise(scores, mask)
+
+
+def test_standardise_ignores_padding_and_survives_one_reference():
+  z, mean, std = _standardise(jnp.array([1.0, 3.0, 99.0]), jnp.array([True, True, False]))
+  np.testing.assert_allclose(z, [-1.0, 1.0, 0.0])
+  assert float(mean) == 2.0 and float(std) == 1.0
+  z, mean, std = _standardise(jnp.array([5.0, 0.0]), jnp.array([True, False]))
+  assert float(z[0]) == 0.0 and float(mean) == 5.0 and float(std) == 1.0
+
+
+def test_predictions_are_invariant_to_reference_order_and_padding(model_params):
+  model, params = model_params
+  space = get_space("nb201")
+  genes = space.enumerate()
+  rng = np.random.default_rng(0)
+  refs = genes[rng.choice(len(genes), 7, replace=False)]
+  scores = rng.normal(size=7).astype(np.float32)
+  queries = genes[rng.choice(len(genes), 64, replace=False)]
+  base = stage.predictor(model, params, refs, scores)
+  want = base.scores(queries, chunk=64)
+  perm = rng.permutation(7)
+  permuted = stage.predictor(model, params, refs[perm], scores[perm])
+  np.testing.assert_allclose(permuted.scores(queries, chunk=64), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(permuted.embedding, base.embedding, rtol=1e-5, atol=1e-6)
+  # K = 7 is padded to 8 inside `predictor`; pad explicitly to 32 with junk archs and
+  # scores behind the mask: nothing may change.
+  junk = genes[rng.choice(len(genes), 25)]
+  padded = stage.task_state(params, np.concatenate([refs, junk]),
+                            np.concatenate([scores, rng.normal(size=25).astype(np.float32) * 1e3]),
+                            np.arange(32) < 7, model=model)
+  got = stage.Predictor(model, params, padded).scores(queries, chunk=64)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # And the references do matter: other scores, other predictions.
+  other = stage.predictor(model, params, refs, -scores).scores(queries, chunk=64)
+  assert not np.allclose(other, want)
+
+
+def test_predictions_are_in_the_references_units(model_params):
+  """Affine maps of the reference scores map the predictions alike."""
+  model, params = model_params
+  genes = get_space("nb201").enumerate()
+  refs, queries = genes[:5], genes[100:132]
+  scores = np.array([60.0, 70.0, 65.0, 72.0, 50.0], np.float32)
+  a = stage.predictor(model, params, refs, scores).scores(queries, chunk=32)
+  b = stage.predictor(model, params, refs, 10 * scores + 3).scores(queries, chunk=32)
+  np.testing.assert_allclose(b, 10 * a + 3, rtol=1e-4)

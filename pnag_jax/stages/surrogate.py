@@ -1,0 +1,299 @@
+"""Stage 3, the meta-learned surrogate: its config, model, init, load and predictor.
+
+  run = load("runs/nb201")                       # W/surrogate; needs no other stage
+  pred = run.predictor(ref_genes, ref_scores)    # a task, given by K measured archs
+  scores = pred.scores(genes)                    # float64[n], in the task's units
+
+The surrogate stands alone: it is not built on stage 1 (its arch encoder has the same
+layers, trained from scratch on the tasks), so a workdir may hold only `surrogate/`.
+What it was trained without is part of the run: the `--exclude` patterns and the
+task names they matched are frozen in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from pnag_jax import checkpoint as ckpt_lib
+from pnag_jax import config as config_lib
+from pnag_jax.errors import PnagError
+from pnag_jax.models.surrogate import Surrogate, standardise
+from pnag_jax.spaces import get_space
+from pnag_jax.spaces.base import SearchSpace
+
+NAME = "surrogate"
+
+#: Rows per jitted prediction call; a ragged tail is padded, so one compile serves all.
+PREDICT_CHUNK = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class SurrogateConfig:
+  """Stage-3 settings. Frozen and hashable; see `PRESETS`."""
+
+  space: str = "nb201"
+  seed: int = 0
+  exclude: tuple[str, ...] = ()   # regexes (re.search) over task names, never read
+  # Model.
+  dim: int = 32                   # node state width of the message passing
+  layers: int = 2
+  emb_dim: int = 64               # arch embedding
+  hidden: int = 128
+  task_dim: int = 64              # the task vector: stage 2's condition
+  # Episodes.
+  k_min: int = 1
+  k_max: int = 50                 # references per episode, K ~ U{k_min..k_max}
+  queries: int = 48
+  episodes: int = 12              # episodes per step
+  # Loss: listwise ranking (ListNet) + Huber regression on standardised scores.
+  rank_weight: float = 1.0
+  rank_temperature: float = 0.25  # < 1 puts the target distribution's mass on the best
+  reg_weight: float = 0.1
+  # Optimisation.
+  learning_rate: float = 2e-3
+  weight_decay: float = 1e-4
+  steps: int = 1500
+  warmup_steps: int = 100
+  # Validation: tasks held out of meta-training (chosen by seed), by K.
+  num_val_tasks: int = 4
+  eval_ks: tuple[int, ...] = (1, 2, 5, 10, 20, 50)
+  eval_archs: int = 2000
+  eval_repeats: int = 4
+  # Bookkeeping.
+  checkpoint_every: int = 500
+  log_every: int = 50
+
+  FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
+      "space", "seed", "exclude", "dim", "layers", "emb_dim", "hidden", "task_dim",
+      "num_val_tasks", "k_max", "queries", "episodes")
+
+  def __post_init__(self):
+    for name in ("dim", "layers", "emb_dim", "hidden", "task_dim", "queries", "episodes",
+                 "steps", "k_min"):
+      if getattr(self, name) < 1:
+        raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.k_max < self.k_min:
+      raise PnagError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min})")
+
+  def frozen(self) -> dict[str, Any]:
+    return {k: getattr(self, k) for k in self.FROZEN_ON_RESUME}
+
+  def to_json(self) -> str:
+    return config_lib.to_json(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Minutes on 2 CPU cores (the acceptance budget is 5).
+    "quick": {},
+    # The published meta-learned predictors' scale: wider, 10x the episodes.
+    "paper": {"dim": 64, "layers": 3, "emb_dim": 128, "hidden": 256, "task_dim": 128,
+              "episodes": 32, "queries": 128, "steps": 20_000, "learning_rate": 1e-3,
+              "warmup_steps": 500, "checkpoint_every": 2000},
+    # Seconds: the test suite's.
+    "test": {"steps": 300, "episodes": 8, "queries": 32, "k_max": 20, "eval_archs": 500,
+             "eval_ks": (2, 10), "eval_repeats": 2, "checkpoint_every": 100,
+             "num_val_tasks": 2},
+}
+
+
+def make_config(preset: str = "quick", space: str = "nb201", seed: int = 0,
+                exclude: tuple[str, ...] = (), overrides=()) -> SurrogateConfig:
+  return config_lib.make(SurrogateConfig, PRESETS, preset, overrides, space=space, seed=seed,
+                         exclude=tuple(exclude))
+
+
+# ---- the model ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SurrogateModel:
+  """The static part (space, graphdef, abstract state); hashable by identity."""
+
+  space: SearchSpace
+  graphdef: nnx.GraphDef
+  template: nnx.State
+
+  def merge(self, params: dict) -> Surrogate:
+    state = jax.tree.map(lambda x: x, self.template)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(self.graphdef, state)
+
+  def abstract_params(self) -> dict:
+    return nnx.to_pure_dict(self.template)
+
+
+_DIMS = ("dim", "layers", "emb_dim", "hidden", "task_dim")
+
+
+def _surrogate(space: SearchSpace, dims: dict, rngs: nnx.Rngs) -> Surrogate:
+  return Surrogate(num_ops=space.num_ops, num_nodes=space.num_nodes, dim=dims["dim"],
+                   num_layers=dims["layers"], emb_dim=dims["emb_dim"], hidden=dims["hidden"],
+                   task_dim=dims["task_dim"], rngs=rngs)
+
+
+@functools.lru_cache(maxsize=None)
+def _static_model(space_name: str, dims: tuple) -> SurrogateModel:
+  space = get_space(space_name)
+  graphdef, template = nnx.split(nnx.eval_shape(
+      lambda: _surrogate(space, dict(dims), nnx.Rngs(0))))
+  return SurrogateModel(space, graphdef, template)
+
+
+def static_model(cfg: SurrogateConfig) -> SurrogateModel:
+  return _static_model(cfg.space, tuple((k, getattr(cfg, k)) for k in _DIMS))
+
+
+def init(cfg: SurrogateConfig) -> tuple[SurrogateModel, dict]:
+  rngs = nnx.Rngs(params=jax.random.fold_in(jax.random.key(cfg.seed), 3))
+  params = nnx.to_pure_dict(nnx.state(_surrogate(get_space(cfg.space),
+                                                 {k: getattr(cfg, k) for k in _DIMS}, rngs)))
+  return static_model(cfg), params
+
+
+# ---- prediction -------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def task_state(params: dict, ref_genes: jax.Array, ref_scores: jax.Array, mask: jax.Array,
+               *, model: SurrogateModel) -> dict:
+  """Everything prediction needs from the references, computed once per task."""
+  net = model.merge(params)
+  ref_emb = net.embed(model.space, ref_genes)
+  ref_z, mean, std = standardise(ref_scores, mask)
+  return {"ref_emb": ref_emb, "ref_z": ref_z, "mask": mask, "mean": mean, "std": std,
+          "task": net.task(ref_emb, ref_z, mask)}
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def predict_chunk(params: dict, task: dict, genes: jax.Array, *,
+                  model: SurrogateModel) -> jax.Array:
+  """Scores of `genes int[B, G]` in the task's units (un-standardised), float32[B]."""
+  net = model.merge(params)
+  z = net.head(net.embed(model.space, genes), task["ref_emb"], task["ref_z"], task["mask"],
+               task["task"])
+  return z * task["std"] + task["mean"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+  """A surrogate bound to one task's references: `scores(genes)` for any number."""
+
+  model: SurrogateModel
+  params: dict
+  task: dict
+
+  @property
+  def embedding(self) -> np.ndarray:
+    """The task vector: stage 2's condition."""
+    return np.asarray(self.task["task"])
+
+  def scores(self, genes: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+    genes = np.asarray(genes, np.int32)
+    n = genes.shape[0]
+    out = []
+    for start in range(0, n, chunk):
+      part = genes[start:start + chunk]
+      k = part.shape[0]
+      if k < chunk:  # pad: one compile for every call
+        part = np.concatenate([part, np.zeros((chunk - k, part.shape[1]), np.int32)])
+      out.append(predict_chunk(self.params, self.task, part, model=self.model)[:k])
+    if not out:
+      return np.zeros((0,), np.float64)
+    return np.asarray(jnp.concatenate(out), np.float64)
+
+
+def predictor(model: SurrogateModel, params: dict, ref_genes: np.ndarray,
+              ref_scores: np.ndarray) -> Predictor:
+  """Binds references (genes int[K, G], scores float[K], K >= 1) to the surrogate."""
+  ref_genes = np.asarray(ref_genes, np.int32)
+  ref_scores = np.asarray(ref_scores, np.float32)
+  if ref_genes.shape[0] < 1 or ref_genes.shape[0] != ref_scores.shape[0]:
+    raise PnagError(f"need K >= 1 reference archs with one score each, got "
+                    f"{ref_genes.shape[0]} archs and {ref_scores.shape[0]} scores")
+  # Pad K to a power of two so a handful of compiles serve every K.
+  k = ref_genes.shape[0]
+  kp = 1 << max(0, (k - 1).bit_length())
+  mask = np.arange(kp) < k
+  genes = np.concatenate([ref_genes, np.repeat(ref_genes[:1], kp - k, 0)])
+  scores = np.concatenate([ref_scores, np.zeros(kp - k, np.float32)])
+  return Predictor(model, params, task_state(params, genes, scores, mask, model=model))
+
+
+# ---- trained runs ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SurrogateRun:
+  model: SurrogateModel
+  cfg: SurrogateConfig
+  params: dict
+  step: int
+  workdir: Path
+  meta: dict
+
+  @property
+  def space(self) -> SearchSpace:
+    return self.model.space
+
+  @property
+  def excluded_tasks(self) -> tuple[str, ...]:
+    return tuple(self.meta.get("frozen", {}).get("excluded_tasks", ()))
+
+  def predictor(self, ref_genes: np.ndarray, ref_scores: np.ndarray) -> Predictor:
+    return predictor(self.model, self.params, ref_genes, ref_scores)
+
+
+def checkpoint_dir(workdir: str | Path) -> Path:
+  return Path(workdir) / NAME / "checkpoints"
+
+
+def _config_of(meta: dict, workdir) -> SurrogateConfig:
+  ckpt_lib.check_meta(meta, {"stage": NAME}, where=f"workdir {workdir}")
+  if not isinstance(meta.get("config"), dict):
+    raise ckpt_lib.CheckpointError(f"workdir {workdir}: surrogate checkpoint has no config")
+  return config_lib.from_dict(SurrogateConfig, meta["config"], where=f"workdir {workdir}")
+
+
+def read_meta(workdir: str | Path) -> dict | None:
+  """The latest surrogate checkpoint's metadata, or None where there is none."""
+  if not checkpoint_dir(workdir).is_dir():
+    return None
+  with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
+    if ckpt.latest_step() is None:
+      return None
+    return ckpt.read_meta()
+
+
+def load(workdir: str | Path, step: int | None = None, *, space: str | None = None
+         ) -> SurrogateRun:
+  """Restores `workdir/surrogate` (params only).
+
+  Raises:
+    CheckpointError: no surrogate there, or a corrupt one; PnagError: `space` given
+      and the surrogate is another space's.
+  """
+  workdir = Path(workdir)
+  if not checkpoint_dir(workdir).is_dir():
+    raise ckpt_lib.CheckpointError(
+        f"no surrogate under {workdir} (train one: pnag train surrogate --workdir {workdir} "
+        "--space nb201)")
+  with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise ckpt_lib.CheckpointError(f"workdir {workdir}: no committed surrogate checkpoint")
+    meta = ckpt.read_meta(step)
+    cfg = _config_of(meta, workdir)
+    if space is not None and space != cfg.space:
+      raise PnagError(f"workdir {workdir} holds a surrogate of space {cfg.space!r}, "
+                      f"not {space!r}")
+    model = static_model(cfg)
+    params, _, _, _ = ckpt.restore(step, params_template=model.abstract_params())
+  return SurrogateRun(model, cfg, params, int(step), workdir, meta)

@@ -1,0 +1,15 @@
+"""Tasks: named scores over a space's architectures, for stage 3's meta-training.
+
+A task is a name, a score per arch (of the whole space or a subset) and a direction.
+The built-in ones are benchmark table columns (NB201) and each space's exact
+`params` / `flops`; users bring their own as a CSV of (arch, score). Tasks load their
+data only when asked, so `--exclude` can hold some out without ever reading them.
+"""
+
+from pnag_jax.tasks.base import Task, TaskData, select_tasks
+from pnag_jax.tasks.builtin import builtin_tasks
+from pnag_jax.tasks.costs import flops_of, params_of
+from pnag_jax.tasks.user import read_archs, read_task_csv
+
+__all__ = ["Task", "TaskData", "builtin_tasks", "flops_of", "params_of", "read_archs",
+           "read_task_csv", "select_tasks"]

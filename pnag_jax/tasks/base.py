@@ -1,0 +1,131 @@
+"""What a task is, and how a run picks its tasks.
+
+A task scores architectures: a name, a score per arch (possibly of a subset of the
+space), and whether lower is better. Stage 3 meta-trains a surrogate over many tasks
+and holds some out (`--exclude`), so a task only names where its data lives:
+`Task.load` reads it when called, and selection works on names alone, so an excluded
+task's file is never read, and a held-out dataset cannot leak into training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from pnag_jax.errors import PnagError
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+  """One task's scored archs.
+
+  Attributes:
+    genes: int32[n, G] in the space's gene encoding, one row per arch, no duplicates.
+    scores: float64[n], all finite, aligned with `genes`.
+  """
+
+  genes: np.ndarray
+  scores: np.ndarray
+
+  def __post_init__(self):
+    genes = np.asarray(self.genes)
+    scores = np.asarray(self.scores, np.float64)
+    if genes.ndim != 2 or not np.issubdtype(genes.dtype, np.integer):
+      raise ValueError(f"TaskData.genes must be int[n, G], got {genes.dtype}{list(genes.shape)}")
+    if scores.shape != genes.shape[:1]:
+      raise ValueError(f"TaskData.scores must be float[{genes.shape[0]}], got "
+                       f"{list(scores.shape)}")
+    if not np.isfinite(scores).all():
+      raise ValueError("TaskData.scores must all be finite")
+    # Frozen: the coerced arrays are set once here, and made read-only so a cached
+    # task's data cannot be changed under another user of it.
+    genes, scores = genes.astype(np.int32), scores.copy()
+    genes.flags.writeable = False
+    scores.flags.writeable = False
+    object.__setattr__(self, "genes", genes)
+    object.__setattr__(self, "scores", scores)
+
+  def __len__(self) -> int:
+    return int(self.scores.shape[0])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Task:
+  """A named score over a space's archs.
+
+  Attributes:
+    name: unique within a space; dataset tasks contain the dataset's name (so a regex
+      such as `cifar10(?!0)` selects one dataset's tasks).
+    family: what kind of score: test_acc, val_acc, latency, clean, fgsm, pgd, apgd,
+      params, flops, user.
+    minimize: lower scores are better.
+    space: the space's name.
+    source: the file the scores come from, "formula", or the user's CSV path.
+    load: reads the data; called only by `data()`.
+    score_fn: for formula tasks, `score_fn(genes int[n, G]) -> float64[n]` for any
+      archs (e.g. constraints on generated ones); None for table tasks.
+  """
+
+  name: str
+  family: str
+  minimize: bool
+  space: str
+  source: str
+  load: Callable[[], TaskData]
+  score_fn: Callable[[np.ndarray], np.ndarray] | None = None
+
+  @property
+  def is_function(self) -> bool:
+    return self.score_fn is not None
+
+  @functools.cached_property
+  def _data(self) -> TaskData:
+    return self.load()
+
+  def data(self) -> TaskData:
+    """The task's archs and scores, loaded on first call and cached.
+
+    Raises:
+      PnagError: the data is missing or malformed, or the task is a function without
+        a table.
+    """
+    return self._data
+
+  def __repr__(self) -> str:
+    direction = "minimize" if self.minimize else "maximize"
+    return f"<Task {self.name} ({self.family}, {direction}) of {self.space} from {self.source}>"
+
+
+def select_tasks(tasks: dict[str, Task], exclude: Sequence[str]
+                 ) -> tuple[dict[str, Task], dict[str, Task]]:
+  """Splits tasks into (kept, excluded) by name, in the input order; loads nothing.
+
+  Args:
+    tasks: name -> task.
+    exclude: Python regexes, each used with `re.search` on every name.
+
+  Raises:
+    PnagError: a pattern is not a valid regex, or matches no task (a typo would
+      otherwise silently exclude nothing and leak a held-out task into training).
+  """
+  compiled = []
+  for pattern in exclude:
+    try:
+      compiled.append(re.compile(pattern))
+    except (re.error, RecursionError, OverflowError) as e:
+      msg = " ".join(str(e).split())
+      raise PnagError(f"--exclude {pattern!r} is not a valid regex: {msg}") from None
+  spaces = sorted({t.space for t in tasks.values()})
+  for pattern, regex in zip(exclude, compiled):
+    if not any(regex.search(name) for name in tasks):
+      hint = (f"see `pnag tasks --space {spaces[0]}` for the names" if len(spaces) == 1
+              else "there are no tasks" if not tasks else "see `pnag tasks` for the names")
+      raise PnagError(f"--exclude {pattern!r} matches no task; {hint}")
+  kept, excluded = {}, {}
+  for name, task in tasks.items():
+    (excluded if any(r.search(name) for r in compiled) else kept)[name] = task
+  return kept, excluded

@@ -1,0 +1,122 @@
+"""The tasks that come with a space: benchmark table columns, and exact params / FLOPs.
+
+Table tasks are listed from the files' headers alone; a task's column is read only by
+its `load`. NB201's tables (`pnag_jax.data.NB201Data`) cache whole files, so loading
+several tasks of one file reads it once. Optional files that are absent simply
+contribute no tasks.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pnag_jax.data import nb201 as nb201_data
+from pnag_jax.data import tables_for
+from pnag_jax.errors import DataError, PnagError
+from pnag_jax.spaces import get_space
+from pnag_jax.tasks import costs
+from pnag_jax.tasks.base import Task, TaskData
+
+#: NASLib's dataset names -> the spelling in task names (as in the accuracy columns).
+_DATASET_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100",
+                  "ImageNet16-120": "imagenet16_120"}
+_ATTACKS = ("clean", "fgsm", "pgd", "apgd")
+
+
+def _header(path: Path) -> list[str] | None:
+  """The CSV header of an optional file, or None when the file is absent."""
+  if not path.is_file():
+    return None
+  try:
+    with path.open(newline="") as f:
+      return next(csv.reader(f), [])
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise DataError(f"cannot read {str(path)!r}: {e}") from None
+
+
+def robustness_family(name: str) -> str:
+  """`rob_cifar10_apgd_eps1` -> `apgd`; `rob_cifar10_clean` -> `clean`."""
+  for token in name.split("_"):
+    if token in _ATTACKS:
+      return token
+  raise DataError(f"robustness column {name!r} names none of {', '.join(_ATTACKS)}")
+
+
+def _all_cells(values: np.ndarray) -> TaskData:
+  return TaskData(get_space("nb201").enumerate(), values.astype(np.float64))
+
+
+def _subset(values: np.ndarray) -> TaskData:
+  """The cells where a subset table has a value (NaN elsewhere)."""
+  codes = np.flatnonzero(np.isfinite(values))
+  return TaskData(get_space("nb201").enumerate()[codes], values[codes].astype(np.float64))
+
+
+def _function_task(space: str, name: str, fn) -> Task:
+  score_fn = lambda genes: fn(space, genes)  # noqa: E731
+
+  if get_space(space).enumerable:
+    def load() -> TaskData:
+      genes = get_space(space).enumerate()
+      return TaskData(genes, score_fn(genes))
+  else:
+    def load() -> TaskData:
+      raise PnagError(f"task {name!r} of space {space!r} is a function; it has no table")
+  return Task(name, name, True, space, "formula", load, score_fn)
+
+
+def _formula_tasks(space: str) -> dict[str, Task]:
+  return {"params": _function_task(space, "params", costs.params_of),
+          "flops": _function_task(space, "flops", costs.flops_of)}
+
+
+def _nb201_table_tasks(data: nb201_data.NB201Data) -> dict[str, Task]:
+  tasks: dict[str, Task] = {}
+
+  def add(name: str, family: str, minimize: bool, source: str, load) -> None:
+    tasks[name] = Task(name, family, minimize, "nb201", source, load)
+
+  # Bind `column` per task: a closure over the loop variable would read the last one.
+  for column in nb201_data.ACCURACY_COLUMNS:
+    add(column, "test_acc", False, nb201_data.ACCURACY_FILE,
+        lambda c=column: _all_cells(data.metric(c)))
+  header = _header(data.root / nb201_data.LATENCY_FILE) or []
+  for column in (c for c in header if c.startswith("lat_")):
+    add(column, "latency", True, nb201_data.LATENCY_FILE,
+        lambda c=column: _all_cells(data.metric(c)))
+  header = _header(data.root / nb201_data.ROBUSTNESS_FILE) or []
+  for column in (c for c in header if c.startswith("rob_")):
+    add(column, robustness_family(column), False, nb201_data.ROBUSTNESS_FILE,
+        lambda c=column: _all_cells(data.metric(c)))
+  header = _header(data.root / nb201_data.ZC_FILE) or []
+  if "val_accuracy" in header:
+    for dataset in nb201_data.ZC_DATASETS:
+      add(f"{_DATASET_NAMES[dataset]}_val_acc", "val_acc", False, nb201_data.ZC_FILE,
+          lambda d=dataset: _subset(data.metric(f"{d}/val_accuracy")))
+  return tasks
+
+
+def builtin_tasks(space: str, data_dir: str | os.PathLike | None = None) -> dict[str, Task]:
+  """The space's built-in tasks, name -> task, in a fixed order; reads headers only.
+
+  NB201, with a data directory (`data_dir`, else `$PNAG_DATA_DIR`): test accuracies,
+  `lat_*` latencies, `rob_*` robustness accuracies, the zero-cost subset's validation
+  accuracies (each group only where its file is present), then `params` and `flops`.
+  Every space has `params` and `flops` (`pnag_jax.tasks.costs`).
+
+  Raises:
+    UnknownSpaceError: `space` is not registered.
+    DataError: an explicit `data_dir` without the space's required table.
+  """
+  get_space(space)  # the one-line unknown-space error, before anything else
+  tasks: dict[str, Task] = {}
+  data = tables_for(space, data_dir)
+  if isinstance(data, nb201_data.NB201Data):
+    tasks.update(_nb201_table_tasks(data))
+  tasks.update(_formula_tasks(space))
+  return tasks
+

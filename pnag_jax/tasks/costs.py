@@ -1,0 +1,257 @@
+"""Exact parameter and FLOP counts of the project's own networks, as tasks and constraints.
+
+`params_of` / `flops_of` count the network that `pnag_jax.networks.registry` builds at
+its default (paper) size, for 10 classes and the space's default input (`INPUT_SHAPES`).
+They are the `params` and `flops` tasks of every space, and cheap enough on NB201 to
+filter 100,000 generated cells in milliseconds.
+
+What is counted:
+
+* params: trainable parameters (`stats.count_params`; BatchNorm statistics excluded).
+* FLOPs: multiply-adds (MACs), i.e. the FLOPs XLA's cost analysis reports for one
+  inference forward pass of one image divided by 2, over the forward as JAX lowers it
+  (`jit(...).lower(...).cost_analysis()`). Lowering drops computations that cannot
+  reach the logits (e.g. an NB201 edge whose target node never reaches the cell
+  output), so those cost nothing, as at inference. This is not
+  `stats.forward_flops`: that asks the *compiled* module, whose optimiser also merges
+  identical ReLUs / pools on a shared input, so it can be lower (by up to ~20% on
+  pool-heavy NB201 cells). The lowered count depends on the network alone, not on
+  XLA's optimisation passes, which is what a benchmark column should be.
+
+NB201 is counted exactly without building a network per cell. Parameters are a base
+plus one term per edge op: every edge owns its op's weights. FLOPs are a base plus,
+per live edge, its op's term, plus one elementwise add per extra non-zero term
+summed at a live node; a disconnected cell's output ignores its input, so only the
+last cell and the classifier are live there. The terms come from a handful of abstract builds
+(`nnx.eval_shape`, no weights allocated), once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from pnag_jax.errors import PnagError
+from pnag_jax.spaces import get_space
+from pnag_jax.spaces import nb201 as nb201_space
+from pnag_jax.spaces.base import SearchSpace
+
+NUM_CLASSES = 10
+#: The input each space's networks are counted at: CIFAR for the cell spaces,
+#: ImageNet for the mobile and transformer spaces.
+INPUT_SHAPES = {
+    "nb201": (32, 32, 3),
+    "darts": (32, 32, 3),
+    "mbv3": (224, 224, 3),
+    "autoformer": (224, 224, 3),
+    "autoformer_base": (224, 224, 3),
+}
+
+
+def _space(space: SearchSpace | str) -> SearchSpace:
+  return get_space(space) if isinstance(space, str) else space
+
+
+def _genes(space: SearchSpace, genes) -> np.ndarray:
+  genes = np.asarray(genes)
+  if genes.ndim == 1:
+    genes = genes[None]
+  if genes.ndim != 2 or genes.shape[1] != space.num_genes or \
+      not np.issubdtype(genes.dtype, np.integer):
+    raise PnagError(f"{space.name} genes must be int[n, {space.num_genes}], got "
+                    f"{genes.dtype}{list(genes.shape)}")
+  card = np.asarray(space.gene_cardinalities)
+  if genes.size and ((genes < 0) | (genes >= card)).any():
+    raise PnagError(f"{space.name} genes out of range")
+  return genes.astype(np.int32)
+
+
+def _abstract_network(space_name: str, genes: np.ndarray) -> nnx.Module:
+  from pnag_jax.networks import registry  # pylint: disable=g-import-not-at-top
+  shape = INPUT_SHAPES[space_name]
+  return nnx.eval_shape(lambda: registry.build_network(
+      space_name, genes, input_shape=shape, num_classes=NUM_CLASSES, rngs=nnx.Rngs(0)))
+
+
+def _count_params(model: nnx.Module) -> int:
+  from pnag_jax.networks import stats  # pylint: disable=g-import-not-at-top
+  return stats.count_params(model)
+
+
+def _lowered_flops(model: nnx.Module, input_shape: tuple[int, int, int]) -> float:
+  """XLA's FLOPs of one inference forward pass of one image, before optimisation."""
+  graphdef, state = nnx.split(model)
+
+  def forward(state, x):
+    m = nnx.merge(graphdef, state)
+    m.eval()
+    return m(x)
+
+  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
+  cost = jax.jit(forward).lower(state, x).cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", 0.0))
+
+
+def built_counts(space: SearchSpace | str, genes) -> tuple[int, float]:
+  """(params, MACs) of one arch from an abstract build of its whole network (slow, exact)."""
+  space = _space(space)
+  g = _genes(space, genes)[0]
+  model = _abstract_network(space.name, g)
+  return _count_params(model), _lowered_flops(model, INPUT_SHAPES[space.name]) / 2
+
+
+# ---- NB201: the exact decomposition -----------------------------------------------
+
+_NONE, _SKIP, _POOL = 0, 1, 4
+_E01, _E02, _E12, _E03, _E13, _E23 = range(6)
+# Edge positions by target node: the sums whose adds cost FLOPs.
+_IN_EDGES = {1: (_E01,), 2: (_E02, _E12), 3: (_E03, _E13, _E23)}
+
+
+def _cell(**ops: int) -> np.ndarray:
+  genes = np.zeros(nb201_space.NUM_EDGES, np.int32)
+  for edge, op in ops.items():
+    genes[["e01", "e02", "e12", "e03", "e13", "e23"].index(edge)] = op
+  return genes
+
+
+@functools.cache
+def nb201_terms() -> dict[str, np.ndarray]:
+  """The terms of NB201's decomposition, from 10 abstract builds (a few s, once).
+
+  Returns a dict of float64 arrays:
+    params_base, params_op[5]: params = base + sum over edges of params_op[op].
+    conn_base, conn_op[5], conn_add: a connected cell's FLOPs (x2, XLA's count) =
+      base + sum over live edges of conn_op[op] + conn_add per add of `nb201_structure`.
+    disc_base, disc_op[5], disc_add: the same for a disconnected cell, where only the
+      last cell (and the classifier) is live.
+  """
+  shape = INPUT_SHAPES["nb201"]
+  ops = range(len(nb201_space.OPS))
+
+  def measure(genes):
+    model = _abstract_network("nb201", genes)
+    return _count_params(model), _lowered_flops(model, shape)
+
+  # The all-`none` cell: no cell owns a weight, and nothing before the head is live.
+  params_base, disc_base = measure(_cell())
+  # e03 = skip is the cheapest connected cell: the whole backbone, no cell compute.
+  _, conn_base = measure(_cell(e03=_SKIP))
+  params_op, conn_op, disc_op = np.zeros(5), np.zeros(5), np.zeros(5)
+  for op in ops:
+    if op in (_NONE, _SKIP):
+      continue
+    # One live edge in every cell; its weights exist in every cell alike.
+    p, f = measure(_cell(e03=op))
+    params_op[op], conn_op[op] = p - params_base, f - conn_base
+    # e23 alone is disconnected: only the last cell's edge (on zeros) is live.
+    _, f = measure(_cell(e23=op))
+    disc_op[op] = f - disc_base
+  # Node 3 = e03 + e13 (both skip): one add per cell.
+  _, f = measure(_cell(e01=_SKIP, e03=_SKIP, e13=_SKIP))
+  conn_add = f - conn_base
+  # Nodes 1 and 2 are zero; node 3 = pool(0) + pool(0) still sums (last cell only).
+  _, f = measure(_cell(e13=_POOL, e23=_POOL))
+  disc_add = f - disc_base - 2 * disc_op[_POOL]
+  return {"params_base": np.float64(params_base), "params_op": params_op,
+          "conn_base": np.float64(conn_base), "conn_op": conn_op,
+          "conn_add": np.float64(conn_add), "disc_base": np.float64(disc_base),
+          "disc_op": disc_op, "disc_add": np.float64(disc_add)}
+
+
+def nb201_structure(genes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(connected bool[n], live edges bool[n, 6], adds int[n]) of cells `int[n, 6]`.
+
+  An edge is live when its target node reaches the cell output through non-`none`
+  edges; its source may be a zero node (no live input), and the op still runs on the
+  zeros. A live node costs one add per term past its first, counting only terms that
+  are not constant zero: a `none` edge, or a skip from a zero node, is a literal zero
+  that lowering folds away.
+  """
+  genes = np.asarray(genes)
+  nz = genes != _NONE
+  n = genes.shape[0]
+  live_node = {3: np.ones(n, bool)}
+  live_node[2] = nz[:, _E23]
+  live_node[1] = nz[:, _E13] | (nz[:, _E12] & live_node[2])
+  live = np.zeros_like(nz)
+  zero_node = {0: np.zeros(n, bool)}
+  adds = np.zeros(n, np.int64)
+  for dst, edges in _IN_EDGES.items():
+    terms = np.zeros(n, np.int64)
+    for a in edges:
+      src = nb201_space.EDGES[a][0]
+      live[:, a] = nz[:, a] & live_node[dst]
+      terms += nz[:, a] & ~((genes[:, a] == _SKIP) & zero_node[src])
+    zero_node[dst] = terms == 0
+    adds += np.where(live_node[dst], np.maximum(terms - 1, 0), 0)
+  reach1 = nz[:, _E01]
+  reach2 = nz[:, _E02] | (reach1 & nz[:, _E12])
+  connected = nz[:, _E03] | (reach1 & nz[:, _E13]) | (reach2 & nz[:, _E23])
+  return connected, live, adds
+
+
+def _nb201_params(genes: np.ndarray) -> np.ndarray:
+  t = nb201_terms()
+  return t["params_base"] + t["params_op"][genes].sum(-1)
+
+
+def _nb201_flops(genes: np.ndarray) -> np.ndarray:
+  t = nb201_terms()
+  connected, live, adds = nb201_structure(genes)
+  conn = t["conn_base"] + (t["conn_op"][genes] * live).sum(-1) + t["conn_add"] * adds
+  disc = t["disc_base"] + (t["disc_op"][genes] * live).sum(-1) + t["disc_add"] * adds
+  return np.where(connected, conn, disc) / 2
+
+
+# ---- the public functions ------------------------------------------------------------
+
+
+def has_formula(space: SearchSpace | str) -> bool:
+  """Whether `params_of` / `flops_of` are vectorised formulas (else one build per arch)."""
+  return _space(space).name == "nb201"
+
+
+def params_of(space: SearchSpace | str, genes) -> np.ndarray:
+  """Exact trainable parameters of each arch's network, float64[n].
+
+  Args:
+    space: a space or its name.
+    genes: int[n, G] (or one arch, int[G]).
+
+  NB201 is a formula (100,000 cells in milliseconds after a one-off few seconds of
+  abstract builds), AutoFormer its own closed form; mbv3 and darts build each network
+  abstractly (about 10 s per arch on a small CPU; exact).
+  """
+  space = _space(space)
+  genes = _genes(space, genes)
+  if space.name == "nb201":
+    return _nb201_params(genes)
+  if space.name.startswith("autoformer"):
+    # AutoFormer's own count equals the built subnet's (checked on sampled subnets).
+    img = INPUT_SHAPES[space.name][0]
+    return np.array([space.param_count(space.to_native(g), num_classes=NUM_CLASSES,
+                                       img_size=img) for g in genes], np.float64)
+  return np.array([_count_params(_abstract_network(space.name, g)) for g in genes],
+                  np.float64)
+
+
+def flops_of(space: SearchSpace | str, genes) -> np.ndarray:
+  """Exact multiply-adds (MACs = XLA FLOPs / 2) of one forward pass per arch, float64[n].
+
+  See the module docstring for what is counted. NB201 is a formula; the other spaces
+  lower each network abstractly (tens of seconds per arch on a small CPU).
+  """
+  space = _space(space)
+  genes = _genes(space, genes)
+  if space.name == "nb201":
+    return _nb201_flops(genes)
+  shape = INPUT_SHAPES[space.name]
+  return np.array([_lowered_flops(_abstract_network(space.name, g), shape) / 2
+                   for g in genes], np.float64)

@@ -1,0 +1,360 @@
+"""Stage-3 meta-training: episodes over tasks, optax AdamW, orbax checkpoints, resume.
+
+  pnag train surrogate --workdir runs/nb201 --space nb201 --exclude 'cifar10(?!0)'
+
+An episode is one training task, K references drawn uniformly (K ~ U{k_min..k_max}, as
+a user measures them) and Q queries: half drawn uniformly, a quarter from each 2% tail
+of the task's scores, because picking the best arch needs the top of the ranking
+right, and uniform queries almost never reach it. The loss is ListNet (listwise
+ranking, a low-temperature target on the queries' scores) plus a Huber regression on
+the scores standardised by the references, which is the unit predictions are in.
+
+Tasks matching `--exclude` are never read: they are dropped by name before any data
+is loaded (`tasks.select_tasks`), and their names are frozen into every checkpoint,
+so a resume with other exclusions is an error rather than a leak. Batches come from
+(seed, step) alone, so a run killed and resumed is bit-identical to one that was not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.stats
+from tqdm.auto import tqdm
+
+from pnag_jax import checkpoint as ckpt_lib
+from pnag_jax import config as config_lib
+from pnag_jax import tasks as tasks_lib
+from pnag_jax.data import DATA_DIR_HELP
+from pnag_jax.errors import PnagError
+from pnag_jax.models.surrogate import standardise
+from pnag_jax.spaces import SPACE_NAMES, get_space
+from pnag_jax.stages import lineage
+from pnag_jax.stages import surrogate as stage
+from pnag_jax.stages.surrogate import SurrogateConfig, SurrogateModel
+
+# Fraction of each tail the hard queries come from.
+TAIL = 0.02
+
+
+class TaskArrays(NamedTuple):
+  """One task's data, with its scores' order precomputed for the tail queries."""
+
+  name: str
+  genes: np.ndarray     # int32[n, G]
+  scores: np.ndarray    # float32[n]
+  order: np.ndarray     # argsort of scores
+
+
+def _arrays(task) -> TaskArrays:
+  data = task.data()
+  scores = np.asarray(data.scores, np.float32)
+  return TaskArrays(task.name, np.asarray(data.genes, np.int32), scores,
+                    np.argsort(scores, kind="stable"))
+
+
+def split_tasks(cfg: SurrogateConfig, tasks: dict) -> tuple[list[str], list[str], list[str]]:
+  """(train names, validation names, excluded names); reads no task's data.
+
+  Validation tasks are a seeded draw from the allowed ones, held out of meta-training
+  so `report.json` measures transfer to tasks the model never saw.
+  """
+  kept, excluded = tasks_lib.select_tasks(tasks, cfg.exclude)
+  names = sorted(kept)
+  if len(names) < cfg.num_val_tasks + 2:
+    raise PnagError(f"space {cfg.space!r} has {len(names)} allowed task(s); meta-training "
+                    f"needs at least {cfg.num_val_tasks + 2} (2 + num_val_tasks)")
+  perm = np.random.default_rng([cfg.seed, 7]).permutation(len(names))
+  val = sorted(names[i] for i in perm[:cfg.num_val_tasks])
+  train = [n for n in names if n not in val]
+  return train, val, sorted(excluded)
+
+
+def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], step: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(genes int32[B, K_max+Q, G], scores float32[B, K_max+Q], ref mask bool[B, K_max])."""
+  rng = np.random.default_rng([cfg.seed, 11, step])
+  b, kmax, q = cfg.episodes, cfg.k_max, cfg.queries
+  q_uniform = q - 2 * (q // 4)
+  idx = np.empty((b, kmax + q), np.int64)
+  which = rng.integers(0, len(tasks), b)
+  ks = rng.integers(cfg.k_min, cfg.k_max + 1, b)
+  for e, t in enumerate(which):
+    task = tasks[t]
+    n = task.scores.shape[0]
+    tail = max(1, int(np.ceil(TAIL * n)))
+    idx[e, :kmax + q_uniform] = rng.choice(n, kmax + q_uniform, replace=n < kmax + q_uniform)
+    idx[e, kmax + q_uniform:] = np.concatenate([
+        task.order[rng.integers(0, tail, q // 4)],
+        task.order[n - 1 - rng.integers(0, tail, q // 4)]])
+  genes = np.stack([tasks[t].genes[i] for t, i in zip(which, idx)])
+  scores = np.stack([tasks[t].scores[i] for t, i in zip(which, idx)])
+  return genes, scores, np.arange(kmax)[None, :] < ks[:, None]
+
+
+# ---- the step ----------------------------------------------------------------------
+
+
+class LossSettings(NamedTuple):
+  rank_weight: float
+  rank_temperature: float
+  reg_weight: float
+
+
+class OptimizerSettings(NamedTuple):
+  learning_rate: float
+  weight_decay: float
+  warmup_steps: int
+  total_steps: int
+
+
+def make_optimizer(opt: OptimizerSettings) -> optax.GradientTransformation:
+  lr = optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, max(opt.warmup_steps, 1),
+                                          max(opt.total_steps, opt.warmup_steps + 1))
+  return optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(lr, weight_decay=opt.weight_decay))
+
+
+def episode_losses(net, space, genes, scores, mask, loss: LossSettings):
+  """Per-episode (ListNet, Huber) of a batch; `net` a `Surrogate` module."""
+  b, m, g = genes.shape
+  kmax = mask.shape[1]
+  emb = net.embed(space, genes.reshape(b * m, g)).reshape(b, m, -1)
+
+  def one(emb, scores, mask):
+    ref_emb, q_emb = emb[:kmax], emb[kmax:]
+    ref_s, q_s = scores[:kmax], scores[kmax:]
+    ref_z, mean, std = standardise(ref_s, mask)
+    pred = net.head(q_emb, ref_emb, ref_z, mask, net.task(ref_emb, ref_z, mask))
+    # The ranking target is scale-free: the queries standardised among themselves.
+    q_z = (q_s - q_s.mean()) / (q_s.std() + 1e-6)
+    # Two-sided: the model does not know the task's direction, and the best archs sit
+    # at the top for accuracy and at the bottom for latency; both ends must be sharp.
+    listnet = sum(-jnp.sum(jax.nn.softmax(sign * q_z / loss.rank_temperature)
+                           * jax.nn.log_softmax(sign * pred)) for sign in (1.0, -1.0)) / 2
+    # A few references can have a tiny spread; clipping keeps their targets finite
+    # without letting them dominate the batch.
+    reg = optax.huber_loss(pred, jnp.clip((q_s - mean) / std, -5.0, 5.0)).mean()
+    return listnet, reg
+
+  return jax.vmap(one)(emb, scores, mask)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "loss", "opt"), donate_argnums=0)
+def train_step(state: dict, genes: jax.Array, scores: jax.Array, mask: jax.Array, *,
+               model: SurrogateModel, loss: LossSettings, opt: OptimizerSettings
+               ) -> tuple[dict, dict]:
+  def objective(params):
+    listnet, reg = episode_losses(model.merge(params), model.space, genes, scores, mask, loss)
+    total = loss.rank_weight * listnet.mean() + loss.reg_weight * reg.mean()
+    return total, {"loss": total, "listnet": listnet.mean(), "huber": reg.mean()}
+
+  (_, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+  updates, opt_state = make_optimizer(opt).update(grads, state["opt_state"], state["params"])
+  metrics["grad_norm"] = optax.tree.norm(grads)
+  return {"params": optax.apply_updates(state["params"], updates),
+          "opt_state": opt_state}, metrics
+
+
+# ---- evaluation ----------------------------------------------------------------------
+
+
+def rank_correlations(model: SurrogateModel, params: dict, task: TaskArrays,
+                      ks: tuple[int, ...], *, seed: int, num_archs: int, repeats: int
+                      ) -> dict[int, dict[str, float]]:
+  """Spearman and Kendall of predictions against the truth, per K, mean over repeats.
+
+  References are drawn uniformly (as a user measures them), the queries are a fixed
+  seeded sample of the task's archs.
+  """
+  salt = zlib.crc32(task.name.encode())
+  rng = np.random.default_rng([seed, salt])
+  n = task.scores.shape[0]
+  q = rng.choice(n, min(num_archs, n), replace=False)
+  out = {}
+  for k in ks:
+    rho, tau = [], []
+    for r in range(repeats):
+      refs = np.random.default_rng([seed, salt, k, r]).choice(n, min(k, n), replace=False)
+      pred = stage.predictor(model, params, task.genes[refs], task.scores[refs]).scores(
+          task.genes[q], chunk=_chunk(len(q)))
+      rho.append(scipy.stats.spearmanr(pred, task.scores[q]).statistic)
+      tau.append(scipy.stats.kendalltau(pred, task.scores[q]).statistic)
+    out[k] = {"spearman": float(np.nanmean(rho)), "kendall": float(np.nanmean(tau))}
+  return out
+
+
+def _chunk(n: int) -> int:
+  return 1 << max(0, (n - 1).bit_length())
+
+
+def evaluate(cfg: SurrogateConfig, model: SurrogateModel, params: dict,
+             val: list[TaskArrays]) -> dict:
+  per_task = {t.name: rank_correlations(model, params, t, cfg.eval_ks, seed=cfg.seed,
+                                        num_archs=cfg.eval_archs, repeats=cfg.eval_repeats)
+              for t in val}
+  by_k = {k: {m: float(np.mean([per_task[t][k][m] for t in per_task]))
+              for m in ("spearman", "kendall")} for k in cfg.eval_ks}
+  return {"by_k": by_k, "per_task": per_task}
+
+
+# ---- the loop ------------------------------------------------------------------------
+
+
+def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=None,
+                       tasks: dict | None = None, progress: bool = True,
+                       stop_after: int | None = None) -> dict:
+  """Meta-trains (resuming from the latest checkpoint) into `workdir/surrogate`.
+
+  `tasks` (name -> `tasks.Task`) defaults to the space's built-in tasks; tests pass
+  their own to prove that excluded ones are never loaded.
+  """
+  space = get_space(cfg.space)
+  if tasks is None:
+    tasks = tasks_lib.builtin_tasks(space.name, data_dir)
+  train_names, val_names, excluded = split_tasks(cfg, tasks)
+  frozen = {**cfg.frozen(), "excluded_tasks": tuple(excluded)}
+  out_dir = Path(workdir) / stage.NAME
+  model, params = stage.init(cfg)
+  loss = LossSettings(cfg.rank_weight, cfg.rank_temperature, cfg.reg_weight)
+  opt = OptimizerSettings(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, cfg.steps)
+  state = {"params": params, "opt_state": make_optimizer(opt).init(params)}
+  key = jax.random.key(cfg.seed)  # unused by the step; kept for the checkpoint layout
+
+  with ckpt_lib.StageCheckpointer(workdir, stage.NAME, max_to_keep=2,
+                                  save_interval_steps=1) as ckpt:
+    start = 0
+    if ckpt.latest_step() is not None:
+      meta = ckpt.read_meta()
+      where = f"workdir {workdir}"
+      ckpt_lib.check_meta(meta, {"space": cfg.space, "stage": stage.NAME}, where=where)
+      lineage.check_frozen(meta, frozen, where=f"{where}/{stage.NAME}")
+      p, o, key, _ = ckpt.restore(params_template=state["params"],
+                                  opt_state_template=state["opt_state"])
+      state, start = {"params": p, "opt_state": o}, ckpt.latest_step()
+    state = jax.device_put(state, jax.devices()[0])
+    # Data is read only now, after every check: a refused resume reads nothing.
+    train = [_arrays(tasks[n]) for n in train_names]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(cfg.to_json())
+
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress,
+               desc=f"surrogate {space.name}", dynamic_ncols=True)
+    with (out_dir / "metrics.jsonl").open("a") as log:
+      for step in bar:
+        genes, scores, mask = episode_batch(cfg, train, step)
+        state, metrics = train_step(state, genes, scores, mask, model=model, loss=loss,
+                                    opt=opt)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == end:
+          row = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          bar.set_postfix(loss=f"{row['loss']:.4f}")
+          log.write(json.dumps({"step": done, "split": "train", **row}) + "\n")
+        if done % cfg.checkpoint_every == 0 or done == end:
+          meta = lineage.stage_meta(stage=stage.NAME, space=space.name,
+                                    config=config_lib.to_dict(cfg), params=state["params"],
+                                    frozen=frozen)
+          ckpt.save(done, state["params"], state["opt_state"], key, meta, force=True)
+        log.flush()
+    train_seconds = time.perf_counter() - t0
+    ckpt.wait_until_finished()
+    if end < cfg.steps:
+      return {"steps": end, "stopped_early": True}
+
+  val = [_arrays(tasks[n]) for n in val_names]
+  ev = evaluate(cfg, model, state["params"], val)
+  report = {
+      "space": space.name,
+      "steps": cfg.steps,
+      "train_seconds": train_seconds,
+      "resumed_from": start,
+      "exclude": list(cfg.exclude),
+      "excluded_tasks": excluded,
+      "train_tasks": train_names,
+      "val_tasks": val_names,
+      "spearman_by_k": {str(k): v["spearman"] for k, v in ev["by_k"].items()},
+      "kendall_by_k": {str(k): v["kendall"] for k, v in ev["by_k"].items()},
+      "per_task": {t: {str(k): v for k, v in r.items()} for t, r in ev["per_task"].items()},
+      "device": str(jax.devices()[0]),
+  }
+  tmp = out_dir / "report.json.tmp"
+  tmp.write_text(json.dumps(report, indent=2))
+  tmp.replace(out_dir / "report.json")
+  return report
+
+
+# ---- `pnag train surrogate` -----------------------------------------------------------
+
+
+def config_for(workdir, *, preset: str | None, space: str | None, seed: int | None,
+               exclude: tuple[str, ...], overrides=()) -> SurrogateConfig:
+  """A new run's config, or the saved one of the run `workdir` resumes.
+
+  A resumed run keeps its space, seed and exclusions; giving others is an error
+  (the check itself happens against the checkpoint's frozen settings).
+  """
+  if space is not None:
+    get_space(space)
+  meta = stage.read_meta(workdir)
+  if meta is not None:
+    saved = stage._config_of(meta, workdir)  # pylint: disable=protected-access
+    for name, given in (("space", space), ("seed", seed), ("exclude", exclude)):
+      if given is not None and given != getattr(saved, name):
+        raise PnagError(
+            f"workdir {workdir} holds a surrogate trained with {name} "
+            f"{getattr(saved, name)!r}; --{name} {given!r} disagrees (resume with the same "
+            "settings, or use a new --workdir)")
+    if preset is None:
+      return config_lib.from_dict(
+          SurrogateConfig, {**config_lib.to_dict(saved),
+                            **config_lib.parse_overrides(SurrogateConfig, overrides)},
+          where=f"workdir {workdir}")
+    return stage.make_config(preset, saved.space, saved.seed, saved.exclude, overrides)
+  return stage.make_config(preset or "quick", space or "nb201", seed or 0, exclude or (),
+                           overrides)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.description = ("Meta-train the stage-3 surrogate over a space's tasks. Rerunning the "
+                   "same command resumes from the latest checkpoint.")
+  p.epilog = ("example (leave CIFAR-10 out):\n  pnag train surrogate --workdir runs/nb201 "
+              "--space nb201 --exclude 'cifar10(?!0)'\n\nconfig keys for --set: "
+              + ", ".join(config_lib.field_types(SurrogateConfig)))
+  p.add_argument("--workdir", required=True, help="run directory; the surrogate goes to "
+                                                  "WORKDIR/surrogate")
+  p.add_argument("--space", default=None,
+                 help=f"search space ({', '.join(SPACE_NAMES)}; default: nb201)")
+  p.add_argument("--exclude", action="append", default=None, metavar="REGEX",
+                 help="never read tasks whose name matches (re.search); repeatable; a "
+                      "pattern that matches no task is an error")
+  p.add_argument("--preset", choices=tuple(stage.PRESETS), default=None,
+                 help="named settings (default: quick for a new run)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override one config value; repeatable")
+  p.add_argument("--seed", type=int, default=None, help="seed of a new run (default: 0)")
+  p.add_argument("--data-dir", help=DATA_DIR_HELP)
+
+
+def main(args: argparse.Namespace) -> None:
+  exclude = tuple(args.exclude) if args.exclude is not None else None
+  cfg = config_for(args.workdir, preset=args.preset, space=args.space, seed=args.seed,
+                   exclude=exclude, overrides=args.set)
+  report = train_and_evaluate(cfg, args.workdir, data_dir=args.data_dir)
+  ks = ", ".join(f"K={k}: {v:.3f}" for k, v in report["spearman_by_k"].items())
+  print(f"surrogate {report['space']}: {report['steps']} steps in "
+        f"{report['train_seconds']:.1f} s on {len(report['train_tasks'])} tasks "
+        f"({len(report['excluded_tasks'])} excluded)")
+  print(f"  Spearman on {len(report['val_tasks'])} held-out tasks: {ks}")
+  print(f"  report: {Path(args.workdir) / stage.NAME / 'report.json'}")

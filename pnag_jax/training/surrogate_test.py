@@ -1,0 +1,111 @@
+"""Meta-training: transfer to a never-read dataset, bit-identical resume, frozen exclusions."""
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from pnag_jax import tasks as tasks_lib
+from pnag_jax.evaluation.transfer import dense, iso_representatives
+from pnag_jax.stages import lineage
+from pnag_jax.stages import surrogate as stage
+from pnag_jax.training import surrogate as trainer
+
+
+def _spearman_from_refs(model, params, target, space, k, seeds):
+  reps = iso_representatives(space)
+  genes = space.enumerate()
+  rho = []
+  for s in seeds:
+    refs = np.random.default_rng([s, k]).choice(space.size(), k, replace=False)
+    pred = stage.predictor(model, params, genes[refs], target[refs]).scores(genes[reps])
+    rho.append(scipy.stats.spearmanr(pred, target[reps]).statistic)
+  return float(np.mean(rho))
+
+
+def test_meta_training_transfers_to_a_dataset_it_never_read(nb201_surrogate, data_dir):
+  workdir, report = nb201_surrogate
+  run = stage.load(workdir, space="nb201")
+  # Every CIFAR-10 task, and nothing else, was left out, and the checkpoint says so.
+  assert run.cfg.exclude == ("cifar10(?!0)",)
+  assert set(run.excluded_tasks) == set(report["excluded_tasks"])
+  assert "cifar10_test_acc" in run.excluded_tasks and len(run.excluded_tasks) == 26
+  assert all("cifar10" in n and "cifar100" not in n for n in run.excluded_tasks)
+  assert set(report["spearman_by_k"]) == {"2", "10"}
+  target = dense(tasks_lib.builtin_tasks("nb201", data_dir)["cifar10_test_acc"], run.space)
+  trained = _spearman_from_refs(run.model, run.params, target, run.space, 10, (0, 1, 2))
+  _, fresh = stage.init(run.cfg)
+  untrained = _spearman_from_refs(run.model, fresh, target, run.space, 10, (0, 1, 2))
+  # 6,466 isomorphism classes, K = 10 references of a dataset never read in training.
+  assert trained > 0.6, trained
+  assert untrained < trained - 0.3, (untrained, trained)
+
+
+def _synthetic_tasks(*, raising=()):
+  """Six NB201 tasks from seeded random linear scores (no files); `raising` fail if read."""
+  from pnag_jax.spaces import get_space  # pylint: disable=g-import-not-at-top
+  genes = get_space("nb201").enumerate()
+  onehot = np.eye(5)[genes].reshape(len(genes), -1)
+  out = {}
+  for i, name in enumerate(("acc_a", "acc_b", "acc_c", "lat_x", "lat_y", "lat_z")):
+    w = np.random.default_rng(i).normal(size=onehot.shape[1])
+
+    def load(w=w, name=name):
+      if name in raising:
+        raise AssertionError(f"excluded task {name} was read")
+      return tasks_lib.TaskData(genes, onehot @ w)
+
+    out[name] = tasks_lib.Task(name, "synthetic", name.startswith("lat"), "nb201", "test", load)
+  return out
+
+
+_TINY = ["steps=6", "checkpoint_every=3", "episodes=2", "queries=8", "k_max=4",
+         "num_val_tasks=2", "eval_ks=2", "eval_archs=16", "eval_repeats=1", "dim=8",
+         "emb_dim=8", "hidden=8", "task_dim=8", "layers=1"]
+
+
+def test_excluded_tasks_are_never_read_and_are_frozen(tmp_path):
+  tasks = _synthetic_tasks(raising=("lat_y", "lat_z"))
+  cfg = stage.make_config("test", "nb201", 0, ("lat_[yz]",), _TINY)
+  report = trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False)
+  assert report["excluded_tasks"] == ["lat_y", "lat_z"]
+  assert len(report["train_tasks"]) == 2 and len(report["val_tasks"]) == 2
+  run = stage.load(tmp_path)
+  assert run.excluded_tasks == ("lat_y", "lat_z") and run.cfg.exclude == ("lat_[yz]",)
+
+
+def test_killed_run_resumes_bit_identically(tmp_path):
+  tasks = _synthetic_tasks()
+  cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
+  trainer.train_and_evaluate(cfg, tmp_path / "a", tasks=tasks, progress=False)
+  stopped = trainer.train_and_evaluate(cfg, tmp_path / "b", tasks=tasks, progress=False,
+                                       stop_after=3)
+  assert stopped == {"steps": 3, "stopped_early": True}
+  trainer.train_and_evaluate(cfg, tmp_path / "b", tasks=tasks, progress=False)
+  a, b = stage.load(tmp_path / "a"), stage.load(tmp_path / "b")
+  assert a.step == b.step == 6
+  assert lineage.params_sha256(a.params) == lineage.params_sha256(b.params)
+  other = stage.make_config("test", "nb201", 1, ("lat_z",), _TINY)
+  trainer.train_and_evaluate(other, tmp_path / "c", tasks=tasks, progress=False)
+  assert lineage.params_sha256(stage.load(tmp_path / "c").params) != lineage.params_sha256(
+      a.params)
+
+
+def test_resuming_with_other_exclusions_is_refused(tmp_path, pnag_main):
+  tasks = _synthetic_tasks()
+  cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
+  trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False, stop_after=3)
+  code, out, err = pnag_main("train", "surrogate", "--workdir", tmp_path, "--exclude",
+                             "lat_y")
+  assert code == 2 and out == ""
+  assert err.count("\n") == 1 and "exclude" in err and "lat_z" in err, err
+  # The same through the checkpoint itself (e.g. a script calling the trainer).
+  with pytest.raises(stage.ckpt_lib.CheckpointError, match="exclude"):
+    trainer.train_and_evaluate(cfg.__class__(**{**cfg.__dict__, "exclude": ("lat_y",)}),
+                               tmp_path, tasks=tasks, progress=False)
+
+
+def test_an_exclusion_that_matches_nothing_is_an_error(tmp_path, data_dir, pnag_main):
+  code, _, err = pnag_main("train", "surrogate", "--workdir", tmp_path / "w", "--space",
+                           "nb201", "--exclude", "cifar1O", "--data-dir", data_dir)
+  assert code == 2 and err.count("\n") == 1 and "cifar1O" in err and "matches no" in err
+  assert not (tmp_path / "w").exists()
