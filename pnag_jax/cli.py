@@ -63,6 +63,10 @@ EVAL_PROTOCOLS = {
                           "pnag_jax.evaluation.executable"),
     "transfer": Command("leave-dataset-out transfer from K measured archs (Table 1)",
                         "pnag_jax.evaluation.transfer"),
+    "families": Command("transfer to unseen task families and devices (Spearman by K)",
+                        "pnag_jax.evaluation.families"),
+    "objectives": Command("objective-specific generation: clean, APGD, FGSM (Table 5)",
+                          "pnag_jax.evaluation.objectives"),
 }
 
 

@@ -21,31 +21,44 @@ def _best_cell(data_dir) -> str:
   return space.to_string(space.enumerate()[code])
 
 
-def test_best_cell_learns_digits_and_the_none_cell_does_not(tmp_path, data_dir):
-  best = _best_cell(data_dir)
-  cfg = ArchTrainConfig(space="nb201", arch=best, epochs=6, network=SMALL)
-  r = train_arch(cfg, tmp_path / "best", progress=False)
-  assert r["test_accuracy"] >= 0.85, r["history"]
-  assert r["params"] > 0 and r["flops_per_example"] > 0
-  saved = json.loads((tmp_path / "best" / "report.json").read_text())
-  assert saved["test_accuracy"] == r["test_accuracy"]
-  none = train_arch(ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=6, network=SMALL),
-                    tmp_path / "none", progress=False)
-  assert none["test_accuracy"] <= 0.2  # 10 classes: chance
+@pytest.fixture(scope="module")
+def best_run(tmp_path_factory, data_dir):
+  """(config, report, workdir, compiles) of the best cell trained straight for 2 epochs.
 
-
-def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir, monkeypatch):
+  Both tests below need this run (one for its accuracy, one as the reference of a
+  resumed run), so it is trained once. `compiles`: the cache sizes of its (train, eval)
+  steps after the run.
+  """
   steps, original = [], train_lib.make_steps
 
   def recording_make_steps(*args):
     steps.append(original(*args))
     return steps[-1]
 
-  monkeypatch.setattr(train_lib, "make_steps", recording_make_steps)
   cfg = ArchTrainConfig(space="nb201", arch=_best_cell(data_dir), epochs=2, network=SMALL)
-  straight = train_arch(cfg, tmp_path / "a", progress=False)
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(train_lib, "make_steps", recording_make_steps)
+    workdir = tmp_path_factory.mktemp("train_arch") / "best"
+    report = train_arch(cfg, workdir, progress=False)
+  compiles = [f._cache_size() for f in steps[0]]  # pylint: disable=protected-access
+  return cfg, report, workdir, compiles
+
+
+def test_best_cell_learns_digits_and_the_none_cell_does_not(best_run, tmp_path):
+  cfg, r, workdir, _ = best_run
+  assert r["test_accuracy"] >= 0.85, r["history"]
+  assert r["params"] > 0 and r["flops_per_example"] > 0
+  saved = json.loads((workdir / "report.json").read_text())
+  assert saved["test_accuracy"] == r["test_accuracy"]
+  none = train_arch(ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=cfg.epochs,
+                                    network=SMALL), tmp_path / "none", progress=False)
+  assert none["test_accuracy"] <= 0.2  # 10 classes: chance
+
+
+def test_killed_run_resumes_to_the_same_result(best_run, tmp_path):
+  cfg, straight, _, compiles = best_run
   # Fixed batch shapes (the ragged tail dropped, eval batches padded): one compile each.
-  assert [f._cache_size() for f in steps[0]] == [1, 1]  # pylint: disable=protected-access
+  assert compiles == [1, 1]
   assert train_arch(cfg, tmp_path / "b", progress=False, stop_after_epochs=1)["stopped_early"]
   resumed = train_arch(cfg, tmp_path / "b", progress=False)
   assert resumed["resumed_from_epoch"] == 1

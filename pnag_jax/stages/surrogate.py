@@ -53,6 +53,7 @@ class SurrogateConfig:
   k_max: int = 50                 # references per episode, K ~ U{k_min..k_max}
   queries: int = 48
   episodes: int = 12              # episodes per step
+  task_sampling: str = "family"   # "family": a family, then one of its tasks; "task"
   # Loss: listwise ranking (ListNet) + Huber regression on standardised scores.
   rank_weight: float = 1.0
   rank_temperature: float = 0.25  # < 1 puts the target distribution's mass on the best
@@ -80,6 +81,8 @@ class SurrogateConfig:
                  "steps", "k_min"):
       if getattr(self, name) < 1:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.task_sampling not in ("family", "task"):
+      raise PnagError(f"task_sampling must be 'family' or 'task', got {self.task_sampling!r}")
     if self.k_max < self.k_min:
       raise PnagError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min})")
 

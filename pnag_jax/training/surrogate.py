@@ -51,6 +51,7 @@ class TaskArrays(NamedTuple):
   """One task's data, with its scores' order precomputed for the tail queries."""
 
   name: str
+  family: str
   genes: np.ndarray     # int32[n, G]
   scores: np.ndarray    # float32[n]
   order: np.ndarray     # argsort of scores
@@ -59,7 +60,7 @@ class TaskArrays(NamedTuple):
 def _arrays(task) -> TaskArrays:
   data = task.data()
   scores = np.asarray(data.scores, np.float32)
-  return TaskArrays(task.name, np.asarray(data.genes, np.int32), scores,
+  return TaskArrays(task.name, task.family, np.asarray(data.genes, np.int32), scores,
                     np.argsort(scores, kind="stable"))
 
 
@@ -87,7 +88,15 @@ def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], step: int
   b, kmax, q = cfg.episodes, cfg.k_max, cfg.queries
   q_uniform = q - 2 * (q // 4)
   idx = np.empty((b, kmax + q), np.int64)
-  which = rng.integers(0, len(tasks), b)
+  if cfg.task_sampling == "family":
+    # A family with many columns (19 latencies, 22 FGSM strengths) would otherwise take
+    # most episodes: draw a family, then one of its tasks.
+    families = sorted({t.family for t in tasks})
+    members = [[i for i, t in enumerate(tasks) if t.family == f] for f in families]
+    which = np.array([members[f][rng.integers(0, len(members[f]))]
+                      for f in rng.integers(0, len(families), b)])
+  else:
+    which = rng.integers(0, len(tasks), b)
   ks = rng.integers(cfg.k_min, cfg.k_max + 1, b)
   for e, t in enumerate(which):
     task = tasks[t]

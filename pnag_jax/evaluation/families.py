@@ -1,0 +1,169 @@
+"""Transfer to unseen task families (DESIGN §5): whole attacks, all devices, one device.
+
+A surrogate is meta-trained with a whole family excluded, then asked to rank the
+family's tasks from K measured cells:
+
+  pgd     every PGD and APGD column (they rank alike, so one regex takes both);
+  fgsm    every FGSM column;
+  lat_    every latency: no device seen at all;
+  one device at a time (11 surrogates): all batch settings of that device excluded.
+
+Spearman is over the 6,466 isomorphism-class representatives, mean over seeds of the
+reference draw. Beside it, the table oracle: the allowed task whose ranking agrees best
+with the K references, and how well that task ranks the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+
+from pnag_jax import tasks as tasks_lib
+from pnag_jax.data import DATA_DIR_HELP
+from pnag_jax.evaluation import reports
+from pnag_jax.evaluation.transfer import dense, iso_representatives, meta_trained
+from pnag_jax.guidance import baselines
+from pnag_jax.spaces import get_space
+from pnag_jax.stages import surrogate as stage
+
+FAMILIES = ("pgd", "fgsm", "lat_")
+
+
+def devices(names) -> dict[str, str]:
+  """Device -> a regex matching exactly its latency columns (all batch settings)."""
+  out = {}
+  for n in names:
+    # HELP's batch settings are the suffixes _1, _32 and _256; other digits are part
+    # of the device's name (gold_6240, silver_4114).
+    m = re.fullmatch(r"lat_(.+?)(?:_(1|32|256))?", n)
+    if m:
+      out[m.group(1)] = rf"^lat_{re.escape(m.group(1))}(_(1|32|256))?$"
+  return dict(sorted(out.items()))
+
+
+def spearman_by_k(srun, space, target: np.ndarray, oracle_tables: dict, ks, seeds,
+                  reps: np.ndarray, salt: int) -> dict:
+  every = space.enumerate()
+  out = {}
+  for k in ks:
+    ours, oracle = [], []
+    for s in seeds:
+      refs = np.random.default_rng([s, k, salt]).choice(space.size(), k, replace=False)
+      pred = srun.predictor(every[refs], target[refs]).scores(every[reps])
+      ours.append(scipy.stats.spearmanr(pred, target[reps]).statistic)
+      name, _ = baselines.table_oracle_order(oracle_tables, refs, target[refs])
+      oracle.append(scipy.stats.spearmanr(oracle_tables[name][reps], target[reps]).statistic)
+    out[str(k)] = {"spearman": float(np.mean(ours)), "oracle_spearman": float(np.mean(oracle))}
+  return out
+
+
+def _study(root, exclude, tasks, *, preset, overrides, data_dir, ks, seeds, space, reps):
+  srun = meta_trained(root, (exclude,), preset=preset, seed=0, overrides=overrides,
+                      data_dir=data_dir)
+  kept, excluded = tasks_lib.select_tasks(tasks, (exclude,))
+  oracle = {n: dense(t, space) * (-1 if t.minimize else 1) for n, t in kept.items()
+            if not t.is_function}
+  per_task = {}
+  for i, name in enumerate(excluded):
+    target = dense(tasks[name], space)
+    if np.isnan(target).any():
+      continue  # subset tables: Spearman over all classes is undefined
+    per_task[name] = spearman_by_k(srun, space, target, oracle, ks, seeds, reps, i)
+  return {"exclude": exclude, "tasks": per_task, "surrogate": str(srun.workdir),
+          "surrogate_seconds": None}
+
+
+def run(out, *, data_dir=None, preset: str = "quick", overrides=(), seeds=(0, 1, 2),
+        ks=(2, 5, 10, 20, 50), families=FAMILIES, leave_one_device_out: bool = True,
+        surrogates=None) -> dict:
+  out = reports.out_dir(out)
+  root = Path(surrogates) if surrogates else out / "surrogates"
+  space = get_space("nb201")
+  tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  reps = iso_representatives(space)
+  common = dict(preset=preset, overrides=overrides, data_dir=data_dir, ks=ks, seeds=seeds,
+                space=space, reps=reps)
+  report = {"preset": preset, "overrides": list(overrides), "seeds": list(seeds),
+            "ks": list(ks), "families": {}, "devices": {}, "machine": reports.machine()}
+  for fam in families:
+    report["families"][fam] = _study(root, fam, tasks, **common)
+    reports.write_outputs(out, "families", report, format_table, _plot)
+  if leave_one_device_out:
+    for dev, pattern in devices(tasks).items():
+      r = _study(root, pattern, tasks, **{**common, "ks": (10,)})
+      r["mean_spearman_k10"] = float(np.mean([v["10"]["spearman"] for v in r["tasks"].values()]))
+      report["devices"][dev] = r
+      reports.write_outputs(out, "families", report, format_table, _plot)
+  return report
+
+
+def format_table(report: dict) -> str:
+  lines = [f"Transfer to unseen families (NB201), surrogate preset {report['preset']} "
+           f"{' '.join(report['overrides'])}; Spearman over the 6,466 isomorphism classes, "
+           f"mean over {len(report['seeds'])} reference draws; oracle: the best allowed "
+           "table chosen on the K references.", ""]
+  for fam, r in report["families"].items():
+    ks = report["ks"]
+    rows = [[t] + [f"{v[str(k)]['spearman']:.3f} ({v[str(k)]['oracle_spearman']:.3f})"
+                   for k in ks] for t, v in r["tasks"].items()]
+    lines += [f"`--exclude {fam}`: ours (oracle) by K", "",
+              reports.table(["task", *(f"K={k}" for k in ks)], rows), ""]
+  if report["devices"]:
+    rows = [[d, len(r["tasks"]), f"{r['mean_spearman_k10']:.3f}",
+             f"{np.mean([v['10']['oracle_spearman'] for v in r['tasks'].values()]):.3f}"]
+            for d, r in report["devices"].items()]
+    lines += ["Leave one device out (all its batch settings), K = 10:", "",
+              reports.table(["device", "settings", "ours", "oracle"], rows)]
+  return "\n".join(lines)
+
+
+def _plot(report: dict, path: Path) -> None:
+  plt = reports.figure()
+  fams = list(report["families"])
+  n = len(fams) + (1 if report["devices"] else 0)
+  fig, axes = plt.subplots(1, max(n, 1), figsize=(4.5 * max(n, 1), 3.8), squeeze=False)
+  ks = report["ks"]
+  for ax, fam in zip(axes[0], fams):
+    tasks = report["families"][fam]["tasks"]
+    ours = np.array([[v[str(k)]["spearman"] for k in ks] for v in tasks.values()])
+    orc = np.array([[v[str(k)]["oracle_spearman"] for k in ks] for v in tasks.values()])
+    ax.plot(ks, ours.mean(0), "o-", label="surrogate (mean over tasks)")
+    ax.fill_between(ks, ours.min(0), ours.max(0), alpha=0.2)
+    ax.plot(ks, orc.mean(0), "d--", label="table oracle")
+    ax.set_xscale("log")
+    ax.set_title(f"--exclude {fam} ({len(tasks)} tasks)")
+    ax.set_xlabel("K references")
+    ax.set_ylabel("Spearman")
+  if report["devices"]:
+    ax = axes[0][-1]
+    devs = list(report["devices"])
+    ax.bar(range(len(devs)), [report["devices"][d]["mean_spearman_k10"] for d in devs])
+    ax.axhline(0.9, color="k", lw=0.8, ls="--")
+    ax.set_xticks(range(len(devs)), devs, rotation=60, fontsize=7)
+    ax.set_title("leave one device out, K = 10")
+  axes[0][0].legend(fontsize=7)
+  reports.save_figure(fig, path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.epilog = "example:\n  pnag eval families --out eval/reports/families --preset quick"
+  p.add_argument("--out", required=True)
+  p.add_argument("--data-dir", help=DATA_DIR_HELP)
+  p.add_argument("--preset", choices=tuple(stage.PRESETS), default="quick")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  p.add_argument("--seeds", type=int, default=3)
+  p.add_argument("--families", default=",".join(FAMILIES))
+  p.add_argument("--no-devices", action="store_true", help="skip leave-one-device-out")
+  p.add_argument("--surrogates", default=None)
+
+
+def main(args: argparse.Namespace) -> None:
+  r = run(args.out, data_dir=args.data_dir, preset=args.preset, overrides=args.set,
+          seeds=tuple(range(args.seeds)),
+          families=tuple(f for f in args.families.split(",") if f),
+          leave_one_device_out=not args.no_devices, surrogates=args.surrogates)
+  print(format_table(r))
