@@ -77,12 +77,11 @@ def scratch_predictor(cfg: stage.SurrogateConfig, ref_genes: np.ndarray,
   k = len(ref_genes)
   cfg = stage.SurrogateConfig(**{**cfg.__dict__, "seed": seed, "k_min": 1, "k_max": k,
                                  "queries": k, "episodes": 8, "steps": steps,
-                                 "warmup_steps": 10, "exclude": ()})
+                                 "warmup_steps": 10, "exclude": (), "ema_decay": 0.0})
   model, params = stage.init(cfg)
-  loss = trainer.LossSettings(cfg.rank_weight, cfg.rank_temperature, cfg.reg_weight)
-  opt = trainer.OptimizerSettings(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps,
-                                  steps)
-  state = {"params": params, "opt_state": trainer.make_optimizer(opt).init(params)}
+  loss = trainer.LossSettings.of(cfg)
+  opt = trainer.OptimizerSettings.of(cfg)
+  state = trainer.init_state(params, opt)
   genes = np.asarray(ref_genes, np.int32)
   scores = np.asarray(ref_scores, np.float32)
   rng = np.random.default_rng([seed, 13, k])
@@ -93,4 +92,4 @@ def scratch_predictor(cfg: stage.SurrogateConfig, ref_genes: np.ndarray,
     mask = np.arange(k)[None, :] < sizes[:, None]
     state, _ = trainer.train_step(state, genes[take], scores[take], mask, model=model,
                                   loss=loss, opt=opt)
-  return stage.predictor(model, state["params"], genes, scores)
+  return stage.predictor(model, state["ema"], genes, scores)

@@ -56,13 +56,15 @@ class SurrogateConfig:
   task_sampling: str = "family"   # "family": a family, then one of its tasks; "task"
   # Loss: listwise ranking (ListNet) + Huber regression on standardised scores.
   rank_weight: float = 1.0
-  rank_temperature: float = 0.25  # < 1 puts the target distribution's mass on the best
+  rank_target: str = "rank"       # ListNet target from "rank" (place) or "score" (standardised)
+  rank_temperature: float = 2.0   # in places for "rank" (in stds for "score")
   reg_weight: float = 0.1
   # Optimisation.
   learning_rate: float = 2e-3
   weight_decay: float = 1e-4
-  steps: int = 1500
+  steps: int = 2000
   warmup_steps: int = 100
+  ema_decay: float = 0.99         # the saved params are this moving average
   # Validation: tasks held out of meta-training (chosen by seed), by K.
   num_val_tasks: int = 4
   eval_ks: tuple[int, ...] = (1, 2, 5, 10, 20, 50)
@@ -81,6 +83,8 @@ class SurrogateConfig:
                  "steps", "k_min"):
       if getattr(self, name) < 1:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.rank_target not in ("score", "rank"):
+      raise PnagError(f"rank_target must be 'score' or 'rank', got {self.rank_target!r}")
     if self.task_sampling not in ("family", "task"):
       raise PnagError(f"task_sampling must be 'family' or 'task', got {self.task_sampling!r}")
     if self.k_max < self.k_min:

@@ -118,6 +118,11 @@ class LossSettings(NamedTuple):
   rank_weight: float
   rank_temperature: float
   reg_weight: float
+  rank_target: str = "score"
+
+  @classmethod
+  def of(cls, cfg: SurrogateConfig) -> "LossSettings":
+    return cls(cfg.rank_weight, cfg.rank_temperature, cfg.reg_weight, cfg.rank_target)
 
 
 class OptimizerSettings(NamedTuple):
@@ -125,6 +130,18 @@ class OptimizerSettings(NamedTuple):
   weight_decay: float
   warmup_steps: int
   total_steps: int
+  ema_decay: float = 0.0
+
+  @classmethod
+  def of(cls, cfg: SurrogateConfig, total_steps: int | None = None) -> "OptimizerSettings":
+    return cls(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps,
+               cfg.steps if total_steps is None else total_steps, cfg.ema_decay)
+
+
+def init_state(params: dict, opt: OptimizerSettings) -> dict:
+  """`params` are trained; `ema`, their moving average, is what is saved and served."""
+  return {"params": params, "opt_state": make_optimizer(opt).init(params),
+          "ema": jax.tree.map(jnp.copy, params)}
 
 
 def make_optimizer(opt: OptimizerSettings) -> optax.GradientTransformation:
@@ -146,11 +163,19 @@ def episode_losses(net, space, genes, scores, mask, loss: LossSettings):
     ref_z, mean, std = standardise(ref_s, mask)
     pred = net.head(q_emb, ref_emb, ref_z, mask, net.task(ref_emb, ref_z, mask))
     # The ranking target is scale-free: the queries standardised among themselves.
-    q_z = (q_s - q_s.mean()) / (q_s.std() + 1e-6)
     # Two-sided: the model does not know the task's direction, and the best archs sit
     # at the top for accuracy and at the bottom for latency; both ends must be sharp.
-    listnet = sum(-jnp.sum(jax.nn.softmax(sign * q_z / loss.rank_temperature)
-                           * jax.nn.log_softmax(sign * pred)) for sign in (1.0, -1.0)) / 2
+    listnet = 0.0
+    for sign in (1.0, -1.0):
+      if loss.rank_target == "rank":
+        # Target mass by place, not by score: the queries' scores near the top differ
+        # by hundredths of a std, and a score-based target would treat them as equal.
+        better = jnp.sum(sign * q_s[None, :] > sign * q_s[:, None], axis=1)
+        target = jax.nn.softmax(-better / loss.rank_temperature)
+      else:
+        q_z = (q_s - q_s.mean()) / (q_s.std() + 1e-6)
+        target = jax.nn.softmax(sign * q_z / loss.rank_temperature)
+      listnet += -jnp.sum(target * jax.nn.log_softmax(sign * pred)) / 2
     # A few references can have a tiny spread; clipping keeps their targets finite
     # without letting them dominate the batch.
     reg = optax.huber_loss(pred, jnp.clip((q_s - mean) / std, -5.0, 5.0)).mean()
@@ -171,8 +196,11 @@ def train_step(state: dict, genes: jax.Array, scores: jax.Array, mask: jax.Array
   (_, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
   updates, opt_state = make_optimizer(opt).update(grads, state["opt_state"], state["params"])
   metrics["grad_norm"] = optax.tree.norm(grads)
-  return {"params": optax.apply_updates(state["params"], updates),
-          "opt_state": opt_state}, metrics
+  params = optax.apply_updates(state["params"], updates)
+  # The top of a ranking flips with every step's noise; the average of the last few
+  # hundred steps' weights picks the same best archs run after run.
+  ema = optax.incremental_update(params, state["ema"], 1.0 - opt.ema_decay)
+  return {"params": params, "opt_state": opt_state, "ema": ema}, metrics
 
 
 # ---- evaluation ----------------------------------------------------------------------
@@ -235,9 +263,9 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
   frozen = {**cfg.frozen(), "excluded_tasks": tuple(excluded)}
   out_dir = Path(workdir) / stage.NAME
   model, params = stage.init(cfg)
-  loss = LossSettings(cfg.rank_weight, cfg.rank_temperature, cfg.reg_weight)
-  opt = OptimizerSettings(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, cfg.steps)
-  state = {"params": params, "opt_state": make_optimizer(opt).init(params)}
+  loss = LossSettings.of(cfg)
+  opt = OptimizerSettings.of(cfg)
+  state = init_state(params, opt)
   key = jax.random.key(cfg.seed)  # unused by the step; kept for the checkpoint layout
 
   with ckpt_lib.StageCheckpointer(workdir, stage.NAME, max_to_keep=2,
@@ -248,9 +276,11 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       where = f"workdir {workdir}"
       ckpt_lib.check_meta(meta, {"space": cfg.space, "stage": stage.NAME}, where=where)
       lineage.check_frozen(meta, frozen, where=f"{where}/{stage.NAME}")
-      p, o, key, _ = ckpt.restore(params_template=state["params"],
-                                  opt_state_template=state["opt_state"])
-      state, start = {"params": p, "opt_state": o}, ckpt.latest_step()
+      ema, rest, key, _ = ckpt.restore(
+          params_template=state["ema"],
+          opt_state_template={"opt": state["opt_state"], "params": state["params"]})
+      state = {"params": rest["params"], "opt_state": rest["opt"], "ema": ema}
+      start = ckpt.latest_step()
     state = jax.device_put(state, jax.devices()[0])
     # Data is read only now, after every check: a refused resume reads nothing.
     train = [_arrays(tasks[n]) for n in train_names]
@@ -273,9 +303,10 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
           log.write(json.dumps({"step": done, "split": "train", **row}) + "\n")
         if done % cfg.checkpoint_every == 0 or done == end:
           meta = lineage.stage_meta(stage=stage.NAME, space=space.name,
-                                    config=config_lib.to_dict(cfg), params=state["params"],
+                                    config=config_lib.to_dict(cfg), params=state["ema"],
                                     frozen=frozen)
-          ckpt.save(done, state["params"], state["opt_state"], key, meta, force=True)
+          ckpt.save(done, state["ema"], {"opt": state["opt_state"], "params": state["params"]},
+                    key, meta, force=True)
         log.flush()
     train_seconds = time.perf_counter() - t0
     ckpt.wait_until_finished()
@@ -283,7 +314,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       return {"steps": end, "stopped_early": True}
 
   val = [_arrays(tasks[n]) for n in val_names]
-  ev = evaluate(cfg, model, state["params"], val)
+  ev = evaluate(cfg, model, state["ema"], val)
   report = {
       "space": space.name,
       "steps": cfg.steps,
