@@ -39,11 +39,13 @@ def _all_commands():
 
 def test_registries_cover_every_command():
   paths = [" ".join(p) for p, _ in _all_commands()]
-  assert paths == sorted(["demo", "generate", "spaces", "train-arch", "train stage1",
-                          "eval vun", "eval speed", "eval quality", "eval scc-ablation",
-                          "eval executable"])
-  assert set(cli.TRAIN_STAGES) == {"stage1"}
-  assert set(cli.EVAL_PROTOCOLS) == {"vun", "speed", "quality", "scc-ablation", "executable"}
+  protocols = {"vun", "speed", "quality", "scc-ablation", "executable", "transfer",
+               "objectives", "families"}
+  assert paths == sorted(["demo", "generate", "predict", "spaces", "tasks", "train-arch",
+                          "train stage1", "train surrogate",
+                          *(f"eval {p}" for p in protocols)])
+  assert set(cli.TRAIN_STAGES) == {"stage1", "surrogate"}
+  assert set(cli.EVAL_PROTOCOLS) == protocols
 
 
 def test_every_option_has_help_defaults_and_an_example():

@@ -140,38 +140,30 @@ class NB201Data:
       out[c] = col
     return out
 
-  @functools.cached_property
-  def _latency(self) -> dict[str, np.ndarray]:
-    path = self.root / LATENCY_FILE
+  def _full_table(self, file: str, prefix: str) -> dict[str, np.ndarray]:
+    """Every `prefix*` column of a one-row-per-cell file, per cell code."""
+    path = self.root / file
     header, body = _read_csv(path, ("nb201_index", "arch_str"))
     codes, index = _codes_of_rows(path, header, body)
     _check_full(path, codes, index)
     out = {}
     for c in header:
-      if c.startswith("lat_"):
+      if c.startswith(prefix):
         col = np.empty(codes.size, np.float32)
         col[codes] = _float_column(path, header, body, c)
         out[c] = col
     if not out:
-      raise DataError(f"{path.name} has no lat_* columns")
+      raise DataError(f"{path.name} has no {prefix}* columns")
     return out
+
+  @functools.cached_property
+  def _latency(self) -> dict[str, np.ndarray]:
+    return self._full_table(LATENCY_FILE, "lat_")
 
   @functools.cached_property
   def _robustness(self) -> dict[str, np.ndarray]:
     """`rob_*` columns (accuracy under attack, Jung et al. 2023) per cell code."""
-    path = self.root / ROBUSTNESS_FILE
-    header, body = _read_csv(path, ("nb201_index", "arch_str"))
-    codes, index = _codes_of_rows(path, header, body)
-    _check_full(path, codes, index)
-    out = {}
-    for c in header:
-      if c.startswith("rob_"):
-        col = np.empty(codes.size, np.float32)
-        col[codes] = _float_column(path, header, body, c)
-        out[c] = col
-    if not out:
-      raise DataError(f"{path.name} has no rob_* columns")
-    return out
+    return self._full_table(ROBUSTNESS_FILE, "rob_")
 
   @functools.cached_property
   def _zc_subset(self) -> dict[str, np.ndarray]:

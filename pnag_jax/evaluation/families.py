@@ -151,19 +151,25 @@ def _plot(report: dict, path: Path) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.epilog = "example:\n  pnag eval families --out eval/reports/families --preset quick"
-  p.add_argument("--out", required=True)
+  p.add_argument("--out", required=True, help="directory for families.{json,md,png}")
   p.add_argument("--data-dir", help=DATA_DIR_HELP)
-  p.add_argument("--preset", choices=tuple(stage.PRESETS), default="quick")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-  p.add_argument("--seeds", type=int, default=3)
-  p.add_argument("--families", default=",".join(FAMILIES))
+  p.add_argument("--preset", choices=tuple(stage.PRESETS), default="quick",
+                 help="surrogate preset of the meta-training runs")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="surrogate config override; repeatable")
+  p.add_argument("--seeds", type=int, default=3, help="reference draws 0..N-1 per K")
+  p.add_argument("--families", default=None,
+                 help="comma-separated exclusion regexes, one surrogate each (default: "
+                      f"{' '.join(FAMILIES)})")
   p.add_argument("--no-devices", action="store_true", help="skip leave-one-device-out")
-  p.add_argument("--surrogates", default=None)
+  p.add_argument("--surrogates", default=None,
+                 help="where the meta-trained surrogates live (default: OUT/surrogates)")
 
 
 def main(args: argparse.Namespace) -> None:
   r = run(args.out, data_dir=args.data_dir, preset=args.preset, overrides=args.set,
           seeds=tuple(range(args.seeds)),
-          families=tuple(f for f in args.families.split(",") if f),
+          families=tuple(f for f in args.families.split(",") if f) if args.families
+          else FAMILIES,
           leave_one_device_out=not args.no_devices, surrogates=args.surrogates)
   print(format_table(r))

@@ -115,11 +115,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.epilog = "example:\n  pnag eval objectives --workdir runs/demo --out eval/reports/objectives"
   p.add_argument("--workdir", default=None,
                  help="an NB201 stage-1 run, for a generator pool (not needed with --pool all)")
-  p.add_argument("--out", required=True)
+  p.add_argument("--out", required=True, help="directory for objectives.{json,md,png}")
   p.add_argument("--data-dir", help=DATA_DIR_HELP)
-  p.add_argument("--preset", choices=tuple(stage.PRESETS), default="quick")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-  p.add_argument("--seeds", type=int, default=3)
+  p.add_argument("--preset", choices=tuple(stage.PRESETS), default="quick",
+                 help="surrogate preset of the meta-training run")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="surrogate config override; repeatable")
+  p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
   p.add_argument("--pool", default="all", help="'all', or draws from --workdir's stage 1")
   p.add_argument("--surrogates", default=None,
                  help="where meta-trained surrogates live (shared with eval transfer)")

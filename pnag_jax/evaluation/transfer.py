@@ -283,17 +283,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
   p.add_argument("--ks", default="2,5,10", help="reference counts K")
   p.add_argument("--pool", default="100000", help="draws from the stage-1 prior, or 'all'")
-  p.add_argument("--targets", default=",".join(TARGETS))
+  p.add_argument("--targets", default=None,
+                 help="comma-separated target tasks, each excluding its whole dataset "
+                      f"(default: all of {', '.join(TARGETS)})")
   p.add_argument("--surrogates", default=None,
                  help="where the meta-trained surrogates live (default: OUT/surrogates); "
                       "existing ones with the same exclusions are reused")
-  p.add_argument("--scratch-steps", type=int, default=150)
+  p.add_argument("--scratch-steps", type=int, default=150,
+                 help="steps of the from-scratch surrogate baseline (K refs only)")
 
 
 def main(args: argparse.Namespace) -> None:
   ks = tuple(int(k) for k in args.ks.split(","))
   r = run(args.workdir, args.out, data_dir=args.data_dir, preset=args.preset,
           seeds=tuple(range(args.seeds)), ks=ks, pool=args.pool,
-          targets=tuple(args.targets.split(",")), surrogates=args.surrogates,
+          targets=tuple(args.targets.split(",")) if args.targets else tuple(TARGETS),
+          surrogates=args.surrogates,
           overrides=args.set, scratch_steps=args.scratch_steps)
   print(format_table(r))

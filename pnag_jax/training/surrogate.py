@@ -369,7 +369,7 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.description = ("Meta-train the stage-3 surrogate over a space's tasks. Rerunning the "
                    "same command resumes from the latest checkpoint.")
-  p.epilog = ("example (leave CIFAR-10 out):\n  pnag train surrogate --workdir runs/nb201 "
+  p.epilog = ("example: (leave CIFAR-10 out)\n  pnag train surrogate --workdir runs/nb201 "
               "--space nb201 --exclude 'cifar10(?!0)'\n\nconfig keys for --set: "
               + ", ".join(config_lib.field_types(SurrogateConfig)))
   p.add_argument("--workdir", required=True, help="run directory; the surrogate goes to "

@@ -36,7 +36,8 @@ def test_meta_training_transfers_to_a_dataset_it_never_read(nb201_surrogate, dat
   _, fresh = stage.init(run.cfg)
   untrained = _spearman_from_refs(run.model, fresh, target, run.space, 10, (0, 1, 2))
   # 6,466 isomorphism classes, K = 10 references of a dataset never read in training.
-  assert trained > 0.6, trained
+  print(f"Spearman, K=10, CIFAR-10 never read: trained {trained:.3f}, untrained {untrained:.3f}")
+  assert trained > 0.75, trained
   assert untrained < trained - 0.3, (untrained, trained)
 
 
