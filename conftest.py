@@ -8,7 +8,7 @@ a subprocess compiled as users compile it.
 
 `trained_run` is the one trained model of the suite: the main job, `pnag demo`, run
 once (quick preset, 400 steps). Every test that asks for it is put in one xdist group
-(`--dist loadgroup`), so one worker trains it once while the other worker runs the
+(`--dist loadgroup`), so one worker trains it once while the other workers run the
 rest of the suite; tests that need exact algebra, not quality, use the untrained
 models of `untrained_run` instead.
 """
