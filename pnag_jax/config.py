@@ -86,6 +86,12 @@ def make(cls: type[C], presets: Mapping[str, Mapping[str, Any]], preset: str,
   return cls(**{**presets[preset], **fields, **parse_overrides(cls, overrides)})
 
 
+def with_overrides(cfg: C, overrides: Sequence[str], *, where: str) -> C:
+  """`cfg` with `key=value` overrides applied and checked (a resumed run's config)."""
+  cls = type(cfg)
+  return from_dict(cls, {**to_dict(cfg), **parse_overrides(cls, overrides)}, where=where)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
   return dataclasses.asdict(cfg)
 

@@ -38,8 +38,12 @@ CHUNK = 8192
 DEFAULT_WORKDIR = "runs/demo"
 
 
-def guided_step(workdir: Path, data, seed: int, data_dir, progress: bool) -> dict:
-  """Transfer to CIFAR-10 from 5 references with a quick, CIFAR-10-blind surrogate."""
+def guided_step(workdir: Path, gen: Sampler, data, seed: int, data_dir, progress: bool
+                ) -> dict:
+  """Transfer to CIFAR-10 from 5 references with a quick, CIFAR-10-blind surrogate.
+
+  The pool comes from `gen`, the demo's own sampler over the stage-1 run.
+  """
   from pnag_jax.guidance import baselines, rank  # pylint: disable=g-import-not-at-top
   from pnag_jax.stages import surrogate  # pylint: disable=g-import-not-at-top
   from pnag_jax.training import surrogate as trainer  # pylint: disable=g-import-not-at-top
@@ -51,9 +55,7 @@ def guided_step(workdir: Path, data, seed: int, data_dir, progress: bool) -> dic
   every = space.enumerate()
   acc = np.asarray(data.lookup("cifar10_test_acc", every), np.float64)
   refs = np.random.default_rng([seed, 5]).choice(every.shape[0], 5, replace=False)
-  pool, drawn = rank.draw_pool(Sampler.from_run(stage1.load(workdir),
-                                                SamplerConfig(chunk_size=CHUNK)),
-                               jax.random.key(seed), 100_000)
+  pool, drawn = rank.draw_pool(gen, jax.random.key(seed), 100_000)
   picks = rank.guided(space, srun.predictor(every[refs], acc[refs]), pool, drawn, k=1,
                       minimize=False, ref_genes=every[refs])
   pick_acc = float(data.lookup("cifar10_test_acc", picks.genes[:1])[0])
@@ -135,7 +137,7 @@ def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
   else:
     print("quality: skipped (no NB201 tables; pass --data-dir or set PNAG_DATA_DIR)")
   if guided:
-    report["guided"] = guided_step(workdir, data, seed, data_dir, progress)
+    report["guided"] = guided_step(workdir, gen, data, seed, data_dir, progress)
   report["total_seconds"] = time.perf_counter() - t_start
   report["peak_rss_mb"] = peak_rss_mb()
   out_dir = reports.out_dir(workdir / "demo")

@@ -23,12 +23,10 @@ import numpy as np
 import scipy.stats
 
 from pnag_jax import tasks as tasks_lib
-from pnag_jax.data import DATA_DIR_HELP
 from pnag_jax.evaluation import reports
-from pnag_jax.evaluation.transfer import dense, iso_representatives, meta_trained
-from pnag_jax.guidance import baselines
+from pnag_jax.evaluation import transfer
+from pnag_jax.guidance import baselines, rank
 from pnag_jax.spaces import get_space
-from pnag_jax.stages import surrogate as stage
 
 FAMILIES = ("pgd", "fgsm", "lat_")
 
@@ -62,19 +60,17 @@ def spearman_by_k(srun, space, target: np.ndarray, oracle_tables: dict, ks, seed
 
 
 def _study(root, exclude, tasks, *, preset, overrides, data_dir, ks, seeds, space, reps):
-  srun = meta_trained(root, (exclude,), preset=preset, seed=0, overrides=overrides,
+  srun = transfer.meta_trained(root, (exclude,), preset=preset, seed=0, overrides=overrides,
                       data_dir=data_dir)
   kept, excluded = tasks_lib.select_tasks(tasks, (exclude,))
-  oracle = {n: dense(t, space) * (-1 if t.minimize else 1) for n, t in kept.items()
-            if not t.is_function}
+  oracle = transfer.oriented_tables(kept)
   per_task = {}
   for i, name in enumerate(excluded):
-    target = dense(tasks[name], space)
+    target = tasks[name].by_row()
     if np.isnan(target).any():
       continue  # subset tables: Spearman over all classes is undefined
     per_task[name] = spearman_by_k(srun, space, target, oracle, ks, seeds, reps, i)
-  return {"exclude": exclude, "tasks": per_task, "surrogate": str(srun.workdir),
-          "surrogate_seconds": None}
+  return {"exclude": exclude, "tasks": per_task, "surrogate": str(srun.workdir)}
 
 
 def run(out, *, data_dir=None, preset: str = "quick", overrides=(), seeds=(0, 1, 2),
@@ -84,7 +80,7 @@ def run(out, *, data_dir=None, preset: str = "quick", overrides=(), seeds=(0, 1,
   root = Path(surrogates) if surrogates else out / "surrogates"
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
-  reps = iso_representatives(space)
+  reps = rank.first_of_each_class(space, space.enumerate())
   common = dict(preset=preset, overrides=overrides, data_dir=data_dir, ks=ks, seeds=seeds,
                 space=space, reps=reps)
   report = {"preset": preset, "overrides": list(overrides), "seeds": list(seeds),
@@ -151,19 +147,11 @@ def _plot(report: dict, path: Path) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.epilog = "example:\n  pnag eval families --out eval/reports/families --preset quick"
-  p.add_argument("--out", required=True, help="directory for families.{json,md,png}")
-  p.add_argument("--data-dir", help=DATA_DIR_HELP)
-  p.add_argument("--preset", choices=tuple(stage.PRESETS), default="quick",
-                 help="surrogate preset of the meta-training runs")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="surrogate config override; repeatable")
-  p.add_argument("--seeds", type=int, default=3, help="reference draws 0..N-1 per K")
+  transfer.add_surrogate_arguments(p, "families", seeds=3)
   p.add_argument("--families", default=None,
                  help="comma-separated exclusion regexes, one surrogate each (default: "
                       f"{' '.join(FAMILIES)})")
   p.add_argument("--no-devices", action="store_true", help="skip leave-one-device-out")
-  p.add_argument("--surrogates", default=None,
-                 help="where the meta-trained surrogates live (default: OUT/surrogates)")
 
 
 def main(args: argparse.Namespace) -> None:

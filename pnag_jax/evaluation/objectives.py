@@ -19,12 +19,10 @@ import jax
 import numpy as np
 
 from pnag_jax import tasks as tasks_lib
-from pnag_jax.data import DATA_DIR_HELP
 from pnag_jax.evaluation import reports
-from pnag_jax.evaluation.transfer import dense, meta_trained
+from pnag_jax.evaluation.transfer import add_surrogate_arguments, meta_trained
 from pnag_jax.guidance import rank
 from pnag_jax.spaces import get_space
-from pnag_jax.stages import surrogate as stage
 
 OBJECTIVES = {"clean": "rob_cifar10_clean", "apgd": "rob_cifar10_apgd_eps1",
               "fgsm": "rob_cifar10_fgsm_eps1"}
@@ -41,7 +39,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
   srun = meta_trained(Path(surrogates) if surrogates else out / "surrogates", EXCLUDE,
                       preset=preset, seed=0, overrides=overrides, data_dir=data_dir)
   every = space.enumerate()
-  values = {o: dense(tasks[t], space) for o, t in OBJECTIVES.items()}
+  values = {o: tasks[t].by_row() for o, t in OBJECTIVES.items()}
   if pool == "all":
     pools = {s: rank.enumerate_pool(space) for s in seeds}
   else:
@@ -115,16 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.epilog = "example:\n  pnag eval objectives --workdir runs/demo --out eval/reports/objectives"
   p.add_argument("--workdir", default=None,
                  help="an NB201 stage-1 run, for a generator pool (not needed with --pool all)")
-  p.add_argument("--out", required=True, help="directory for objectives.{json,md,png}")
-  p.add_argument("--data-dir", help=DATA_DIR_HELP)
-  p.add_argument("--preset", choices=tuple(stage.PRESETS), default="quick",
-                 help="surrogate preset of the meta-training run")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="surrogate config override; repeatable")
-  p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+  add_surrogate_arguments(p, "objectives", seeds=3)
   p.add_argument("--pool", default="all", help="'all', or draws from --workdir's stage 1")
-  p.add_argument("--surrogates", default=None,
-                 help="where meta-trained surrogates live (shared with eval transfer)")
 
 
 def main(args: argparse.Namespace) -> None:

@@ -77,21 +77,6 @@ def meta_trained(root: Path, exclude: tuple[str, ...], *, preset: str, seed: int
   return run
 
 
-def dense(task, space) -> np.ndarray:
-  """A task over every row of an enumerable space, NaN where it has no value."""
-  data = task.data()
-  out = np.full(space.size(), np.nan)
-  out[np.asarray(space.index(data.genes))] = data.scores
-  return out
-
-
-def iso_representatives(space) -> np.ndarray:
-  """Rows of one cell per isomorphism class (NB201: 6,466), smallest row first."""
-  genes = space.enumerate()
-  _, first = np.unique(np.asarray(space.iso_key(genes)), axis=0, return_index=True)
-  return np.sort(first)
-
-
 def _ci95(x) -> float:
   x = np.asarray(x, np.float64)
   if x.size < 2:
@@ -119,16 +104,21 @@ def _walk(order_rows: np.ndarray, acc: np.ndarray, k: int, ref_best: bool) -> tu
   return float(acc[order_rows[0]]), (k + int(hit[0]) + 1) if hit.size else CAP
 
 
+def oriented_tables(tasks: dict) -> dict[str, np.ndarray]:
+  """Table tasks by row, negated where lower is better: the table oracle's choices."""
+  return {n: t.by_row() * (-1 if t.minimize else 1) for n, t in tasks.items()
+          if not t.is_function}
+
+
 def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dict, seeds,
                ks, scratch_steps: int) -> dict:
   space = srun.space
   genes_all = space.enumerate()
-  acc = dense(tasks[target], space)
-  reps = iso_representatives(space)
+  acc = tasks[target].by_row()
+  reps = rank.first_of_each_class(space, genes_all)
   kept, _ = tasks_lib.select_tasks(tasks, srun.cfg.exclude)
   # The oracle reads only tables the surrogate was allowed to read.
-  oracle_tables = {n: dense(t, space) * (-1 if t.minimize else 1) for n, t in kept.items()
-                   if not t.is_function}
+  oracle_tables = oriented_tables(kept)
   entry = {"exclude": list(srun.cfg.exclude), "excluded_tasks": list(srun.excluded_tasks),
            "best": float(np.nanmax(acc)), "K": {},
            "baselines": {"pool_all": {"K": {}}, "scratch": {"K": {}},
@@ -268,27 +258,32 @@ def _plot(report: dict, path: Path) -> None:
   reports.save_figure(fig, path)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-  p.epilog = ("example:\n  pnag eval transfer --workdir runs/demo --out eval/reports/transfer "
-              "--seeds 5")
-  p.add_argument("--workdir", required=True, help="an NB201 stage-1 run (the generator pool)")
-  p.add_argument("--out", required=True, help="directory for transfer.{json,md,png}")
+def add_surrogate_arguments(p: argparse.ArgumentParser, name: str, seeds: int) -> None:
+  """Options every protocol that meta-trains surrogates shares: output, data, preset."""
+  p.add_argument("--out", required=True, help=f"directory for {name}.{{json,md,png}}")
   p.add_argument("--data-dir", help=DATA_DIR_HELP)
-  p.add_argument("--guide", choices=("rank",), default="rank",
-                 help="rank: the stage-1 pool ranked by the surrogate")
   p.add_argument("--preset", choices=tuple(stage.PRESETS), default="quick",
                  help="surrogate preset of the meta-training runs")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="surrogate config override; repeatable")
-  p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+  p.add_argument("--seeds", type=int, default=seeds, help="seeds 0..N-1")
+  p.add_argument("--surrogates", default=None,
+                 help="where the meta-trained surrogates live (default: OUT/surrogates); "
+                      "existing ones with the same exclusions are reused")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.epilog = ("example:\n  pnag eval transfer --workdir runs/demo --out eval/reports/transfer "
+              "--seeds 5")
+  p.add_argument("--workdir", required=True, help="an NB201 stage-1 run (the generator pool)")
+  add_surrogate_arguments(p, "transfer", seeds=5)
+  p.add_argument("--guide", choices=("rank",), default="rank",
+                 help="rank: the stage-1 pool ranked by the surrogate")
   p.add_argument("--ks", default="2,5,10", help="reference counts K")
   p.add_argument("--pool", default="100000", help="draws from the stage-1 prior, or 'all'")
   p.add_argument("--targets", default=None,
                  help="comma-separated target tasks, each excluding its whole dataset "
                       f"(default: all of {', '.join(TARGETS)})")
-  p.add_argument("--surrogates", default=None,
-                 help="where the meta-trained surrogates live (default: OUT/surrogates); "
-                      "existing ones with the same exclusions are reused")
   p.add_argument("--scratch-steps", type=int, default=150,
                  help="steps of the from-scratch surrogate baseline (K refs only)")
 

@@ -33,6 +33,15 @@ def output_format(path: str | Path) -> str:
   return suffix
 
 
+def check_output(path: str | Path) -> Path:
+  """`path` if an output file can go there (.jsonl/.csv, an existing directory)."""
+  path = Path(path)
+  output_format(path)
+  if not path.parent.is_dir():
+    raise PnagError(f"output directory {path.parent} does not exist")
+  return path
+
+
 def _csv_line(values) -> str:
   buf = io.StringIO()
   csv.writer(buf, lineterminator="").writerow(values)
@@ -49,12 +58,10 @@ class ArchWriter:
   """
 
   def __init__(self, path: str | Path, space: SearchSpace, tables=None):
-    self.path = Path(path)
+    self.path = check_output(path)
     self.kind = output_format(self.path)
     self.space = space
     self.tables = tables
-    if not self.path.parent.is_dir():
-      raise PnagError(f"output directory {self.path.parent} does not exist")
     self._partial = self.path.with_name(self.path.name + ".partial")
     self.columns = ["arch"]
     if tables is not None:

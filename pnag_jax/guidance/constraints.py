@@ -61,10 +61,7 @@ def values(task, space: SearchSpace, genes: np.ndarray) -> np.ndarray:
   if not space.enumerable:
     raise PnagError(f"task {task.name!r} has no value for arbitrary {space.name} archs, "
                     "so it cannot constrain generation")
-  data = task.data()
-  dense = np.full(space.size(), np.nan)
-  dense[np.asarray(space.index(data.genes))] = data.scores
-  return dense[np.asarray(space.index(genes))]
+  return task.by_row()[np.asarray(space.index(genes))]
 
 
 def satisfied(constraints: list[Constraint], known: dict, space: SearchSpace,

@@ -16,17 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pnag_jax.errors import PnagError
-from pnag_jax.generation.output import output_format
-
-
-def check_output(path: str | Path) -> Path:
-  """Fails before any work if `path` cannot be written (bad suffix, no directory)."""
-  path = Path(path)
-  output_format(path)
-  if not path.parent.is_dir():
-    raise PnagError(f"output directory {path.parent} does not exist")
-  return path
+from pnag_jax.generation.output import check_output
 
 
 def write_scored(path: str | Path, strings: Sequence[str], scores: np.ndarray,

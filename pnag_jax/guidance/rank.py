@@ -50,27 +50,31 @@ def enumerate_pool(space: SearchSpace) -> tuple[np.ndarray, int]:
   return genes[valid], genes.shape[0]
 
 
-def first_of_each_class(space: SearchSpace, genes: np.ndarray) -> np.ndarray:
-  """Row indices of the first arch of each isomorphism class, in pool order."""
-  if genes.shape[0] == 0:
-    return np.zeros((0,), np.int64)
-  keys = np.asarray(space.iso_key(genes))
+def _iso_keys(space: SearchSpace, genes: np.ndarray) -> np.ndarray:
+  """uint32[n, key_words]: isomorphism-aware identity of each arch."""
+  if not len(genes):
+    return np.zeros((0, space.key_words), np.uint32)
+  return np.asarray(space.iso_key(genes)).reshape(len(genes), space.key_words)
+
+
+def _first_rows(keys: np.ndarray) -> np.ndarray:
   _, first = np.unique(keys, axis=0, return_index=True)
   return np.sort(first)
 
 
-def _keys(space: SearchSpace, genes: np.ndarray) -> list:
-  if not len(genes):
-    return []
-  return np.asarray(space.iso_key(genes)).reshape(len(genes), space.key_words).tolist()
+def first_of_each_class(space: SearchSpace, genes: np.ndarray) -> np.ndarray:
+  """Row indices of the first arch of each isomorphism class, in pool order."""
+  return _first_rows(_iso_keys(space, genes))
 
 
 def guided(space: SearchSpace, predictor, pool: np.ndarray, drawn: int, *, k: int,
            minimize: bool, ref_genes: np.ndarray, constraints=(), known=None) -> Picks:
   """Ranks a pool of strictly valid `genes` with a bound surrogate `predictor`."""
-  uniq = pool[first_of_each_class(space, pool)]
-  ref_keys = set(map(tuple, _keys(space, ref_genes)))
-  keep = np.array([k not in ref_keys for k in map(tuple, _keys(space, uniq))], bool)
+  keys = _iso_keys(space, pool)
+  first = _first_rows(keys)
+  uniq = pool[first]
+  ref_keys = set(map(tuple, _iso_keys(space, ref_genes).tolist()))
+  keep = np.array([k not in ref_keys for k in map(tuple, keys[first].tolist())], bool)
   if constraints:
     keep &= constraints_lib.satisfied(list(constraints), known, space, uniq)
   cand = uniq[keep]

@@ -18,6 +18,8 @@ import numpy as np
 from pnag_jax import data as data_lib
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
+from pnag_jax.generation.run import load_sampler
+from pnag_jax.generation.sampler import SamplerConfig
 from pnag_jax.guidance import constraints as constraints_lib
 from pnag_jax.guidance import files, rank
 from pnag_jax.stages import stage1
@@ -52,8 +54,6 @@ def guided_to_file(workdir, *, refs, out, num: int, pool: int | str = 100_000, s
                    minimize: bool = False, constraints=(), sampler_cfg=None,
                    data_dir=None) -> dict:
   """Writes the top `num` archs of a guided pool to `out`; returns a summary."""
-  from pnag_jax.generation.run import load_sampler  # pylint: disable=g-import-not-at-top
-  from pnag_jax.generation.sampler import SamplerConfig  # pylint: disable=g-import-not-at-top
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
   out = files.check_output(out)

@@ -36,4 +36,9 @@ def get_space(name: str) -> SearchSpace:
   return getattr(importlib.import_module(module), attr)()
 
 
-__all__ = ["SPACE_NAMES", "SearchSpace", "get_space"]
+def as_space(space: "SearchSpace | str") -> SearchSpace:
+  """`space` itself, or the registered space of that name."""
+  return get_space(space) if isinstance(space, str) else space
+
+
+__all__ = ["SPACE_NAMES", "SearchSpace", "as_space", "get_space"]

@@ -24,7 +24,8 @@ import jax
 import numpy as np
 
 import pnag_jax
-from pnag_jax.checkpoint import CheckpointError
+from pnag_jax import config as config_lib
+from pnag_jax.checkpoint import CheckpointError, check_meta
 
 
 def params_sha256(params: Any) -> str:
@@ -44,6 +45,18 @@ def stage_meta(*, stage: str, space: str, config: Mapping[str, Any], params: Any
   return {"stage": stage, "space": space, "config": dict(config),
           "version": pnag_jax.__version__, "params_sha256": params_sha256(params),
           "parents": list(parents), "frozen": dict(frozen)}
+
+
+def config_of(meta: Mapping[str, Any], cls, *, stage: str, workdir) -> Any:
+  """The `cls` config saved in a `stage` checkpoint's metadata.
+
+  Raises:
+    CheckpointError: the checkpoint is another stage's, or has no readable config.
+  """
+  check_meta(meta, {"stage": stage}, where=f"workdir {workdir}")
+  if not isinstance(meta.get("config"), dict):
+    raise CheckpointError(f"workdir {workdir}: {stage} checkpoint has no readable config")
+  return config_lib.from_dict(cls, meta["config"], where=f"workdir {workdir}")
 
 
 def parent_entry(stage: str, step: int, params: Any) -> dict:

@@ -28,6 +28,7 @@ from pnag_jax.models import msq
 from pnag_jax.models.vqvae import VQVAE
 from pnag_jax.spaces import get_space
 from pnag_jax.spaces.base import SearchSpace
+from pnag_jax.stages import lineage
 
 NAME = "stage1"
 
@@ -226,10 +227,7 @@ def read_config(workdir: str | Path, step: int | None = None) -> Stage1Config | 
 
 
 def _config_of(meta: dict, workdir: str | Path) -> Stage1Config:
-  ckpt_lib.check_meta(meta, {"stage": NAME}, where=f"workdir {workdir}")
-  if not isinstance(meta.get("config"), dict):
-    raise ckpt_lib.CheckpointError(f"workdir {workdir}: checkpoint has no readable config")
-  return config_lib.from_dict(Stage1Config, meta["config"], where=f"workdir {workdir}")
+  return lineage.config_of(meta, Stage1Config, stage=NAME, workdir=workdir)
 
 
 def load(workdir: str | Path, step: int | None = None) -> Stage1Run:

@@ -28,6 +28,7 @@ from pnag_jax.errors import PnagError
 from pnag_jax.models.surrogate import Surrogate, standardise
 from pnag_jax.spaces import get_space
 from pnag_jax.spaces.base import SearchSpace
+from pnag_jax.stages import lineage
 
 NAME = "surrogate"
 
@@ -217,6 +218,11 @@ class Predictor:
     return np.asarray(jnp.concatenate(out), np.float64)
 
 
+def pow2_at_least(n: int) -> int:
+  """The least power of two >= n: padded sizes that only a handful of compiles serve."""
+  return 1 << max(0, (n - 1).bit_length())
+
+
 def predictor(model: SurrogateModel, params: dict, ref_genes: np.ndarray,
               ref_scores: np.ndarray) -> Predictor:
   """Binds references (genes int[K, G], scores float[K], K >= 1) to the surrogate."""
@@ -227,7 +233,7 @@ def predictor(model: SurrogateModel, params: dict, ref_genes: np.ndarray,
                     f"{ref_genes.shape[0]} archs and {ref_scores.shape[0]} scores")
   # Pad K to a power of two so a handful of compiles serve every K.
   k = ref_genes.shape[0]
-  kp = 1 << max(0, (k - 1).bit_length())
+  kp = pow2_at_least(k)
   mask = np.arange(kp) < k
   genes = np.concatenate([ref_genes, np.repeat(ref_genes[:1], kp - k, 0)])
   scores = np.concatenate([ref_scores, np.zeros(kp - k, np.float32)])
@@ -263,10 +269,7 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 
 
 def _config_of(meta: dict, workdir) -> SurrogateConfig:
-  ckpt_lib.check_meta(meta, {"stage": NAME}, where=f"workdir {workdir}")
-  if not isinstance(meta.get("config"), dict):
-    raise ckpt_lib.CheckpointError(f"workdir {workdir}: surrogate checkpoint has no config")
-  return config_lib.from_dict(SurrogateConfig, meta["config"], where=f"workdir {workdir}")
+  return lineage.config_of(meta, SurrogateConfig, stage=NAME, workdir=workdir)
 
 
 def read_meta(workdir: str | Path) -> dict | None:

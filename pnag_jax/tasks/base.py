@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pnag_jax.errors import PnagError
+from pnag_jax.spaces import get_space
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,18 @@ class Task:
         a table.
     """
     return self._data
+
+  def by_row(self) -> np.ndarray:
+    """float64[size]: the score of every arch of an enumerable space, in `enumerate()`
+    order, NaN where the task has none (the tables' layout, for lookups by row)."""
+    space = get_space(self.space)
+    if not space.enumerable:
+      raise PnagError(f"task {self.name!r}: space {space.name!r} is not enumerable, so it "
+                      "has no by-row layout")
+    data = self.data()
+    out = np.full(space.size(), np.nan)
+    out[np.asarray(space.index(data.genes))] = data.scores
+    return out
 
   def __repr__(self) -> str:
     direction = "minimize" if self.minimize else "maximize"

@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from pnag_jax.errors import PnagError
-from pnag_jax.spaces import get_space
+from pnag_jax.spaces import as_space
 from pnag_jax.spaces import nb201 as nb201_space
 from pnag_jax.spaces.base import SearchSpace
 
@@ -50,10 +50,6 @@ INPUT_SHAPES = {
     "autoformer": (224, 224, 3),
     "autoformer_base": (224, 224, 3),
 }
-
-
-def _space(space: SearchSpace | str) -> SearchSpace:
-  return get_space(space) if isinstance(space, str) else space
 
 
 def _genes(space: SearchSpace, genes) -> np.ndarray:
@@ -100,7 +96,7 @@ def _lowered_flops(model: nnx.Module, input_shape: tuple[int, int, int]) -> floa
 
 def built_counts(space: SearchSpace | str, genes) -> tuple[int, float]:
   """(params, MACs) of one arch from an abstract build of its whole network (slow, exact)."""
-  space = _space(space)
+  space = as_space(space)
   g = _genes(space, genes)[0]
   model = _abstract_network(space.name, g)
   return _count_params(model), _lowered_flops(model, INPUT_SHAPES[space.name]) / 2
@@ -215,7 +211,7 @@ def _nb201_flops(genes: np.ndarray) -> np.ndarray:
 
 def has_formula(space: SearchSpace | str) -> bool:
   """Whether `params_of` / `flops_of` are vectorised formulas (else one build per arch)."""
-  return _space(space).name == "nb201"
+  return as_space(space).name == "nb201"
 
 
 def params_of(space: SearchSpace | str, genes) -> np.ndarray:
@@ -229,7 +225,7 @@ def params_of(space: SearchSpace | str, genes) -> np.ndarray:
   abstract builds), AutoFormer its own closed form; mbv3 and darts build each network
   abstractly (about 10 s per arch on a small CPU; exact).
   """
-  space = _space(space)
+  space = as_space(space)
   genes = _genes(space, genes)
   if space.name == "nb201":
     return _nb201_params(genes)
@@ -248,7 +244,7 @@ def flops_of(space: SearchSpace | str, genes) -> np.ndarray:
   See the module docstring for what is counted. NB201 is a formula; the other spaces
   lower each network abstractly (tens of seconds per arch on a small CPU).
   """
-  space = _space(space)
+  space = as_space(space)
   genes = _genes(space, genes)
   if space.name == "nb201":
     return _nb201_flops(genes)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pnag_jax.errors import DataError, PnagError
-from pnag_jax.spaces import get_space
+from pnag_jax.spaces import as_space
 from pnag_jax.spaces.base import SearchSpace
 from pnag_jax.tasks.base import Task, TaskData
 
@@ -28,10 +28,6 @@ def _one_line(msg: str, limit: int = 300) -> str:
 
 def _short(value: str, limit: int = 40) -> str:
   return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-def _space(space: SearchSpace | str) -> SearchSpace:
-  return get_space(space) if isinstance(space, str) else space
 
 
 def _check_file(path: Path) -> None:
@@ -91,7 +87,7 @@ def read_task_csv(path: str | os.PathLike, space: SearchSpace | str, *,
   Raises:
     DataError: one line, naming the file and the data row where it applies.
   """
-  space = _space(space)
+  space = as_space(space)
   path = Path(path)
   header, body = _read_csv(path, ("arch", "score"))
   first_row: dict[bytes, tuple[int, float]] = {}
@@ -139,7 +135,7 @@ def read_archs(path: str | os.PathLike, space: SearchSpace | str) -> np.ndarray:
   Raises:
     DataError: one line, naming the file and the data row where it applies.
   """
-  space = _space(space)
+  space = as_space(space)
   path = Path(path)
   _check_file(path)
   if path.suffix.lower() == ".jsonl":

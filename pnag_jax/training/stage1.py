@@ -267,10 +267,7 @@ def config_for(workdir: str | Path, *, preset: str | None, space: str | None,
                         f"{getattr(saved, name)!r}; --{name} {given} disagrees (omit it to "
                         "resume that run, or use a new --workdir)")
     if preset is None:
-      return config_lib.from_dict(
-          Stage1Config, {**config_lib.to_dict(saved),
-                         **config_lib.parse_overrides(Stage1Config, overrides)},
-          where=f"workdir {workdir}")
+      return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}")
   return stage1.make_config(preset or "quick", space=space or (saved.space if saved else "nb201"),
                             seed=saved.seed if saved else (seed or 0), overrides=overrides)
 

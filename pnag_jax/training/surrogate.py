@@ -81,9 +81,18 @@ def split_tasks(cfg: SurrogateConfig, tasks: dict) -> tuple[list[str], list[str]
   return train, val, sorted(excluded)
 
 
-def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], step: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(genes int32[B, K_max+Q, G], scores float32[B, K_max+Q], ref mask bool[B, K_max])."""
+def family_members(tasks: list[TaskArrays]) -> list[list[int]]:
+  """Indices of `tasks` per family, families in name order (fixed for a run)."""
+  families = sorted({t.family for t in tasks})
+  return [[i for i, t in enumerate(tasks) if t.family == f] for f in families]
+
+
+def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[list[int]],
+                  step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(genes int32[B, K_max+Q, G], scores float32[B, K_max+Q], ref mask bool[B, K_max]).
+
+  `members` is `family_members(tasks)`, computed once per run.
+  """
   rng = np.random.default_rng([cfg.seed, 11, step])
   b, kmax, q = cfg.episodes, cfg.k_max, cfg.queries
   q_uniform = q - 2 * (q // 4)
@@ -91,10 +100,8 @@ def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], step: int
   if cfg.task_sampling == "family":
     # A family with many columns (19 latencies, 22 FGSM strengths) would otherwise take
     # most episodes: draw a family, then one of its tasks.
-    families = sorted({t.family for t in tasks})
-    members = [[i for i, t in enumerate(tasks) if t.family == f] for f in families]
     which = np.array([members[f][rng.integers(0, len(members[f]))]
-                      for f in rng.integers(0, len(families), b)])
+                      for f in rng.integers(0, len(members), b)])
   else:
     which = rng.integers(0, len(tasks), b)
   ks = rng.integers(cfg.k_min, cfg.k_max + 1, b)
@@ -224,15 +231,11 @@ def rank_correlations(model: SurrogateModel, params: dict, task: TaskArrays,
     for r in range(repeats):
       refs = np.random.default_rng([seed, salt, k, r]).choice(n, min(k, n), replace=False)
       pred = stage.predictor(model, params, task.genes[refs], task.scores[refs]).scores(
-          task.genes[q], chunk=_chunk(len(q)))
+          task.genes[q], chunk=stage.pow2_at_least(len(q)))
       rho.append(scipy.stats.spearmanr(pred, task.scores[q]).statistic)
       tau.append(scipy.stats.kendalltau(pred, task.scores[q]).statistic)
     out[k] = {"spearman": float(np.nanmean(rho)), "kendall": float(np.nanmean(tau))}
   return out
-
-
-def _chunk(n: int) -> int:
-  return 1 << max(0, (n - 1).bit_length())
 
 
 def evaluate(cfg: SurrogateConfig, model: SurrogateModel, params: dict,
@@ -284,6 +287,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     state = jax.device_put(state, jax.devices()[0])
     # Data is read only now, after every check: a refused resume reads nothing.
     train = [_arrays(tasks[n]) for n in train_names]
+    members = family_members(train)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.to_json())
 
@@ -293,7 +297,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
                desc=f"surrogate {space.name}", dynamic_ncols=True)
     with (out_dir / "metrics.jsonl").open("a") as log:
       for step in bar:
-        genes, scores, mask = episode_batch(cfg, train, step)
+        genes, scores, mask = episode_batch(cfg, train, members, step)
         state, metrics = train_step(state, genes, scores, mask, model=model, loss=loss,
                                     opt=opt)
         done = step + 1
@@ -349,7 +353,7 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
     get_space(space)
   meta = stage.read_meta(workdir)
   if meta is not None:
-    saved = stage._config_of(meta, workdir)  # pylint: disable=protected-access
+    saved = lineage.config_of(meta, SurrogateConfig, stage=stage.NAME, workdir=workdir)
     for name, given in (("space", space), ("seed", seed), ("exclude", exclude)):
       if given is not None and given != getattr(saved, name):
         raise PnagError(
@@ -357,10 +361,7 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
             f"{getattr(saved, name)!r}; --{name} {given!r} disagrees (resume with the same "
             "settings, or use a new --workdir)")
     if preset is None:
-      return config_lib.from_dict(
-          SurrogateConfig, {**config_lib.to_dict(saved),
-                            **config_lib.parse_overrides(SurrogateConfig, overrides)},
-          where=f"workdir {workdir}")
+      return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}")
     return stage.make_config(preset, saved.space, saved.seed, saved.exclude, overrides)
   return stage.make_config(preset or "quick", space or "nb201", seed or 0, exclude or (),
                            overrides)

@@ -5,15 +5,15 @@ import pytest
 import scipy.stats
 
 from pnag_jax import tasks as tasks_lib
-from pnag_jax.evaluation.transfer import dense, iso_representatives
+from pnag_jax.guidance.rank import first_of_each_class
 from pnag_jax.stages import lineage
 from pnag_jax.stages import surrogate as stage
 from pnag_jax.training import surrogate as trainer
 
 
 def _spearman_from_refs(model, params, target, space, k, seeds):
-  reps = iso_representatives(space)
   genes = space.enumerate()
+  reps = first_of_each_class(space, genes)
   rho = []
   for s in seeds:
     refs = np.random.default_rng([s, k]).choice(space.size(), k, replace=False)
@@ -31,7 +31,7 @@ def test_meta_training_transfers_to_a_dataset_it_never_read(nb201_surrogate, dat
   assert "cifar10_test_acc" in run.excluded_tasks and len(run.excluded_tasks) == 26
   assert all("cifar10" in n and "cifar100" not in n for n in run.excluded_tasks)
   assert set(report["spearman_by_k"]) == {"2", "10"}
-  target = dense(tasks_lib.builtin_tasks("nb201", data_dir)["cifar10_test_acc"], run.space)
+  target = tasks_lib.builtin_tasks("nb201", data_dir)["cifar10_test_acc"].by_row()
   trained = _spearman_from_refs(run.model, run.params, target, run.space, 10, (0, 1, 2))
   _, fresh = stage.init(run.cfg)
   untrained = _spearman_from_refs(run.model, fresh, target, run.space, 10, (0, 1, 2))
