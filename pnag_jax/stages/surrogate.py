@@ -32,8 +32,11 @@ from pnag_jax.stages import lineage
 
 NAME = "surrogate"
 
-#: Rows per jitted prediction call; a ragged tail is padded, so one compile serves all.
-PREDICT_CHUNK = 8192
+#: Rows per step of prediction's on-device loop. A chunk's activations stay in a CPU
+#: core's caches: measured on 2 cores, 1,024 rows predict 2x faster than 8,192.
+PREDICT_CHUNK = 1024
+#: Chunks per jitted call at most: one dispatch per 16k rows, not per chunk.
+PREDICT_BLOCK = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,14 +183,22 @@ def task_state(params: dict, ref_genes: jax.Array, ref_scores: jax.Array, mask: 
           "task": net.task(ref_emb, ref_z, mask)}
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def predict_chunk(params: dict, task: dict, genes: jax.Array, *,
-                  model: SurrogateModel) -> jax.Array:
-  """Scores of `genes int[B, G]` in the task's units (un-standardised), float32[B]."""
+def _predict(params: dict, task: dict, genes: jax.Array, model: SurrogateModel) -> jax.Array:
   net = model.merge(params)
   z = net.head(net.embed(model.space, genes), task["ref_emb"], task["ref_z"], task["mask"],
                task["task"])
   return z * task["std"] + task["mean"]
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def predict_chunks(params: dict, task: dict, genes: jax.Array, *,
+                   model: SurrogateModel) -> jax.Array:
+  """Scores of `genes int[S, C, G]` in the task's units (un-standardised), float32[S, C].
+
+  A `lax.map` over the S chunks: one dispatch for many rows, while each chunk's
+  working set stays small.
+  """
+  return jax.lax.map(lambda g: _predict(params, task, g, model), genes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,15 +215,18 @@ class Predictor:
     return np.asarray(self.task["task"])
 
   def scores(self, genes: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+    """Scores of `genes int[n, G]`, float64[n], `chunk` rows per step on the device."""
     genes = np.asarray(genes, np.int32)
-    n = genes.shape[0]
+    n, g = genes.shape
     out = []
-    for start in range(0, n, chunk):
-      part = genes[start:start + chunk]
+    for start in range(0, n, chunk * PREDICT_BLOCK):
+      part = genes[start:start + chunk * PREDICT_BLOCK]
       k = part.shape[0]
-      if k < chunk:  # pad: one compile for every call
-        part = np.concatenate([part, np.zeros((chunk - k, part.shape[1]), np.int32)])
-      out.append(predict_chunk(self.params, self.task, part, model=self.model)[:k])
+      # Pad to a power-of-two number of chunks: a handful of compiles serve every n.
+      s = pow2_at_least(-(-k // chunk))
+      part = np.concatenate([part, np.zeros((s * chunk - k, g), np.int32)])
+      out.append(predict_chunks(self.params, self.task, part.reshape(s, chunk, g),
+                                model=self.model).reshape(-1)[:k])
     if not out:
       return np.zeros((0,), np.float64)
     return np.asarray(jnp.concatenate(out), np.float64)
