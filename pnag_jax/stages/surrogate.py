@@ -46,6 +46,10 @@ class SurrogateConfig:
   space: str = "nb201"
   seed: int = 0
   exclude: tuple[str, ...] = ()   # regexes (re.search) over task names, never read
+  # A stage-1 workdir of the same space: the arch encoder starts from its graph
+  # encoder (same dim and layers) instead of at random. Only the start: the surrogate
+  # never reads stage 1 again, so it still stands alone.
+  encoder_init: str = ""
   # Model.
   dim: int = 32                   # node state width of the message passing
   layers: int = 2
@@ -79,7 +83,7 @@ class SurrogateConfig:
   log_every: int = 50
 
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
-      "space", "seed", "exclude", "dim", "layers", "emb_dim", "hidden", "task_dim",
+      "space", "seed", "exclude", "encoder_init", "dim", "layers", "emb_dim", "hidden", "task_dim",
       "num_val_tasks", "k_max", "queries", "episodes")
 
   def __post_init__(self):
@@ -167,6 +171,32 @@ def init(cfg: SurrogateConfig) -> tuple[SurrogateModel, dict]:
   params = nnx.to_pure_dict(nnx.state(_surrogate(get_space(cfg.space),
                                                  {k: getattr(cfg, k) for k in _DIMS}, rngs)))
   return static_model(cfg), params
+
+
+#: The arch encoder's parts that the stage-1 graph encoder has too (all but the readout).
+SHARED_ENCODER_PARTS = ("op_embed", "pos_embed", "layers", "norm")
+
+
+def encoder_from_stage1(cfg: SurrogateConfig, params: dict) -> tuple[dict, dict]:
+  """(params with the arch encoder taken from `cfg.encoder_init`'s stage 1, its lineage).
+
+  Raises:
+    CheckpointError: no stage-1 run there; PnagError: another space, or another width
+      or depth than this surrogate's.
+  """
+  from pnag_jax.stages import stage1  # pylint: disable=g-import-not-at-top
+  run = stage1.load(cfg.encoder_init)
+  where = f"--set encoder_init={cfg.encoder_init}"
+  if run.cfg.space != cfg.space:
+    raise PnagError(f"{where}: stage 1 there is space {run.cfg.space!r}, the surrogate "
+                    f"{cfg.space!r}")
+  if (run.cfg.dim, run.cfg.encoder_layers) != (cfg.dim, cfg.layers):
+    raise PnagError(f"{where}: its encoder has dim={run.cfg.dim}, layers="
+                    f"{run.cfg.encoder_layers}; set the surrogate's to match (now dim="
+                    f"{cfg.dim}, layers={cfg.layers})")
+  encoder = run.params["encoder"]
+  arch = {**params["arch"], **{k: encoder[k] for k in SHARED_ENCODER_PARTS}}
+  return {**params, "arch": arch}, lineage.parent_entry("stage1", run.step, run.params)
 
 
 # ---- prediction -------------------------------------------------------------------------

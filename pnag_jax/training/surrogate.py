@@ -270,6 +270,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
   opt = OptimizerSettings.of(cfg)
   state = init_state(params, opt)
   key = jax.random.key(cfg.seed)  # unused by the step; kept for the checkpoint layout
+  encoder_source = None  # where the arch encoder started: the stage-1 run and step
 
   with ckpt_lib.StageCheckpointer(workdir, stage.NAME, max_to_keep=2,
                                   save_interval_steps=1) as ckpt:
@@ -284,6 +285,10 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
           opt_state_template={"opt": state["opt_state"], "params": state["params"]})
       state = {"params": rest["params"], "opt_state": rest["opt"], "ema": ema}
       start = ckpt.latest_step()
+      encoder_source = meta.get("encoder_init")
+    elif cfg.encoder_init:
+      params, encoder_source = stage.encoder_from_stage1(cfg, params)
+      state = init_state(params, opt)
     state = jax.device_put(state, jax.devices()[0])
     # Data is read only now, after every check: a refused resume reads nothing.
     train = [_arrays(tasks[n]) for n in train_names]
@@ -309,6 +314,8 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
           meta = lineage.stage_meta(stage=stage.NAME, space=space.name,
                                     config=config_lib.to_dict(cfg), params=state["ema"],
                                     frozen=frozen)
+          if encoder_source is not None:
+            meta["encoder_init"] = encoder_source
           ckpt.save(done, state["ema"], {"opt": state["opt_state"], "params": state["params"]},
                     key, meta, force=True)
         log.flush()
@@ -325,6 +332,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       "train_seconds": train_seconds,
       "resumed_from": start,
       "exclude": list(cfg.exclude),
+      "encoder_init": encoder_source,
       "excluded_tasks": excluded,
       "train_tasks": train_names,
       "val_tasks": val_names,

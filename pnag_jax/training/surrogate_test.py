@@ -1,5 +1,6 @@
 """Meta-training: transfer to a never-read dataset, bit-identical resume, frozen exclusions."""
 
+import jax
 import numpy as np
 import pytest
 import scipy.stats
@@ -110,3 +111,32 @@ def test_an_exclusion_that_matches_nothing_is_an_error(tmp_path, data_dir, pnag_
                            "nb201", "--exclude", "cifar1O", "--data-dir", data_dir)
   assert code == 2 and err.count("\n") == 1 and "cifar1O" in err and "matches no" in err
   assert not (tmp_path / "w").exists()
+
+
+def test_encoder_can_start_from_stage1_and_says_so(tmp_path, untrained_run, stage1_saver):
+  tasks = _synthetic_tasks()
+  s1 = untrained_run("nb201", dim=8, encoder_layers=1, seed=3)
+  stage1_saver(s1, tmp_path / "s1")
+  tiny = [*_TINY, "steps=1", "checkpoint_every=1", f"encoder_init={tmp_path / 's1'}"]
+  cfg = stage.make_config("test", "nb201", 0, ("lat_z",), tiny)
+  model, params = stage.init(cfg)
+  started, source = stage.encoder_from_stage1(cfg, params)
+  for part in stage.SHARED_ENCODER_PARTS:
+    jax.tree.map(np.testing.assert_array_equal, started["arch"][part],
+                 s1.params["encoder"][part])
+  assert started["arch"]["readout"] is params["arch"]["readout"]
+  assert source == lineage.parent_entry("stage1", 0, s1.params)
+  trainer.train_and_evaluate(cfg, tmp_path / "w", tasks=tasks, progress=False)
+  with stage.ckpt_lib.StageCheckpointer(tmp_path / "w", stage.NAME, read_only=True) as ckpt:
+    assert ckpt.read_meta()["encoder_init"] == source
+  # One step of AdamW moves each weight by about the learning rate, not from scratch.
+  run = stage.load(tmp_path / "w")
+  kernel = run.params["arch"]["layers"][0]["edge_mlp"]["kernel"]
+  np.testing.assert_allclose(kernel, s1.params["encoder"]["layers"][0]["edge_mlp"]["kernel"],
+                             atol=2 * run.cfg.learning_rate)
+  del model
+  for bad, match in ((["dim=16"], "dim=8, layers=1; set the surrogate's"),
+                     ([f"encoder_init={tmp_path / 'none'}"], "no stage-1 checkpoints")):
+    cfg = stage.make_config("test", "nb201", 0, ("lat_z",), [*tiny, *bad])
+    with pytest.raises(stage.PnagError, match=match):
+      stage.encoder_from_stage1(cfg, stage.init(cfg)[1])
