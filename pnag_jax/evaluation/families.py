@@ -25,7 +25,7 @@ import scipy.stats
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.evaluation import reports
 from pnag_jax.evaluation import transfer
-from pnag_jax.guidance import baselines, rank
+from pnag_jax.guidance import adapt, baselines, rank
 from pnag_jax.spaces import get_space
 
 FAMILIES = ("pgd", "fgsm", "lat_")
@@ -44,14 +44,15 @@ def devices(names) -> dict[str, str]:
 
 
 def spearman_by_k(srun, space, target: np.ndarray, oracle_tables: dict, ks, seeds,
-                  reps: np.ndarray, salt: int) -> dict:
+                  reps: np.ndarray, salt: int, adapt_steps: int = 0) -> dict:
   every = space.enumerate()
   out = {}
   for k in ks:
     ours, oracle = [], []
     for s in seeds:
       refs = np.random.default_rng([s, k, salt]).choice(space.size(), k, replace=False)
-      pred = srun.predictor(every[refs], target[refs]).scores(every[reps])
+      pred = adapt.adapted_predictor(srun, every[refs], target[refs], steps=adapt_steps,
+                                     seed=s).scores(every[reps])
       ours.append(scipy.stats.spearmanr(pred, target[reps]).statistic)
       name, _ = baselines.table_oracle_order(oracle_tables, refs, target[refs])
       oracle.append(scipy.stats.spearmanr(oracle_tables[name][reps], target[reps]).statistic)
@@ -59,7 +60,8 @@ def spearman_by_k(srun, space, target: np.ndarray, oracle_tables: dict, ks, seed
   return out
 
 
-def _study(root, exclude, tasks, *, preset, overrides, data_dir, ks, seeds, space, reps):
+def _study(root, exclude, tasks, *, preset, overrides, data_dir, ks, seeds, space, reps,
+           adapt_steps):
   srun = transfer.meta_trained(root, (exclude,), preset=preset, seed=0, overrides=overrides,
                       data_dir=data_dir)
   kept, excluded = tasks_lib.select_tasks(tasks, (exclude,))
@@ -69,22 +71,23 @@ def _study(root, exclude, tasks, *, preset, overrides, data_dir, ks, seeds, spac
     target = tasks[name].by_row()
     if np.isnan(target).any():
       continue  # subset tables: Spearman over all classes is undefined
-    per_task[name] = spearman_by_k(srun, space, target, oracle, ks, seeds, reps, i)
+    per_task[name] = spearman_by_k(srun, space, target, oracle, ks, seeds, reps, i,
+                                   adapt_steps)
   return {"exclude": exclude, "tasks": per_task, "surrogate": str(srun.workdir)}
 
 
 def run(out, *, data_dir=None, preset: str = "quick", overrides=(), seeds=(0, 1, 2),
         ks=(2, 5, 10, 20, 50), families=FAMILIES, leave_one_device_out: bool = True,
-        surrogates=None) -> dict:
+        surrogates=None, adapt_steps: int = 0) -> dict:
   out = reports.out_dir(out)
   root = Path(surrogates) if surrogates else out / "surrogates"
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
   reps = rank.first_of_each_class(space, space.enumerate())
   common = dict(preset=preset, overrides=overrides, data_dir=data_dir, ks=ks, seeds=seeds,
-                space=space, reps=reps)
+                space=space, reps=reps, adapt_steps=adapt_steps)
   report = {"preset": preset, "overrides": list(overrides), "seeds": list(seeds),
-            "ks": list(ks), "families": {}, "devices": {}, "machine": reports.machine()}
+            "ks": list(ks), "adapt_steps": adapt_steps, "families": {}, "devices": {}, "machine": reports.machine()}
   for fam in families:
     report["families"][fam] = _study(root, fam, tasks, **common)
     reports.write_outputs(out, "families", report, format_table, _plot)
@@ -159,5 +162,6 @@ def main(args: argparse.Namespace) -> None:
           seeds=tuple(range(args.seeds)),
           families=tuple(f for f in args.families.split(",") if f) if args.families
           else FAMILIES,
-          leave_one_device_out=not args.no_devices, surrogates=args.surrogates)
+          leave_one_device_out=not args.no_devices, surrogates=args.surrogates,
+          adapt_steps=args.adapt_steps)
   print(format_table(r))

@@ -21,7 +21,7 @@ import numpy as np
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.evaluation import reports
 from pnag_jax.evaluation.transfer import add_surrogate_arguments, meta_trained
-from pnag_jax.guidance import rank
+from pnag_jax.guidance import adapt, rank
 from pnag_jax.spaces import get_space
 
 OBJECTIVES = {"clean": "rob_cifar10_clean", "apgd": "rob_cifar10_apgd_eps1",
@@ -31,7 +31,7 @@ EXCLUDE = ("cifar10(?!0)",)
 
 def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
         num_refs: int = 50, num_picks: int = 20, pool="all", surrogates=None,
-        overrides=()) -> dict:
+        overrides=(), adapt_steps: int = 0) -> dict:
   from pnag_jax.generation.run import load_sampler  # pylint: disable=g-import-not-at-top
   out = reports.out_dir(out)
   space = get_space("nb201")
@@ -51,7 +51,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
     for o in OBJECTIVES:
       refs = np.random.default_rng([s, 50, len(o)]).choice(space.size(), num_refs,
                                                            replace=False)
-      pred = srun.predictor(every[refs], values[o][refs])
+      pred = adapt.adapted_predictor(srun, every[refs], values[o][refs], steps=adapt_steps,
+                                     seed=s)
       picks = rank.guided(space, pred, *pools[s], k=num_picks, minimize=False,
                           ref_genes=every[refs])
       rows = np.asarray(space.index(picks.genes))
@@ -63,6 +64,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
   diagonal = {stat: all(mean[o][o][stat] >= max(mean[r][o][stat] for r in OBJECTIVES)
                         for o in OBJECTIVES) for stat in ("max", "mean")}
   report = {"preset": preset, "pool": pool, "seeds": list(seeds), "num_refs": num_refs,
+            "adapt_steps": adapt_steps,
             "num_picks": num_picks, "objectives": OBJECTIVES, "exclude": list(EXCLUDE),
             "mean_over_seeds": mean, "per_seed": per_seed,
             "own_set_best": diagonal, "surrogate": str(srun.workdir),
@@ -120,5 +122,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
   r = run(args.workdir, args.out, data_dir=args.data_dir, preset=args.preset,
           seeds=tuple(range(args.seeds)), pool=args.pool, surrogates=args.surrogates,
-          overrides=args.set)
+          overrides=args.set, adapt_steps=args.adapt_steps)
   print(format_table(r).split("\n\nseed")[0])

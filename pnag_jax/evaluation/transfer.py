@@ -34,7 +34,7 @@ from pnag_jax import tasks as tasks_lib
 from pnag_jax.data import DATA_DIR_HELP
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
-from pnag_jax.guidance import baselines, rank
+from pnag_jax.guidance import adapt, baselines, rank
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import surrogate as stage
 
@@ -111,7 +111,7 @@ def oriented_tables(tasks: dict) -> dict[str, np.ndarray]:
 
 
 def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dict, seeds,
-               ks, scratch_steps: int) -> dict:
+               ks, scratch_steps: int, adapt_steps: int = 0) -> dict:
   space = srun.space
   genes_all = space.enumerate()
   acc = tasks[target].by_row()
@@ -132,9 +132,10 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
       ref_rows = np.random.default_rng([s, k, salt]).choice(space.size(), k, replace=False)
       ref_genes, ref_acc = genes_all[ref_rows], acc[ref_rows]
       ref_best = bool((ref_acc == np.nanmax(acc)).any())
-      predictors = {"pnag": srun.predictor(ref_genes, ref_acc)}
+      predictors = {"pnag": adapt.adapted_predictor(srun, ref_genes, ref_acc,
+                                                    steps=adapt_steps, seed=s)}
       predictors["pool_all"] = predictors["pnag"]
-      predictors["scratch"] = baselines.scratch_predictor(srun.cfg, ref_genes, ref_acc,
+      predictors["scratch"] = adapt.scratch_predictor(srun.cfg, ref_genes, ref_acc,
                                                           seed=s, steps=scratch_steps)
       for m, pred in predictors.items():
         pool_genes, drawn = pools["all"] if m == "pool_all" else pools[s]
@@ -174,7 +175,8 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
 
 def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3, 4),
         ks=(2, 5, 10), pool="100000", targets=tuple(TARGETS), surrogates=None,
-        overrides=(), scratch_steps: int = 150, surrogate_seed: int = 0) -> dict:
+        overrides=(), scratch_steps: int = 150, surrogate_seed: int = 0,
+        adapt_steps: int = 0) -> dict:
   from pnag_jax.generation.run import load_sampler  # pylint: disable=g-import-not-at-top
   out = reports.out_dir(out)
   for t in targets:
@@ -194,6 +196,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
   root = Path(surrogates) if surrogates else out / "surrogates"
   report = {"preset": preset, "pool": pool, "stage1_workdir": str(workdir),
             "seeds": list(seeds), "ks": list(ks), "surrogate_overrides": list(overrides),
+            "adapt_steps": adapt_steps,
             "pool_unique": {str(s): int(rank.first_of_each_class(space, pools[s][0]).size)
                             for s in seeds},
             "targets": {}, "paper_table1": PAPER_TABLE1, "machine": reports.machine()}
@@ -201,14 +204,15 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     srun = meta_trained(root, (TARGETS[t],), preset=preset, seed=surrogate_seed,
                         overrides=overrides, data_dir=data_dir)
     report["targets"][t] = run_target(t, srun, pools, tasks=tasks, seeds=seeds, ks=ks,
-                                      scratch_steps=scratch_steps)
+                                      scratch_steps=scratch_steps, adapt_steps=adapt_steps)
     reports.write_outputs(out, "transfer", report, format_table, _plot)
   return report
 
 
 def format_table(report: dict) -> str:
   lines = [f"Leave-dataset-out transfer (NB201), surrogate preset {report['preset']}, pool "
-           f"{report['pool']}, {len(report['seeds'])} seeds. Top-1: accuracy of the first "
+           f"{report['pool']}, {len(report['seeds'])} seeds, adaptation steps "
+           f"{report.get('adapt_steps', 0)}. Top-1: accuracy of the first "
            "pick, with K+1 trained archs (mean ± 95% CI); to-opt: median trained archs until "
            f"a pick ties the dataset's best (capped at {CAP}).", ""]
   head = ["target", "K", "method", "trained", "top-1", "best(refs, pick)", "to-opt",
@@ -270,6 +274,9 @@ def add_surrogate_arguments(p: argparse.ArgumentParser, name: str, seeds: int) -
   p.add_argument("--surrogates", default=None,
                  help="where the meta-trained surrogates live (default: OUT/surrogates); "
                       "existing ones with the same exclusions are reused")
+  p.add_argument("--adapt-steps", type=int, default=0,
+                 help="fine-tune the surrogate on each task's references for this many "
+                      "steps before ranking (test-time adaptation; 0: off)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -294,5 +301,5 @@ def main(args: argparse.Namespace) -> None:
           seeds=tuple(range(args.seeds)), ks=ks, pool=args.pool,
           targets=tuple(args.targets.split(",")) if args.targets else tuple(TARGETS),
           surrogates=args.surrogates,
-          overrides=args.set, scratch_steps=args.scratch_steps)
+          overrides=args.set, scratch_steps=args.scratch_steps, adapt_steps=args.adapt_steps)
   print(format_table(r))

@@ -109,6 +109,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   guided.add_argument("--pool", default="100000",
                       help="draws from the stage-1 prior to rank, or 'all' (every arch of "
                            "a small space such as NB201)")
+  guided.add_argument("--adapt-steps", type=int, default=0, metavar="N",
+                      help="fine-tune the surrogate on the references for N steps first (test-time "
+                           "adaptation: worth it with tens of references; default 0)")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -116,7 +119,8 @@ def main(args: argparse.Namespace) -> None:
                       constrained=args.constrained, chunk_size=args.chunk_size)
   if args.refs is None:
     for flag, given in (("--minimize", args.minimize), ("--constraint", args.constraint),
-                        ("--pool", args.pool != "100000")):
+                        ("--pool", args.pool != "100000"),
+                        ("--adapt-steps", args.adapt_steps)):
       if given:
         raise PnagError(f"{flag} needs --refs (guided generation)")
   else:
@@ -124,7 +128,8 @@ def main(args: argparse.Namespace) -> None:
     guided.print_guided(guided.guided_to_file(
         args.workdir, refs=args.refs, out=args.out, num=args.num,
         pool=guided.parse_pool(args.pool), seed=args.seed, minimize=args.minimize,
-        constraints=args.constraint, sampler_cfg=cfg, data_dir=args.data_dir))
+        constraints=args.constraint, sampler_cfg=cfg, data_dir=args.data_dir,
+        adapt_steps=args.adapt_steps))
     return
   r = generate_to_file(args.workdir, args.num, args.seed, args.out, cfg,
                        data_dir=args.data_dir)

@@ -3,9 +3,10 @@
   random_expected_best   random search's expected best of n archs, exactly;
   table_oracle_order     the allowed task whose ranking agrees best with the K
                          references (Spearman), its cells best first: a baseline that
-                         sees whole tables, which a new space never has;
-  scratch_predictor      the surrogate's architecture trained on the K references
-                         alone, with no meta-training: what the meta-learning buys.
+                         sees whole tables, which a new space never has.
+
+The from-scratch surrogate (no meta-training: what the meta-learning buys) is
+`adapt.scratch_predictor`, the adaptation loop run from random init.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
-from pnag_jax.stages import surrogate as stage
 
 
 def random_expected_best(values: np.ndarray, n: int, *, maximize: bool = True) -> float:
@@ -63,33 +63,3 @@ def table_oracle_order(tables: dict[str, np.ndarray], ref_rows: np.ndarray,
       best_name, best_rho = name, rho
   col = np.nan_to_num(tables[best_name], nan=-np.inf)
   return best_name, np.argsort(-col, kind="stable")
-
-
-def scratch_predictor(cfg: stage.SurrogateConfig, ref_genes: np.ndarray,
-                      ref_scores: np.ndarray, *, seed: int, steps: int = 150
-                      ) -> stage.Predictor:
-  """The surrogate trained from scratch on K references only.
-
-  Episodes take a random non-empty subset of the references as the context and all K
-  as queries, the meta-training loss with the references as the only task.
-  """
-  from pnag_jax.training import surrogate as trainer  # pylint: disable=g-import-not-at-top
-  k = len(ref_genes)
-  cfg = stage.SurrogateConfig(**{**cfg.__dict__, "seed": seed, "k_min": 1, "k_max": k,
-                                 "queries": k, "episodes": 8, "steps": steps,
-                                 "warmup_steps": 10, "exclude": (), "ema_decay": 0.0})
-  model, params = stage.init(cfg)
-  loss = trainer.LossSettings.of(cfg)
-  opt = trainer.OptimizerSettings.of(cfg)
-  state = trainer.init_state(params, opt)
-  genes = np.asarray(ref_genes, np.int32)
-  scores = np.asarray(ref_scores, np.float32)
-  rng = np.random.default_rng([seed, 13, k])
-  for _ in range(steps):
-    ctx = np.stack([rng.permutation(k) for _ in range(cfg.episodes)])
-    take = np.concatenate([ctx, np.tile(np.arange(k), (cfg.episodes, 1))], 1)
-    sizes = rng.integers(1, k + 1, cfg.episodes)
-    mask = np.arange(k)[None, :] < sizes[:, None]
-    state, _ = trainer.train_step(state, genes[take], scores[take], mask, model=model,
-                                  loss=loss, opt=opt)
-  return stage.predictor(model, state["ema"], genes, scores)
