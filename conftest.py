@@ -183,3 +183,14 @@ def nb201_surrogate(tmp_path_factory, data_dir):
                  "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(_FAST_COMPILE, "")})
   assert r.returncode == 0, r.stderr[-3000:]
   return workdir, json.loads((workdir / "surrogate" / "report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def nb201_stage2(nb201_workdir, tmp_path_factory):
+  """(workdir, report): stage 2's `test` preset (40 steps) on a copy of `nb201_workdir`."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
+  from pnag_jax.training import stage2 as training  # pylint: disable=g-import-not-at-top
+  workdir = shutil.copytree(nb201_workdir, tmp_path_factory.mktemp("stage2") / "w")
+  report = training.train_and_evaluate(stage2.make_config("test"), workdir, progress=False)
+  return workdir, report

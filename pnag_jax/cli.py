@@ -47,6 +47,8 @@ COMMANDS = {
 TRAIN_STAGES = {
     "stage1": Command("the VQ-VAE: jraph encoder, MSQ over one codebook, SCC, linear decoder",
                       "pnag_jax.training.stage1"),
+    "stage2": Command("the next-scale transformer prior (VAR-style, AdaLN) on stage 1",
+                      "pnag_jax.training.stage2"),
     "surrogate": Command("the stage-3 meta-learned surrogate over a space's tasks",
                          "pnag_jax.training.surrogate"),
 }

@@ -65,6 +65,12 @@ class Prior(abc.ABC):
   def tau(self) -> float:
     return self.default_temperature if self.temperature is None else float(self.temperature)
 
+  def bind(self, run: Stage1Run) -> "Prior":
+    """This prior with whatever static parts it takes from a run (stage 2's graph for
+    `ar`); the sampler calls it once, before `tables`."""
+    del run
+    return self
+
   @abc.abstractmethod
   def tables(self, run: Stage1Run) -> dict[str, Any]:
     """Host-side arrays this prior needs from a trained run (may be empty)."""
@@ -85,15 +91,22 @@ def register(cls: type[Prior]) -> type[Prior]:
   return cls
 
 
-def make_prior(name: str, temperature: float | None = None) -> Prior:
-  """The registered prior `name` with its temperature.
+def make_prior(name: str, temperature: float | None = None, **options) -> Prior:
+  """The registered prior `name` with its temperature and its own options (the `ar`
+  prior's `cfg_scale`, `top_k`, `top_p`).
 
   Raises:
-    PnagError: an unknown name, or a bad temperature.
+    PnagError: an unknown name, a bad temperature, or an option the prior lacks.
   """
   if name not in PRIORS:
     raise PnagError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}")
-  return PRIORS[name](temperature)
+  cls = PRIORS[name]
+  fields = {f.name for f in dataclasses.fields(cls) if f.init}
+  for opt in options:
+    if opt not in fields:
+      flag = "--" + opt.replace("_", "-")
+      raise PnagError(f"{flag} applies to the ar prior only, not to {name!r}")
+  return cls(temperature, **options)
 
 
 # ---- codes ---------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def generate_to_file(workdir: str | Path, num: int, seed: int, out: str | Path,
   return {
       "num": num, "out": str(out), "space": space.name, "prior": cfg.prior,
       "temperature": sampler.spec.prior.tau, "constrained": cfg.constrained,
+      "cfg_scale": cfg.cfg_scale, "top_k": cfg.top_k, "top_p": cfg.top_p,
       "fused": sampler.spec.fused,
       # The paper's validity is DiffusionNAG's format validity; strict is ours.
       "validity": n_format / num, "strict_validity": n_valid / num,
@@ -87,10 +88,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--out", required=True, help="F.jsonl or F.csv (F.partial until complete)")
   p.add_argument("--prior", default="codes", choices=tuple(PRIORS),
                  help="codes: fitted per-token categoricals; fitted: Gaussian fitted to the "
-                      "training encodings; latent: the VAE prior N(0, I)")
+                      "training encodings; latent: the VAE prior N(0, I); ar: the stage-2 "
+                      "transformer (pnag train stage2)")
   p.add_argument("--temperature", type=float, default=None,
                  help="0 = argmin/mode; default: 1 for codes (as fitted), argmin for the "
                       "latent priors")
+  p.add_argument("--cfg-scale", type=float, default=0.0,
+                 help="ar: classifier-free guidance at the last scale, rising linearly from "
+                      "0 at the first (default 0: none)")
+  p.add_argument("--top-k", type=int, default=0,
+                 help="ar: sample among the k most likely codes of each token (0: all)")
+  p.add_argument("--top-p", type=float, default=1.0,
+                 help="ar: nucleus sampling, the smallest set of codes with mass >= p "
+                      "(1: all)")
   p.add_argument("--constrained", action="store_true",
                  help="mask the decoder's logits with the space grammar (off in every metric)")
   p.add_argument("--chunk-size", type=int, default=8192,
@@ -116,6 +126,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
   cfg = SamplerConfig(prior=args.prior, temperature=args.temperature,
+                      cfg_scale=args.cfg_scale, top_k=args.top_k, top_p=args.top_p,
                       constrained=args.constrained, chunk_size=args.chunk_size)
   if args.refs is None:
     for flag, given in (("--minimize", args.minimize), ("--constraint", args.constraint),

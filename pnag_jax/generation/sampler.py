@@ -57,6 +57,8 @@ class SamplerConfig:
     prior: a registered prior (`priors.PRIORS`): "codes" (default), "latent", "fitted".
     temperature: None takes the prior's natural default (1 for `codes`: the fitted
       categoricals as they are; 0 for the latent priors: argmin); see each prior.
+    cfg_scale, top_k, top_p: the `ar` prior's classifier-free guidance and filters
+      (0, 0, 1: off); any other prior refuses them.
     constrained: mask the decoder's logits with the space's grammar.
     fused: decode through the per-token table; None = wherever it fits the budget.
     chunk_size: architectures per compiled call.
@@ -65,15 +67,24 @@ class SamplerConfig:
 
   prior: str = "codes"
   temperature: float | None = None
+  cfg_scale: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
   constrained: bool = False
   fused: bool | None = None
   chunk_size: int = 8192
   table_budget_bytes: int = fused_lib.DEFAULT_TABLE_BUDGET_BYTES
 
   def __post_init__(self):
-    make_prior(self.prior, self.temperature)  # checks both
+    self.make_prior()  # checks the prior's settings
     if self.chunk_size < 1:
       raise PnagError(f"chunk size must be positive, got {self.chunk_size}")
+
+  def make_prior(self) -> Prior:
+    """The prior with the options that differ from their defaults."""
+    defaults = {"cfg_scale": 0.0, "top_k": 0, "top_p": 1.0}
+    options = {k: getattr(self, k) for k, d in defaults.items() if getattr(self, k) != d}
+    return make_prior(self.prior, self.temperature, **options)
 
   def replace(self, **kw) -> "SamplerConfig":
     return dataclasses.replace(self, **kw)
@@ -218,7 +229,7 @@ class Sampler:
   def from_run(cls, run: Stage1Run, cfg: SamplerConfig = SamplerConfig(),
                devices=None) -> "Sampler":
     """Builds the arrays once: the prior's tables, the fused table, the masks."""
-    prior = make_prior(cfg.prior, cfg.temperature)
+    prior = cfg.make_prior().bind(run)
     model = run.model
     fused = cfg.fused
     if fused is None:

@@ -1,0 +1,240 @@
+"""Stage 2, the conditional next-scale transformer prior: config, model, init and load.
+
+  run2 = load("runs/nb201")                  # W/stage2, checked against W/stage1
+  net = run2.model.merge(run2.params)        # a `models.var.ScaleTransformer`
+
+Stage 2 is built on a frozen stage 1: it models the token maps of stage 1's MSQ, and
+its inputs are reconstructions from stage 1's codebook. The stage-1 step and the
+sha256 of its params are recorded in every stage-2 checkpoint, and loading fails in
+one line if stage 1 changed underneath.
+
+Conditions (`condition`): `none` (unconditional: the model always reads its learned
+null condition). The model takes any condition vector (`cond_dim`); the task (stage 3's
+task embedding and a target quantile) and budget (params, FLOPs) conditions of issue
+12 add a kind here and their training pairs in `training/stage2.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jax
+from flax import nnx
+
+from pnag_jax import checkpoint as ckpt_lib
+from pnag_jax import config as config_lib
+from pnag_jax.errors import PnagError
+from pnag_jax.models.var import ScaleTransformer
+from pnag_jax.stages import lineage
+from pnag_jax.stages import stage1
+from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
+
+NAME = "stage2"
+
+#: Length of the condition vector of each kind.
+CONDITION_DIMS = {"none": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2Config:
+  """Stage-2 settings. Frozen and hashable; see `PRESETS`."""
+
+  seed: int = 0
+  condition: str = "none"         # one of CONDITION_DIMS
+  # Model.
+  width: int = 128
+  depth: int = 4
+  heads: int = 4
+  mlp_ratio: int = 4
+  cond_drop: float = 0.1          # null condition this often in training (for CFG)
+  # Data: strictly valid training archs only (NB201's training half has 2.2% that
+  # are not, and the prior should never learn to draw them).
+  valid_only: bool = True
+  # Optimisation (paper, stage 2: AdamW, lr 1e-3, wd 1e-4, batch 256, 300 epochs).
+  learning_rate: float = 1e-3
+  weight_decay: float = 1e-4
+  batch_size: int = 256
+  epochs: int = 300
+  max_steps: int = 0              # > 0 caps the run regardless of epochs
+  warmup_steps: int = 0
+  grad_clip: float = 2.0          # VAR clips at 2
+  # Bookkeeping.
+  eval_size: int = 0              # held-out archs in the final report; 0: all of them
+  eval_every: int = 500
+  checkpoint_every: int = 500
+  log_every: int = 50
+
+  FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
+      "seed", "condition", "width", "depth", "heads", "mlp_ratio", "valid_only")
+
+  def __post_init__(self):
+    if self.condition not in CONDITION_DIMS:
+      raise PnagError(f"condition must be one of {', '.join(CONDITION_DIMS)}, "
+                      f"got {self.condition!r}")
+    for name in ("width", "depth", "heads", "mlp_ratio", "batch_size", "epochs"):
+      if getattr(self, name) < 1:
+        raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.width % self.heads:
+      raise PnagError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
+    if not 0.0 <= self.cond_drop <= 1.0:
+      raise PnagError(f"cond_drop must be in [0, 1], got {self.cond_drop}")
+
+  @property
+  def cond_dim(self) -> int:
+    return CONDITION_DIMS[self.condition]
+
+  def frozen(self) -> dict[str, Any]:
+    return {k: getattr(self, k) for k in self.FROZEN_ON_RESUME}
+
+  def to_json(self) -> str:
+    return config_lib.to_json(self)
+
+  def replace(self, **kw) -> "Stage2Config":
+    return dataclasses.replace(self, **kw)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's stage-2 optimiser, verbatim; our size (the paper gives none).
+    "paper": {},
+    # About 25 minutes on 2 CPU cores (1 s/step). Two heads and batch 128: on XLA:CPU
+    # the attention scores of four 16-wide heads at batch 256 fall out of cache, and
+    # cost 2x per sample.
+    "quick": {"width": 64, "depth": 3, "heads": 2, "batch_size": 128,
+              "learning_rate": 2e-3, "max_steps": 1500,
+              "warmup_steps": 100, "eval_every": 500, "checkpoint_every": 500},
+    # Seconds: the test suite's.
+    "test": {"width": 32, "depth": 2, "heads": 2, "learning_rate": 3e-3, "batch_size": 64,
+             "max_steps": 40, "warmup_steps": 5, "eval_every": 1000, "eval_size": 512,
+             "checkpoint_every": 20, "log_every": 10},
+}
+
+
+def make_config(preset: str = "quick", seed: int = 0, overrides=()) -> Stage2Config:
+  return config_lib.make(Stage2Config, PRESETS, preset, overrides, seed=seed)
+
+
+# ---- the model ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Stage2Model:
+  """The static part: stage 1's static model, graphdef and abstract state."""
+
+  stage1: Stage1Model
+  cond_dim: int
+  graphdef: nnx.GraphDef
+  template: nnx.State
+
+  @property
+  def layout(self):
+    return self.stage1.layout
+
+  def merge(self, params: dict) -> ScaleTransformer:
+    state = jax.tree.map(lambda x: x, self.template)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(self.graphdef, state)
+
+  def abstract_params(self) -> dict:
+    return nnx.to_pure_dict(self.template)
+
+
+_DIMS = ("width", "depth", "heads", "mlp_ratio")
+
+
+def _transformer(m1: Stage1Model, dims: dict, cond_dim: int, rngs: nnx.Rngs) -> ScaleTransformer:
+  return ScaleTransformer(code_dim=m1.dim, vocab=m1.codebook_size, scales=m1.scales,
+                          cond_dim=cond_dim, rngs=rngs, **dims)
+
+
+@functools.lru_cache(maxsize=None)
+def _static_model(m1: Stage1Model, dims: tuple, cond_dim: int) -> Stage2Model:
+  graphdef, template = nnx.split(nnx.eval_shape(
+      lambda: _transformer(m1, dict(dims), cond_dim, nnx.Rngs(0))))
+  return Stage2Model(m1, cond_dim, graphdef, template)
+
+
+def static_model(cfg: Stage2Config, m1: Stage1Model) -> Stage2Model:
+  return _static_model(m1, tuple((k, getattr(cfg, k)) for k in _DIMS), cfg.cond_dim)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init_params(key: jax.Array, m1: Stage1Model, dims: tuple, cond_dim: int) -> dict:
+  # One compiled program instead of dozens of eager initialiser calls.
+  net = _transformer(m1, dict(dims), cond_dim, nnx.Rngs(params=key))
+  return nnx.to_pure_dict(nnx.state(net))
+
+
+def init(cfg: Stage2Config, m1: Stage1Model) -> tuple[Stage2Model, dict]:
+  dims = tuple((k, getattr(cfg, k)) for k in _DIMS)
+  key = jax.random.fold_in(jax.random.key(cfg.seed), 4)
+  return static_model(cfg, m1), _init_params(key, m1, dims, cfg.cond_dim)
+
+
+# ---- trained runs -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2Run:
+  """A restored stage-2 run and the stage-1 run it was trained on."""
+
+  model: Stage2Model
+  cfg: Stage2Config
+  params: dict
+  step: int
+  workdir: Path
+  meta: dict
+  stage1: Stage1Run
+
+
+def checkpoint_dir(workdir: str | Path) -> Path:
+  return Path(workdir) / NAME / "checkpoints"
+
+
+def _config_of(meta: dict, workdir) -> Stage2Config:
+  return lineage.config_of(meta, Stage2Config, stage=NAME, workdir=workdir)
+
+
+def read_config(workdir: str | Path) -> Stage2Config | None:
+  if not checkpoint_dir(workdir).is_dir():
+    return None
+  with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
+    if ckpt.latest_step() is None:
+      return None
+    return _config_of(ckpt.read_meta(), workdir)
+
+
+def load_parent(name: str, workdir, step: int) -> Stage1Run:
+  if name != stage1.NAME:
+    raise ckpt_lib.CheckpointError(f"stage 2 in {workdir} names an unknown parent {name!r}")
+  return stage1.load(workdir, step)
+
+
+def load(workdir: str | Path, step: int | None = None) -> Stage2Run:
+  """Restores `workdir/stage2` (params only) and the stage-1 run it was built on.
+
+  Raises:
+    CheckpointError: no stage 2 there, a corrupt one, or a stage 1 that is gone or
+      changed since stage 2 was trained on it.
+  """
+  workdir = Path(workdir)
+  if not checkpoint_dir(workdir).is_dir():
+    raise ckpt_lib.CheckpointError(
+        f"no stage-2 checkpoints under {workdir} "
+        f"(train first: pnag train stage2 --workdir {workdir})")
+  with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise ckpt_lib.CheckpointError(f"workdir {workdir}: no committed stage-2 checkpoint")
+    meta = ckpt.read_meta(step)
+    cfg = _config_of(meta, workdir)
+    parents = lineage.check_parents(meta, workdir, where=f"stage 2 in {workdir}",
+                                    load_parent=load_parent)
+    if stage1.NAME not in parents:
+      raise ckpt_lib.CheckpointError(f"stage 2 in {workdir} records no stage-1 parent")
+    run1 = parents[stage1.NAME]
+    model = static_model(cfg, run1.model)
+    params, _, _, _ = ckpt.restore(step, params_template=model.abstract_params())
+  return Stage2Run(model, cfg, params, int(step), workdir, meta, run1)

@@ -1,0 +1,325 @@
+"""Stage-2 training: the next-scale transformer on stage 1's token maps, teacher-forced.
+
+  pnag train stage2 --workdir runs/nb201 --preset quick
+
+Stage 1 is frozen: its encoder's posterior means, quantized by MSQ, give every training
+arch's token map once, before the first step (deterministic, so a resumed run sees the
+same data). Each step builds the transformer's continuous inputs from those tokens and
+stage 1's codebook, drops the condition to null for `cond_drop` of the batch (for
+classifier-free guidance), and minimises the cross-entropy of every token in one
+block-causal pass. The state is a plain dict; batch order and keys derive from
+(seed, step), so a killed and resumed run is bit-identical to one that never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from pnag_jax import checkpoint as ckpt_lib
+from pnag_jax import config as config_lib
+from pnag_jax.errors import PnagError
+from pnag_jax.models import var
+from pnag_jax.stages import lineage
+from pnag_jax.stages import stage1, stage2
+from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
+from pnag_jax.stages.stage2 import Stage2Config, Stage2Model
+from pnag_jax.training.stage1 import batch_indices
+
+CHUNK = 512
+
+
+# ---- data ------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _tokens_chunk(params: dict, genes: jax.Array, *, model: Stage1Model):
+  ops, adj = model.space.encode(genes)
+  vqvae = model.merge(params)
+  mu, _ = vqvae.encode(ops, adj)
+  return model.layout.flatten(vqvae.quantize(mu).indices), model.space.strict_valid(ops, adj)
+
+
+def token_maps(run1: Stage1Run, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(int32[R, P] MSQ tokens of each arch's posterior mean, bool[R] strict validity)."""
+  toks, valid = [], []
+  for start in range(0, genes.shape[0], CHUNK):
+    part = genes[start:start + CHUNK]
+    k = part.shape[0]
+    # Fixed-size chunks: one compile for any number of archs.
+    part = np.concatenate([part, np.repeat(part[:1], CHUNK - k, 0)])
+    t, v = jax.device_get(_tokens_chunk(run1.params, part, model=run1.model))
+    toks.append(t[:k])
+    valid.append(v[:k])
+  return np.concatenate(toks).astype(np.int32), np.concatenate(valid)
+
+
+# Keyed by stage 1's params hash: the token maps of a frozen stage 1 are a function
+# of its params, and a resumed or repeated run in one process (the tests, an eval
+# sweep) should not encode every arch again.
+_DATASETS: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def datasets(cfg: Stage2Config, run1: Stage1Run) -> tuple[np.ndarray, np.ndarray]:
+  """(train tokens, held-out tokens) from stage 1's own split, strictly valid archs only
+  when `cfg.valid_only`. Read-only arrays, cached per stage-1 params."""
+  key = (lineage.params_sha256(run1.params), cfg.valid_only)
+  if key not in _DATASETS:
+    out = []
+    for genes in stage1.datasets(run1.cfg):
+      tokens, valid = token_maps(run1, genes)
+      tokens = tokens[valid] if cfg.valid_only else tokens
+      tokens.setflags(write=False)
+      out.append(tokens)
+    _DATASETS.clear()  # one stage 1 at a time: a few MB each, never a growing set
+    _DATASETS[key] = (out[0], out[1])
+  return _DATASETS[key]
+
+
+# ---- the step ----------------------------------------------------------------------------
+
+
+class OptimizerSettings(NamedTuple):
+  learning_rate: float
+  weight_decay: float
+  warmup_steps: int
+  total_steps: int
+  grad_clip: float
+
+  @classmethod
+  def of(cls, cfg: Stage2Config, total_steps: int) -> "OptimizerSettings":
+    return cls(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, total_steps,
+               cfg.grad_clip)
+
+
+def make_optimizer(opt: OptimizerSettings) -> optax.GradientTransformation:
+  lr = opt.learning_rate
+  if opt.warmup_steps > 0:
+    lr = optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, opt.warmup_steps,
+                                            max(opt.total_steps, opt.warmup_steps + 1))
+  clip = optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity()
+  return optax.chain(clip, optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=opt.weight_decay))
+
+
+def token_loss(model: Stage2Model, params: dict, codebook: jax.Array, tokens: jax.Array,
+               drop: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-token cross-entropy and correctness, each [B, P], teacher-forced."""
+  net = model.merge(params)
+  inputs = var.teacher_inputs(tokens, codebook, model.layout.scales)
+  logits = net(inputs, net.condition(None, drop))
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
+  return ce, jnp.argmax(logits, -1) == tokens
+
+
+@functools.partial(jax.jit, static_argnames=("model", "opt", "cond_drop"), donate_argnums=0)
+def train_step(state: dict, tokens: jax.Array, codebook: jax.Array, key: jax.Array,
+               step: jax.Array, *, model: Stage2Model, opt: OptimizerSettings,
+               cond_drop: float) -> tuple[dict, dict]:
+  """One AdamW step; the null-condition draw is `fold_in(key, step)`."""
+  drop = jax.random.bernoulli(jax.random.fold_in(key, step), cond_drop, tokens.shape[:1])
+
+  def objective(params):
+    ce, hit = token_loss(model, params, codebook, tokens, drop)
+    return ce.mean(), hit.mean()
+
+  (loss, acc), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+  updates, opt_state = make_optimizer(opt).update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = {"loss": loss, "token_accuracy": acc, "grad_norm": optax.tree.norm(grads)}
+  return {"params": params, "opt_state": opt_state}, metrics
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _eval_chunk(params, codebook, tokens, *, model: Stage2Model):
+  ce, hit = token_loss(model, params, codebook, tokens, jnp.ones(tokens.shape[:1], bool))
+  return ce, hit
+
+
+def evaluate(model: Stage2Model, params: dict, codebook: jax.Array, tokens: np.ndarray) -> dict:
+  """Teacher-forced token accuracy per scale and NLL (null condition), held-out."""
+  ce, hit = [], []
+  for start in range(0, tokens.shape[0], CHUNK):
+    part = tokens[start:start + CHUNK]
+    k = part.shape[0]
+    part = np.concatenate([part, np.repeat(part[:1], CHUNK - k, 0)])
+    c, h = jax.device_get(_eval_chunk(params, codebook, part, model=model))
+    ce.append(c[:k])
+    hit.append(h[:k])
+  ce, hit = np.concatenate(ce), np.concatenate(hit)
+  slices = model.layout.slices
+  return {
+      "nll_per_token": float(ce.mean()),
+      "nll_per_arch": float(ce.sum(1).mean()),
+      "token_accuracy": float(hit.mean()),
+      "token_accuracy_per_scale": [float(hit[:, sl].mean()) for sl in slices],
+      "nll_per_scale": [float(ce[:, sl].mean()) for sl in slices],
+  }
+
+
+# ---- the loop ------------------------------------------------------------------------------
+
+
+def num_steps(cfg: Stage2Config, n_train: int) -> int:
+  total = cfg.epochs * (n_train // cfg.batch_size)
+  return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+
+
+def _check_resume(ckpt, cfg: Stage2Config, run1: Stage1Run, workdir) -> None:
+  meta = ckpt.read_meta()
+  where = f"stage 2 in {workdir}"
+  ckpt_lib.check_meta(meta, {"stage": stage2.NAME, "space": run1.space.name}, where=where)
+  lineage.check_frozen(meta, cfg.frozen(), where=where)
+  (parent,) = [p for p in meta.get("parents", []) if p["stage"] == stage1.NAME] or [None]
+  if parent is None or parent["params_sha256"] != lineage.params_sha256(run1.params):
+    raise ckpt_lib.CheckpointError(
+        f"{where} was trained on another stage 1 than {workdir}/stage1 holds now "
+        f"(step {run1.step}); retrain stage 2 in a new --workdir")
+
+
+def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, progress: bool = True,
+                       stop_after: int | None = None) -> dict:
+  """Trains stage 2 on `workdir/stage1` (resuming `workdir/stage2` if it exists).
+
+  Writes `workdir/stage2/{config.json, metrics.jsonl, report.json, checkpoints/}`.
+  `stop_after` ends the run after that many total steps, as a kill would.
+  """
+  run1 = stage1.load(workdir)
+  space = run1.space
+  out_dir = Path(workdir) / stage2.NAME
+  codebook = jnp.asarray(run1.params["codebook"], jnp.float32)
+  base_key = jax.random.fold_in(jax.random.key(cfg.seed), 5)
+  parent = lineage.parent_entry(stage1.NAME, run1.step, run1.params)
+
+  with ckpt_lib.StageCheckpointer(workdir, stage2.NAME, max_to_keep=2) as ckpt:
+    start = 0
+    resuming = ckpt.latest_step() is not None
+    if resuming:  # before anything is built: a refused resume costs nothing
+      _check_resume(ckpt, cfg, run1, workdir)
+    t_data = time.perf_counter()
+    train, heldout = datasets(cfg, run1)
+    data_seconds = time.perf_counter() - t_data
+    total = num_steps(cfg, train.shape[0])
+    if total <= 0:
+      raise PnagError(f"no training steps: {train.shape[0]} archs at batch {cfg.batch_size}")
+    opt = OptimizerSettings.of(cfg, total)
+    model, params = stage2.init(cfg, run1.model)
+    state = {"params": params, "opt_state": make_optimizer(opt).init(params)}
+    if resuming:
+      params, opt_state, base_key, _ = ckpt.restore(
+          params_template=state["params"], opt_state_template=state["opt_state"])
+      state = {"params": params, "opt_state": opt_state}
+      start = ckpt.latest_step()
+    # Commit fresh and restored arrays alike: one compiled step for both.
+    state, base_key, codebook = jax.device_put((state, base_key, codebook), jax.devices()[0])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(cfg.to_json())
+
+    end = total if stop_after is None else min(total, stop_after)
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
+               desc=f"stage2 {space.name}", dynamic_ncols=True)
+    with (out_dir / "metrics.jsonl").open("a") as log:
+      for step in bar:
+        tokens = train[batch_indices(cfg.seed, step, train.shape[0], cfg.batch_size)]
+        state, metrics = train_step(state, tokens, codebook, base_key, step, model=model,
+                                    opt=opt, cond_drop=cfg.cond_drop)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == end:
+          row = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['token_accuracy']:.3f}")
+          log.write(json.dumps({"step": done, "split": "train", **row}) + "\n")
+        if done % cfg.eval_every == 0 and done != total:
+          ev = evaluate(model, state["params"], codebook, heldout[:CHUNK * 2])
+          log.write(json.dumps({"step": done, "split": "heldout", **ev}) + "\n")
+        if done % cfg.checkpoint_every == 0 or done == end:
+          meta = lineage.stage_meta(stage=stage2.NAME, space=space.name,
+                                    config=config_lib.to_dict(cfg), params=state["params"],
+                                    frozen=cfg.frozen(), parents=(parent,))
+          ckpt.save(done, state["params"], state["opt_state"], base_key, meta, force=True)
+        log.flush()
+    train_seconds = time.perf_counter() - t0
+    ckpt.wait_until_finished()
+    if end < total:
+      return {"steps": end, "stopped_early": True}
+
+  held = evaluate(model, state["params"], codebook,
+                  heldout[:cfg.eval_size] if cfg.eval_size else heldout)
+  report = {
+      "space": space.name,
+      "steps": total,
+      "train_seconds": train_seconds,
+      "data_seconds": data_seconds,
+      "resumed_from": start,
+      "condition": cfg.condition,
+      "heldout_nll_per_token": held["nll_per_token"],
+      "heldout_nll_per_arch": held["nll_per_arch"],
+      "heldout_token_accuracy": held["token_accuracy"],
+      "token_accuracy_per_scale": held["token_accuracy_per_scale"],
+      "nll_per_scale": held["nll_per_scale"],
+      "scales": list(model.layout.scales),
+      "num_train": int(train.shape[0]),
+      "num_heldout": int(heldout.shape[0]),
+      "num_evaluated": int(min(cfg.eval_size or heldout.shape[0], heldout.shape[0])),
+      "stage1": parent,
+      "params": int(sum(np.size(x) for x in jax.tree.leaves(state["params"]))),
+      "device": str(jax.devices()[0]),
+  }
+  with (out_dir / "metrics.jsonl").open("a") as log:
+    log.write(json.dumps({"step": total, "split": "final", **report}) + "\n")
+  tmp = out_dir / "report.json.tmp"
+  tmp.write_text(json.dumps(report, indent=2))
+  tmp.replace(out_dir / "report.json")
+  return report
+
+
+# ---- `pnag train stage2` ----------------------------------------------------------------------
+
+
+def config_for(workdir: str | Path, *, preset: str | None, seed: int | None,
+               overrides=()) -> Stage2Config:
+  """A new run's config, or the one `workdir/stage2` resumes (with `--set` on top)."""
+  saved = stage2.read_config(workdir)
+  if saved is not None:
+    if seed is not None and seed != saved.seed:
+      raise PnagError(f"workdir {workdir} holds a stage-2 run with seed {saved.seed}; "
+                      f"--seed {seed} disagrees (omit it to resume, or use a new --workdir)")
+    if preset is None:
+      return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}")
+  return stage2.make_config(preset or "quick", seed=saved.seed if saved else (seed or 0),
+                            overrides=overrides)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.description = ("Train the stage-2 next-scale transformer prior on WORKDIR/stage1 "
+                   "(frozen). Rerunning the same command resumes.")
+  p.epilog = ("example:\n  pnag train stage2 --workdir runs/nb201 --preset quick\n\n"
+              "config keys for --set: " + ", ".join(config_lib.field_types(Stage2Config)))
+  p.add_argument("--workdir", required=True,
+                 help="a run directory holding stage1/; stage 2 goes to WORKDIR/stage2")
+  p.add_argument("--preset", choices=tuple(stage2.PRESETS), default=None,
+                 help="named settings (default: quick for a new run; a resumed run keeps "
+                      "its saved config)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override one config value; repeatable")
+  p.add_argument("--seed", type=int, default=None, help="seed of a new run (default: 0)")
+
+
+def main(args: argparse.Namespace) -> None:
+  cfg = config_for(args.workdir, preset=args.preset, seed=args.seed, overrides=args.set)
+  report = train_and_evaluate(cfg, args.workdir)
+  acc = " ".join(f"{a:.3f}" for a in report["token_accuracy_per_scale"])
+  print(f"stage2 {report['space']}: {report['steps']} steps in {report['train_seconds']:.1f} s, "
+        f"held-out NLL {report['heldout_nll_per_token']:.4f}/token "
+        f"({report['heldout_nll_per_arch']:.2f}/arch)")
+  print(f"  teacher-forced token accuracy per scale: {acc}")
+  print(f"  report: {Path(args.workdir) / 'stage2' / 'report.json'}")

@@ -1,0 +1,70 @@
+"""Stage-2 training: it learns, resumes bit-identically, and refuses a changed stage 1."""
+
+import json
+import math
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from pnag_jax import checkpoint as ckpt_lib
+from pnag_jax.errors import PnagError
+from pnag_jax.stages import stage2
+from pnag_jax.training import stage2 as training
+
+
+def test_test_preset_learns_and_reports(nb201_stage2):
+  workdir, report = nb201_stage2
+  # Uniform over the 64 codes is 4.16 nats per token; the stage-1 codes of NB201 are
+  # far from uniform, and 40 steps of a working model learn a good part of that.
+  assert report["heldout_nll_per_token"] < math.log(64) - 0.5
+  assert len(report["token_accuracy_per_scale"]) == len(report["scales"]) == 6
+  assert report["scales"] == [3, 4, 5, 6, 7, 8]
+  # Strictly valid training archs only: NB201's training half less its disconnected
+  # cells (2.2%).
+  assert 7500 < report["num_train"] < 7812 and report["num_evaluated"] == 512
+  assert report["stage1"]["stage"] == "stage1" and report["steps"] == 40
+  saved = json.loads((workdir / "stage2" / "report.json").read_text())
+  assert saved["heldout_nll_per_token"] == report["heldout_nll_per_token"]
+  run2 = stage2.load(workdir)
+  assert run2.step == 40 and run2.stage1.step == 0
+
+
+def test_killed_run_resumes_bit_identically(nb201_stage2, nb201_workdir, tmp_path):
+  straight, _ = nb201_stage2
+  workdir = shutil.copytree(nb201_workdir, tmp_path / "w")
+  cfg = stage2.make_config("test")
+  assert training.train_and_evaluate(cfg, workdir, progress=False, stop_after=20) == {
+      "steps": 20, "stopped_early": True}
+  assert not (workdir / "stage2" / "report.json").exists()
+  report = training.train_and_evaluate(cfg, workdir, progress=False)
+  assert report["resumed_from"] == 20 and report["steps"] == 40
+  jax.tree.map(np.testing.assert_array_equal, stage2.load(straight).params,
+               stage2.load(workdir).params)
+
+
+def test_resume_refuses_other_settings_and_a_changed_stage1(nb201_stage2, nb201_untrained,
+                                                            stage1_saver, tmp_path):
+  workdir = shutil.copytree(nb201_stage2[0], tmp_path / "w")
+  cfg = stage2.make_config("test")
+  with pytest.raises(ckpt_lib.CheckpointError, match="width=32, not 48"):
+    training.train_and_evaluate(cfg.replace(width=48), workdir, progress=False)
+  # Stage 1 trained on underneath (a new step with other params): stage 2 is stale.
+  moved = jax.tree.map(lambda x: x + 1.0, nb201_untrained.params)
+  stage1_saver(nb201_untrained.__class__(**{**nb201_untrained.__dict__, "params": moved}),
+               workdir, step=1)
+  with pytest.raises(ckpt_lib.CheckpointError, match="another stage 1"):
+    training.train_and_evaluate(cfg, workdir, progress=False)
+
+
+def test_config_errors_are_one_line():
+  with pytest.raises(PnagError, match="condition must be one of none"):
+    stage2.make_config("test", overrides=["condition=task"])
+  with pytest.raises(PnagError, match="multiple of heads"):
+    stage2.make_config("test", overrides=["width=30", "heads=4"])
+
+
+def test_load_without_stage2_says_how_to_train(nb201_workdir):
+  with pytest.raises(ckpt_lib.CheckpointError, match="pnag train stage2 --workdir"):
+    stage2.load(nb201_workdir)
