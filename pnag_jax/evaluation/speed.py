@@ -1,6 +1,7 @@
 """Generation speed, end to end: PRNG key -> decoded int arrays on the host.
 
-For each path (prior x fused/unfused decoding) and each batch size 1, 2, 4, ..., one
+For each path (prior x fused/unfused decoding, and stage 2's `ar` prior where the
+workdir has one) and each batch size 1, 2, 4, ..., one
 compiled call generates a whole batch, and the clock stops when the genes and validity
 flags are NumPy arrays on the host. Reported per path: latency at batch 1 (jitted,
 warm; median of many calls), throughput per batch size, FLOPs per architecture from
@@ -21,17 +22,53 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
 from pnag_jax.generation import Sampler, SamplerConfig, sample_chunk
 from pnag_jax.stages import stage1
 
-#: (name, prior, fused) of every path measured by default.
-PATHS = (
-    ("codes+fused", "codes", True),
-    ("codes+unfused", "codes", False),
-    ("fitted+fused", "fitted", True),
-    ("latent+fused", "latent", True),
-)
+#: name -> sampler settings of every prior path (stage 1 only), measured by default.
+PATHS = {
+    "codes+fused": {"prior": "codes", "fused": True},
+    "codes+unfused": {"prior": "codes", "fused": False},
+    "fitted+fused": {"prior": "fitted", "fused": True},
+    "latent+fused": {"prior": "latent", "fused": True},
+}
+#: The AR paths, measured by default where the workdir holds a stage 2 (`ar+cfg` only
+#: where that stage 2 is conditional: an unconditional one has nothing to guide).
+AR_PATHS = {
+    "ar": {"prior": "ar", "fused": True},
+    "ar+cfg": {"prior": "ar", "fused": True, "cfg_scale": 1.5},
+}
+#: The path that every other path's throughput is reported against.
+BASELINE = "codes+fused"
+
+
+def default_paths(workdir: str | Path) -> dict[str, dict]:
+  """PATHS, plus the AR paths that the workdir's stage 2 (if any) supports."""
+  from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
+  paths = dict(PATHS)
+  cfg2 = stage2.read_config(workdir)
+  if cfg2 is not None:
+    paths["ar"] = AR_PATHS["ar"]
+    if cfg2.cond_dim:
+      paths["ar+cfg"] = AR_PATHS["ar+cfg"]
+  return paths
+
+
+def select_paths(workdir: str | Path, names: str | None) -> dict[str, dict]:
+  """`--paths a,b`: those of PATHS and AR_PATHS; None: `default_paths`."""
+  if names is None:
+    return default_paths(workdir)
+  known = {**PATHS, **AR_PATHS}
+  out = {}
+  for name in filter(None, (n.strip() for n in names.split(","))):
+    if name not in known:
+      raise PnagError(f"unknown path {name!r}; choose from {', '.join(known)}")
+    out[name] = known[name]
+  if not out:
+    raise PnagError("--paths names no path")
+  return out
 
 
 def peak_rss_mb() -> float:
@@ -89,7 +126,7 @@ def time_call(sampler: Sampler, key, min_seconds: float, min_reps: int = 3,
   return float(np.median(times)), len(times)
 
 
-def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths=PATHS,
+def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths: dict | None = None,
         min_seconds: float = 0.3, memory_fraction: float = 0.5, max_call_seconds: float = 30.0,
         progress: bool = True) -> dict:
   """Measures every path in `paths` at batch sizes 1 .. 2**max_log2.
@@ -99,6 +136,7 @@ def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths=PATHS,
   both are recorded under `skipped`.
   """
   out = reports.out_dir(out)
+  paths = default_paths(workdir) if paths is None else paths
   trained = stage1.load(workdir)
   peak = matmul_peak_gflops()
   budget = int(available_bytes() * memory_fraction)
@@ -107,12 +145,12 @@ def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths=PATHS,
             "definition": "PRNG key -> decoded int arrays (genes, validity) on the host",
             "machine": reports.machine(), "matmul_peak_gflops": peak,
             "memory_budget_bytes": budget, "paths": {}}
-  for name, prior, fused in paths:
+  for name, settings in paths.items():
     rows, skipped = [], []
     validity = None
     # The arrays (fused table, prior tables) are built once per path; each batch size
     # is only another static spec.
-    base = Sampler.from_run(trained, SamplerConfig(prior=prior, fused=fused, chunk_size=1))
+    base = Sampler.from_run(trained, SamplerConfig(**settings, chunk_size=1))
     for log2 in range(max_log2 + 1):
       b = 2**log2
       gen = base.with_chunk_size(b)
@@ -137,11 +175,16 @@ def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths=PATHS,
         break
     best = max(rows, key=lambda r: r["archs_per_s"])
     report["paths"][name] = {
-        "prior": prior, "fused": fused, "latency_batch1_ms": rows[0]["seconds"] * 1e3,
+        "prior": settings["prior"], "fused": settings["fused"],
+        "settings": settings, "latency_batch1_ms": rows[0]["seconds"] * 1e3,
         "best_archs_per_s": best["archs_per_s"], "best_batch": best["batch"],
         "fraction_of_matmul_peak_at_best": best["fraction_of_matmul_peak"],
         "validity_sample": validity, "throughput": rows, "skipped": skipped,
     }
+  if BASELINE in report["paths"]:
+    base_rate = report["paths"][BASELINE]["best_archs_per_s"]
+    for p in report["paths"].values():
+      p["throughput_ratio_to_" + BASELINE.replace("+", "_")] = p["best_archs_per_s"] / base_rate
   report["peak_rss_mb"] = peak_rss_mb()
   reports.write_outputs(out, "speed", report, format_table, _plot)
   return report
@@ -188,10 +231,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.epilog = "example:\n  pnag eval speed --workdir runs/nb201 --out eval/reports/speed"
   p.add_argument("--workdir", required=True, help="a trained stage-1 run")
   p.add_argument("--max-log2", type=int, default=20, help="largest batch is 2**this")
+  p.add_argument("--paths", default=None,
+                 help="comma-separated paths to measure, of " + ", ".join({**PATHS, **AR_PATHS})
+                      + " (default: every prior path, and ar where WORKDIR holds a stage 2)")
   p.add_argument("--out", required=True, help="output directory (speed.json, .md, .png)")
 
 
 def main(args: argparse.Namespace) -> None:
-  report = run(args.workdir, args.out, max_log2=args.max_log2)
+  report = run(args.workdir, args.out, max_log2=args.max_log2,
+               paths=select_paths(args.workdir, args.paths))
   print(format_table(report))
   print(f"\nwrote {args.out}/speed.json, speed.md, speed.png")

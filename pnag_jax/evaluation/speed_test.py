@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
+from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import speed
 
 
 def test_speed_report(nb201_workdir, tmp_path):
-  rep = speed.run(str(nb201_workdir), tmp_path, max_log2=5, paths=speed.PATHS[:2],
+  rep = speed.run(str(nb201_workdir), tmp_path, max_log2=5, paths=speed.select_paths(nb201_workdir, "codes+fused,codes+unfused"),
                   min_seconds=0.02, progress=False)
   for name in ("speed.json", "speed.md", "speed.png"):
     assert (tmp_path / name).stat().st_size > 100
@@ -22,3 +25,21 @@ def test_speed_report(nb201_workdir, tmp_path):
                     for k in ("codes+fused", "codes+unfused"))
   assert fused < unfused / 5
   assert "codes+fused" in speed.format_table(rep)
+
+
+def test_ar_path_is_measured_where_stage2_exists(nb201_stage2, nb201_workdir, tmp_path):
+  workdir, _ = nb201_stage2
+  assert "ar" in speed.default_paths(workdir) and "ar" not in speed.default_paths(nb201_workdir)
+  # An unconditional stage 2 has nothing for classifier-free guidance to contrast.
+  assert "ar+cfg" not in speed.default_paths(workdir)
+  rep = speed.run(str(workdir), tmp_path, max_log2=2,
+                  paths=speed.select_paths(workdir, "codes+fused,ar"), min_seconds=0.02,
+                  progress=False)
+  ar, codes = rep["paths"]["ar"], rep["paths"]["codes+fused"]
+  assert ar["settings"]["prior"] == "ar"
+  # A transformer pass per scale against a table lookup per token.
+  assert ar["throughput"][-1]["flops_per_arch"] > 100 * codes["throughput"][-1]["flops_per_arch"]
+  assert ar["throughput_ratio_to_codes_fused"] == pytest.approx(
+      ar["best_archs_per_s"] / codes["best_archs_per_s"])
+  with pytest.raises(PnagError, match="unknown path 'ar2'"):
+    speed.select_paths(workdir, "ar2")

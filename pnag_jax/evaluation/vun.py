@@ -1,9 +1,10 @@
 """Validity, uniqueness and novelty as in the paper's Table 6.
 
 1,000 architectures x 3 seeds per row. Rows: uniform random sampling (the baseline in
-every table) and each generation prior of a trained run, on raw output: no constrained
-decoding, deduplication or filtering. Figures are means and standard deviations over
-the seeds, in percent.
+every table) and each generation prior of a trained run (stage 2's `ar` prior too,
+where the workdir holds a stage 2), on raw output: no constrained decoding,
+deduplication or filtering. Figures are means and standard deviations over the seeds,
+in percent.
 
 Definitions (DiffusionNAG's, which the paper follows):
 
@@ -129,7 +130,9 @@ def run(runs: dict[str, str], out: str | Path, *, spaces: tuple[str, ...] = (),
     ref = reference_of(space, train)
     rows = {"random (uniform)": random_row(space, ref, num, seeds)}
     if trained is not None:
-      for prior in priors:
+      from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
+      has_ar = "ar" not in priors and stage2.read_config(runs[name]) is not None
+      for prior in tuple(priors) + (("ar",) if has_ar else ()):
         sampler = Sampler.from_run(trained, SamplerConfig(prior=prior, chunk_size=num))
         rows[f"PNAG-jax, {prior} prior"] = generator_row(sampler, ref, num, seeds)
         if progress:

@@ -50,3 +50,12 @@ def test_table6_on_the_trained_run(trained_run, tmp_path):
 def test_a_run_of_another_space_is_refused(nb201_workdir, tmp_path):
   with pytest.raises(PnagError, match="holds a nb201 run, not mbv3"):
     vun.run({"mbv3": str(nb201_workdir)}, tmp_path, num=10, seeds=(0,), progress=False)
+
+
+def test_ar_row_where_the_workdir_holds_a_stage2(nb201_stage2, tmp_path):
+  workdir, _ = nb201_stage2
+  rep = vun.run({"nb201": str(workdir)}, tmp_path, num=64, seeds=(0,), priors=(),
+                constrained=False, progress=False)
+  rows = rep["spaces"]["nb201"]["rows"]
+  assert set(rows) == {"random (uniform)", "PNAG-jax, ar prior"}
+  assert set(rows["PNAG-jax, ar prior"]) == set(vun.COLUMNS)
