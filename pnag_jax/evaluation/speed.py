@@ -51,7 +51,7 @@ def default_paths(workdir: str | Path) -> dict[str, dict]:
   cfg2 = stage2.read_config(workdir)
   if cfg2 is not None:
     paths["ar"] = AR_PATHS["ar"]
-    if cfg2.cond_dim:
+    if cfg2.condition != "none":
       paths["ar+cfg"] = AR_PATHS["ar+cfg"]
   return paths
 

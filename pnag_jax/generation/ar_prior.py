@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pnag_jax.errors import PnagError
 from pnag_jax.generation.priors import Prior, register
@@ -96,3 +97,21 @@ class ARPrior(Prior):
                           temperature=self.tau, top_k=self.top_k, top_p=self.top_p)
     chex.assert_shape(tokens, (1, model.layout.num_tokens))
     return tokens[0]
+
+
+def task_condition_from_file(workdir, refs, *, minimize: bool, target: float) -> np.ndarray:
+  """`--refs refs.csv [--minimize] --target q` -> the condition vector of `W/stage2`.
+
+  Raises:
+    PnagError: stage 2 is not task-conditioned, or the references or target are bad.
+  """
+  from pnag_jax import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
+  run2 = stage2.load(workdir)
+  if run2.cfg.condition != "task":
+    raise PnagError(f"stage 2 in {workdir} is unconditional (condition "
+                    f"{run2.cfg.condition!r}); --target needs one trained with "
+                    "--set condition=task")
+  data = tasks_lib.read_task_csv(refs, run2.stage1.space.name, minimize=minimize).data()
+  return stage2.task_condition(run2.surrogate, data.genes, data.scores, minimize=minimize,
+                               target=target)

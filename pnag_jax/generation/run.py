@@ -38,8 +38,12 @@ def tables_or_note(space_name: str, data_dir: str | None):
 
 def generate_to_file(workdir: str | Path, num: int, seed: int, out: str | Path,
                      cfg: SamplerConfig, data_dir: str | None = None,
-                     progress: bool = True) -> dict:
-  """Writes `num` architectures to `out` (.jsonl or .csv); returns a summary."""
+                     progress: bool = True, cond=()) -> dict:
+  """Writes `num` architectures to `out` (.jsonl or .csv); returns a summary.
+
+  `cond` is the prior's condition (the `ar` prior's task vector and target), shared
+  by every architecture; `()` for none.
+  """
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
   output_format(out)  # a bad name fails before the model loads
@@ -53,7 +57,7 @@ def generate_to_file(workdir: str | Path, num: int, seed: int, out: str | Path,
   with ArchWriter(out, space, tables) as writer:
     with tqdm(total=num, unit="arch", unit_scale=True, disable=not progress or num < 100_000,
               desc="generate", dynamic_ncols=True) as bar:
-      for chunk in sampler.iter_chunks(key, num):
+      for chunk in sampler.iter_chunks(key, num, cond):
         writer.write(chunk)
         n_valid += int(chunk.valid.sum())
         n_format += int(chunk.format_valid.sum())
@@ -110,8 +114,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   guided = p.add_argument_group(
       "guided generation (generate, then rank with WORKDIR/surrogate)",
       "With --refs, --num is how many of the best to write, best first, with their "
-      "predicted scores.")
+      "predicted scores. With --prior ar and --target, the references condition stage 2 "
+      "instead: --num archs drawn for that task and target quantile, nothing ranked.")
   guided.add_argument("--refs", help="CSV of K measured archs of the task: arch, score")
+  guided.add_argument("--target", type=float, default=None, metavar="Q",
+                      help="with --prior ar: the target quantile of the task's score over the "
+                           "space's valid archs, 1 = the best (e.g. 0.99); needs a stage 2 "
+                           "trained with --set condition=task")
   guided.add_argument("--minimize", action="store_true", help="lower scores are better")
   guided.add_argument("--constraint", action="append", default=[], metavar="TASK<=X",
                       help="keep archs with a known task <= or >= a number, e.g. "
@@ -128,13 +137,19 @@ def main(args: argparse.Namespace) -> None:
   cfg = SamplerConfig(prior=args.prior, temperature=args.temperature,
                       cfg_scale=args.cfg_scale, top_k=args.top_k, top_p=args.top_p,
                       constrained=args.constrained, chunk_size=args.chunk_size)
-  if args.refs is None:
-    for flag, given in (("--minimize", args.minimize), ("--constraint", args.constraint),
-                        ("--pool", args.pool != "100000"),
-                        ("--adapt-steps", args.adapt_steps)):
+  ranking = (("--constraint", args.constraint), ("--pool", args.pool != "100000"),
+             ("--adapt-steps", args.adapt_steps))
+  cond = ()
+  if args.target is not None:
+    if args.prior != "ar" or args.refs is None:
+      raise PnagError("--target conditions the stage-2 prior: it needs --prior ar and --refs")
+    for flag, given in ranking:
       if given:
-        raise PnagError(f"{flag} needs --refs (guided generation)")
-  else:
+        raise PnagError(f"{flag} ranks a pool; conditional generation (--target) ranks nothing")
+    from pnag_jax.generation import ar_prior  # pylint: disable=g-import-not-at-top
+    cond = ar_prior.task_condition_from_file(args.workdir, args.refs, minimize=args.minimize,
+                                             target=args.target)
+  elif args.refs is not None:
     from pnag_jax.guidance import run as guided  # pylint: disable=g-import-not-at-top
     guided.print_guided(guided.guided_to_file(
         args.workdir, refs=args.refs, out=args.out, num=args.num,
@@ -142,11 +157,16 @@ def main(args: argparse.Namespace) -> None:
         constraints=args.constraint, sampler_cfg=cfg, data_dir=args.data_dir,
         adapt_steps=args.adapt_steps))
     return
+  else:
+    for flag, given in (("--minimize", args.minimize),) + ranking:
+      if given:
+        raise PnagError(f"{flag} needs --refs (guided generation)")
   r = generate_to_file(args.workdir, args.num, args.seed, args.out, cfg,
-                       data_dir=args.data_dir)
+                       data_dir=args.data_dir, cond=cond)
   print(f"generated {r['num']:,} {r['space']} archs in {r['seconds']:.1f} s "
         f"({r['num'] / r['seconds']:,.0f}/s incl. writing) -> {r['out']}")
   print(f"  validity {100 * r['validity']:.2f}% (strict "
         f"{100 * r['strict_validity']:.2f}%), uniqueness {100 * r['uniqueness']:.2f}% of "
         f"strictly valid; prior {r['prior']}, temperature {r['temperature']:g}"
-        f"{', constrained' if r['constrained'] else ''}")
+        f"{', constrained' if r['constrained'] else ''}"
+        f"{f', target quantile {args.target:g}' if args.target is not None else ''}")

@@ -8,10 +8,17 @@ its inputs are reconstructions from stage 1's codebook. The stage-1 step and the
 sha256 of its params are recorded in every stage-2 checkpoint, and loading fails in
 one line if stage 1 changed underneath.
 
-Conditions (`condition`): `none` (unconditional: the model always reads its learned
-null condition). The model takes any condition vector (`cond_dim`); the task (stage 3's
-task embedding and a target quantile) and budget (params, FLOPs) conditions of issue
-12 add a kind here and their training pairs in `training/stage2.py`.
+Conditions (`condition`):
+
+* `none`: unconditional; the model always reads its learned null condition.
+* `task`: a task and a target. The vector is the frozen stage-3 surrogate's task
+  embedding of K reference pairs (`W/surrogate`; scores oriented so that higher is
+  better) followed by a target quantile q in [0, 1] of the task's score over the
+  space's strictly valid archs (q = 1: the best). An unseen task is only a set of
+  references. Stage 2 then records the surrogate as a second parent and inherits its
+  exclusions: the tasks the surrogate never read, stage 2 never reads either.
+
+The budget conditions (params, FLOPs) of issue 12 are still to come.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import jax
+import numpy as np
 from flax import nnx
 
 from pnag_jax import checkpoint as ckpt_lib
@@ -30,12 +38,12 @@ from pnag_jax.errors import PnagError
 from pnag_jax.models.var import ScaleTransformer
 from pnag_jax.stages import lineage
 from pnag_jax.stages import stage1
+from pnag_jax.stages import surrogate
 from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 
 NAME = "stage2"
 
-#: Length of the condition vector of each kind.
-CONDITION_DIMS = {"none": 0}
+CONDITIONS = ("none", "task")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +51,7 @@ class Stage2Config:
   """Stage-2 settings. Frozen and hashable; see `PRESETS`."""
 
   seed: int = 0
-  condition: str = "none"         # one of CONDITION_DIMS
+  condition: str = "none"         # one of CONDITIONS
   # Model.
   width: int = 128
   depth: int = 4
@@ -53,6 +61,11 @@ class Stage2Config:
   # Data: strictly valid training archs only (NB201's training half has 2.2% that
   # are not, and the prior should never learn to draw them).
   valid_only: bool = True
+  # Task condition: each training task gets `task_bank` embeddings of random reference
+  # sets of k_min..k_max archs, drawn once; a training pair takes one at random.
+  task_bank: int = 32
+  k_min: int = 5
+  k_max: int = 20
   # Optimisation (paper, stage 2: AdamW, lr 1e-3, wd 1e-4, batch 256, 300 epochs).
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
@@ -68,12 +81,15 @@ class Stage2Config:
   log_every: int = 50
 
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
-      "seed", "condition", "width", "depth", "heads", "mlp_ratio", "valid_only")
+      "seed", "condition", "width", "depth", "heads", "mlp_ratio", "valid_only", "task_bank",
+      "k_min", "k_max")
 
   def __post_init__(self):
-    if self.condition not in CONDITION_DIMS:
-      raise PnagError(f"condition must be one of {', '.join(CONDITION_DIMS)}, "
+    if self.condition not in CONDITIONS:
+      raise PnagError(f"condition must be one of {', '.join(CONDITIONS)}, "
                       f"got {self.condition!r}")
+    if not 1 <= self.k_min <= self.k_max:
+      raise PnagError(f"need 1 <= k_min <= k_max, got {self.k_min} and {self.k_max}")
     for name in ("width", "depth", "heads", "mlp_ratio", "batch_size", "epochs"):
       if getattr(self, name) < 1:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -81,10 +97,6 @@ class Stage2Config:
       raise PnagError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
     if not 0.0 <= self.cond_drop <= 1.0:
       raise PnagError(f"cond_drop must be in [0, 1], got {self.cond_drop}")
-
-  @property
-  def cond_dim(self) -> int:
-    return CONDITION_DIMS[self.condition]
 
   def frozen(self) -> dict[str, Any]:
     return {k: getattr(self, k) for k in self.FROZEN_ON_RESUME}
@@ -156,8 +168,13 @@ def _static_model(m1: Stage1Model, dims: tuple, cond_dim: int) -> Stage2Model:
   return Stage2Model(m1, cond_dim, graphdef, template)
 
 
-def static_model(cfg: Stage2Config, m1: Stage1Model) -> Stage2Model:
-  return _static_model(m1, tuple((k, getattr(cfg, k)) for k in _DIMS), cfg.cond_dim)
+def condition_dim(cfg: Stage2Config, task_dim: int = 0) -> int:
+  """Length of the condition vector: 0, or the surrogate's task vector and q."""
+  return task_dim + 1 if cfg.condition == "task" else 0
+
+
+def static_model(cfg: Stage2Config, m1: Stage1Model, cond_dim: int) -> Stage2Model:
+  return _static_model(m1, tuple((k, getattr(cfg, k)) for k in _DIMS), cond_dim)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
@@ -167,10 +184,29 @@ def _init_params(key: jax.Array, m1: Stage1Model, dims: tuple, cond_dim: int) ->
   return nnx.to_pure_dict(nnx.state(net))
 
 
-def init(cfg: Stage2Config, m1: Stage1Model) -> tuple[Stage2Model, dict]:
+def init(cfg: Stage2Config, m1: Stage1Model, cond_dim: int) -> tuple[Stage2Model, dict]:
   dims = tuple((k, getattr(cfg, k)) for k in _DIMS)
   key = jax.random.fold_in(jax.random.key(cfg.seed), 4)
-  return static_model(cfg, m1), _init_params(key, m1, dims, cfg.cond_dim)
+  return static_model(cfg, m1, cond_dim), _init_params(key, m1, dims, cond_dim)
+
+
+# ---- the task condition ------------------------------------------------------------------
+
+
+def task_condition(srun, ref_genes: np.ndarray, ref_scores: np.ndarray, *, minimize: bool,
+                   target: float) -> np.ndarray:
+  """The condition vector float32[task_dim + 1] of a task given by K reference pairs.
+
+  The references' scores are oriented (negated when the task is minimized) before the
+  surrogate embeds them, so that a task vector always reads "higher is better" and
+  q = 1 always means the best archs, for accuracy and latency alike.
+  """
+  if not 0.0 <= target <= 1.0:
+    raise PnagError(f"--target must be a quantile in [0, 1], got {target}")
+  scores = np.asarray(ref_scores, np.float32)
+  emb = srun.predictor(ref_genes, -scores if minimize else scores).embedding
+  return np.concatenate([np.asarray(emb, np.float32).reshape(-1),
+                         np.float32([target])])
 
 
 # ---- trained runs -----------------------------------------------------------------------
@@ -178,7 +214,8 @@ def init(cfg: Stage2Config, m1: Stage1Model) -> tuple[Stage2Model, dict]:
 
 @dataclasses.dataclass(frozen=True)
 class Stage2Run:
-  """A restored stage-2 run and the stage-1 run it was trained on."""
+  """A restored stage-2 run, the stage-1 run it was trained on, and (for the task
+  condition) the surrogate whose task vectors it reads."""
 
   model: Stage2Model
   cfg: Stage2Config
@@ -187,6 +224,7 @@ class Stage2Run:
   workdir: Path
   meta: dict
   stage1: Stage1Run
+  surrogate: Any = None
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -206,10 +244,12 @@ def read_config(workdir: str | Path) -> Stage2Config | None:
     return _config_of(ckpt.read_meta(), workdir)
 
 
-def load_parent(name: str, workdir, step: int) -> Stage1Run:
-  if name != stage1.NAME:
-    raise ckpt_lib.CheckpointError(f"stage 2 in {workdir} names an unknown parent {name!r}")
-  return stage1.load(workdir, step)
+def load_parent(name: str, workdir, step: int):
+  if name == stage1.NAME:
+    return stage1.load(workdir, step)
+  if name == surrogate.NAME:
+    return surrogate.load(workdir, step)
+  raise ckpt_lib.CheckpointError(f"stage 2 in {workdir} names an unknown parent {name!r}")
 
 
 def load(workdir: str | Path, step: int | None = None) -> Stage2Run:
@@ -234,7 +274,10 @@ def load(workdir: str | Path, step: int | None = None) -> Stage2Run:
                                     load_parent=load_parent)
     if stage1.NAME not in parents:
       raise ckpt_lib.CheckpointError(f"stage 2 in {workdir} records no stage-1 parent")
-    run1 = parents[stage1.NAME]
-    model = static_model(cfg, run1.model)
+    run1, srun = parents[stage1.NAME], parents.get(surrogate.NAME)
+    if cfg.condition == "task" and srun is None:
+      raise ckpt_lib.CheckpointError(f"stage 2 in {workdir} is task-conditioned but records "
+                                     "no surrogate parent")
+    model = static_model(cfg, run1.model, condition_dim(cfg, srun.cfg.task_dim if srun else 0))
     params, _, _, _ = ckpt.restore(step, params_template=model.abstract_params())
-  return Stage2Run(model, cfg, params, int(step), workdir, meta, run1)
+  return Stage2Run(model, cfg, params, int(step), workdir, meta, run1, srun)

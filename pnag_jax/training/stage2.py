@@ -5,7 +5,9 @@
 Stage 1 is frozen: its encoder's posterior means, quantized by MSQ, give every training
 arch's token map once, before the first step (deterministic, so a resumed run sees the
 same data). Each step builds the transformer's continuous inputs from those tokens and
-stage 1's codebook, drops the condition to null for `cond_drop` of the batch (for
+stage 1's codebook, draws each arch's condition (`condition=task`: a meta-training
+task, one of its bank of task vectors, and the arch's quantile in it; see
+`task_conditions.py`), drops it to null for `cond_drop` of the batch (for
 classifier-free guidance), and minimises the cross-entropy of every token in one
 block-causal pass. The state is a plain dict; batch order and keys derive from
 (seed, step), so a killed and resumed run is bit-identical to one that never stopped.
@@ -31,9 +33,10 @@ from pnag_jax import config as config_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.models import var
 from pnag_jax.stages import lineage
-from pnag_jax.stages import stage1, stage2
+from pnag_jax.stages import stage1, stage2, surrogate
 from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 from pnag_jax.stages.stage2 import Stage2Config, Stage2Model
+from pnag_jax.training import task_conditions
 from pnag_jax.training.stage1 import batch_indices
 
 CHUNK = 512
@@ -64,25 +67,37 @@ def token_maps(run1: Stage1Run, genes: np.ndarray) -> tuple[np.ndarray, np.ndarr
   return np.concatenate(toks).astype(np.int32), np.concatenate(valid)
 
 
+class TokenData(NamedTuple):
+  """Stage 1's split as token maps, with the genes they encode (read-only arrays)."""
+
+  train: np.ndarray          # int32[N_train, P]
+  heldout: np.ndarray        # int32[N_heldout, P]
+  train_genes: np.ndarray    # int32[N_train, G]
+  heldout_genes: np.ndarray  # int32[N_heldout, G]
+
+
 # Keyed by stage 1's params hash: the token maps of a frozen stage 1 are a function
 # of its params, and a resumed or repeated run in one process (the tests, an eval
 # sweep) should not encode every arch again.
-_DATASETS: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = {}
+_DATASETS: dict[tuple[str, bool], TokenData] = {}
 
 
-def datasets(cfg: Stage2Config, run1: Stage1Run) -> tuple[np.ndarray, np.ndarray]:
-  """(train tokens, held-out tokens) from stage 1's own split, strictly valid archs only
-  when `cfg.valid_only`. Read-only arrays, cached per stage-1 params."""
+def datasets(cfg: Stage2Config, run1: Stage1Run) -> TokenData:
+  """Stage 1's own split as token maps, strictly valid archs only when
+  `cfg.valid_only`; cached per stage-1 params."""
   key = (lineage.params_sha256(run1.params), cfg.valid_only)
   if key not in _DATASETS:
-    out = []
-    for genes in stage1.datasets(run1.cfg):
-      tokens, valid = token_maps(run1, genes)
-      tokens = tokens[valid] if cfg.valid_only else tokens
-      tokens.setflags(write=False)
-      out.append(tokens)
+    tokens, genes = [], []
+    for g in stage1.datasets(run1.cfg):
+      t, valid = token_maps(run1, g)
+      keep = valid if cfg.valid_only else np.ones_like(valid)
+      tokens.append(t[keep])
+      genes.append(np.asarray(g, np.int32)[keep])
+    data = TokenData(tokens[0], tokens[1], genes[0], genes[1])
+    for a in data:
+      a.setflags(write=False)
     _DATASETS.clear()  # one stage 1 at a time: a few MB each, never a growing set
-    _DATASETS[key] = (out[0], out[1])
+    _DATASETS[key] = data
   return _DATASETS[key]
 
 
@@ -112,24 +127,47 @@ def make_optimizer(opt: OptimizerSettings) -> optax.GradientTransformation:
 
 
 def token_loss(model: Stage2Model, params: dict, codebook: jax.Array, tokens: jax.Array,
-               drop: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per-token cross-entropy and correctness, each [B, P], teacher-forced."""
+               drop: jax.Array, cond: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """Per-token cross-entropy and correctness, each [B, P], teacher-forced.
+
+  `cond [B, cond_dim]` (None for an unconditional model) is replaced by the null
+  condition where `drop [B]` is set.
+  """
   net = model.merge(params)
   inputs = var.teacher_inputs(tokens, codebook, model.layout.scales)
-  logits = net(inputs, net.condition(None, drop))
+  logits = net(inputs, net.condition(cond, drop))
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
   return ce, jnp.argmax(logits, -1) == tokens
 
 
+def draw_conditions(tables: dict, idx: jax.Array, key: jax.Array) -> jax.Array | None:
+  """The condition of each training arch `idx [B]`: a random task, a random vector of
+  its bank, and the arch's quantile in that task. None without tables."""
+  if not tables:
+    return None
+  t_count, m_count = tables["bank"].shape[:2]
+  k_task, k_vec = jax.random.split(key)
+  t = jax.random.randint(k_task, idx.shape, 0, t_count)
+  m = jax.random.randint(k_vec, idx.shape, 0, m_count)
+  q = tables["quantile"][t, idx]
+  return jnp.concatenate([tables["bank"][t, m], q[:, None]], axis=-1)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "opt", "cond_drop"), donate_argnums=0)
-def train_step(state: dict, tokens: jax.Array, codebook: jax.Array, key: jax.Array,
-               step: jax.Array, *, model: Stage2Model, opt: OptimizerSettings,
-               cond_drop: float) -> tuple[dict, dict]:
-  """One AdamW step; the null-condition draw is `fold_in(key, step)`."""
-  drop = jax.random.bernoulli(jax.random.fold_in(key, step), cond_drop, tokens.shape[:1])
+def train_step(state: dict, tokens: jax.Array, idx: jax.Array, codebook: jax.Array,
+               tables: dict, key: jax.Array, step: jax.Array, *, model: Stage2Model,
+               opt: OptimizerSettings, cond_drop: float) -> tuple[dict, dict]:
+  """One AdamW step on the training archs `idx` (their token maps `tokens`).
+
+  The null-condition draw is `fold_in(key, step)`; the task condition's draw is
+  `fold_in(fold_in(key, step), 1)`. `tables` is empty for an unconditional model.
+  """
+  step_key = jax.random.fold_in(key, step)
+  drop = jax.random.bernoulli(step_key, cond_drop, tokens.shape[:1])
+  cond = draw_conditions(tables, idx, jax.random.fold_in(step_key, 1))
 
   def objective(params):
-    ce, hit = token_loss(model, params, codebook, tokens, drop)
+    ce, hit = token_loss(model, params, codebook, tokens, drop, cond)
     return ce.mean(), hit.mean()
 
   (loss, acc), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
@@ -140,19 +178,22 @@ def train_step(state: dict, tokens: jax.Array, codebook: jax.Array, key: jax.Arr
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _eval_chunk(params, codebook, tokens, *, model: Stage2Model):
-  ce, hit = token_loss(model, params, codebook, tokens, jnp.ones(tokens.shape[:1], bool))
-  return ce, hit
+def _eval_chunk(params, codebook, tokens, cond, *, model: Stage2Model):
+  drop = jnp.full(tokens.shape[:1], cond is None)
+  return token_loss(model, params, codebook, tokens, drop, cond)
 
 
-def evaluate(model: Stage2Model, params: dict, codebook: jax.Array, tokens: np.ndarray) -> dict:
-  """Teacher-forced token accuracy per scale and NLL (null condition), held-out."""
+def evaluate(model: Stage2Model, params: dict, codebook: jax.Array, tokens: np.ndarray,
+             cond: np.ndarray | None = None) -> dict:
+  """Teacher-forced token accuracy per scale and NLL, held-out: under the null
+  condition, or under `cond [n, cond_dim]`."""
   ce, hit = [], []
   for start in range(0, tokens.shape[0], CHUNK):
     part = tokens[start:start + CHUNK]
     k = part.shape[0]
-    part = np.concatenate([part, np.repeat(part[:1], CHUNK - k, 0)])
-    c, h = jax.device_get(_eval_chunk(params, codebook, part, model=model))
+    pad = lambda a: np.concatenate([a, np.repeat(a[:1], CHUNK - k, 0)])
+    c_part = None if cond is None else pad(cond[start:start + CHUNK])
+    c, h = jax.device_get(_eval_chunk(params, codebook, pad(part), c_part, model=model))
     ce.append(c[:k])
     hit.append(h[:k])
   ce, hit = np.concatenate(ce), np.concatenate(hit)
@@ -166,6 +207,16 @@ def evaluate(model: Stage2Model, params: dict, codebook: jax.Array, tokens: np.n
   }
 
 
+def heldout_conditions(cfg: Stage2Config, cond: task_conditions.TaskConditions,
+                       n: int) -> np.ndarray:
+  """A fixed task and bank vector per held-out arch, with the arch's true quantile."""
+  rng = np.random.default_rng([cfg.seed, 17])
+  t = rng.integers(0, len(cond.names), n)
+  m = rng.integers(0, cond.bank.shape[1], n)
+  q = cond.heldout_quantile[t, np.arange(n)]
+  return np.concatenate([cond.bank[t, m], q[:, None]], axis=-1).astype(np.float32)
+
+
 # ---- the loop ------------------------------------------------------------------------------
 
 
@@ -174,45 +225,77 @@ def num_steps(cfg: Stage2Config, n_train: int) -> int:
   return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
 
 
-def _check_resume(ckpt, cfg: Stage2Config, run1: Stage1Run, workdir) -> None:
+def _parents(run1: Stage1Run, srun) -> tuple[dict, ...]:
+  parents = [lineage.parent_entry(stage1.NAME, run1.step, run1.params)]
+  if srun is not None:
+    parents.append(lineage.parent_entry(surrogate.NAME, srun.step, srun.params))
+  return tuple(parents)
+
+
+def _check_resume(ckpt, frozen: dict, parents: tuple[dict, ...], space: str,
+                  workdir) -> None:
   meta = ckpt.read_meta()
   where = f"stage 2 in {workdir}"
-  ckpt_lib.check_meta(meta, {"stage": stage2.NAME, "space": run1.space.name}, where=where)
-  lineage.check_frozen(meta, cfg.frozen(), where=where)
-  (parent,) = [p for p in meta.get("parents", []) if p["stage"] == stage1.NAME] or [None]
-  if parent is None or parent["params_sha256"] != lineage.params_sha256(run1.params):
-    raise ckpt_lib.CheckpointError(
-        f"{where} was trained on another stage 1 than {workdir}/stage1 holds now "
-        f"(step {run1.step}); retrain stage 2 in a new --workdir")
+  ckpt_lib.check_meta(meta, {"stage": stage2.NAME, "space": space}, where=where)
+  lineage.check_frozen(meta, frozen, where=where)
+  saved = {p["stage"]: p["params_sha256"] for p in meta.get("parents", [])}
+  for parent in parents:
+    if saved.get(parent["stage"]) != parent["params_sha256"]:
+      what = "stage 1" if parent["stage"] == stage1.NAME else "surrogate"
+      raise ckpt_lib.CheckpointError(
+          f"{where} was trained on another {what} than {workdir}/{parent['stage']} holds "
+          f"now (step {parent['step']}); retrain stage 2 in a new --workdir")
 
 
-def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, progress: bool = True,
+def _load_surrogate(cfg: Stage2Config, run1: Stage1Run, workdir):
+  if cfg.condition != "task":
+    return None
+  return surrogate.load(workdir, space=run1.space.name)
+
+
+def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
+                       tasks: dict | None = None, progress: bool = True,
                        stop_after: int | None = None) -> dict:
   """Trains stage 2 on `workdir/stage1` (resuming `workdir/stage2` if it exists).
 
+  The task condition also reads the frozen `workdir/surrogate` and the space's task
+  tables (`data_dir`, else `$PNAG_DATA_DIR`; or `tasks`, name -> Task, as the surrogate
+  trainer takes them), less the surrogate's exclusions.
   Writes `workdir/stage2/{config.json, metrics.jsonl, report.json, checkpoints/}`.
   `stop_after` ends the run after that many total steps, as a kill would.
   """
   run1 = stage1.load(workdir)
+  srun = _load_surrogate(cfg, run1, workdir)
   space = run1.space
   out_dir = Path(workdir) / stage2.NAME
   codebook = jnp.asarray(run1.params["codebook"], jnp.float32)
   base_key = jax.random.fold_in(jax.random.key(cfg.seed), 5)
-  parent = lineage.parent_entry(stage1.NAME, run1.step, run1.params)
+  parents = _parents(run1, srun)
+  frozen = cfg.frozen()
+  if srun is not None:  # inherited: what the surrogate never read, stage 2 never reads
+    frozen["excluded_tasks"] = tuple(srun.excluded_tasks)
 
   with ckpt_lib.StageCheckpointer(workdir, stage2.NAME, max_to_keep=2) as ckpt:
     start = 0
     resuming = ckpt.latest_step() is not None
     if resuming:  # before anything is built: a refused resume costs nothing
-      _check_resume(ckpt, cfg, run1, workdir)
+      _check_resume(ckpt, frozen, parents, space.name, workdir)
     t_data = time.perf_counter()
-    train, heldout = datasets(cfg, run1)
+    data = datasets(cfg, run1)
+    train, heldout = data.train, data.heldout
+    conditions, tables, held_cond = None, {}, None
+    if srun is not None:
+      conditions = task_conditions.build(cfg, run1, srun, data.train_genes,
+                                         data.heldout_genes, data_dir, tasks=tasks)
+      tables = {"bank": conditions.bank, "quantile": conditions.train_quantile}
+      held_cond = heldout_conditions(cfg, conditions, heldout.shape[0])
     data_seconds = time.perf_counter() - t_data
     total = num_steps(cfg, train.shape[0])
     if total <= 0:
       raise PnagError(f"no training steps: {train.shape[0]} archs at batch {cfg.batch_size}")
     opt = OptimizerSettings.of(cfg, total)
-    model, params = stage2.init(cfg, run1.model)
+    cond_dim = stage2.condition_dim(cfg, srun.cfg.task_dim if srun is not None else 0)
+    model, params = stage2.init(cfg, run1.model, cond_dim)
     state = {"params": params, "opt_state": make_optimizer(opt).init(params)}
     if resuming:
       params, opt_state, base_key, _ = ckpt.restore(
@@ -220,7 +303,8 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, progress: bool
       state = {"params": params, "opt_state": opt_state}
       start = ckpt.latest_step()
     # Commit fresh and restored arrays alike: one compiled step for both.
-    state, base_key, codebook = jax.device_put((state, base_key, codebook), jax.devices()[0])
+    state, base_key, codebook, tables = jax.device_put((state, base_key, codebook, tables),
+                                                       jax.devices()[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.to_json())
 
@@ -230,9 +314,10 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, progress: bool
                desc=f"stage2 {space.name}", dynamic_ncols=True)
     with (out_dir / "metrics.jsonl").open("a") as log:
       for step in bar:
-        tokens = train[batch_indices(cfg.seed, step, train.shape[0], cfg.batch_size)]
-        state, metrics = train_step(state, tokens, codebook, base_key, step, model=model,
-                                    opt=opt, cond_drop=cfg.cond_drop)
+        idx = batch_indices(cfg.seed, step, train.shape[0], cfg.batch_size)
+        state, metrics = train_step(state, train[idx], idx.astype(np.int32), codebook, tables,
+                                    base_key, step, model=model, opt=opt,
+                                    cond_drop=cfg.cond_drop)
         done = step + 1
         if done % cfg.log_every == 0 or done == end:
           row = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -244,7 +329,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, progress: bool
         if done % cfg.checkpoint_every == 0 or done == end:
           meta = lineage.stage_meta(stage=stage2.NAME, space=space.name,
                                     config=config_lib.to_dict(cfg), params=state["params"],
-                                    frozen=cfg.frozen(), parents=(parent,))
+                                    frozen=frozen, parents=parents)
           ckpt.save(done, state["params"], state["opt_state"], base_key, meta, force=True)
         log.flush()
     train_seconds = time.perf_counter() - t0
@@ -252,8 +337,8 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, progress: bool
     if end < total:
       return {"steps": end, "stopped_early": True}
 
-  held = evaluate(model, state["params"], codebook,
-                  heldout[:cfg.eval_size] if cfg.eval_size else heldout)
+  n_eval = min(cfg.eval_size or heldout.shape[0], heldout.shape[0])
+  held = evaluate(model, state["params"], codebook, heldout[:n_eval])
   report = {
       "space": space.name,
       "steps": total,
@@ -269,11 +354,25 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, progress: bool
       "scales": list(model.layout.scales),
       "num_train": int(train.shape[0]),
       "num_heldout": int(heldout.shape[0]),
-      "num_evaluated": int(min(cfg.eval_size or heldout.shape[0], heldout.shape[0])),
-      "stage1": parent,
+      "num_evaluated": int(n_eval),
+      "stage1": parents[0],
       "params": int(sum(np.size(x) for x in jax.tree.leaves(state["params"]))),
       "device": str(jax.devices()[0]),
   }
+  if conditions is not None:
+    # The same archs under their true task condition: below the null NLL if the
+    # model reads its condition at all.
+    cond_eval = evaluate(model, state["params"], codebook, heldout[:n_eval],
+                         held_cond[:n_eval])
+    report.update({
+        "heldout_nll_per_token_conditional": cond_eval["nll_per_token"],
+        "heldout_nll_per_arch_conditional": cond_eval["nll_per_arch"],
+        "surrogate": parents[1],
+        "excluded_tasks": list(frozen["excluded_tasks"]),
+        "exclude": list(srun.cfg.exclude),
+        "condition_tasks": list(conditions.names),
+        "condition_tasks_left_out": list(conditions.left_out),
+    })
   with (out_dir / "metrics.jsonl").open("a") as log:
     log.write(json.dumps({"step": total, "split": "final", **report}) + "\n")
   tmp = out_dir / "report.json.tmp"
@@ -301,8 +400,10 @@ def config_for(workdir: str | Path, *, preset: str | None, seed: int | None,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.description = ("Train the stage-2 next-scale transformer prior on WORKDIR/stage1 "
-                   "(frozen). Rerunning the same command resumes.")
-  p.epilog = ("example:\n  pnag train stage2 --workdir runs/nb201 --preset quick\n\n"
+                   "(frozen); with --set condition=task, conditioned on WORKDIR/surrogate's "
+                   "task vectors and a target quantile. Rerunning the same command resumes.")
+  p.epilog = ("example:\n  pnag train stage2 --workdir runs/nb201 --preset quick\n"
+              "  pnag train stage2 --workdir runs/nb201 --preset quick --set condition=task\n\n"
               "config keys for --set: " + ", ".join(config_lib.field_types(Stage2Config)))
   p.add_argument("--workdir", required=True,
                  help="a run directory holding stage1/; stage 2 goes to WORKDIR/stage2")
@@ -312,14 +413,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override one config value; repeatable")
   p.add_argument("--seed", type=int, default=None, help="seed of a new run (default: 0)")
+  p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR); "
+                                    "read by --set condition=task only")
 
 
 def main(args: argparse.Namespace) -> None:
   cfg = config_for(args.workdir, preset=args.preset, seed=args.seed, overrides=args.set)
-  report = train_and_evaluate(cfg, args.workdir)
+  report = train_and_evaluate(cfg, args.workdir, data_dir=args.data_dir)
   acc = " ".join(f"{a:.3f}" for a in report["token_accuracy_per_scale"])
   print(f"stage2 {report['space']}: {report['steps']} steps in {report['train_seconds']:.1f} s, "
         f"held-out NLL {report['heldout_nll_per_token']:.4f}/token "
         f"({report['heldout_nll_per_arch']:.2f}/arch)")
   print(f"  teacher-forced token accuracy per scale: {acc}")
+  if "heldout_nll_per_token_conditional" in report:
+    print(f"  under the true task condition: held-out NLL "
+          f"{report['heldout_nll_per_token_conditional']:.4f}/token, "
+          f"{len(report['condition_tasks'])} tasks, "
+          f"{len(report['excluded_tasks'])} excluded (the surrogate's)")
   print(f"  report: {Path(args.workdir) / 'stage2' / 'report.json'}")

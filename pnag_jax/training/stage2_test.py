@@ -59,10 +59,18 @@ def test_resume_refuses_other_settings_and_a_changed_stage1(nb201_stage2, nb201_
 
 
 def test_config_errors_are_one_line():
-  with pytest.raises(PnagError, match="condition must be one of none"):
-    stage2.make_config("test", overrides=["condition=task"])
+  with pytest.raises(PnagError, match="condition must be one of none, task"):
+    stage2.make_config("test", overrides=["condition=budget"])
+  with pytest.raises(PnagError, match="k_min <= k_max"):
+    stage2.make_config("test", overrides=["k_min=9", "k_max=3"])
   with pytest.raises(PnagError, match="multiple of heads"):
     stage2.make_config("test", overrides=["width=30", "heads=4"])
+
+
+def test_task_condition_without_a_surrogate_says_how_to_train_one(nb201_workdir):
+  with pytest.raises(ckpt_lib.CheckpointError, match="pnag train surrogate"):
+    training.train_and_evaluate(stage2.make_config("test", overrides=["condition=task"]),
+                                nb201_workdir, progress=False)
 
 
 def test_load_without_stage2_says_how_to_train(nb201_workdir):
