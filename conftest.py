@@ -10,7 +10,8 @@ a subprocess compiled as users compile it.
 once (quick preset, 400 steps). Every test that asks for it is put in one xdist group
 (`--dist loadgroup`), so one worker trains it once while the other workers run the
 rest of the suite; tests that need exact algebra, not quality, use the untrained
-models of `untrained_run` instead.
+models of `untrained_run` instead. `nb201_surrogate` and `nb201_stage2`, the suite's
+surrogate and stage-2 runs, each get a group of their own likewise.
 """
 
 import os
@@ -30,6 +31,7 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TRAINED_GROUP = "trained_run"
 SURROGATE_GROUP = "nb201_surrogate"
+STAGE2_GROUP = "nb201_stage2"
 
 
 def _pnag(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -47,6 +49,8 @@ def pytest_collection_modifyitems(config, items):
       item.add_marker(pytest.mark.xdist_group(TRAINED_GROUP))
     elif SURROGATE_GROUP in names:
       item.add_marker(pytest.mark.xdist_group(SURROGATE_GROUP))
+    elif STAGE2_GROUP in names:
+      item.add_marker(pytest.mark.xdist_group(STAGE2_GROUP))
 
 
 @pytest.fixture(scope="session")

@@ -59,3 +59,23 @@ def test_cli_without_stage2_says_how_to_train(nb201_workdir, tmp_path, pnag_main
                            "ar", "--out", tmp_path / "a.csv")
   assert code != 0 and "pnag train stage2" in err and len(err.strip().splitlines()) == 1
   assert not (tmp_path / "a.csv").exists()
+
+
+def test_target_needs_the_ar_prior_and_a_task_conditioned_stage2(nb201_stage2, tmp_path,
+                                                                   pnag_main):
+  workdir, _ = nb201_stage2
+  space = stage1.load(workdir).space
+  refs = tmp_path / "refs.csv"
+  rows = [f'"{s}",{i}' for i, s in enumerate(space.to_strings(space.enumerate()[:3]))]
+  refs.write_text("arch,score\n" + "\n".join(rows) + "\n")
+  out = tmp_path / "a.csv"
+  code, _, err = pnag_main("generate", "--workdir", workdir, "--num", "4", "--out", out,
+                           "--refs", refs, "--target", "0.9")
+  assert code != 0 and "needs --prior ar and --refs" in err
+  code, _, err = pnag_main("generate", "--workdir", workdir, "--num", "4", "--out", out,
+                           "--prior", "ar", "--refs", refs, "--target", "0.9")
+  assert code != 0 and "is unconditional" in err and "condition=task" in err
+  code, _, err = pnag_main("generate", "--workdir", workdir, "--num", "4", "--out", out,
+                           "--prior", "ar", "--refs", refs, "--target", "0.9", "--pool", "10")
+  assert code != 0 and "--pool ranks a pool" in err
+  assert not out.exists()
