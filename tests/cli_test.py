@@ -40,11 +40,11 @@ def _all_commands():
 def test_registries_cover_every_command():
   paths = [" ".join(p) for p, _ in _all_commands()]
   protocols = {"vun", "speed", "quality", "scc-ablation", "executable", "transfer",
-               "objectives", "families"}
+               "objectives", "families", "conditional"}
   assert paths == sorted(["demo", "generate", "predict", "spaces", "tasks", "train-arch",
-                          "train stage1", "train surrogate",
+                          "train stage1", "train stage2", "train surrogate",
                           *(f"eval {p}" for p in protocols)])
-  assert set(cli.TRAIN_STAGES) == {"stage1", "surrogate"}
+  assert set(cli.TRAIN_STAGES) == {"stage1", "stage2", "surrogate"}
   assert set(cli.EVAL_PROTOCOLS) == protocols
 
 
@@ -83,7 +83,8 @@ def test_bad_input_from_the_console_is_one_line_without_traceback(pnag):
     (("demo", "--num", "0"), "--num must be positive"),
     (("demo", "--num", "abc"), "invalid int value"),
     (("frobnicate",), "invalid choice"),
-    (("train", "stage2", "--workdir", "/tmp/x"), "invalid choice"),
+    (("train", "stage3", "--workdir", "/tmp/x"), "invalid choice"),
+    (("train", "stage2", "--workdir", "/tmp/x"), "no stage-1 checkpoints under /tmp/x"),
     (("demo", "--num", "10", "--data-dir", "/definitely/not/here"), "does not exist"),
     (("train", "stage1", "--workdir", "/tmp/x", "--data-dir", "/not/here"), "does not exist"),
     (("train", "stage1", "--space", "nb202", "--workdir", "/tmp/x"), "unknown search space"),

@@ -160,7 +160,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="a built-in task (repeatable; default cifar10_test_acc)")
   p.add_argument("--num", type=int, default=1000, help="archs per target")
   p.add_argument("--k", type=int, default=10, help="reference archs per task")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=int, default=0,
+                 help="seed of the references and of the draws (one key for every target)")
   p.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance")
   p.add_argument("--data-dir", help="directory holding nb201/ (default: $PNAG_DATA_DIR)")
   p.add_argument("--out", required=True, help="output directory (conditional.json, .md, .png)")

@@ -54,8 +54,8 @@ def test_a_run_of_another_space_is_refused(nb201_workdir, tmp_path):
 
 def test_ar_row_where_the_workdir_holds_a_stage2(nb201_stage2, tmp_path):
   workdir, _ = nb201_stage2
-  rep = vun.run({"nb201": str(workdir)}, tmp_path, num=64, seeds=(0,), priors=(),
+  rep = vun.run({"nb201": str(workdir)}, tmp_path, num=16, seeds=(0,), priors=(),
                 constrained=False, progress=False)
   rows = rep["spaces"]["nb201"]["rows"]
   assert set(rows) == {"random (uniform)", "PNAG-jax, ar prior"}
-  assert set(rows["PNAG-jax, ar prior"]) == set(vun.COLUMNS)
+  assert set(vun.COLUMNS) <= set(rows["PNAG-jax, ar prior"])
