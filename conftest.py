@@ -198,3 +198,31 @@ def nb201_stage2(nb201_workdir, tmp_path_factory):
   workdir = shutil.copytree(nb201_workdir, tmp_path_factory.mktemp("stage2") / "w")
   report = training.train_and_evaluate(stage2.make_config("test"), workdir, progress=False)
   return workdir, report
+
+
+@pytest.fixture(scope="session")
+def synthetic_tasks():
+  """`make(names, raising=())`: NB201 tasks named `names`, each a seeded random linear
+  score (no files); a name starting with `lat` is minimized, those in `raising` fail
+  if read (so a test proves they never are)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from pnag_jax import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  from pnag_jax.spaces import get_space  # pylint: disable=g-import-not-at-top
+  genes = get_space("nb201").enumerate()
+  onehot = np.eye(5)[genes].reshape(len(genes), -1)
+
+  def make(names, raising=()):
+    out = {}
+    for i, name in enumerate(names):
+      w = np.random.default_rng(i).normal(size=onehot.shape[1])
+
+      def load(w=w, name=name):
+        if name in raising:
+          raise AssertionError(f"excluded task {name} was read")
+        return tasks_lib.TaskData(genes, onehot @ w)
+
+      out[name] = tasks_lib.Task(name, "synthetic", name.startswith("lat"), "nb201", "test",
+                                 load)
+    return out
+
+  return make

@@ -35,6 +35,7 @@ from pnag_jax.spaces import SPACE_NAMES, get_space
 from pnag_jax.stages import lineage
 from pnag_jax.stages import stage1
 from pnag_jax.stages.stage1 import Stage1Config, Stage1Model
+from pnag_jax.training import reports
 
 EVAL_CHUNK = 1024
 
@@ -238,11 +239,7 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
       "num_heldout": int(heldout.shape[0]),
       "device": str(jax.devices()[0]),
   }
-  with (out_dir / "metrics.jsonl").open("a") as log:
-    log.write(json.dumps({"step": total, "split": "final", **report}) + "\n")
-  tmp = out_dir / "report.json.tmp"
-  tmp.write_text(json.dumps(report, indent=2))
-  tmp.replace(out_dir / "report.json")
+  reports.write_final(out_dir, total, report)
   return report
 
 

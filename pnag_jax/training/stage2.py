@@ -37,6 +37,7 @@ from pnag_jax.stages import stage1, stage2, surrogate
 from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 from pnag_jax.stages.stage2 import Stage2Config, Stage2Model
 from pnag_jax.training import task_conditions
+from pnag_jax.training import reports
 from pnag_jax.training.stage1 import batch_indices
 
 CHUNK = 512
@@ -373,11 +374,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
         "condition_tasks": list(conditions.names),
         "condition_tasks_left_out": list(conditions.left_out),
     })
-  with (out_dir / "metrics.jsonl").open("a") as log:
-    log.write(json.dumps({"step": total, "split": "final", **report}) + "\n")
-  tmp = out_dir / "report.json.tmp"
-  tmp.write_text(json.dumps(report, indent=2))
-  tmp.replace(out_dir / "report.json")
+  reports.write_final(out_dir, total, report)
   return report
 
 

@@ -42,22 +42,7 @@ def test_meta_training_transfers_to_a_dataset_it_never_read(nb201_surrogate, dat
   assert untrained < trained - 0.3, (untrained, trained)
 
 
-def _synthetic_tasks(*, raising=()):
-  """Six NB201 tasks from seeded random linear scores (no files); `raising` fail if read."""
-  from pnag_jax.spaces import get_space  # pylint: disable=g-import-not-at-top
-  genes = get_space("nb201").enumerate()
-  onehot = np.eye(5)[genes].reshape(len(genes), -1)
-  out = {}
-  for i, name in enumerate(("acc_a", "acc_b", "acc_c", "lat_x", "lat_y", "lat_z")):
-    w = np.random.default_rng(i).normal(size=onehot.shape[1])
-
-    def load(w=w, name=name):
-      if name in raising:
-        raise AssertionError(f"excluded task {name} was read")
-      return tasks_lib.TaskData(genes, onehot @ w)
-
-    out[name] = tasks_lib.Task(name, "synthetic", name.startswith("lat"), "nb201", "test", load)
-  return out
+SYNTHETIC = ("acc_a", "acc_b", "acc_c", "lat_x", "lat_y", "lat_z")
 
 
 _TINY = ["steps=6", "checkpoint_every=3", "episodes=2", "queries=8", "k_max=4",
@@ -65,8 +50,8 @@ _TINY = ["steps=6", "checkpoint_every=3", "episodes=2", "queries=8", "k_max=4",
          "emb_dim=8", "hidden=8", "task_dim=8", "layers=1"]
 
 
-def test_excluded_tasks_are_never_read_and_are_frozen(tmp_path):
-  tasks = _synthetic_tasks(raising=("lat_y", "lat_z"))
+def test_excluded_tasks_are_never_read_and_are_frozen(tmp_path, synthetic_tasks):
+  tasks = synthetic_tasks(SYNTHETIC, raising=("lat_y", "lat_z"))
   cfg = stage.make_config("test", "nb201", 0, ("lat_[yz]",), _TINY)
   report = trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False)
   assert report["excluded_tasks"] == ["lat_y", "lat_z"]
@@ -75,8 +60,8 @@ def test_excluded_tasks_are_never_read_and_are_frozen(tmp_path):
   assert run.excluded_tasks == ("lat_y", "lat_z") and run.cfg.exclude == ("lat_[yz]",)
 
 
-def test_killed_run_resumes_bit_identically(tmp_path):
-  tasks = _synthetic_tasks()
+def test_killed_run_resumes_bit_identically(tmp_path, synthetic_tasks):
+  tasks = synthetic_tasks(SYNTHETIC)
   cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
   trainer.train_and_evaluate(cfg, tmp_path / "a", tasks=tasks, progress=False)
   stopped = trainer.train_and_evaluate(cfg, tmp_path / "b", tasks=tasks, progress=False,
@@ -92,8 +77,8 @@ def test_killed_run_resumes_bit_identically(tmp_path):
       a.params)
 
 
-def test_resuming_with_other_exclusions_is_refused(tmp_path, pnag_main):
-  tasks = _synthetic_tasks()
+def test_resuming_with_other_exclusions_is_refused(tmp_path, pnag_main, synthetic_tasks):
+  tasks = synthetic_tasks(SYNTHETIC)
   cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
   trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False, stop_after=3)
   code, out, err = pnag_main("train", "surrogate", "--workdir", tmp_path, "--exclude",
@@ -113,8 +98,9 @@ def test_an_exclusion_that_matches_nothing_is_an_error(tmp_path, data_dir, pnag_
   assert not (tmp_path / "w").exists()
 
 
-def test_encoder_can_start_from_stage1_and_says_so(tmp_path, untrained_run, stage1_saver):
-  tasks = _synthetic_tasks()
+def test_encoder_can_start_from_stage1_and_says_so(tmp_path, untrained_run, stage1_saver,
+                                                   synthetic_tasks):
+  tasks = synthetic_tasks(SYNTHETIC)
   s1 = untrained_run("nb201", dim=8, encoder_layers=1, seed=3)
   stage1_saver(s1, tmp_path / "s1")
   tiny = [*_TINY, "steps=1", "checkpoint_every=1", f"encoder_init={tmp_path / 's1'}"]

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from pnag_jax import checkpoint as ckpt_lib
-from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.generation import Sampler, SamplerConfig
 from pnag_jax.spaces import get_space
@@ -27,21 +26,7 @@ STAGE2 = ["condition=task", "task_bank=2", "k_max=6", "max_steps=4", "checkpoint
           "log_every=2"]
 
 
-def _tasks(*, raising=()):
-  """Four NB201 tasks from seeded linear scores; `raising` fail if read."""
-  genes = get_space("nb201").enumerate()
-  onehot = np.eye(5)[genes].reshape(len(genes), -1)
-  out = {}
-  for i, name in enumerate(("acc_a", "acc_b", "lat_x", "lat_z")):
-    w = np.random.default_rng(i).normal(size=onehot.shape[1])
-
-    def load(w=w, name=name):
-      if name in raising:
-        raise AssertionError(f"excluded task {name} was read")
-      return tasks_lib.TaskData(genes, onehot @ w)
-
-    out[name] = tasks_lib.Task(name, "synthetic", name.startswith("lat"), "nb201", "test", load)
-  return out
+TASKS = ("acc_a", "acc_b", "lat_x", "lat_z")
 
 
 def test_oriented_quantiles_rank_the_valid_archs_with_mid_ranks():
@@ -53,14 +38,16 @@ def test_oriented_quantiles_rank_the_valid_archs_with_mid_ranks():
 
 
 @pytest.fixture(scope="module")
-def task_workdir(nb201_workdir, tmp_path_factory):
+def task_workdir(nb201_workdir, tmp_path_factory, synthetic_tasks):
   """Stage 1 (untrained), a tiny surrogate on synthetic tasks without `lat_z`, and a
   task-conditioned stage 2 on top, whose training would fail if it read `lat_z`."""
   workdir = shutil.copytree(nb201_workdir, tmp_path_factory.mktemp("task") / "w")
   cfg = surrogate_stage.make_config("test", "nb201", 0, ("lat_z",), SURROGATE)
-  surrogate_training.train_and_evaluate(cfg, workdir, tasks=_tasks(), progress=False)
+  surrogate_training.train_and_evaluate(cfg, workdir, tasks=synthetic_tasks(TASKS),
+                                        progress=False)
   report = training.train_and_evaluate(stage2.make_config("test", overrides=STAGE2), workdir,
-                                       tasks=_tasks(raising=("lat_z",)), progress=False)
+                                       tasks=synthetic_tasks(TASKS, raising=("lat_z",)),
+                                       progress=False)
   return workdir, report
 
 
@@ -75,14 +62,15 @@ def test_stage2_inherits_the_surrogates_exclusions_and_lineage(task_workdir):
   assert tuple(run2.meta["frozen"]["excluded_tasks"]) == ("lat_z",)
 
 
-def test_a_retrained_surrogate_makes_stage2_stale(task_workdir, tmp_path):
+def test_a_retrained_surrogate_makes_stage2_stale(task_workdir, tmp_path, synthetic_tasks):
   workdir = shutil.copytree(task_workdir[0], tmp_path / "w")
   shutil.rmtree(workdir / "surrogate")
   cfg = surrogate_stage.make_config("test", "nb201", 1, ("lat_z",), SURROGATE)
-  surrogate_training.train_and_evaluate(cfg, workdir, tasks=_tasks(), progress=False)
+  surrogate_training.train_and_evaluate(cfg, workdir, tasks=synthetic_tasks(TASKS),
+                                        progress=False)
   with pytest.raises(ckpt_lib.CheckpointError, match="another surrogate"):
     training.train_and_evaluate(stage2.make_config("test", overrides=STAGE2), workdir,
-                                tasks=_tasks(), progress=False)
+                                tasks=synthetic_tasks(TASKS), progress=False)
   with pytest.raises(ckpt_lib.CheckpointError, match="surrogate step"):
     stage2.load(workdir)
 
