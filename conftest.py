@@ -2,8 +2,9 @@
 
 8 fake CPU devices, so sharding code runs as on a real mesh: this must run before JAX
 initialises its backend, hence the root conftest. XLA compiles without LLVM
-optimisation: nearly every test compiles far more than it runs (a third less time for
-the suite), and no test times anything. The one long training run, `trained_run`, is
+optimisation and with its older elemental fusion emitters: nearly every test compiles
+far more than it runs (each halves compile time again on XLA:CPU), and no test times
+anything. The one long training run, `trained_run`, is
 a subprocess compiled as users compile it.
 
 `trained_run` is the one trained model of the suite: the main job, `pnag demo`, run
@@ -17,7 +18,8 @@ surrogate and stage-2 runs, each get a group of their own likewise.
 import os
 
 _DEVICES = "--xla_force_host_platform_device_count=8"
-_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+_FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                 "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("XLA_FLAGS", f"{_DEVICES} {_FAST_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -90,6 +90,33 @@ def _init(std: float):
   return nnx.initializers.truncated_normal(std, lower=-2.0 / std, upper=2.0 / std)
 
 
+COND_EMBEDS = ("linear", "mlp")
+
+
+class ConditionEmbed(nnx.Module):
+  """A condition vector [B, cond_dim] whose last entry is a target in [0, 1] -> [B, D].
+
+  The target (a quantile, a normalised budget) is one scalar beside dozens of
+  task-vector entries, and its meaning depends on them: q = 0.9 asks for conv-heavy
+  cells on an accuracy task and for skip-heavy ones on a latency task. One linear map
+  can only add the two. Here the target enters as `frequencies` sine/cosine pairs
+  (2^k pi q), as many inputs as a task vector has, and a hidden SiLU layer lets the
+  two interact (DiT embeds its timestep alike).
+  """
+
+  def __init__(self, cond_dim: int, width: int, frequencies: int, *, rngs: nnx.Rngs):
+    self.frequencies = frequencies
+    std = math.sqrt(1.0 / (3 * width))
+    self.fc1 = nnx.Linear(cond_dim + 2 * frequencies, width, kernel_init=_init(std),
+                          rngs=rngs)
+    self.fc2 = nnx.Linear(width, width, kernel_init=_init(std), rngs=rngs)
+
+  def __call__(self, cond: jax.Array) -> jax.Array:
+    angle = cond[:, -1:] * (jnp.pi * 2.0 ** jnp.arange(self.frequencies, dtype=cond.dtype))
+    feats = jnp.concatenate([cond, jnp.sin(angle), jnp.cos(angle)], axis=-1)
+    return self.fc2(jax.nn.silu(self.fc1(feats)))
+
+
 class AdaLNBlock(nnx.Module):
   """Pre-norm attention and MLP, each modulated by the condition (AdaLN)."""
 
@@ -161,11 +188,17 @@ class ScaleTransformer(nnx.Module):
     width, depth, heads, mlp_ratio: transformer sizes.
     cond_dim: length of the condition vector; 0 for an unconditional model, which
       always reads its learned null condition.
+    cond_embed: how the condition vector is embedded: "linear", or "mlp"
+      (`ConditionEmbed`: its last entry is a target in [0, 1]).
+    cond_frequencies: the "mlp" embedding's sine/cosine pairs of the target.
     rngs: initialisation keys.
   """
 
   def __init__(self, *, code_dim: int, vocab: int, scales: Sequence[int], width: int,
-               depth: int, heads: int, mlp_ratio: int, cond_dim: int, rngs: nnx.Rngs):
+               depth: int, heads: int, mlp_ratio: int, cond_dim: int, rngs: nnx.Rngs,
+               cond_embed: str = "linear", cond_frequencies: int = 0):
+    if cond_embed not in COND_EMBEDS:
+      raise ValueError(f"cond_embed must be one of {COND_EMBEDS}, got {cond_embed!r}")
     self.scales = tuple(int(s) for s in scales)
     self.layout = msq.TokenLayout(self.scales)
     self.cond_dim, self.width, self.vocab = cond_dim, width, vocab
@@ -177,8 +210,12 @@ class ScaleTransformer(nnx.Module):
     self.pos = param(p, width)
     self.level = param(t, width)
     self.null = param(width)
-    self.cond_embed = (nnx.Linear(cond_dim, width, kernel_init=_init(std), rngs=rngs)
-                       if cond_dim else None)
+    if not cond_dim:
+      self.cond_embed = None
+    elif cond_embed == "mlp":
+      self.cond_embed = ConditionEmbed(cond_dim, width, cond_frequencies, rngs=rngs)
+    else:
+      self.cond_embed = nnx.Linear(cond_dim, width, kernel_init=_init(std), rngs=rngs)
     self.blocks = nnx.List([AdaLNBlock(width, heads, mlp_ratio, depth, rngs=rngs)
                             for _ in range(depth)])
     self.head_norm = nnx.LayerNorm(width, epsilon=1e-6, use_bias=False, use_scale=False,

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 
 from pnag_jax.models import msq
@@ -62,10 +61,10 @@ def test_block_causal_attention_equals_masked_attention():
   np.testing.assert_allclose(var.block_causal_attention(q, k, v, SCALES), ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("cond_dim", [0, 5])
-def test_cached_decoding_equals_full_pass(cond_dim):
-  net, codebook, tokens = _model(cond_dim), _codebook(), _tokens(4)
-  c = jax.random.normal(jax.random.key(3), (4, cond_dim)) if cond_dim else None
+def test_cached_decoding_equals_full_pass():
+  # Conditional rows and null rows (what an unconditional model always reads) at once.
+  net, codebook, tokens = _model(cond_dim=5), _codebook(), _tokens(4)
+  c = jax.random.normal(jax.random.key(3), (4, 5))
   cond = net.condition(c, jnp.array([False, True, False, True]))
   full = jax.jit(lambda t: net(var.teacher_inputs(t, codebook, SCALES), cond))(tokens)
   cached = jax.jit(lambda t: _cached_logits(net, t, codebook, cond))(tokens)
@@ -138,3 +137,19 @@ def test_adaln_modulation_gets_gradients():
     assert float(jnp.abs(grads["blocks"][i]["ada"]["kernel"]).min()) > 0
   assert float(jnp.abs(grads["head_ada"]["kernel"]).max()) > 0
   assert float(jnp.abs(grads["cond_embed"]["kernel"]).max()) > 0
+
+
+def test_condition_embeddings_read_the_target():
+  # The mlp embedding sees the target (the last entry) through Fourier features: two
+  # conditions that differ only in the target embed apart, and the null rows ignore both.
+  net = var.ScaleTransformer(code_dim=CODE_DIM, vocab=VOCAB, scales=SCALES, width=32, depth=1,
+                             heads=2, mlp_ratio=2, cond_dim=5, cond_embed="mlp",
+                             cond_frequencies=4, rngs=nnx.Rngs(0))
+  c = jnp.tile(jax.random.normal(jax.random.key(1), (1, 5)), (4, 1)).at[:, -1].set(
+      jnp.array([0.1, 0.9, 0.1, 0.9]))
+  emb = net.condition(c, jnp.array([False, False, True, True]))
+  assert float(jnp.abs(emb[0] - emb[1]).max()) > 1e-3
+  np.testing.assert_array_equal(emb[2], emb[3])
+  with np.testing.assert_raises(ValueError):
+    var.ScaleTransformer(code_dim=CODE_DIM, vocab=VOCAB, scales=SCALES, width=32, depth=1,
+                         heads=2, mlp_ratio=2, cond_dim=5, cond_embed="film", rngs=nnx.Rngs(0))

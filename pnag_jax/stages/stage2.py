@@ -35,6 +35,7 @@ from flax import nnx
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax.errors import PnagError
+from pnag_jax.models import var
 from pnag_jax.models.var import ScaleTransformer
 from pnag_jax.stages import lineage
 from pnag_jax.stages import stage1
@@ -58,6 +59,11 @@ class Stage2Config:
   heads: int = 4
   mlp_ratio: int = 4
   cond_drop: float = 0.1          # null condition this often in training (for CFG)
+  # The condition's embedding (var.ConditionEmbed): "mlp" lets the target interact
+  # with the task vector, "linear" only adds them (the first design; it learned to
+  # ignore the condition, see eval/reports/stage2).
+  cond_embed: str = "mlp"
+  cond_frequencies: int = 8
   # Data: strictly valid training archs only (NB201's training half has 2.2% that
   # are not, and the prior should never learn to draw them).
   valid_only: bool = True
@@ -81,13 +87,18 @@ class Stage2Config:
   log_every: int = 50
 
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
-      "seed", "condition", "width", "depth", "heads", "mlp_ratio", "valid_only", "task_bank",
-      "k_min", "k_max")
+      "seed", "condition", "width", "depth", "heads", "mlp_ratio", "cond_embed",
+      "cond_frequencies", "valid_only", "task_bank", "k_min", "k_max")
 
   def __post_init__(self):
     if self.condition not in CONDITIONS:
       raise PnagError(f"condition must be one of {', '.join(CONDITIONS)}, "
                       f"got {self.condition!r}")
+    if self.cond_embed not in var.COND_EMBEDS:
+      raise PnagError(f"cond_embed must be one of {', '.join(var.COND_EMBEDS)}, "
+                      f"got {self.cond_embed!r}")
+    if self.cond_frequencies < 0:
+      raise PnagError(f"cond_frequencies must be >= 0, got {self.cond_frequencies}")
     if not 1 <= self.k_min <= self.k_max:
       raise PnagError(f"need 1 <= k_min <= k_max, got {self.k_min} and {self.k_max}")
     for name in ("width", "depth", "heads", "mlp_ratio", "batch_size", "epochs"):
@@ -153,7 +164,7 @@ class Stage2Model:
     return nnx.to_pure_dict(self.template)
 
 
-_DIMS = ("width", "depth", "heads", "mlp_ratio")
+_DIMS = ("width", "depth", "heads", "mlp_ratio", "cond_embed", "cond_frequencies")
 
 
 def _transformer(m1: Stage1Model, dims: dict, cond_dim: int, rngs: nnx.Rngs) -> ScaleTransformer:
@@ -232,6 +243,9 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 
 
 def _config_of(meta: dict, workdir) -> Stage2Config:
+  if isinstance(meta.get("config"), dict) and "cond_embed" not in meta["config"]:
+    # Saved before the embedding was a setting: then it was always linear.
+    meta = {**meta, "config": {**meta["config"], "cond_embed": "linear"}}
   return lineage.config_of(meta, Stage2Config, stage=NAME, workdir=workdir)
 
 
