@@ -2,9 +2,9 @@
 
 8 fake CPU devices, so sharding code runs as on a real mesh: this must run before JAX
 initialises its backend, hence the root conftest. XLA compiles without LLVM
-optimisation and with its older elemental fusion emitters: nearly every test compiles
-far more than it runs (each halves compile time again on XLA:CPU), and no test times
-anything. The one long training run, `trained_run`, is
+optimisation and with its elemental (not the newer MLIR) fusion emitters: nearly every
+test compiles far more than it runs, the two together more than halve XLA:CPU's
+compile times, and no test times anything. The one long training run, `trained_run`, is
 a subprocess compiled as users compile it.
 
 `trained_run` is the one trained model of the suite: the main job, `pnag demo`, run

@@ -8,7 +8,7 @@ from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import scc_ablation
 
 # A short run of a small model: this checks the protocol, not what SCC does.
-_SHORT = ("max_steps=40", "checkpoint_every=40", "dim=8", "decoder_hidden=32",
+_SHORT = ("max_steps=10", "checkpoint_every=10", "dim=8", "decoder_hidden=32",
           "encoder_layers=1", "codebook_size=16")
 
 
@@ -24,7 +24,7 @@ def test_ablation_writes_every_t_max_and_resumes(tmp_path, data_dir):
     assert 0.0 <= r["validity"] <= 1.0 and "cifar10_test_acc" in r["accuracy"]
   configs = [json.loads((tmp_path / "runs" / f"tmax{t}_seed0" / "stage1" / "config.json"
                          ).read_text()) for t in (0, 6)]
-  assert [c["scc_t_max"] for c in configs] == [0, 6] and configs[0]["max_steps"] == 40
+  assert [c["scc_t_max"] for c in configs] == [0, 6] and configs[0]["max_steps"] == 10
   # A rerun reuses the finished runs instead of training again.
   again = scc_ablation.run("nb201", tmp_path, seeds=(0,), t_max_values=(0,), num=200,
                            data_dir=str(data_dir), progress=False, extra_overrides=_SHORT)

@@ -32,7 +32,7 @@ def test_ar_path_is_measured_where_stage2_exists(nb201_stage2, nb201_workdir, tm
   assert "ar" in speed.default_paths(workdir) and "ar" not in speed.default_paths(nb201_workdir)
   # An unconditional stage 2 has nothing for classifier-free guidance to contrast.
   assert "ar+cfg" not in speed.default_paths(workdir)
-  rep = speed.run(str(workdir), tmp_path, max_log2=1,
+  rep = speed.run(str(workdir), tmp_path, max_log2=0,
                   paths=speed.select_paths(workdir, "codes+fused,ar"), min_seconds=0.02,
                   progress=False)
   ar, codes = rep["paths"]["ar"], rep["paths"]["codes+fused"]

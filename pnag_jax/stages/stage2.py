@@ -129,7 +129,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "learning_rate": 2e-3, "max_steps": 1500,
               "warmup_steps": 100, "eval_every": 500, "checkpoint_every": 500},
     # Seconds: the test suite's.
-    "test": {"width": 32, "depth": 2, "heads": 2, "learning_rate": 5e-3, "batch_size": 64,
+    "test": {"width": 32, "depth": 2, "heads": 2, "learning_rate": 5e-3, "batch_size": 16,
              "max_steps": 20, "warmup_steps": 3, "eval_every": 1000, "eval_size": 256,
              "checkpoint_every": 10, "log_every": 10},
 }
