@@ -2,7 +2,9 @@
 # Issue 12's measurements so far, end to end on NB201: stage 1 (quick), an
 # unconditional stage 2 (quick) with its V/U/N and speed, the speed of a paper-size
 # stage 2 (one step: speed does not depend on training), and a task-conditioned
-# stage 2 on a surrogate that never read ImageNet16-120, with its target sweep.
+# stage 2 on a surrogate that never read ImageNet16-120, with its target sweep
+# (eval/reports/stage2/conditional_mlp/: the default MLP condition embedding; the
+# reports without _mlp are of the first, linear one, `--set cond_embed=linear`).
 #   bash eval/stage2_acceptance.sh RUNS [OUT]
 set -euo pipefail
 RUNS=${1:?usage: stage2_acceptance.sh RUNS [OUT]}
