@@ -193,7 +193,7 @@ def nb201_surrogate(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="session")
 def nb201_stage2(nb201_workdir, tmp_path_factory):
-  """(workdir, report): stage 2's `test` preset (20 steps) on a copy of `nb201_workdir`."""
+  """(workdir, report): stage 2's `test` preset (12 steps) on a copy of `nb201_workdir`."""
   import shutil  # pylint: disable=g-import-not-at-top
   from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
   from pnag_jax.training import stage2 as training  # pylint: disable=g-import-not-at-top

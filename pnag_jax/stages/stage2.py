@@ -130,8 +130,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "warmup_steps": 100, "eval_every": 500, "checkpoint_every": 500},
     # Seconds: the test suite's.
     "test": {"width": 32, "depth": 2, "heads": 2, "learning_rate": 5e-3, "batch_size": 16,
-             "max_steps": 20, "warmup_steps": 3, "eval_every": 1000, "eval_size": 256,
-             "checkpoint_every": 10, "log_every": 10},
+             "max_steps": 12, "warmup_steps": 3, "eval_every": 1000, "eval_size": 256,
+             "checkpoint_every": 6, "log_every": 6},
 }
 
 

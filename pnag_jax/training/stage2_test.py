@@ -17,29 +17,29 @@ from pnag_jax.training import stage2 as training
 def test_test_preset_learns_and_reports(nb201_stage2):
   workdir, report = nb201_stage2
   # Uniform over the 64 codes is 4.16 nats per token; the stage-1 codes of NB201 are
-  # far from uniform, and 20 steps of a working model learn a good part of that.
+  # far from uniform, and 12 steps of a working model learn a good part of that.
   assert report["heldout_nll_per_token"] < math.log(64) - 0.3
   assert len(report["token_accuracy_per_scale"]) == len(report["scales"]) == 6
   assert report["scales"] == [3, 4, 5, 6, 7, 8]
   # Strictly valid training archs only: NB201's training half less its disconnected
   # cells (2.2%).
   assert 7500 < report["num_train"] < 7812 and report["num_evaluated"] == 256
-  assert report["stage1"]["stage"] == "stage1" and report["steps"] == 20
+  assert report["stage1"]["stage"] == "stage1" and report["steps"] == 12
   saved = json.loads((workdir / "stage2" / "report.json").read_text())
   assert saved["heldout_nll_per_token"] == report["heldout_nll_per_token"]
   run2 = stage2.load(workdir)
-  assert run2.step == 20 and run2.stage1.step == 0
+  assert run2.step == 12 and run2.stage1.step == 0
 
 
 def test_killed_run_resumes_bit_identically(nb201_stage2, nb201_workdir, tmp_path):
   straight, _ = nb201_stage2
   workdir = shutil.copytree(nb201_workdir, tmp_path / "w")
   cfg = stage2.make_config("test")
-  assert training.train_and_evaluate(cfg, workdir, progress=False, stop_after=10) == {
-      "steps": 10, "stopped_early": True}
+  assert training.train_and_evaluate(cfg, workdir, progress=False, stop_after=6) == {
+      "steps": 6, "stopped_early": True}
   assert not (workdir / "stage2" / "report.json").exists()
   report = training.train_and_evaluate(cfg, workdir, progress=False)
-  assert report["resumed_from"] == 10 and report["steps"] == 20
+  assert report["resumed_from"] == 6 and report["steps"] == 12
   jax.tree.map(np.testing.assert_array_equal, stage2.load(straight).params,
                stage2.load(workdir).params)
 
