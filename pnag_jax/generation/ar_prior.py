@@ -70,8 +70,7 @@ class ARPrior(Prior):
     from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
     run2 = stage2.load(run.workdir)
     # stage2.load checked its recorded parent; the sampler's stage 1 may be a later step.
-    recorded = {p["stage"]: p["params_sha256"] for p in run2.meta["parents"]}
-    if recorded.get("stage1") != lineage.params_sha256(run.params):
+    if lineage.parent_hashes(run2.meta).get("stage1") != lineage.params_sha256(run.params):
       raise PnagError(f"stage 2 in {run.workdir} was trained on another stage 1 than the "
                       f"one being sampled (step {run.step})")
     if self.cfg_scale and run2.model.cond_dim == 0:

@@ -64,6 +64,11 @@ def parent_entry(stage: str, step: int, params: Any) -> dict:
   return {"stage": stage, "step": int(step), "params_sha256": params_sha256(params)}
 
 
+def parent_hashes(meta: Mapping[str, Any]) -> dict[str, str]:
+  """stage name -> the params sha256 a child recorded for that parent."""
+  return {p["stage"]: p["params_sha256"] for p in meta.get("parents", [])}
+
+
 def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], *, where: str) -> None:
   """A resumed run must keep the settings its checkpoint was made with.
 

@@ -239,7 +239,7 @@ def _check_resume(ckpt, frozen: dict, parents: tuple[dict, ...], space: str,
   where = f"stage 2 in {workdir}"
   ckpt_lib.check_meta(meta, {"stage": stage2.NAME, "space": space}, where=where)
   lineage.check_frozen(meta, frozen, where=where)
-  saved = {p["stage"]: p["params_sha256"] for p in meta.get("parents", [])}
+  saved = lineage.parent_hashes(meta)
   for parent in parents:
     if saved.get(parent["stage"]) != parent["params_sha256"]:
       what = "stage 1" if parent["stage"] == stage1.NAME else "surrogate"
