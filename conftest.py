@@ -8,9 +8,10 @@ compile times, and no test times anything. The one long training run, `trained_r
 a subprocess compiled as users compile it.
 
 `trained_run` is the one trained model of the suite: the main job, `pnag demo`, run
-once (quick preset, 400 steps). Every test that asks for it is put in one xdist group
-(`--dist loadgroup`), so one worker trains it once while the other workers run the
-rest of the suite; tests that need exact algebra, not quality, use the untrained
+once, its quick preset cut to 240 steps by `--steps` (held-out reconstruction is exact
+by step 100; the suite checks the job, not the preset's length). Every test that asks
+for it is put in one xdist group (`--dist loadgroup`), so one worker trains it once
+while the other workers run the rest of the suite; tests that need exact algebra, not quality, use the untrained
 models of `untrained_run` instead. `nb201_surrogate` and `nb201_stage2`, the suite's
 surrogate and stage-2 runs, each get a group of their own likewise.
 """
@@ -99,9 +100,9 @@ def pnag_main(capsys):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, data_dir):
-  """(workdir, stdout) of `pnag demo --num 20000`: a quick-preset NB201 run, trained once."""
+  """(workdir, stdout) of `pnag demo --num 20000 --steps 240`: NB201, trained once."""
   workdir = tmp_path_factory.mktemp("trained") / "demo_nb201"
-  r = _pnag("demo", "--num", "20000", "--workdir", workdir,
+  r = _pnag("demo", "--num", "20000", "--steps", "240", "--workdir", workdir,
            env={"PNAG_DATA_DIR": str(data_dir),
                 "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(_FAST_COMPILE, "")})
   assert r.returncode == 0, r.stderr[-3000:]
@@ -177,29 +178,90 @@ def stage1_saver():
 def nb201_surrogate(tmp_path_factory, data_dir):
   """(workdir, report): `pnag train surrogate --preset test`, CIFAR-10 excluded.
 
-  A subprocess compiled as users compile it (training runs thousands of steps, so
-  XLA's optimisations pay for themselves). Its tests form one xdist group, so it is
-  trained once.
+  A subprocess, as users run it, compiled as the suite compiles (its 200 steps do not
+  repay XLA's optimisations: 25 s against 28.5 s). Its tests form one xdist group, so
+  it is trained once.
   """
   import json  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp("surrogate")
   r = _pnag("train", "surrogate", "--workdir", workdir, "--space", "nb201", "--preset", "test",
-            "--exclude", "cifar10(?!0)",
-            env={"PNAG_DATA_DIR": str(data_dir),
-                 "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(_FAST_COMPILE, "")})
+            "--exclude", "cifar10(?!0)", env={"PNAG_DATA_DIR": str(data_dir)})
   assert r.returncode == 0, r.stderr[-3000:]
   return workdir, json.loads((workdir / "surrogate" / "report.json").read_text())
 
 
+class Stage2Recipe:
+  """How `nb201_stage2` was made, for tests that train it again or beside it.
+
+  A tiny surrogate meta-trained on the synthetic `TASKS` without `lat_z`, then stage 2's
+  `test` preset (12 steps) conditioned on the others through it.
+  """
+  TASKS = ("acc_a", "acc_b", "lat_x", "lat_z")
+  EXCLUDE = ("lat_z",)
+  SURROGATE = ("steps=4", "checkpoint_every=4", "episodes=2", "queries=8", "k_max=4",
+               "num_val_tasks=1", "eval_ks=2", "eval_archs=16", "eval_repeats=1", "dim=8",
+               "emb_dim=8", "hidden=8", "task_dim=8", "layers=1")
+  STAGE2 = ("condition=task", "task_bank=2", "k_max=6")
+
+  def __init__(self, synthetic_tasks):
+    self._synthetic_tasks = synthetic_tasks
+
+  def tasks(self, raising=()):
+    return self._synthetic_tasks(self.TASKS, raising)
+
+  def train_surrogate(self, workdir, seed=0):
+    from pnag_jax.stages import surrogate  # pylint: disable=g-import-not-at-top
+    from pnag_jax.training import surrogate as training  # pylint: disable=g-import-not-at-top
+    cfg = surrogate.make_config("test", "nb201", seed, self.EXCLUDE, self.SURROGATE)
+    return training.train_and_evaluate(cfg, workdir, tasks=self.tasks(), progress=False)
+
+  def stage2_config(self):
+    from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
+    return stage2.make_config("test", overrides=self.STAGE2)
+
+  def train_stage2(self, workdir, cfg=None, **kw):
+    """Trains stage 2 on `workdir`; reading an excluded task fails the run."""
+    from pnag_jax.training import stage2 as training  # pylint: disable=g-import-not-at-top
+    return training.train_and_evaluate(cfg or self.stage2_config(), workdir,
+                                       tasks=self.tasks(raising=self.EXCLUDE),
+                                       progress=False, **kw)
+
+
 @pytest.fixture(scope="session")
-def nb201_stage2(nb201_workdir, tmp_path_factory):
-  """(workdir, report): stage 2's `test` preset (12 steps) on a copy of `nb201_workdir`."""
+def stage2_recipe(synthetic_tasks):
+  return Stage2Recipe(synthetic_tasks)
+
+
+@pytest.fixture(scope="session")
+def nb201_stage2(nb201_workdir, stage2_recipe, tmp_path_factory):
+  """(workdir, report): the suite's one trained stage 2 (`Stage2Recipe`), on a copy of
+  `nb201_workdir` (untrained stage 1). Its tests form one xdist group."""
   import shutil  # pylint: disable=g-import-not-at-top
-  from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
-  from pnag_jax.training import stage2 as training  # pylint: disable=g-import-not-at-top
   workdir = shutil.copytree(nb201_workdir, tmp_path_factory.mktemp("stage2") / "w")
-  report = training.train_and_evaluate(stage2.make_config("test"), workdir, progress=False)
-  return workdir, report
+  stage2_recipe.train_surrogate(workdir)
+  return workdir, stage2_recipe.train_stage2(workdir)
+
+
+@pytest.fixture(scope="session")
+def nb201_stage2_unconditional(nb201_workdir, tmp_path_factory):
+  """A workdir whose stage 2 is unconditional and untrained (step 0): for what depends
+  only on having no condition."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from pnag_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from pnag_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from pnag_jax.stages import lineage, stage1, stage2  # pylint: disable=g-import-not-at-top
+  workdir = shutil.copytree(nb201_workdir, tmp_path_factory.mktemp("stage2_uncond") / "w")
+  run1 = stage1.load(workdir)
+  cfg = stage2.make_config("test")
+  _, params = stage2.init(cfg, run1.model, stage2.condition_dim(cfg))
+  meta = lineage.stage_meta(stage=stage2.NAME, space=run1.space.name,
+                            config=config_lib.to_dict(cfg), params=params, frozen=cfg.frozen(),
+                            parents=(lineage.parent_entry(stage1.NAME, run1.step, run1.params),))
+  with ckpt_lib.StageCheckpointer(workdir, stage2.NAME) as ckpt:
+    ckpt.save(0, params, {"count": jax.numpy.zeros((), jax.numpy.int32)}, jax.random.key(0),
+              meta, force=True)
+  return workdir
 
 
 @pytest.fixture(scope="session")

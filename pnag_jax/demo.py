@@ -75,9 +75,11 @@ def guided_step(workdir: Path, gen: Sampler, data, seed: int, data_dir, progress
 
 def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
         workdir: str | Path = DEFAULT_WORKDIR, progress: bool = True,
-        guided: bool = False) -> dict:
+        guided: bool = False, steps: int | None = None) -> dict:
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
+  if steps is not None and steps <= 0:
+    raise PnagError(f"--steps must be positive, got {steps}")
   data = tables_for("nb201", data_dir)
   if guided and data is None:
     raise PnagError("--guided needs the NB201 tables (--data-dir or $PNAG_DATA_DIR)")
@@ -85,7 +87,8 @@ def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
   t_start = time.perf_counter()
   print(f"pnag demo: NB201, workdir {workdir}", flush=True)
 
-  cfg = stage1.make_config("quick", "nb201", seed)
+  cfg = stage1.make_config("quick", "nb201", seed,
+                           () if steps is None else (f"max_steps={steps}",))
   t0 = time.perf_counter()
   rep = train_and_evaluate(cfg, workdir, progress=progress)
   print(f"[1/3] stage 1 (quick preset): {rep['steps']} steps, {time.perf_counter() - t0:.1f} s; "
@@ -159,6 +162,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="where the stage-1 run goes (kept, and reused by a rerun)")
   p.add_argument("--num", type=int, default=100_000, help="architectures to generate")
   p.add_argument("--seed", type=int, default=0, help="seed of training and generation")
+  p.add_argument("--steps", type=int,
+                 help="stage-1 training steps (default: the quick preset's 400)")
   p.add_argument("--data-dir", help=DATA_DIR_HELP)
   p.add_argument("--guided", action="store_true",
                  help="also transfer to CIFAR-10 from 5 measured cells with a quick surrogate "
@@ -167,4 +172,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
   run(num=args.num, seed=args.seed, data_dir=args.data_dir, workdir=args.workdir,
-      guided=args.guided)
+      guided=args.guided, steps=args.steps)

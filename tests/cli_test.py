@@ -81,6 +81,7 @@ def test_bad_input_from_the_console_is_one_line_without_traceback(pnag):
 @pytest.mark.parametrize("args, fragment", [
     (("spaces", "nb202"), "unknown search space 'nb202'; known spaces: nb201, mbv3, darts"),
     (("demo", "--num", "0"), "--num must be positive"),
+    (("demo", "--steps", "0"), "--steps must be positive"),
     (("demo", "--num", "abc"), "invalid int value"),
     (("frobnicate",), "invalid choice"),
     (("train", "stage3", "--workdir", "/tmp/x"), "invalid choice"),

@@ -9,7 +9,7 @@ from pnag_jax.evaluation import scc_ablation
 
 # A short run of a small model: this checks the protocol, not what SCC does.
 _SHORT = ("max_steps=10", "checkpoint_every=10", "dim=8", "decoder_hidden=32",
-          "encoder_layers=1", "codebook_size=16")
+          "encoder_layers=1", "codebook_size=16", "eval_size=256")
 
 
 def test_ablation_writes_every_t_max_and_resumes(tmp_path, data_dir):

@@ -27,11 +27,13 @@ def test_speed_report(nb201_workdir, tmp_path):
   assert "codes+fused" in speed.format_table(rep)
 
 
-def test_ar_path_is_measured_where_stage2_exists(nb201_stage2, nb201_workdir, tmp_path):
+def test_ar_path_is_measured_where_stage2_exists(nb201_stage2, nb201_stage2_unconditional,
+                                                 nb201_workdir, tmp_path):
   workdir, _ = nb201_stage2
   assert "ar" in speed.default_paths(workdir) and "ar" not in speed.default_paths(nb201_workdir)
   # An unconditional stage 2 has nothing for classifier-free guidance to contrast.
-  assert "ar+cfg" not in speed.default_paths(workdir)
+  assert "ar+cfg" in speed.default_paths(workdir)
+  assert "ar+cfg" not in speed.default_paths(nb201_stage2_unconditional)
   rep = speed.run(str(workdir), tmp_path, max_log2=0,
                   paths=speed.select_paths(workdir, "codes+fused,ar"), min_seconds=0.02,
                   progress=False)

@@ -49,9 +49,10 @@ def test_ar_options_are_checked():
     SamplerConfig(prior="codes", cfg_scale=2.0)
 
 
-def test_guidance_needs_a_conditional_stage2(run1):
+def test_guidance_needs_a_conditional_stage2(nb201_stage2_unconditional):
   with pytest.raises(PnagError, match="--cfg-scale needs a conditional stage 2"):
-    Sampler.from_run(run1, SamplerConfig(prior="ar", cfg_scale=2.0))
+    Sampler.from_run(stage1.load(nb201_stage2_unconditional),
+                     SamplerConfig(prior="ar", cfg_scale=2.0))
 
 
 def test_cli_without_stage2_says_how_to_train(nb201_workdir, tmp_path, pnag_main):
@@ -61,9 +62,9 @@ def test_cli_without_stage2_says_how_to_train(nb201_workdir, tmp_path, pnag_main
   assert not (tmp_path / "a.csv").exists()
 
 
-def test_target_needs_the_ar_prior_and_a_task_conditioned_stage2(nb201_stage2, tmp_path,
-                                                                   pnag_main):
-  workdir, _ = nb201_stage2
+def test_target_needs_the_ar_prior_and_a_task_conditioned_stage2(nb201_stage2_unconditional,
+                                                                   tmp_path, pnag_main):
+  workdir = nb201_stage2_unconditional
   space = stage1.load(workdir).space
   refs = tmp_path / "refs.csv"
   rows = [f'"{s}",{i}' for i, s in enumerate(space.to_strings(space.enumerate()[:3]))]

@@ -65,6 +65,7 @@ class Stage1Config:
   heldout_size: int = 10_000
   # Bookkeeping.
   eval_every: int = 500
+  eval_size: int = 0              # archs of each split in the final report; 0: all of them
   checkpoint_every: int = 500
   log_every: int = 50
 
@@ -79,6 +80,8 @@ class Stage1Config:
     if self.scc_variant not in ("prefix", "paper_literal"):
       raise PnagError(f"scc_variant must be 'prefix' or 'paper_literal', "
                       f"got {self.scc_variant!r}")
+    if self.eval_size < 0:
+      raise PnagError(f"eval_size must be >= 0 (0: every arch), got {self.eval_size}")
     for name in ("dim", "encoder_layers", "decoder_hidden", "codebook_size", "batch_size"):
       if getattr(self, name) < 1:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")

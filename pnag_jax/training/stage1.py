@@ -222,8 +222,9 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
     if end < total:
       return {"steps": end, "stopped_early": True}
 
-  held = evaluate(model, state["params"], heldout)
-  tr = evaluate(model, state["params"], train[:len(heldout)])
+  n_eval = min(cfg.eval_size or heldout.shape[0], heldout.shape[0])
+  held = evaluate(model, state["params"], heldout[:n_eval])
+  tr = evaluate(model, state["params"], train[:n_eval])
   report = {
       "space": space.name,
       "steps": total,
@@ -237,6 +238,7 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
       "scales": list(model.scales),
       "num_train": int(train.shape[0]),
       "num_heldout": int(heldout.shape[0]),
+      "num_evaluated": n_eval,
       "device": str(jax.devices()[0]),
   }
   reports.write_final(out_dir, total, report)

@@ -13,16 +13,18 @@ from pnag_jax.stages import stage1
 from pnag_jax.training import stage1 as training
 
 TINY = ["dim=8", "decoder_hidden=32", "encoder_layers=1", "codebook_size=16",
-        "max_steps=12", "checkpoint_every=4", "log_every=4", "eval_every=1000"]
+        "max_steps=12", "checkpoint_every=4", "log_every=4", "eval_every=1000",
+        "eval_size=256"]
 
 
 def test_the_quick_run_reconstructs_heldout(trained_run):
-  # The suite's shared run is `pnag demo`'s: the quick preset, 400 steps. An untrained
+  # The suite's shared run is `pnag demo`'s: the quick preset, cut to 240 steps. An untrained
   # or broken model scores ~0 here.
   workdir, _ = trained_run
   report = json.loads((workdir / "stage1" / "report.json").read_text())
-  assert report["heldout_exact_match"] >= 0.95 and report["steps"] == 400
+  assert report["heldout_exact_match"] >= 0.95 and report["steps"] == 240
   assert report["num_heldout"] == 7813 and report["num_train"] == 7812
+  assert report["num_evaluated"] == 7813  # eval_size 0: every held-out arch
   assert len(report["step_validity"]) == len(report["codebook_perplexity"]) == 6
   assert all(0.0 <= v <= 1.0 for v in report["step_validity"])
   assert all(1.0 <= p <= 64 for p in report["codebook_perplexity"])

@@ -77,16 +77,16 @@ class TokenData(NamedTuple):
   heldout_genes: np.ndarray  # int32[N_heldout, G]
 
 
-# Keyed by stage 1's params hash: the token maps of a frozen stage 1 are a function
-# of its params, and a resumed or repeated run in one process (the tests, an eval
-# sweep) should not encode every arch again.
-_DATASETS: dict[tuple[str, bool], TokenData] = {}
+# Keyed by stage 1's params hash and config: the token maps of a frozen stage 1 are a
+# function of its params and its split, and a resumed or repeated run in one process
+# (the tests, an eval sweep) should not encode every arch again.
+_DATASETS: dict[tuple[str, str, bool], TokenData] = {}
 
 
 def datasets(cfg: Stage2Config, run1: Stage1Run) -> TokenData:
   """Stage 1's own split as token maps, strictly valid archs only when
   `cfg.valid_only`; cached per stage-1 params."""
-  key = (lineage.params_sha256(run1.params), cfg.valid_only)
+  key = (lineage.params_sha256(run1.params), run1.cfg.to_json(), cfg.valid_only)
   if key not in _DATASETS:
     tokens, genes = [], []
     for g in stage1.datasets(run1.cfg):

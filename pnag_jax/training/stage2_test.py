@@ -15,7 +15,7 @@ from pnag_jax.training import stage2 as training
 
 
 def test_test_preset_learns_and_reports(nb201_stage2):
-  workdir, report = nb201_stage2
+  workdir, report = nb201_stage2  # task-conditioned (see `Stage2Recipe`)
   # Uniform over the 64 codes is 4.16 nats per token; the stage-1 codes of NB201 are
   # far from uniform, and 12 steps of a working model learn a good part of that.
   assert report["heldout_nll_per_token"] < math.log(64) - 0.3
@@ -31,31 +31,31 @@ def test_test_preset_learns_and_reports(nb201_stage2):
   assert run2.step == 12 and run2.stage1.step == 0
 
 
-def test_killed_run_resumes_bit_identically(nb201_stage2, nb201_workdir, tmp_path):
+def test_killed_run_resumes_bit_identically(nb201_stage2, stage2_recipe, tmp_path):
   straight, _ = nb201_stage2
-  workdir = shutil.copytree(nb201_workdir, tmp_path / "w")
-  cfg = stage2.make_config("test")
-  assert training.train_and_evaluate(cfg, workdir, progress=False, stop_after=6) == {
-      "steps": 6, "stopped_early": True}
+  workdir = shutil.copytree(straight, tmp_path / "w", ignore=shutil.ignore_patterns("stage2"))
+  assert stage2_recipe.train_stage2(workdir, stop_after=6) == {"steps": 6,
+                                                               "stopped_early": True}
   assert not (workdir / "stage2" / "report.json").exists()
-  report = training.train_and_evaluate(cfg, workdir, progress=False)
+  report = stage2_recipe.train_stage2(workdir)
   assert report["resumed_from"] == 6 and report["steps"] == 12
   jax.tree.map(np.testing.assert_array_equal, stage2.load(straight).params,
                stage2.load(workdir).params)
 
 
-def test_resume_refuses_other_settings_and_a_changed_stage1(nb201_stage2, nb201_untrained,
-                                                            stage1_saver, tmp_path):
+def test_resume_refuses_other_settings_and_a_changed_stage1(nb201_stage2, stage2_recipe,
+                                                            nb201_untrained, stage1_saver,
+                                                            tmp_path):
   workdir = shutil.copytree(nb201_stage2[0], tmp_path / "w")
-  cfg = stage2.make_config("test")
+  cfg = stage2_recipe.stage2_config()
   with pytest.raises(ckpt_lib.CheckpointError, match="width=32, not 48"):
-    training.train_and_evaluate(cfg.replace(width=48), workdir, progress=False)
+    stage2_recipe.train_stage2(workdir, cfg.replace(width=48))
   # Stage 1 trained on underneath (a new step with other params): stage 2 is stale.
   moved = jax.tree.map(lambda x: x + 1.0, nb201_untrained.params)
   stage1_saver(nb201_untrained.__class__(**{**nb201_untrained.__dict__, "params": moved}),
                workdir, step=1)
   with pytest.raises(ckpt_lib.CheckpointError, match="another stage 1"):
-    training.train_and_evaluate(cfg, workdir, progress=False)
+    stage2_recipe.train_stage2(workdir, cfg)
 
 
 def test_config_errors_are_one_line():
