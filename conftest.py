@@ -8,7 +8,7 @@ compile times, and no test times anything. The one long training run, `trained_r
 a subprocess compiled as users compile it.
 
 `trained_run` is the one trained model of the suite: the main job, `pnag demo`, run
-once, its quick preset cut to 240 steps by `--steps` (held-out reconstruction is exact
+once, its quick preset cut to 160 steps by `--steps` (held-out reconstruction is exact
 by step 100; the suite checks the job, not the preset's length). Every test that asks
 for it is put in one xdist group (`--dist loadgroup`), so one worker trains it once
 while the other workers run the rest of the suite; tests that need exact algebra, not quality, use the untrained
@@ -21,7 +21,10 @@ import os
 _DEVICES = "--xla_force_host_platform_device_count=8"
 _FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
                  "--xla_cpu_use_fusion_emitters=false")
-os.environ.setdefault("XLA_FLAGS", f"{_DEVICES} {_FAST_COMPILE}")
+# One compute thread per process: the xdist workers already fill the cores, and
+# threads of two processes contending for them cost more than they give.
+_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+os.environ.setdefault("XLA_FLAGS", f"{_DEVICES} {_FAST_COMPILE} {_ONE_THREAD}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
@@ -100,9 +103,9 @@ def pnag_main(capsys):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, data_dir):
-  """(workdir, stdout) of `pnag demo --num 20000 --steps 240`: NB201, trained once."""
+  """(workdir, stdout) of `pnag demo --num 5000 --steps 160`: NB201, trained once."""
   workdir = tmp_path_factory.mktemp("trained") / "demo_nb201"
-  r = _pnag("demo", "--num", "20000", "--steps", "240", "--workdir", workdir,
+  r = _pnag("demo", "--num", "5000", "--steps", "160", "--workdir", workdir,
            env={"PNAG_DATA_DIR": str(data_dir),
                 "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(_FAST_COMPILE, "")})
   assert r.returncode == 0, r.stderr[-3000:]
@@ -193,9 +196,11 @@ def nb201_surrogate(tmp_path_factory, data_dir):
 class Stage2Recipe:
   """How `nb201_stage2` was made, for tests that train it again or beside it.
 
-  A tiny surrogate meta-trained on the synthetic `TASKS` without `lat_z`, then stage 2's
-  `test` preset (12 steps) conditioned on the others through it.
+  An untrained narrow stage 1 (`STAGE1`), a tiny surrogate meta-trained on the
+  synthetic `TASKS` without `lat_z`, then stage 2's `test` preset (12 steps)
+  conditioned on the others through it.
   """
+  STAGE1 = {"dim": 8, "encoder_layers": 1, "decoder_hidden": 32, "codebook_size": 16}
   TASKS = ("acc_a", "acc_b", "lat_x", "lat_z")
   EXCLUDE = ("lat_z",)
   SURROGATE = ("steps=4", "checkpoint_every=4", "episodes=2", "queries=8", "k_max=4",
@@ -233,11 +238,16 @@ def stage2_recipe(synthetic_tasks):
 
 
 @pytest.fixture(scope="session")
-def nb201_stage2(nb201_workdir, stage2_recipe, tmp_path_factory):
-  """(workdir, report): the suite's one trained stage 2 (`Stage2Recipe`), on a copy of
-  `nb201_workdir` (untrained stage 1). Its tests form one xdist group."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  workdir = shutil.copytree(nb201_workdir, tmp_path_factory.mktemp("stage2") / "w")
+def nb201_stage2(untrained_run, stage2_recipe, tmp_path_factory):
+  """(workdir, report): the suite's one trained stage 2 (`Stage2Recipe`), on an untrained
+  narrow stage 1 (`Stage2Recipe.STAGE1`; stage 2 first encodes all 15,625 cells with
+  it) with fitted priors. Its tests form one xdist group."""
+  from pnag_jax.generation import fitted  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("stage2")
+  run1 = untrained_run("nb201", workdir, **stage2_recipe.STAGE1)
+  save_stage1(run1, workdir)
+  fitted.save_priors(fitted.fit_priors(run1, run1.space.enumerate()[::7]),
+                     fitted.priors_path(run1))
   stage2_recipe.train_surrogate(workdir)
   return workdir, stage2_recipe.train_stage2(workdir)
 

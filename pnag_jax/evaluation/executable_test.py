@@ -10,6 +10,9 @@ from pnag_jax.evaluation import executable
 from pnag_jax.spaces import darts as darts_space
 from pnag_jax.spaces import get_space
 
+# On the worker of the suite's trained run: tests/generation_e2e_test.py checks its
+# archs op by op in-process, and reuses the ops these tests compile.
+pytestmark = pytest.mark.xdist_group("trained_run")
 
 # Uniform samples (eval/reports/executable_<space>/ holds the 100-arch runs of every
 # space): two NB201 cells, whose networks compile in seconds (and two distinct networks

@@ -17,12 +17,27 @@ Baselines in the same run: random search (exact expectation), the surrogate trai
 from scratch on the K references alone, the pool of every cell, the table oracle
 (the allowed task most Spearman-similar on the K references, its best cells), and the
 paper's printed Table 1 rows.
+
+Guides (`--guide`, comma-separated; `rank` is always run, as the main row):
+
+  * `rank`: the stage-1 pool ranked by the surrogate (above);
+  * `ar`: stage 2 conditioned on the task (its K references) and `--target-q` draws
+    `--ar-pool` archs; they are "trained" in draw order, each isomorphism class once;
+  * `ar+rank`: the same conditioned draws, ranked by the surrogate.
+
+Stage 2 must never read the target either: for each target it is the stage 2 of the
+surrogate's own workdir (`--surrogates`/excl_<regex>), which inherits its
+exclusions. Where that workdir holds none, the stage-1 checkpoint of `--workdir` is
+copied in and stage 2 trained there (`--stage2-preset`, `--stage2-set`; the task
+condition is implied). A workdir made by hand (stage 1, `pnag train surrogate
+--exclude REGEX`, `pnag train stage2 --set condition=task`) is used as it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import zlib
 from pathlib import Path
 
@@ -36,6 +51,7 @@ from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
 from pnag_jax.guidance import adapt, baselines, rank
 from pnag_jax.spaces import get_space
+from pnag_jax.stages import stage2 as stage2_lib
 from pnag_jax.stages import surrogate as stage
 
 #: Target task -> the regex that excludes its whole dataset.
@@ -44,6 +60,8 @@ TARGETS = {"cifar10_test_acc": "cifar10(?!0)", "cifar100_test_acc": "cifar100",
 LABELS = {"cifar10_test_acc": "CIFAR-10", "cifar100_test_acc": "CIFAR-100",
           "imagenet16_120_test_acc": "ImageNet16-120"}
 CAP = 100
+GUIDES = ("rank", "ar", "ar+rank")
+GUIDE_LABELS = {"ar": "stage 2, draw order", "ar+rank": "stage 2 pool, ranked"}
 
 #: The paper's Table 1 (accuracy / trained archs), as printed; no ImageNet16-120 column.
 PAPER_TABLE1 = {
@@ -75,6 +93,45 @@ def meta_trained(root: Path, exclude: tuple[str, ...], *, preset: str, seed: int
     raise PnagError(f"{workdir} holds a surrogate trained without {run.cfg.exclude}, "
                     f"not {tuple(exclude)}; remove it or use another --surrogates")
   return run
+
+
+def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...], *,
+                       preset: str, overrides=(), data_dir=None) -> stage2_lib.Stage2Run:
+  """The task-conditioned stage 2 of the surrogate workdir `workdir`; trained if absent.
+
+  A new one is trained on a copy of `stage1_workdir`'s stage 1. Either way it must
+  have inherited exactly `exclude` from the surrogate beside it.
+  """
+  from pnag_jax.training import stage2 as trainer  # pylint: disable=g-import-not-at-top
+  if stage2_lib.read_config(workdir) is None:
+    if not (workdir / "stage1").is_dir():
+      shutil.copytree(Path(stage1_workdir) / "stage1", workdir / "stage1",
+                      ignore=shutil.ignore_patterns("metrics.jsonl"))
+    cfg = stage2_lib.make_config(preset, overrides=("condition=task", *overrides))
+    trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, progress=False)
+  run2 = stage2_lib.load(workdir)
+  if run2.cfg.condition != "task":
+    raise PnagError(f"stage 2 in {workdir} is unconditional; the ar guides need one trained "
+                    "with --set condition=task")
+  if run2.surrogate.cfg.exclude != tuple(exclude):
+    raise PnagError(f"stage 2 in {workdir} sits on a surrogate trained without "
+                    f"{run2.surrogate.cfg.exclude}, not {tuple(exclude)}")
+  return run2
+
+
+def _ar_pool(sampler, run2, ref_genes, ref_acc, *, q: float, key, num: int):
+  """(strictly valid genes in draw order, drawn): stage 2 given the references and q."""
+  cond = stage2_lib.task_condition(run2.surrogate, ref_genes, ref_acc, minimize=False,
+                                   target=q)
+  return rank.draw_pool(sampler, key, num, cond)
+
+
+def _draw_order(space, pool: np.ndarray, ref_genes: np.ndarray) -> np.ndarray:
+  """The pool's first arch of each isomorphism class, in draw order, less the refs'."""
+  first = rank.first_of_each_class(space, pool)
+  ref_keys = set(map(tuple, rank.iso_keys(space, ref_genes).tolist()))
+  keys = rank.iso_keys(space, pool[first])
+  return pool[first[[tuple(k) not in ref_keys for k in keys.tolist()]]]
 
 
 def _ci95(x) -> float:
@@ -111,7 +168,8 @@ def oriented_tables(tasks: dict) -> dict[str, np.ndarray]:
 
 
 def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dict, seeds,
-               ks, scratch_steps: int, adapt_steps: int = 0) -> dict:
+               ks, scratch_steps: int, adapt_steps: int = 0, ar_guides=(), run2=None,
+               target_q: float = 0.99, ar_pool: int = 1000, cfg_scale: float = 0.0) -> dict:
   space = srun.space
   genes_all = space.enumerate()
   acc = tasks[target].by_row()
@@ -124,9 +182,18 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
            "baselines": {"pool_all": {"K": {}}, "scratch": {"K": {}},
                          "table_oracle": {"K": {}}, "random": {"K": {}}}}
   salt = zlib.crc32(target.encode())
+  sampler = None
+  if ar_guides:
+    from pnag_jax.generation import Sampler, SamplerConfig  # pylint: disable=g-import-not-at-top
+    sampler = Sampler.from_run(run2.stage1, SamplerConfig(
+        prior="ar", cfg_scale=cfg_scale, chunk_size=min(ar_pool, 1000)))
+    entry["guides"] = {g: {"K": {}, "pool_unique": {}} for g in ar_guides}
+    entry["stage2"] = {"workdir": str(run2.workdir), "step": run2.step,
+                       "target_q": target_q, "ar_pool": ar_pool, "cfg_scale": cfg_scale}
   for k in ks:
     rows = {m: {"top1": [], "best_of": [], "to_opt": [], "rho": [], "tau": []}
-            for m in ("pnag", "pool_all", "scratch", "table_oracle")}
+            for m in ("pnag", "pool_all", "scratch", "table_oracle", *ar_guides)}
+    ar_unique = []
     oracle_tasks = []
     for s in seeds:
       ref_rows = np.random.default_rng([s, k, salt]).choice(space.size(), k, replace=False)
@@ -150,6 +217,24 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
           p = pred.scores(genes_all[reps])
           r["rho"].append(scipy.stats.spearmanr(p, acc[reps]).statistic)
           r["tau"].append(scipy.stats.kendalltau(p, acc[reps]).statistic)
+      if ar_guides:
+        key = jax.random.fold_in(jax.random.key(s), salt ^ k)
+        pool_genes, drawn = _ar_pool(sampler, run2, ref_genes, ref_acc, q=target_q, key=key,
+                                     num=ar_pool)
+        ar_unique.append(int(rank.first_of_each_class(space, pool_genes).size))
+        for g in ar_guides:
+          if g == "ar":
+            order = _draw_order(space, pool_genes, ref_genes)[:CAP]
+          else:
+            order = rank.guided(space, predictors["pnag"], pool_genes, drawn, k=CAP,
+                                minimize=False, ref_genes=ref_genes).genes
+          # An empty pool (nothing valid drawn) picks nothing: the refs' best stands.
+          top1, to_opt = (_walk(np.asarray(space.index(order)), acc, k, ref_best)
+                          if len(order) else (float("nan"), CAP))
+          r = rows[g]
+          r["top1"].append(top1)
+          r["best_of"].append(max(np.nan_to_num(top1, nan=-np.inf), float(ref_acc.max())))
+          r["to_opt"].append(to_opt)
       name, order = baselines.table_oracle_order(oracle_tables, ref_rows, ref_acc)
       order = order[~np.isin(order, ref_rows)]
       oracle_tasks.append(name)
@@ -167,6 +252,10 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
     entry["baselines"]["table_oracle"]["K"][str(k)] = {
         **_summary(k, rows["table_oracle"]["top1"], rows["table_oracle"]["best_of"],
                    rows["table_oracle"]["to_opt"]), "tasks": oracle_tasks}
+    for g in ar_guides:
+      entry["guides"][g]["K"][str(k)] = _summary(
+          k, rows[g]["top1"], rows[g]["best_of"], rows[g]["to_opt"])
+      entry["guides"][g]["pool_unique"][str(k)] = ar_unique
     entry["baselines"]["random"]["K"][str(k)] = {
         "top1_mean": baselines.random_expected_best(acc, k + 1), "trained_archs": k + 1,
         "to_optimum_median": float(baselines.random_median_to_optimum(acc, cap=CAP))}
@@ -176,12 +265,22 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
 def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3, 4),
         ks=(2, 5, 10), pool="100000", targets=tuple(TARGETS), surrogates=None,
         overrides=(), scratch_steps: int = 150, surrogate_seed: int = 0,
-        adapt_steps: int = 0) -> dict:
+        adapt_steps: int = 0, guides=("rank",), target_q: float = 0.99,
+        ar_pool: int = 1000, cfg_scale: float = 0.0, stage2_preset: str = "quick",
+        stage2_overrides=()) -> dict:
   from pnag_jax.generation.run import load_sampler  # pylint: disable=g-import-not-at-top
-  out = reports.out_dir(out)
   for t in targets:
     if t not in TARGETS:
       raise PnagError(f"unknown target {t!r}; targets: {', '.join(TARGETS)}")
+  for g in guides:
+    if g not in GUIDES:
+      raise PnagError(f"unknown guide {g!r}; guides: {', '.join(GUIDES)}")
+  if not 0.0 <= target_q <= 1.0:
+    raise PnagError(f"--target-q must be a quantile in [0, 1], got {target_q}")
+  if ar_pool < 1:
+    raise PnagError(f"--ar-pool must be positive, got {ar_pool}")
+  ar_guides = tuple(g for g in GUIDES[1:] if g in guides)
+  out = reports.out_dir(out)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
   pools = {"all": rank.enumerate_pool(space)}
@@ -196,15 +295,22 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
   root = Path(surrogates) if surrogates else out / "surrogates"
   report = {"preset": preset, "pool": pool, "stage1_workdir": str(workdir),
             "seeds": list(seeds), "ks": list(ks), "surrogate_overrides": list(overrides),
-            "adapt_steps": adapt_steps,
+            "adapt_steps": adapt_steps, "guides": ["rank", *ar_guides],
             "pool_unique": {str(s): int(rank.first_of_each_class(space, pools[s][0]).size)
                             for s in seeds},
             "targets": {}, "paper_table1": PAPER_TABLE1, "machine": reports.machine()}
   for t in targets:
-    srun = meta_trained(root, (TARGETS[t],), preset=preset, seed=surrogate_seed,
+    exclude = (TARGETS[t],)
+    srun = meta_trained(root, exclude, preset=preset, seed=surrogate_seed,
                         overrides=overrides, data_dir=data_dir)
+    run2 = None
+    if ar_guides:
+      run2 = conditional_stage2(srun.workdir, workdir, exclude, preset=stage2_preset,
+                                overrides=stage2_overrides, data_dir=data_dir)
     report["targets"][t] = run_target(t, srun, pools, tasks=tasks, seeds=seeds, ks=ks,
-                                      scratch_steps=scratch_steps, adapt_steps=adapt_steps)
+                                      scratch_steps=scratch_steps, adapt_steps=adapt_steps,
+                                      ar_guides=ar_guides, run2=run2, target_q=target_q,
+                                      ar_pool=ar_pool, cfg_scale=cfg_scale)
     reports.write_outputs(out, "transfer", report, format_table, _plot)
   return report
 
@@ -224,6 +330,12 @@ def format_table(report: dict) -> str:
                    f"{v['top1_mean']:.2f} ± {v['top1_ci95']:.2f}",
                    f"{v['best_of_refs_and_pick_mean']:.2f}", f"{v['to_optimum_median']:g}",
                    f"{v['spearman']:.3f}"])
+      for g, ge in e.get("guides", {}).items():
+        gv = ge["K"][k]
+        rows.append(["", "", f"{g}: {GUIDE_LABELS[g]}", gv["trained_archs"],
+                     f"{gv['top1_mean']:.2f} ± {gv['top1_ci95']:.2f}",
+                     f"{gv['best_of_refs_and_pick_mean']:.2f}",
+                     f"{gv['to_optimum_median']:g}", ""])
       for b, label in (("pool_all", "ours, --pool all"), ("scratch", "from-scratch surrogate"),
                        ("table_oracle", "table oracle"), ("random", "random search")):
         bv = e["baselines"][b]["K"][k]
@@ -251,6 +363,9 @@ def _plot(report: dict, path: Path) -> None:
     x = [int(k) + 1 for k in ks]
     ax.errorbar(x, [e["K"][k]["top1_mean"] for k in ks],
                 yerr=[e["K"][k]["top1_ci95"] for k in ks], marker="o", label="PNAG (ours)")
+    for g, ge in e.get("guides", {}).items():
+      ax.errorbar(x, [ge["K"][k]["top1_mean"] for k in ks],
+                  yerr=[ge["K"][k]["top1_ci95"] for k in ks], marker="v", label=g)
     for b, style in (("pool_all", "s--"), ("scratch", "^:"), ("table_oracle", "d-."),
                      ("random", "x-")):
       ax.plot(x, [e["baselines"][b]["K"][k]["top1_mean"] for k in ks], style, label=b)
@@ -284,8 +399,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
               "--seeds 5")
   p.add_argument("--workdir", required=True, help="an NB201 stage-1 run (the generator pool)")
   add_surrogate_arguments(p, "transfer", seeds=5)
-  p.add_argument("--guide", choices=("rank",), default="rank",
-                 help="rank: the stage-1 pool ranked by the surrogate")
+  p.add_argument("--guide", default="rank",
+                 help="comma-separated guides to compare: rank (the stage-1 pool ranked by "
+                      "the surrogate; always run), ar (stage 2 given the task and "
+                      "--target-q, in draw order), ar+rank (that pool ranked by the "
+                      "surrogate)")
+  p.add_argument("--target-q", type=float, default=0.99,
+                 help="the ar guides' target quantile (default: 0.99)")
+  p.add_argument("--ar-pool", type=int, default=1000,
+                 help="stage-2 draws per seed and K for the ar guides (default: 1000)")
+  p.add_argument("--cfg-scale", type=float, default=0.0,
+                 help="the ar guides' classifier-free guidance scale (default: 0, off)")
+  p.add_argument("--stage2-preset", choices=tuple(stage2_lib.PRESETS), default="quick",
+                 help="preset of a stage 2 the ar guides have to train (default: quick)")
+  p.add_argument("--stage2-set", action="append", default=[], metavar="KEY=VALUE",
+                 help="stage-2 config override for one the ar guides train; repeatable")
   p.add_argument("--ks", default="2,5,10", help="reference counts K")
   p.add_argument("--pool", default="100000", help="draws from the stage-1 prior, or 'all'")
   p.add_argument("--targets", default=None,
@@ -301,5 +429,8 @@ def main(args: argparse.Namespace) -> None:
           seeds=tuple(range(args.seeds)), ks=ks, pool=args.pool,
           targets=tuple(args.targets.split(",")) if args.targets else tuple(TARGETS),
           surrogates=args.surrogates,
-          overrides=args.set, scratch_steps=args.scratch_steps, adapt_steps=args.adapt_steps)
+          overrides=args.set, scratch_steps=args.scratch_steps, adapt_steps=args.adapt_steps,
+          guides=tuple(g.strip() for g in args.guide.split(",")), target_q=args.target_q,
+          ar_pool=args.ar_pool, cfg_scale=args.cfg_scale, stage2_preset=args.stage2_preset,
+          stage2_overrides=args.stage2_set)
   print(format_table(r))

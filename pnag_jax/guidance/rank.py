@@ -31,10 +31,11 @@ class Picks:
   candidates: int          # left after references and constraints: all were scored
 
 
-def draw_pool(sampler, key: jax.Array, num: int) -> tuple[np.ndarray, int]:
-  """(strictly valid genes in draw order, number drawn) from `num` sampler draws."""
+def draw_pool(sampler, key: jax.Array, num: int, cond=()) -> tuple[np.ndarray, int]:
+  """(strictly valid genes in draw order, number drawn) from `num` sampler draws
+  (given `cond` where the sampler's prior takes a condition)."""
   keep = []
-  for chunk in sampler.iter_chunks(key, num):
+  for chunk in sampler.iter_chunks(key, num, cond):
     genes, valid = np.asarray(chunk.genes), np.asarray(chunk.valid)
     keep.append(genes[valid])
   return np.concatenate(keep), num
@@ -50,7 +51,7 @@ def enumerate_pool(space: SearchSpace) -> tuple[np.ndarray, int]:
   return genes[valid], genes.shape[0]
 
 
-def _iso_keys(space: SearchSpace, genes: np.ndarray) -> np.ndarray:
+def iso_keys(space: SearchSpace, genes: np.ndarray) -> np.ndarray:
   """uint32[n, key_words]: isomorphism-aware identity of each arch."""
   if not len(genes):
     return np.zeros((0, space.key_words), np.uint32)
@@ -64,16 +65,16 @@ def _first_rows(keys: np.ndarray) -> np.ndarray:
 
 def first_of_each_class(space: SearchSpace, genes: np.ndarray) -> np.ndarray:
   """Row indices of the first arch of each isomorphism class, in pool order."""
-  return _first_rows(_iso_keys(space, genes))
+  return _first_rows(iso_keys(space, genes))
 
 
 def guided(space: SearchSpace, predictor, pool: np.ndarray, drawn: int, *, k: int,
            minimize: bool, ref_genes: np.ndarray, constraints=(), known=None) -> Picks:
   """Ranks a pool of strictly valid `genes` with a bound surrogate `predictor`."""
-  keys = _iso_keys(space, pool)
+  keys = iso_keys(space, pool)
   first = _first_rows(keys)
   uniq = pool[first]
-  ref_keys = set(map(tuple, _iso_keys(space, ref_genes).tolist()))
+  ref_keys = set(map(tuple, iso_keys(space, ref_genes).tolist()))
   keep = np.array([k not in ref_keys for k in map(tuple, keys[first].tolist())], bool)
   if constraints:
     keep &= constraints_lib.satisfied(list(constraints), known, space, uniq)

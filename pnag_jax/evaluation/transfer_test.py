@@ -1,0 +1,64 @@
+"""The transfer protocol's stage-2 guides: pools, draw order, which stage 2, bad input."""
+
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from pnag_jax.errors import PnagError
+from pnag_jax.evaluation import transfer
+from pnag_jax.generation import Sampler, SamplerConfig
+from pnag_jax.guidance import rank
+from pnag_jax.spaces import get_space
+from pnag_jax.stages import stage2
+
+# With the other stage-2 tests: one worker, and the sampler compile of
+# task_conditions_test (chunk 8, CFG 2) is shared.
+pytestmark = pytest.mark.xdist_group("nb201_stage2")
+
+
+def test_draw_order_keeps_first_of_each_class_and_drops_the_references():
+  space = get_space("nb201")
+  genes = space.enumerate()
+  # Rows 10..19 drawn twice, then 30..39, two of which are the references.
+  pool = np.concatenate([genes[10:20], genes[10:20], genes[30:40]])
+  order = transfer._draw_order(space, pool, genes[30:32])  # pylint: disable=protected-access
+  got = [tuple(k) for k in rank.iso_keys(space, order).tolist()]
+  assert len(got) == len(set(got)) and len(got) >= 8  # each class once
+  ref_keys = {tuple(k) for k in rank.iso_keys(space, genes[30:32]).tolist()}
+  assert not ref_keys & set(got)
+  # Draw order: the first arch of each class, where it was first drawn.
+  expect = [tuple(k) for k in rank.iso_keys(
+      space, pool[rank.first_of_each_class(space, pool)]).tolist() if tuple(k) not in ref_keys]
+  assert got == expect
+
+
+def test_ar_pool_is_conditioned_and_its_stage2_must_match_the_exclusions(nb201_stage2,
+                                                                       tmp_path):
+  workdir, _ = nb201_stage2
+  run2 = transfer.conditional_stage2(workdir, workdir, ("lat_z",), preset="test")
+  space = run2.stage1.space
+  sampler = Sampler.from_run(run2.stage1, SamplerConfig(prior="ar", chunk_size=8,
+                                                        cfg_scale=2.0))
+  refs = space.enumerate()[:5]
+  pools = [transfer._ar_pool(sampler, run2, refs, np.arange(5.0), q=q,  # pylint: disable=protected-access
+                             key=jax.random.key(0), num=16) for q in (0.1, 0.99, 0.99)]
+  assert pools[0][1] == 16 and pools[1][0].shape[1] == space.num_genes
+  assert np.asarray(space.strict_valid(*space.encode(pools[1][0]))).all()
+  np.testing.assert_array_equal(pools[1][0], pools[2][0])  # a function of key and q
+  with pytest.raises(PnagError, match=r"sits on a surrogate trained without \('lat_z',\)"):
+    transfer.conditional_stage2(workdir, workdir, ("cifar10(?!0)",), preset="test")
+  assert stage2.read_config(workdir).condition == "task"
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    ({"guides": ("rank", "ar2")}, "unknown guide 'ar2'; guides: rank, ar, ar+rank"),
+    ({"guides": ("ar",), "target_q": 1.5}, "--target-q must be a quantile in [0, 1]"),
+    ({"guides": ("ar",), "ar_pool": 0}, "--ar-pool must be positive"),
+])
+def test_bad_guide_settings_fail_before_any_work(kw, fragment, tmp_path):
+  out = tmp_path / "out"
+  with pytest.raises(PnagError, match=re.escape(fragment)):
+    transfer.run(tmp_path / "no_run", out, **kw)
+  assert not out.exists()
