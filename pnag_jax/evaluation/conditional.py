@@ -15,8 +15,12 @@ correlation between q and the mean achieved quantile, and the unconditional (nul
 condition) draw as a baseline. A task the surrogate (and so stage 2) excluded is
 marked as such: it reaches the model only through its references.
 
-The parameter-count sweeps of MBV3 and AutoFormer need the budget condition, which is
-not built yet.
+A budget-conditioned stage 2 (`--set condition=budget`) gets a budget sweep instead:
+for each count it was trained on (`--budget params` by default), 5 targets spread
+log-evenly across the training archs' range (at 10, 30, 50, 70 and 90% of the log
+range), `--num` archs each; reported per target: the share of strictly valid archs
+within ±10% of the target, their median count, strict validity and uniqueness, and
+the null draw as a baseline.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from pnag_jax.stages import stage2
 from pnag_jax.training.task_conditions import oriented_quantiles, valid_rows
 
 TARGETS = (0.1, 0.3, 0.5, 0.7, 0.9, 0.99)
+BUDGET_POINTS = (0.1, 0.3, 0.5, 0.7, 0.9)
+TOLERANCE = 0.10
 
 
 def _summary(space, genes: np.ndarray, valid: np.ndarray, quantile: np.ndarray,
@@ -58,12 +64,18 @@ def _summary(space, genes: np.ndarray, valid: np.ndarray, quantile: np.ndarray,
 
 def run(workdir: str | Path, out: str | Path, *, task_names=("cifar10_test_acc",),
         targets=TARGETS, num: int = 1000, k: int = 10, seed: int = 0, cfg_scale: float = 0.0,
-        data_dir=None) -> dict:
+        data_dir=None, budgets: tuple[str, ...] | None = None) -> dict:
   """The target sweep for each task; writes conditional.{json,md,png} under `out`."""
   run2 = stage2.load(workdir)
+  if run2.cfg.condition == "budget":
+    for count in budgets or ():
+      if count not in run2.cfg.budget_keys:
+        raise PnagError(f"stage 2 in {workdir} was trained on the budgets "
+                        f"{', '.join(run2.cfg.budget_keys)}, not {count!r}")
+    return budget_sweep(run2, out, num=num, seed=seed, cfg_scale=cfg_scale, counts=budgets)
   if run2.cfg.condition != "task":
     raise PnagError(f"stage 2 in {workdir} is unconditional; `pnag eval conditional` needs "
-                    "one trained with --set condition=task")
+                    "one trained with --set condition=task or condition=budget")
   run1, srun = run2.stage1, run2.surrogate
   space = run1.space
   known = tasks_lib.builtin_tasks(space.name, data_dir)
@@ -112,7 +124,75 @@ def run(workdir: str | Path, out: str | Path, *, task_names=("cifar10_test_acc",
   return report
 
 
+def _budget_summary(space, genes: np.ndarray, valid: np.ndarray, count: str,
+                    target: float | None) -> dict:
+  from pnag_jax.tasks import costs  # pylint: disable=g-import-not-at-top
+  kept = genes[valid]
+  values = (costs.params_of if count == "params" else costs.flops_of)(space, kept) \
+      if len(kept) else np.zeros(0)
+  keys = np.asarray(space.exact_key(kept)) if len(kept) else np.zeros((0, 1))
+  out = {"strict_validity": float(valid.mean()),
+         "uniqueness": float(np.unique(keys, axis=0).shape[0] / max(len(kept), 1)),
+         "median": float(np.median(values)) if len(values) else float("nan"),
+         "p10": float(np.percentile(values, 10)) if len(values) else float("nan"),
+         "p90": float(np.percentile(values, 90)) if len(values) else float("nan")}
+  if target is not None:
+    # Over every draw: an invalid arch is not within budget.
+    within = np.abs(values / target - 1.0) <= TOLERANCE
+    out["target"] = float(target)
+    out["within_10pct"] = float(within.sum() / genes.shape[0])
+  return out
+
+
+def budget_sweep(run2, out, *, num: int, seed: int, cfg_scale: float,
+                 counts: tuple[str, ...] | None = None) -> dict:
+  """The budget sweep of a budget-conditioned stage 2; writes conditional.{json,md,png}."""
+  import math  # pylint: disable=g-import-not-at-top
+  space = run2.stage1.space
+  counts = counts or run2.cfg.budget_keys[:1]
+  out = reports.out_dir(out)
+  sampler = Sampler.from_run(run2.stage1, SamplerConfig(prior="ar", cfg_scale=cfg_scale,
+                                                        chunk_size=min(num, 1000)))
+  key = jax.random.key(seed)
+  report = {"workdir": str(run2.workdir), "space": space.name, "num": num, "seed": seed,
+            "cfg_scale": cfg_scale, "condition": "budget", "tolerance": TOLERANCE,
+            "budget_range": run2.budget_range, "machine": reports.machine(), "budgets": {}}
+  null = sampler.generate(key, num)
+  for count in counts:
+    lo, hi = run2.budget_range[count]
+    rows = {"null": _budget_summary(space, null.genes, null.valid, count, None)}
+    for f in BUDGET_POINTS:
+      target = math.exp(math.log(lo) + f * (math.log(hi) - math.log(lo)))
+      cond = stage2.budget_condition(run2.budget_range, run2.cfg.budget_keys,
+                                     **{count: target})
+      o = sampler.generate(key, num, cond)
+      rows[f"{target:.4g}"] = _budget_summary(space, o.genes, o.valid, count, target)
+      print(f"  {count} {target:.4g}: {100 * rows[f'{target:.4g}']['within_10pct']:.1f}% "
+            f"within ±10%", flush=True)
+    report["budgets"][count] = {"range": [lo, hi], "rows": rows}
+  reports.write_outputs(out, "conditional", report, format_table, _plot)
+  return report
+
+
+def _format_budgets(report: dict) -> str:
+  parts = []
+  for count, b in report["budgets"].items():
+    rows = [[label, f"{r.get('target', float('nan')):.4g}",
+             f"{100 * r['within_10pct']:.1f}" if "within_10pct" in r else "",
+             f"{r['median']:.4g}", f"{r['p10']:.4g} – {r['p90']:.4g}",
+             f"{100 * r['strict_validity']:.2f}", f"{100 * r['uniqueness']:.1f}"]
+            for label, r in b["rows"].items()]
+    parts.append(f"**{count}** budget sweep ({report['space']}; trained range "
+                 f"{b['range'][0]:.4g} to {b['range'][1]:.4g}; {report['num']} archs per "
+                 "target; within ±10% counts every draw, an invalid one as a miss)\n\n" +
+                 reports.table(["target", "value", "within ±10% %", "median", "p10 – p90",
+                                "strict valid %", "unique %"], rows))
+  return "\n\n".join(parts)
+
+
 def format_table(report: dict) -> str:
+  if report.get("condition") == "budget":
+    return _format_budgets(report)
   parts = []
   for name, t in report["tasks"].items():
     rows = []
@@ -134,6 +214,22 @@ def format_table(report: dict) -> str:
 def _plot(report: dict, path: Path) -> None:
   plt = reports.figure()
   fig, ax = plt.subplots(figsize=(5.2, 4.6))
+  if report.get("condition") == "budget":
+    for count, b in report["budgets"].items():
+      rows = [r for r in b["rows"].values() if "target" in r]
+      t = [r["target"] for r in rows]
+      ax.errorbar(t, [r["median"] for r in rows],
+                  yerr=[[r["median"] - r["p10"] for r in rows],
+                        [r["p90"] - r["median"] for r in rows]], marker="o", label=count)
+      ax.plot(t, t, "k--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("target")
+    ax.set_ylabel("generated (median, p10 – p90)")
+    ax.set_title(f"stage 2, {report['space']}: budget fidelity")
+    ax.legend(fontsize=7)
+    reports.save_figure(fig, path)
+    return
   for name, t in report["tasks"].items():
     qs = report["targets"]
     ax.plot(qs, [t["rows"][f"{q:g}"]["mean_quantile"] for q in qs], marker="o",
@@ -152,12 +248,17 @@ def _plot(report: dict, path: Path) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.description = ("Conditional fidelity of a task-conditioned stage 2: a target-quantile "
                    "sweep per task, each task given by K seeded reference archs; achieved "
-                   "quantile, scores, validity and uniqueness per target.")
+                   "quantile, scores, validity and uniqueness per target. For a "
+                   "budget-conditioned stage 2: a sweep of 5 budgets across its range, and "
+                   "the share of archs within ±10% of each.")
   p.epilog = ("example:\n  pnag eval conditional --workdir runs/nb201 --task cifar10_test_acc "
               "--task imagenet16_120_test_acc --out eval/reports/conditional")
   p.add_argument("--workdir", required=True, help="a run with stage1/, surrogate/, stage2/")
   p.add_argument("--task", action="append", default=None,
                  help="a built-in task (repeatable; default cifar10_test_acc)")
+  p.add_argument("--budget", action="append", default=None, choices=stage2.BUDGETS,
+                 help="budget-conditioned stage 2: the count to sweep (repeatable; default "
+                      "its first, params)")
   p.add_argument("--num", type=int, default=1000, help="archs per target")
   p.add_argument("--k", type=int, default=10, help="reference archs per task")
   p.add_argument("--seed", type=int, default=0,
@@ -172,6 +273,7 @@ def main(args: argparse.Namespace) -> None:
     raise PnagError("--num and --k must be positive")
   report = run(args.workdir, args.out, task_names=tuple(args.task or ("cifar10_test_acc",)),
                num=args.num, k=args.k, seed=args.seed, cfg_scale=args.cfg_scale,
-               data_dir=args.data_dir)
+               data_dir=args.data_dir,
+               budgets=tuple(args.budget) if args.budget else None)
   print(format_table(report))
   print(f"\nwrote {args.out}/conditional.json, conditional.md, conditional.png")

@@ -116,3 +116,19 @@ def task_condition_from_file(workdir, refs, *, minimize: bool, target: float) ->
   data = tasks_lib.read_task_csv(refs, run2.stage1.space.name, minimize=minimize).data()
   return stage2.task_condition(run2.surrogate, data.genes, data.scores, minimize=minimize,
                                target=target)
+
+
+def budget_condition_from_workdir(workdir, *, params: float | None = None,
+                                  flops: float | None = None) -> np.ndarray:
+  """`--params N` / `--flops N` -> the condition vector of `W/stage2`.
+
+  Raises:
+    PnagError: stage 2 is not budget-conditioned, or a budget is outside its range.
+  """
+  from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
+  run2 = stage2.load(workdir)
+  if run2.cfg.condition != "budget":
+    raise PnagError(f"stage 2 in {workdir} has condition {run2.cfg.condition!r}; --params "
+                    "and --flops need one trained with --set condition=budget")
+  return stage2.budget_condition(run2.budget_range, run2.cfg.budget_keys, params=params,
+                                 flops=flops)

@@ -121,6 +121,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="with --prior ar: the target quantile of the task's score over the "
                            "space's valid archs, 1 = the best (e.g. 0.99); needs a stage 2 "
                            "trained with --set condition=task")
+  guided.add_argument("--params", type=float, default=None, metavar="N",
+                      help="with --prior ar: a target parameter count (e.g. 5.2e6, exact "
+                           "from the paper-size network); needs a stage 2 trained with "
+                           "--set condition=budget")
+  guided.add_argument("--flops", type=float, default=None, metavar="N",
+                      help="with --prior ar: a target FLOP count, as multiply-adds (the "
+                           "convention of OFA and AutoFormer); as --params")
   guided.add_argument("--minimize", action="store_true", help="lower scores are better")
   guided.add_argument("--constraint", action="append", default=[], metavar="TASK<=X",
                       help="keep archs with a known task <= or >= a number, e.g. "
@@ -140,7 +147,18 @@ def main(args: argparse.Namespace) -> None:
   ranking = (("--constraint", args.constraint), ("--pool", args.pool != "100000"),
              ("--adapt-steps", args.adapt_steps))
   cond = ()
-  if args.target is not None:
+  budget = args.params is not None or args.flops is not None
+  if budget:
+    if args.prior != "ar":
+      raise PnagError("--params and --flops condition the stage-2 prior: they need --prior ar")
+    for flag, given in (("--refs", args.refs), ("--target", args.target is not None),
+                        ("--minimize", args.minimize)) + ranking:
+      if given:
+        raise PnagError(f"{flag} does not go with a budget (--params, --flops)")
+    from pnag_jax.generation import ar_prior  # pylint: disable=g-import-not-at-top
+    cond = ar_prior.budget_condition_from_workdir(args.workdir, params=args.params,
+                                                  flops=args.flops)
+  elif args.target is not None:
     if args.prior != "ar" or args.refs is None:
       raise PnagError("--target conditions the stage-2 prior: it needs --prior ar and --refs")
     for flag, given in ranking:
@@ -169,4 +187,6 @@ def main(args: argparse.Namespace) -> None:
         f"{100 * r['strict_validity']:.2f}%), uniqueness {100 * r['uniqueness']:.2f}% of "
         f"strictly valid; prior {r['prior']}, temperature {r['temperature']:g}"
         f"{', constrained' if r['constrained'] else ''}"
-        f"{f', target quantile {args.target:g}' if args.target is not None else ''}")
+        f"{f', target quantile {args.target:g}' if args.target is not None else ''}"
+        f"{f', params {args.params:g}' if args.params is not None else ''}"
+        f"{f', FLOPs {args.flops:g}' if args.flops is not None else ''}")

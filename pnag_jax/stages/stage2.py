@@ -17,14 +17,18 @@ Conditions (`condition`):
   space's strictly valid archs (q = 1: the best). An unseen task is only a set of
   references. Stage 2 then records the surrogate as a second parent and inherits its
   exclusions: the tasks the surrogate never read, stage 2 never reads either.
-
-The budget conditions (params, FLOPs) of issue 12 are still to come.
+* `budget`: a parameter count and/or a FLOP count (multiply-adds), exact from the
+  project's own formulas (`tasks.costs`) at the paper-size network. For each count
+  of `budgets` the vector holds its log, scaled to [0, 1] over the range of stage 1's
+  training archs, and a flag for whether it was given: a user may give either or
+  both. The range is recorded in the checkpoint, and a budget outside it is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,7 +48,8 @@ from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 
 NAME = "stage2"
 
-CONDITIONS = ("none", "task")
+CONDITIONS = ("none", "task", "budget")
+BUDGETS = ("params", "flops")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Stage2Config:
   task_bank: int = 32
   k_min: int = 5
   k_max: int = 20
+  # Budget condition: the counts it reads, comma-separated (`BUDGETS`).
+  budgets: str = "params,flops"
   # Optimisation (paper, stage 2: AdamW, lr 1e-3, wd 1e-4, batch 256, 300 epochs).
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
@@ -88,7 +95,7 @@ class Stage2Config:
 
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "seed", "condition", "width", "depth", "heads", "mlp_ratio", "cond_embed",
-      "cond_frequencies", "valid_only", "task_bank", "k_min", "k_max")
+      "cond_frequencies", "valid_only", "task_bank", "k_min", "k_max", "budgets")
 
   def __post_init__(self):
     if self.condition not in CONDITIONS:
@@ -99,6 +106,10 @@ class Stage2Config:
                       f"got {self.cond_embed!r}")
     if self.cond_frequencies < 0:
       raise PnagError(f"cond_frequencies must be >= 0, got {self.cond_frequencies}")
+    keys = self.budget_keys
+    if not keys or len(set(keys)) != len(keys) or not set(keys) <= set(BUDGETS):
+      raise PnagError(f"budgets must be distinct names from {', '.join(BUDGETS)}, "
+                      f"comma-separated; got {self.budgets!r}")
     if not 1 <= self.k_min <= self.k_max:
       raise PnagError(f"need 1 <= k_min <= k_max, got {self.k_min} and {self.k_max}")
     for name in ("width", "depth", "heads", "mlp_ratio", "batch_size", "epochs"):
@@ -109,8 +120,15 @@ class Stage2Config:
     if not 0.0 <= self.cond_drop <= 1.0:
       raise PnagError(f"cond_drop must be in [0, 1], got {self.cond_drop}")
 
+  @property
+  def budget_keys(self) -> tuple[str, ...]:
+    return tuple(k.strip() for k in self.budgets.split(",") if k.strip())
+
   def frozen(self) -> dict[str, Any]:
-    return {k: getattr(self, k) for k in self.FROZEN_ON_RESUME}
+    # `budgets` only binds a budget-conditioned run (and runs from before it existed
+    # resume as they were).
+    return {k: getattr(self, k) for k in self.FROZEN_ON_RESUME
+            if k != "budgets" or self.condition == "budget"}
 
   def to_json(self) -> str:
     return config_lib.to_json(self)
@@ -180,8 +198,13 @@ def _static_model(m1: Stage1Model, dims: tuple, cond_dim: int) -> Stage2Model:
 
 
 def condition_dim(cfg: Stage2Config, task_dim: int = 0) -> int:
-  """Length of the condition vector: 0, or the surrogate's task vector and q."""
-  return task_dim + 1 if cfg.condition == "task" else 0
+  """Length of the condition vector: 0; the surrogate's task vector and q; or a
+  (scaled log count, given) pair per budget."""
+  if cfg.condition == "task":
+    return task_dim + 1
+  if cfg.condition == "budget":
+    return 2 * len(cfg.budget_keys)
+  return 0
 
 
 def static_model(cfg: Stage2Config, m1: Stage1Model, cond_dim: int) -> Stage2Model:
@@ -220,6 +243,45 @@ def task_condition(srun, ref_genes: np.ndarray, ref_scores: np.ndarray, *, minim
                          np.float32([target])])
 
 
+# ---- the budget condition ----------------------------------------------------------------
+
+
+def scale_budget(values, lo: float, hi: float) -> np.ndarray:
+  """Counts -> their log scaled to [0, 1] over [lo, hi] (float32)."""
+  span = max(math.log(hi) - math.log(lo), 1e-12)
+  return ((np.log(np.asarray(values, np.float64)) - math.log(lo)) / span).astype(np.float32)
+
+
+def budget_condition(budget_range: dict, keys: tuple[str, ...], **targets) -> np.ndarray:
+  """The condition vector float32[2 * len(keys)] of the budgets given in `targets`.
+
+  `budget_range` is the stage-2 run's recorded {count: [lo, hi]}; `targets` maps a
+  count to a number or None (not given). At least one must be given, and each
+  within the range the model was trained on.
+  """
+  unknown = set(targets) - set(BUDGETS)
+  if unknown:
+    raise PnagError(f"unknown budget {sorted(unknown)[0]!r}; budgets: {', '.join(BUDGETS)}")
+  given = {k: v for k, v in targets.items() if v is not None}
+  if not given:
+    raise PnagError(f"the budget condition needs --{' or --'.join(keys)}")
+  for k in given:
+    if k not in keys:
+      raise PnagError(f"this stage 2 was trained on the budgets {', '.join(keys)}, not --{k}")
+  out = np.zeros(2 * len(keys), np.float32)
+  for i, k in enumerate(keys):
+    if k not in given:
+      continue
+    lo, hi = budget_range[k]
+    v = float(given[k])
+    if not (math.isfinite(v) and lo <= v <= hi):
+      raise PnagError(f"--{k} {v:g} is outside the range stage 2 was trained on: "
+                      f"{lo:.4g} to {hi:.4g} (its training archs' {k})")
+    out[2 * i] = scale_budget(v, lo, hi)
+    out[2 * i + 1] = 1.0
+  return out
+
+
 # ---- trained runs -----------------------------------------------------------------------
 
 
@@ -236,6 +298,11 @@ class Stage2Run:
   meta: dict
   stage1: Stage1Run
   surrogate: Any = None
+
+  @property
+  def budget_range(self) -> dict[str, list[float]]:
+    """{count: [lo, hi]} of a budget-conditioned run (the training archs' range)."""
+    return dict(self.meta["frozen"].get("budget_range", {}))
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:

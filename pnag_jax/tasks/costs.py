@@ -226,9 +226,15 @@ def _nb201_flops(genes: np.ndarray) -> np.ndarray:
 # ---- the public functions ------------------------------------------------------------
 
 
-def has_formula(space: SearchSpace | str) -> bool:
-  """Whether `params_of` / `flops_of` are vectorised formulas (else one build per arch)."""
-  return as_space(space).name == "nb201"
+def counted_quickly(space: SearchSpace | str, count: str) -> bool:
+  """Whether `params_of` (`count="params"`) or `flops_of` (`"flops"`) is a formula,
+  cheap for tens of thousands of archs, rather than one abstract build per arch."""
+  name = as_space(space).name
+  if count == "params":
+    return name == "nb201" or name.startswith("autoformer")
+  if count == "flops":
+    return name == "nb201"
+  raise PnagError(f"unknown count {count!r}; counts: params, flops")
 
 
 def params_of(space: SearchSpace | str, genes) -> np.ndarray:

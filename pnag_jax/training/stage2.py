@@ -36,7 +36,7 @@ from pnag_jax.stages import lineage
 from pnag_jax.stages import stage1, stage2, surrogate
 from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 from pnag_jax.stages.stage2 import Stage2Config, Stage2Model
-from pnag_jax.training import task_conditions
+from pnag_jax.training import budget_conditions, task_conditions
 from pnag_jax.training import reports
 from pnag_jax.training.stage1 import batch_indices
 
@@ -143,9 +143,12 @@ def token_loss(model: Stage2Model, params: dict, codebook: jax.Array, tokens: ja
 
 def draw_conditions(tables: dict, idx: jax.Array, key: jax.Array) -> jax.Array | None:
   """The condition of each training arch `idx [B]`: a random task, a random vector of
-  its bank, and the arch's quantile in that task. None without tables."""
+  its bank, and the arch's quantile in that task; or its own counts, a random
+  non-empty subset of them given (`budget_conditions.draw`). None without tables."""
   if not tables:
     return None
+  if "budget" in tables:
+    return budget_conditions.draw(tables["budget"], idx, key)
   t_count, m_count = tables["bank"].shape[:2]
   k_task, k_vec = jax.random.split(key)
   t = jax.random.randint(k_task, idx.shape, 0, t_count)
@@ -284,12 +287,18 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
     t_data = time.perf_counter()
     data = datasets(cfg, run1)
     train, heldout = data.train, data.heldout
-    conditions, tables, held_cond = None, {}, None
+    conditions, budgets, tables, held_cond = None, None, {}, None
     if srun is not None:
       conditions = task_conditions.build(cfg, run1, srun, data.train_genes,
                                          data.heldout_genes, data_dir, tasks=tasks)
       tables = {"bank": conditions.bank, "quantile": conditions.train_quantile}
       held_cond = heldout_conditions(cfg, conditions, heldout.shape[0])
+    elif cfg.condition == "budget":
+      budgets = budget_conditions.build(cfg, run1, data.train_genes, data.heldout_genes)
+      tables = {"budget": budgets.train}
+      held_cond = budgets.heldout_conditions()
+      # A function of stage 1's split, which lineage pins; recorded for inference.
+      frozen["budget_range"] = budgets.budget_range
     data_seconds = time.perf_counter() - t_data
     total = num_steps(cfg, train.shape[0])
     if total <= 0:
@@ -360,14 +369,19 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
       "params": int(sum(np.size(x) for x in jax.tree.leaves(state["params"]))),
       "device": str(jax.devices()[0]),
   }
-  if conditions is not None:
-    # The same archs under their true task condition: below the null NLL if the
-    # model reads its condition at all.
+  if held_cond is not None:
+    # The same archs under their true condition: below the null NLL if the model
+    # reads its condition at all.
     cond_eval = evaluate(model, state["params"], codebook, heldout[:n_eval],
                          held_cond[:n_eval])
     report.update({
         "heldout_nll_per_token_conditional": cond_eval["nll_per_token"],
         "heldout_nll_per_arch_conditional": cond_eval["nll_per_arch"],
+    })
+  if budgets is not None:
+    report.update({"budgets": list(budgets.keys), "budget_range": budgets.budget_range})
+  if conditions is not None:
+    report.update({
         "surrogate": parents[1],
         "excluded_tasks": list(frozen["excluded_tasks"]),
         "exclude": list(srun.cfg.exclude),
@@ -422,9 +436,14 @@ def main(args: argparse.Namespace) -> None:
         f"held-out NLL {report['heldout_nll_per_token']:.4f}/token "
         f"({report['heldout_nll_per_arch']:.2f}/arch)")
   print(f"  teacher-forced token accuracy per scale: {acc}")
-  if "heldout_nll_per_token_conditional" in report:
+  if "condition_tasks" in report:
     print(f"  under the true task condition: held-out NLL "
           f"{report['heldout_nll_per_token_conditional']:.4f}/token, "
           f"{len(report['condition_tasks'])} tasks, "
           f"{len(report['excluded_tasks'])} excluded (the surrogate's)")
+  if "budget_range" in report:
+    ranges = ", ".join(f"{k} {lo:.4g} to {hi:.4g}" for k, (lo, hi) in
+                       report["budget_range"].items())
+    print(f"  under each arch's own budgets: held-out NLL "
+          f"{report['heldout_nll_per_token_conditional']:.4f}/token; trained on {ranges}")
   print(f"  report: {Path(args.workdir) / 'stage2' / 'report.json'}")

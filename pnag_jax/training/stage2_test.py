@@ -59,8 +59,8 @@ def test_resume_refuses_other_settings_and_a_changed_stage1(nb201_stage2, stage2
 
 
 def test_config_errors_are_one_line():
-  with pytest.raises(PnagError, match="condition must be one of none, task"):
-    stage2.make_config("test", overrides=["condition=budget"])
+  with pytest.raises(PnagError, match="condition must be one of none, task, budget"):
+    stage2.make_config("test", overrides=["condition=latency"])
   with pytest.raises(PnagError, match="k_min <= k_max"):
     stage2.make_config("test", overrides=["k_min=9", "k_max=3"])
   with pytest.raises(PnagError, match="multiple of heads"):

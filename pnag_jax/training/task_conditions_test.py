@@ -7,13 +7,9 @@ import numpy as np
 import pytest
 
 from pnag_jax import checkpoint as ckpt_lib
-from pnag_jax.errors import PnagError
 from pnag_jax.generation import Sampler, SamplerConfig
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import stage2
-from pnag_jax.stages import surrogate as surrogate_stage
-from pnag_jax.training import stage2 as training
-from pnag_jax.training import surrogate as surrogate_training
 from pnag_jax.training import task_conditions
 
 # With the other stage-2 tests: one worker, one encoding of stage 1's token maps.
