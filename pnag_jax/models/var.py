@@ -94,25 +94,31 @@ COND_EMBEDS = ("linear", "mlp")
 
 
 class ConditionEmbed(nnx.Module):
-  """A condition vector [B, cond_dim] whose last entry is a target in [0, 1] -> [B, D].
+  """A condition vector [B, cond_dim] whose last `targets` entries are targets in
+  [0, 1] -> [B, D].
 
   The target (a quantile, a normalised budget) is one scalar beside dozens of
   task-vector entries, and its meaning depends on them: q = 0.9 asks for conv-heavy
   cells on an accuracy task and for skip-heavy ones on a latency task. One linear map
   can only add the two. Here the target enters as `frequencies` sine/cosine pairs
   (2^k pi q), as many inputs as a task vector has, and a hidden SiLU layer lets the
-  two interact (DiT embeds its timestep alike).
+  two interact (DiT embeds its timestep alike). A budget condition has one target per
+  count (`targets`), each expanded alike.
   """
 
-  def __init__(self, cond_dim: int, width: int, frequencies: int, *, rngs: nnx.Rngs):
-    self.frequencies = frequencies
+  def __init__(self, cond_dim: int, width: int, frequencies: int, *, rngs: nnx.Rngs,
+               targets: int = 1):
+    if not 1 <= targets <= cond_dim:
+      raise ValueError(f"targets must be in 1..cond_dim ({cond_dim}), got {targets}")
+    self.frequencies, self.targets = frequencies, targets
     std = math.sqrt(1.0 / (3 * width))
-    self.fc1 = nnx.Linear(cond_dim + 2 * frequencies, width, kernel_init=_init(std),
-                          rngs=rngs)
+    self.fc1 = nnx.Linear(cond_dim + 2 * frequencies * targets, width,
+                          kernel_init=_init(std), rngs=rngs)
     self.fc2 = nnx.Linear(width, width, kernel_init=_init(std), rngs=rngs)
 
   def __call__(self, cond: jax.Array) -> jax.Array:
-    angle = cond[:, -1:] * (jnp.pi * 2.0 ** jnp.arange(self.frequencies, dtype=cond.dtype))
+    freq = jnp.pi * 2.0 ** jnp.arange(self.frequencies, dtype=cond.dtype)
+    angle = (cond[:, -self.targets:, None] * freq).reshape(cond.shape[0], -1)
     feats = jnp.concatenate([cond, jnp.sin(angle), jnp.cos(angle)], axis=-1)
     return self.fc2(jax.nn.silu(self.fc1(feats)))
 
@@ -189,14 +195,15 @@ class ScaleTransformer(nnx.Module):
     cond_dim: length of the condition vector; 0 for an unconditional model, which
       always reads its learned null condition.
     cond_embed: how the condition vector is embedded: "linear", or "mlp"
-      (`ConditionEmbed`: its last entry is a target in [0, 1]).
-    cond_frequencies: the "mlp" embedding's sine/cosine pairs of the target.
+      (`ConditionEmbed`: its last `cond_targets` entries are targets in [0, 1]).
+    cond_frequencies: the "mlp" embedding's sine/cosine pairs of each target.
+    cond_targets: how many trailing entries of the condition vector are targets.
     rngs: initialisation keys.
   """
 
   def __init__(self, *, code_dim: int, vocab: int, scales: Sequence[int], width: int,
                depth: int, heads: int, mlp_ratio: int, cond_dim: int, rngs: nnx.Rngs,
-               cond_embed: str = "linear", cond_frequencies: int = 0):
+               cond_embed: str = "linear", cond_frequencies: int = 0, cond_targets: int = 1):
     if cond_embed not in COND_EMBEDS:
       raise ValueError(f"cond_embed must be one of {COND_EMBEDS}, got {cond_embed!r}")
     self.scales = tuple(int(s) for s in scales)
@@ -213,7 +220,8 @@ class ScaleTransformer(nnx.Module):
     if not cond_dim:
       self.cond_embed = None
     elif cond_embed == "mlp":
-      self.cond_embed = ConditionEmbed(cond_dim, width, cond_frequencies, rngs=rngs)
+      self.cond_embed = ConditionEmbed(cond_dim, width, cond_frequencies, rngs=rngs,
+                                       targets=cond_targets)
     else:
       self.cond_embed = nnx.Linear(cond_dim, width, kernel_init=_init(std), rngs=rngs)
     self.blocks = nnx.List([AdaLNBlock(width, heads, mlp_ratio, depth, rngs=rngs)

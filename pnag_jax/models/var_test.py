@@ -153,3 +153,16 @@ def test_condition_embeddings_read_the_target():
   with np.testing.assert_raises(ValueError):
     var.ScaleTransformer(code_dim=CODE_DIM, vocab=VOCAB, scales=SCALES, width=32, depth=1,
                          heads=2, mlp_ratio=2, cond_dim=5, cond_embed="film", rngs=nnx.Rngs(0))
+
+
+def test_condition_embed_expands_every_target():
+  # A budget vector ends in one target per count: each gets its own Fourier features.
+  emb = var.ConditionEmbed(4, 16, 3, targets=2, rngs=nnx.Rngs(0))
+  assert emb.fc1.kernel.shape == (4 + 2 * 3 * 2, 16)
+  c = jnp.array([[1.0, 1.0, 0.2, 0.7]])
+  # Moving either target moves the embedding.
+  for i in (2, 3):
+    moved = c.at[0, i].add(0.5)
+    assert float(jnp.abs(emb(moved) - emb(c)).max()) > 1e-3
+  with np.testing.assert_raises(ValueError):
+    var.ConditionEmbed(4, 16, 3, targets=5, rngs=nnx.Rngs(0))

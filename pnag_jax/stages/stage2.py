@@ -19,9 +19,10 @@ Conditions (`condition`):
   exclusions: the tasks the surrogate never read, stage 2 never reads either.
 * `budget`: a parameter count and/or a FLOP count (multiply-adds), exact from the
   project's own formulas (`tasks.costs`) at the paper-size network. For each count
-  of `budgets` the vector holds its log, scaled to [0, 1] over the range of stage 1's
-  training archs, and a flag for whether it was given: a user may give either or
-  both. The range is recorded in the checkpoint, and a budget outside it is refused.
+  of `budgets` the vector holds a flag for whether it was given (a user may give
+  either or both), then its log, scaled to [0, 1] over the range of stage 1's
+  training archs (0 where not given). The range is recorded in the checkpoint, and a
+  budget outside it is refused.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def _static_model(m1: Stage1Model, dims: tuple, cond_dim: int) -> Stage2Model:
 
 def condition_dim(cfg: Stage2Config, task_dim: int = 0) -> int:
   """Length of the condition vector: 0; the surrogate's task vector and q; or a
-  (scaled log count, given) pair per budget."""
+  "given" flag and a scaled log count per budget."""
   if cfg.condition == "task":
     return task_dim + 1
   if cfg.condition == "budget":
@@ -207,8 +208,14 @@ def condition_dim(cfg: Stage2Config, task_dim: int = 0) -> int:
   return 0
 
 
+def _dims(cfg: Stage2Config) -> tuple:
+  # A budget vector ends in one target per count; a task vector in one quantile.
+  targets = len(cfg.budget_keys) if cfg.condition == "budget" else 1
+  return tuple((k, getattr(cfg, k)) for k in _DIMS) + (("cond_targets", targets),)
+
+
 def static_model(cfg: Stage2Config, m1: Stage1Model, cond_dim: int) -> Stage2Model:
-  return _static_model(m1, tuple((k, getattr(cfg, k)) for k in _DIMS), cond_dim)
+  return _static_model(m1, _dims(cfg), cond_dim)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
@@ -219,7 +226,7 @@ def _init_params(key: jax.Array, m1: Stage1Model, dims: tuple, cond_dim: int) ->
 
 
 def init(cfg: Stage2Config, m1: Stage1Model, cond_dim: int) -> tuple[Stage2Model, dict]:
-  dims = tuple((k, getattr(cfg, k)) for k in _DIMS)
+  dims = _dims(cfg)
   key = jax.random.fold_in(jax.random.key(cfg.seed), 4)
   return static_model(cfg, m1, cond_dim), _init_params(key, m1, dims, cond_dim)
 
@@ -253,7 +260,8 @@ def scale_budget(values, lo: float, hi: float) -> np.ndarray:
 
 
 def budget_condition(budget_range: dict, keys: tuple[str, ...], **targets) -> np.ndarray:
-  """The condition vector float32[2 * len(keys)] of the budgets given in `targets`.
+  """The condition vector float32[2C] of the budgets given in `targets`: C "given"
+  flags, then C scaled log counts (0 where not given), in the order of `keys`.
 
   `budget_range` is the stage-2 run's recorded {count: [lo, hi]}; `targets` maps a
   count to a number or None (not given). At least one must be given, and each
@@ -268,7 +276,8 @@ def budget_condition(budget_range: dict, keys: tuple[str, ...], **targets) -> np
   for k in given:
     if k not in keys:
       raise PnagError(f"this stage 2 was trained on the budgets {', '.join(keys)}, not --{k}")
-  out = np.zeros(2 * len(keys), np.float32)
+  c = len(keys)
+  out = np.zeros(2 * c, np.float32)
   for i, k in enumerate(keys):
     if k not in given:
       continue
@@ -277,8 +286,8 @@ def budget_condition(budget_range: dict, keys: tuple[str, ...], **targets) -> np
     if not (math.isfinite(v) and lo <= v <= hi):
       raise PnagError(f"--{k} {v:g} is outside the range stage 2 was trained on: "
                       f"{lo:.4g} to {hi:.4g} (its training archs' {k})")
-    out[2 * i] = scale_budget(v, lo, hi)
-    out[2 * i + 1] = 1.0
+    out[i] = 1.0
+    out[c + i] = scale_budget(v, lo, hi)
   return out
 
 

@@ -30,12 +30,13 @@ _RANGE = {"params": [1e5, 1e6], "flops": [1e7, 1e9]}
 
 def test_the_budget_vector_is_a_scaled_log_and_a_given_flag_per_count():
   keys = ("params", "flops")
+  # Flags (params, flops), then scaled logs (params, flops).
   np.testing.assert_allclose(stage2.budget_condition(_RANGE, keys, params=1e5),
-                             [0, 1, 0, 0], atol=1e-6)
+                             [1, 0, 0, 0], atol=1e-6)
   np.testing.assert_allclose(stage2.budget_condition(_RANGE, keys, params=1e6, flops=1e8),
-                             [1, 1, 0.5, 1], atol=1e-6)
+                             [1, 1, 1, 0.5], atol=1e-6)
   np.testing.assert_allclose(stage2.budget_condition(_RANGE, keys, flops=1e9),
-                             [0, 0, 1, 1], atol=1e-6)
+                             [0, 1, 0, 1], atol=1e-6)
 
 
 @pytest.mark.parametrize("keys, kw, fragment", [

@@ -32,9 +32,8 @@ class BudgetConditions(NamedTuple):
   budget_range: dict               # {count: [lo, hi]} over the training archs
 
   def heldout_conditions(self) -> np.ndarray:
-    """float32[N_heldout, 2B]: every count given, at the arch's own value."""
-    given = np.ones_like(self.heldout)
-    return np.stack([self.heldout, given], -1).reshape(self.heldout.shape[0], -1)
+    """float32[N_heldout, 2C]: every count given, at the arch's own value."""
+    return np.concatenate([np.ones_like(self.heldout), self.heldout], -1)
 
 
 def build(cfg: Stage2Config, run1: Stage1Run, train_genes: np.ndarray,
@@ -65,10 +64,11 @@ def build(cfg: Stage2Config, run1: Stage1Run, train_genes: np.ndarray,
 
 
 def draw(values: jax.Array, idx: jax.Array, key: jax.Array) -> jax.Array:
-  """float32[B, 2C]: the counts `values[idx]` of each training arch, each given or not,
-  over a uniformly drawn non-empty subset of the C counts."""
+  """float32[B, 2C]: C "given" flags, then the counts `values[idx]` of each training
+  arch where given (0 elsewhere), over a uniformly drawn non-empty subset of the C
+  counts (`stage2.budget_condition`'s layout)."""
   v = values[idx]
   n, c = v.shape
   subset = jax.random.randint(key, (n,), 1, 2 ** c)
   given = ((subset[:, None] >> jnp.arange(c)) & 1).astype(v.dtype)
-  return jnp.stack([v * given, given], -1).reshape(n, 2 * c)
+  return jnp.concatenate([given, v * given], -1)
