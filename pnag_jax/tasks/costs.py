@@ -96,6 +96,12 @@ def _lowered_flops(model: nnx.Module, input_shape: tuple[int, int, int]) -> floa
   return float((cost or {}).get("flops", 0.0))
 
 
+def built_params(space: SearchSpace | str, genes) -> int:
+  """Parameters of one arch from an abstract build of its whole network (exact)."""
+  space = as_space(space)
+  return _count_params(_abstract_network(space.name, _genes(space, genes)[0]))
+
+
 def built_counts(space: SearchSpace | str, genes) -> tuple[int, float]:
   """(params, MACs) of one arch from an abstract build of its whole network (slow, exact)."""
   space = as_space(space)
@@ -178,6 +184,52 @@ def measure_nb201_terms() -> dict[str, np.ndarray]:
           "disc_op": disc_op, "disc_add": np.float64(disc_add)}
 
 
+# ---- MBV3: parameters by block --------------------------------------------------------
+
+
+@functools.cache
+def mbv3_param_terms() -> tuple[float, np.ndarray]:
+  """(base, per_layer float64[20, 3, 3]) of MBV3's parameter count (a few seconds).
+
+  A subnet's parameters are the fixed layers' (stem, first block, head, classifier)
+  plus, for each active layer, its block's, which depend only on the layer's slot
+  (its stage's widths, and whether it is the stage's first) and its kernel size and
+  expand ratio. Blocks are built abstractly with the network's own `MBConv`; the base
+  is one full abstract build less its blocks.
+  """
+  from pnag_jax.networks import mbv3 as net  # pylint: disable=g-import-not-at-top
+  from pnag_jax.spaces import mbv3 as space  # pylint: disable=g-import-not-at-top
+
+  @functools.cache  # a stage's later layers share one block shape
+  def block(in_ch, out_ch, ks, e, s):
+    return _count_params(nnx.eval_shape(lambda: net.MBConv(
+        in_ch, out_ch, ks, e, 1, net.STAGE_ACTS[s], net.STAGE_SE[s], rngs=nnx.Rngs(0))))
+
+  per_layer = np.zeros((space.NUM_LAYERS, len(space.KERNEL_SIZES), len(space.EXPAND_RATIOS)))
+  for s, width in enumerate(net.STAGE_WIDTHS):
+    prev = net.STAGE_WIDTHS[s - 1] if s else net.FIRST_CONV_WIDTH
+    for i in range(space.LAYERS_PER_STAGE):
+      for a, ks in enumerate(space.KERNEL_SIZES):
+        for b, e in enumerate(space.EXPAND_RATIOS):
+          per_layer[s * space.LAYERS_PER_STAGE + i, a, b] = block(
+              prev if i == 0 else width, width, ks, e, s)
+  genes = np.zeros(space.NUM_LAYERS * 2 + space.NUM_STAGES, np.int32)  # ks 3, e 3, d 2
+  model = _abstract_network("mbv3", genes)
+  blocks = sum(_count_params(b) for b in model.blocks[1:])
+  return float(_count_params(model) - blocks), per_layer
+
+
+def _mbv3_params(genes: np.ndarray) -> np.ndarray:
+  from pnag_jax.spaces import mbv3 as space  # pylint: disable=g-import-not-at-top
+  base, per_layer = mbv3_param_terms()
+  n_layers = space.NUM_LAYERS
+  ks, e = genes[:, :n_layers], genes[:, n_layers:2 * n_layers]
+  depth = np.asarray(space.DEPTHS)[genes[:, 2 * n_layers:]]                 # [n, 5]
+  active = np.arange(space.LAYERS_PER_STAGE)[None, None] < depth[..., None]  # [n, 5, 4]
+  terms = per_layer[np.arange(n_layers), ks, e]                               # [n, 20]
+  return base + (terms * active.reshape(len(genes), n_layers)).sum(-1)
+
+
 def nb201_structure(genes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(connected bool[n], live edges bool[n, 6], adds int[n]) of cells `int[n, 6]`.
 
@@ -231,7 +283,7 @@ def counted_quickly(space: SearchSpace | str, count: str) -> bool:
   cheap for tens of thousands of archs, rather than one abstract build per arch."""
   name = as_space(space).name
   if count == "params":
-    return name == "nb201" or name.startswith("autoformer")
+    return name in ("nb201", "mbv3") or name.startswith("autoformer")
   if count == "flops":
     return name == "nb201"
   raise PnagError(f"unknown count {count!r}; counts: params, flops")
@@ -244,14 +296,15 @@ def params_of(space: SearchSpace | str, genes) -> np.ndarray:
     space: a space or its name.
     genes: int[n, G] (or one arch, int[G]).
 
-  NB201 is a formula (100,000 cells in milliseconds after a one-off few seconds of
-  abstract builds), AutoFormer its own closed form; mbv3 and darts build each network
-  abstractly (about 10 s per arch on a small CPU; exact).
+  NB201 is a formula, MBV3 one too (by block; `mbv3_param_terms`), AutoFormer its own
+  closed form; darts builds each network abstractly (seconds per arch; exact).
   """
   space = as_space(space)
   genes = _genes(space, genes)
   if space.name == "nb201":
     return _nb201_params(genes)
+  if space.name == "mbv3":
+    return _mbv3_params(genes)
   if space.name.startswith("autoformer"):
     # AutoFormer's own count equals the built subnet's (checked on sampled subnets).
     img = INPUT_SHAPES[space.name][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -68,3 +69,14 @@ def test_autoformer_params_are_its_closed_form():
   genes = np.asarray(space.sample(__import__("jax").random.key(0), 2))
   expected = [space.param_count(space.to_native(g), num_classes=10) for g in genes]
   np.testing.assert_array_equal(params_of(space, genes), expected)
+
+
+def test_mbv3_params_formula_equals_full_builds():
+  space = get_space("mbv3")
+  genes = np.asarray(jax.jit(space.sample, static_argnums=1)(jax.random.key(5), 1))
+  # The smallest and the largest subnet, and a sample.
+  genes = np.concatenate([np.zeros((1, space.num_genes), np.int32),
+                          np.asarray(space.gene_cardinalities, np.int32)[None] - 1, genes])
+  built = [costs.built_params(space, g) for g in genes]
+  np.testing.assert_array_equal(params_of(space, genes), built)
+  assert costs.counted_quickly(space, "params") and not costs.counted_quickly(space, "flops")
