@@ -35,6 +35,6 @@ pnag eval transfer --workdir "$RUNS/nb201_task" --surrogates "$RUNS/transfer_ar"
   --targets imagenet16_120_test_acc --ks 5 --seeds 5 --guide rank,ar,ar+rank --ar-pool 3000 \
   --cfg-scale 2 --out "$OUT/transfer_ar_cfg2"
 # The budget condition on AutoFormer (parameter counts are its closed form).
-pnag train stage1 --space autoformer --workdir "$RUNS/af_budget" --preset quick --set max_steps=500
+pnag train stage1 --space autoformer --workdir "$RUNS/af_budget" --preset quick --set num_scales=6
 pnag train stage2 --workdir "$RUNS/af_budget" --preset quick --set condition=budget --set budgets=params
 pnag eval conditional --workdir "$RUNS/af_budget" --out "$OUT/budget_autoformer"
