@@ -23,7 +23,7 @@ _FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensiv
                  "--xla_cpu_use_fusion_emitters=false")
 # One compute thread per process: the xdist workers already fill the cores, and
 # threads of two processes contending for them cost more than they give.
-_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 os.environ.setdefault("XLA_FLAGS", f"{_DEVICES} {_FAST_COMPILE} {_ONE_THREAD}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

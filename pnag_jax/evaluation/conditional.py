@@ -16,7 +16,7 @@ condition) draw as a baseline. A task the surrogate (and so stage 2) excluded is
 marked as such: it reaches the model only through its references.
 
 A budget-conditioned stage 2 (`--set condition=budget`) gets a budget sweep instead:
-for each count it was trained on (`--budget params` by default), 5 targets spread
+for each count of `--budget` (default: the first it was trained on), 5 targets spread
 log-evenly across the training archs' range (at 10, 30, 50, 70 and 90% of the log
 range), `--num` archs each; reported per target: the share of strictly valid archs
 within ±10% of the target, their median count, strict validity and uniqueness, and
@@ -62,12 +62,17 @@ def _summary(space, genes: np.ndarray, valid: np.ndarray, quantile: np.ndarray,
   }
 
 
-def run(workdir: str | Path, out: str | Path, *, task_names=("cifar10_test_acc",),
-        targets=TARGETS, num: int = 1000, k: int = 10, seed: int = 0, cfg_scale: float = 0.0,
+def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGETS,
+        num: int = 1000, k: int | None = None, seed: int = 0, cfg_scale: float = 0.0,
         data_dir=None, budgets: tuple[str, ...] | None = None) -> dict:
-  """The target sweep for each task; writes conditional.{json,md,png} under `out`."""
+  """The target sweep for each task (default CIFAR-10, K = 10), or the budget sweep of
+  a budget-conditioned stage 2; writes conditional.{json,md,png} under `out`."""
   run2 = stage2.load(workdir)
   if run2.cfg.condition == "budget":
+    for flag, given in (("--task", task_names), ("--k", k)):
+      if given is not None:
+        raise PnagError(f"{flag} is for a task-conditioned stage 2; the one in {workdir} "
+                        "is budget-conditioned (see --budget)")
     for count in budgets or ():
       if count not in run2.cfg.budget_keys:
         raise PnagError(f"stage 2 in {workdir} was trained on the budgets "
@@ -76,6 +81,11 @@ def run(workdir: str | Path, out: str | Path, *, task_names=("cifar10_test_acc",
   if run2.cfg.condition != "task":
     raise PnagError(f"stage 2 in {workdir} is unconditional; `pnag eval conditional` needs "
                     "one trained with --set condition=task or condition=budget")
+  if budgets:
+    raise PnagError(f"--budget is for a budget-conditioned stage 2; the one in {workdir} is "
+                    "task-conditioned")
+  task_names = tuple(task_names or ("cifar10_test_acc",))
+  k = 10 if k is None else k
   run1, srun = run2.stage1, run2.surrogate
   space = run1.space
   known = tasks_lib.builtin_tasks(space.name, data_dir)
@@ -260,7 +270,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="budget-conditioned stage 2: the count to sweep (repeatable; default "
                       "its first, params)")
   p.add_argument("--num", type=int, default=1000, help="archs per target")
-  p.add_argument("--k", type=int, default=10, help="reference archs per task")
+  p.add_argument("--k", type=int, default=None, help="reference archs per task (default 10)")
   p.add_argument("--seed", type=int, default=0,
                  help="seed of the references and of the draws (one key for every target)")
   p.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance")
@@ -269,9 +279,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-  if args.num < 1 or args.k < 1:
+  if args.num < 1 or (args.k is not None and args.k < 1):
     raise PnagError("--num and --k must be positive")
-  report = run(args.workdir, args.out, task_names=tuple(args.task or ("cifar10_test_acc",)),
+  report = run(args.workdir, args.out, task_names=tuple(args.task) if args.task else None,
                num=args.num, k=args.k, seed=args.seed, cfg_scale=args.cfg_scale,
                data_dir=args.data_dir,
                budgets=tuple(args.budget) if args.budget else None)

@@ -111,8 +111,8 @@ def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...], 
     trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, progress=False)
   run2 = stage2_lib.load(workdir)
   if run2.cfg.condition != "task":
-    raise PnagError(f"stage 2 in {workdir} is unconditional; the ar guides need one trained "
-                    "with --set condition=task")
+    raise PnagError(f"stage 2 in {workdir} has condition {run2.cfg.condition!r}; the ar "
+                    "guides need one trained with --set condition=task")
   if run2.surrogate.cfg.exclude != tuple(exclude):
     raise PnagError(f"stage 2 in {workdir} sits on a surrogate trained without "
                     f"{run2.surrogate.cfg.exclude}, not {tuple(exclude)}")
@@ -228,7 +228,8 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
           else:
             order = rank.guided(space, predictors["pnag"], pool_genes, drawn, k=CAP,
                                 minimize=False, ref_genes=ref_genes).genes
-          # An empty pool (nothing valid drawn) picks nothing: the refs' best stands.
+          # An empty pool (nothing valid drawn) picks nothing: top-1 is NaN (and so is
+          # that K's mean, visibly), the refs' best stands in best(refs, pick).
           top1, to_opt = (_walk(np.asarray(space.index(order)), acc, k, ref_best)
                           if len(order) else (float("nan"), CAP))
           r = rows[g]

@@ -41,12 +41,15 @@ def test_ar_pool_is_conditioned_and_its_stage2_must_match_the_exclusions(nb201_s
   space = run2.stage1.space
   sampler = Sampler.from_run(run2.stage1, SamplerConfig(prior="ar", chunk_size=8,
                                                         cfg_scale=2.0))
-  refs = space.enumerate()[:5]
-  pools = [transfer._ar_pool(sampler, run2, refs, np.arange(5.0), q=q,  # pylint: disable=protected-access
-                             key=jax.random.key(0), num=16) for q in (0.1, 0.99, 0.99)]
-  assert pools[0][1] == 16 and pools[1][0].shape[1] == space.num_genes
-  assert np.asarray(space.strict_valid(*space.encode(pools[1][0]))).all()
-  np.testing.assert_array_equal(pools[1][0], pools[2][0])  # a function of key and q
+  refs, scores = space.enumerate()[:5], np.arange(5.0)
+  raw = {q: sampler.generate(jax.random.key(0), 16, stage2.task_condition(
+      run2.surrogate, refs, scores, minimize=False, target=q)) for q in (0.1, 0.99)}
+  assert not np.array_equal(raw[0.1].genes, raw[0.99].genes)  # the draws read q
+  pool, drawn = transfer._ar_pool(sampler, run2, refs, scores, q=0.99,  # pylint: disable=protected-access
+                                  key=jax.random.key(0), num=16)
+  # The strictly valid draws, in draw order (few or none, of an untrained stage 1).
+  assert drawn == 16
+  np.testing.assert_array_equal(pool, raw[0.99].genes[raw[0.99].valid])
   with pytest.raises(PnagError, match=r"sits on a surrogate trained without \('lat_z',\)"):
     transfer.conditional_stage2(workdir, workdir, ("cifar10(?!0)",), preset="test")
   assert stage2.read_config(workdir).condition == "task"

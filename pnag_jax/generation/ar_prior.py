@@ -110,9 +110,8 @@ def task_condition_from_file(workdir, refs, *, minimize: bool, target: float) ->
   from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
   run2 = stage2.load(workdir)
   if run2.cfg.condition != "task":
-    raise PnagError(f"stage 2 in {workdir} is unconditional (condition "
-                    f"{run2.cfg.condition!r}); --target needs one trained with "
-                    "--set condition=task")
+    raise PnagError(f"stage 2 in {workdir} has condition {run2.cfg.condition!r}; --target "
+                    "needs one trained with --set condition=task")
   data = tasks_lib.read_task_csv(refs, run2.stage1.space.name, minimize=minimize).data()
   return stage2.task_condition(run2.surrogate, data.genes, data.scores, minimize=minimize,
                                target=target)

@@ -75,7 +75,7 @@ def test_target_needs_the_ar_prior_and_a_task_conditioned_stage2(nb201_stage2_un
   assert code != 0 and "needs --prior ar and --refs" in err
   code, _, err = pnag_main("generate", "--workdir", workdir, "--num", "4", "--out", out,
                            "--prior", "ar", "--refs", refs, "--target", "0.9")
-  assert code != 0 and "is unconditional" in err and "condition=task" in err
+  assert code != 0 and "has condition 'none'" in err and "condition=task" in err
   code, _, err = pnag_main("generate", "--workdir", workdir, "--num", "4", "--out", out,
                            "--prior", "ar", "--refs", refs, "--target", "0.9", "--pool", "10")
   assert code != 0 and "--pool ranks a pool" in err

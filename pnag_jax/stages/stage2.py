@@ -128,8 +128,11 @@ class Stage2Config:
   def frozen(self) -> dict[str, Any]:
     # `budgets` only binds a budget-conditioned run (and runs from before it existed
     # resume as they were).
-    return {k: getattr(self, k) for k in self.FROZEN_ON_RESUME
-            if k != "budgets" or self.condition == "budget"}
+    out = {k: getattr(self, k) for k in self.FROZEN_ON_RESUME
+           if k != "budgets" or self.condition == "budget"}
+    if "budgets" in out:  # one spelling: "params, flops" is "params,flops"
+      out["budgets"] = ",".join(self.budget_keys)
+    return out
 
   def to_json(self) -> str:
     return config_lib.to_json(self)
@@ -148,7 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "learning_rate": 2e-3, "max_steps": 1500,
               "warmup_steps": 100, "eval_every": 500, "checkpoint_every": 500},
     # Seconds: the test suite's.
-    "test": {"width": 32, "depth": 2, "heads": 2, "learning_rate": 5e-3, "batch_size": 16,
+    "test": {"width": 32, "depth": 1, "heads": 2, "learning_rate": 5e-3, "batch_size": 16,
              "max_steps": 12, "warmup_steps": 3, "eval_every": 1000, "eval_size": 256,
              "checkpoint_every": 6, "log_every": 6},
 }
@@ -285,7 +288,7 @@ def budget_condition(budget_range: dict, keys: tuple[str, ...], **targets) -> np
     v = float(given[k])
     if not (math.isfinite(v) and lo <= v <= hi):
       raise PnagError(f"--{k} {v:g} is outside the range stage 2 was trained on: "
-                      f"{lo:.4g} to {hi:.4g} (its training archs' {k})")
+                      f"{lo:.10g} to {hi:.10g} (its training archs' {k})")
     out[i] = 1.0
     out[c + i] = scale_budget(v, lo, hi)
   return out

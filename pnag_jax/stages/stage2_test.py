@@ -42,7 +42,7 @@ def test_the_budget_vector_is_a_scaled_log_and_a_given_flag_per_count():
 @pytest.mark.parametrize("keys, kw, fragment", [
     (("params", "flops"), {}, "needs --params or --flops"),
     (("params", "flops"), {"params": 2e6},
-     "--params 2e+06 is outside the range stage 2 was trained on: 1e+05 to 1e+06"),
+     "--params 2e+06 is outside the range stage 2 was trained on: 100000 to 1000000"),
     (("params", "flops"), {"params": float("nan")}, "outside the range"),
     (("params",), {"flops": 1e8}, "trained on the budgets params, not --flops"),
     (("params",), {"latency": 3.0}, "unknown budget 'latency'"),
@@ -60,3 +60,5 @@ def test_budget_config_is_checked():
   assert "budgets" not in stage2.make_config("test").frozen()
   assert stage2.make_config("test", overrides=["condition=budget"]).frozen()["budgets"] == (
       "params,flops")
+  assert stage2.make_config("test", overrides=["condition=budget", "budgets=params, flops"]
+                            ).frozen()["budgets"] == "params,flops"

@@ -20,6 +20,7 @@ _CELLS = {
     "add of a folded zero": [0, 0, 1, 2, 1, 0],  # node 3 = conv(x) + skip(zero node)
     "disconnected with an add": [0, 0, 2, 0, 4, 2],  # only the last cell is live
     "all none": [0, 0, 0, 0, 0, 0],
+    "disconnected 3x3": [0, 0, 0, 0, 0, 3],      # e23 alone: the last cell's conv on zeros
 }
 
 

@@ -27,8 +27,8 @@ _COUNTS = {"params": costs.params_of, "flops": costs.flops_of}
 
 class BudgetConditions(NamedTuple):
   keys: tuple[str, ...]            # the counts, in condition order
-  train: np.ndarray                # float32[N_train, B], scaled logs
-  heldout: np.ndarray              # float32[N_heldout, B], clipped to [0, 1]
+  train: np.ndarray                # float32[N_train, C], scaled logs
+  heldout: np.ndarray              # float32[N_heldout, C], clipped to [0, 1]
   budget_range: dict               # {count: [lo, hi]} over the training archs
 
   def heldout_conditions(self) -> np.ndarray:
@@ -36,11 +36,9 @@ class BudgetConditions(NamedTuple):
     return np.concatenate([np.ones_like(self.heldout), self.heldout], -1)
 
 
-def build(cfg: Stage2Config, run1: Stage1Run, train_genes: np.ndarray,
-          heldout_genes: np.ndarray) -> BudgetConditions:
-  space = run1.space
-  keys = cfg.budget_keys
-  slow = [k for k in keys if not costs.counted_quickly(space, k)]
+def check_space(cfg: Stage2Config, space) -> None:
+  """Refuses, before anything is built, budgets whose counts are not formulas here."""
+  slow = [k for k in cfg.budget_keys if not costs.counted_quickly(space, k)]
   if slow:
     fast = [k for k in stage2.BUDGETS if costs.counted_quickly(space, k)]
     raise PnagError(
@@ -48,6 +46,13 @@ def build(cfg: Stage2Config, run1: Stage1Run, train_genes: np.ndarray,
         f"{' and '.join(slow)} take an abstract network build per arch; "
         + (f"use --set budgets={','.join(fast)}" if fast else
            f"no count of {space.name} is a formula yet"))
+
+
+def build(cfg: Stage2Config, run1: Stage1Run, train_genes: np.ndarray,
+          heldout_genes: np.ndarray) -> BudgetConditions:
+  space = run1.space
+  keys = cfg.budget_keys
+  check_space(cfg, space)
   train_cols, held_cols, budget_range = [], [], {}
   for k in keys:
     tr = _COUNTS[k](space, train_genes)

@@ -163,8 +163,8 @@ def train_step(state: dict, tokens: jax.Array, idx: jax.Array, codebook: jax.Arr
                opt: OptimizerSettings, cond_drop: float) -> tuple[dict, dict]:
   """One AdamW step on the training archs `idx` (their token maps `tokens`).
 
-  The null-condition draw is `fold_in(key, step)`; the task condition's draw is
-  `fold_in(fold_in(key, step), 1)`. `tables` is empty for an unconditional model.
+  The null-condition draw is `fold_in(key, step)`; the task or budget condition's
+  draw is `fold_in(fold_in(key, step), 1)`. `tables` is empty for an unconditional model.
   """
   step_key = jax.random.fold_in(key, step)
   drop = jax.random.bernoulli(step_key, cond_drop, tokens.shape[:1])
@@ -269,6 +269,8 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
   `stop_after` ends the run after that many total steps, as a kill would.
   """
   run1 = stage1.load(workdir)
+  if cfg.condition == "budget":  # before anything is built or written
+    budget_conditions.check_space(cfg, run1.space)
   srun = _load_surrogate(cfg, run1, workdir)
   space = run1.space
   out_dir = Path(workdir) / stage2.NAME
@@ -412,7 +414,9 @@ def config_for(workdir: str | Path, *, preset: str | None, seed: int | None,
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.description = ("Train the stage-2 next-scale transformer prior on WORKDIR/stage1 "
                    "(frozen); with --set condition=task, conditioned on WORKDIR/surrogate's "
-                   "task vectors and a target quantile. Rerunning the same command resumes.")
+                   "task vectors and a target quantile; with --set condition=budget, on "
+                   "parameter and FLOP counts (--set budgets=params,flops). Rerunning the "
+                   "same command resumes.")
   p.epilog = ("example:\n  pnag train stage2 --workdir runs/nb201 --preset quick\n"
               "  pnag train stage2 --workdir runs/nb201 --preset quick --set condition=task\n\n"
               "config keys for --set: " + ", ".join(config_lib.field_types(Stage2Config)))
