@@ -8,7 +8,7 @@ compile times, and no test times anything. The one long training run, `trained_r
 a subprocess compiled as users compile it.
 
 `trained_run` is the one trained model of the suite: the main job, `pnag demo`, run
-once, its quick preset cut to 160 steps by `--steps` (held-out reconstruction is exact
+once, its quick preset cut to 120 steps by `--steps` (held-out reconstruction is exact
 by step 100; the suite checks the job, not the preset's length). Every test that asks
 for it is put in one xdist group (`--dist loadgroup`), so one worker trains it once
 while the other workers run the rest of the suite; tests that need exact algebra, not quality, use the untrained
@@ -103,9 +103,9 @@ def pnag_main(capsys):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, data_dir):
-  """(workdir, stdout) of `pnag demo --num 5000 --steps 160`: NB201, trained once."""
+  """(workdir, stdout) of `pnag demo --num 5000 --steps 120`: NB201, trained once."""
   workdir = tmp_path_factory.mktemp("trained") / "demo_nb201"
-  r = _pnag("demo", "--num", "5000", "--steps", "160", "--workdir", workdir,
+  r = _pnag("demo", "--num", "5000", "--steps", "120", "--workdir", workdir,
            env={"PNAG_DATA_DIR": str(data_dir),
                 "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(_FAST_COMPILE, "")})
   assert r.returncode == 0, r.stderr[-3000:]

@@ -15,7 +15,7 @@ import pytest
 def test_demo_trains_generates_and_reports(trained_run):
   workdir, out = trained_run
   assert f"workdir {workdir}" in out
-  assert "[1/3] stage 1 (quick preset): 160 steps" in out
+  assert "[1/3] stage 1 (quick preset): 120 steps" in out
   assert "generated 5,000 archs" in out
   assert "batch-1 latency" in out
   assert "cifar10_test_acc" in out
@@ -31,7 +31,7 @@ def test_demo_trains_generates_and_reports(trained_run):
   assert 40.0 <= table6["novelty"]["mean"] <= 60.0  # the held-out half is ~50% of the space
   assert rand["uniqueness"]["mean"] == pytest.approx(96.8, abs=1.5)  # DESIGN §6
   assert rand["novelty"]["mean"] == pytest.approx(50.0, abs=3.0)
-  assert (workdir / "stage1" / "priors" / "step_160.npz").exists()
+  assert (workdir / "stage1" / "priors" / "step_120.npz").exists()
 
 
 def test_generate_writes_every_arch_with_benchmark_columns(trained_run, data_dir, tmp_path,
