@@ -1,0 +1,176 @@
+"""Once-for-All's MobileNetV3 accuracy predictor and Note10 latency tables, in JAX.
+
+  ofa = OFAModels.from_dir(data_dir / "mbv3")     # ofa_acc_predictor.npz, note10/*.yaml
+  acc = ofa.accuracy(ks, e, d, r)                   # float32[n], a fraction (0.8171)
+  lat = ofa.note10_latency(ks, e, d, r)             # float64[n], ms
+
+`ks`, `e` are int[n, 20] (kernel sizes 3/5/7, expand ratios 3/4/6), `d` int[n, 5]
+(stage depths 2/3/4) and `r` int[n] (resolution 160..224 by 16), OFA's own values
+(not gene indices). Slot i belongs to stage i // 4, position i % 4, and is active when
+i % 4 < d[i // 4]; inactive slots' ks and e are ignored, as in OFA.
+
+The predictor is OFA's tutorial MLP (128 -> 400 -> 400 -> 400 -> 1, ReLU) on its
+128-dim encoding: a one-hot of ks and of e per active slot, and of the resolution
+(`SOURCE.md` of the data directory). The latency is the tutorial's table sum: the
+stem, the fixed first block, each active block's entry, and the head, from the table
+of the subnet's resolution. Both are vectorised: the latency of every (resolution,
+slot, ks, e) is gathered from the yaml once, so a batch is one gather and a sum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+
+from pnag_jax.errors import PnagError
+
+KERNEL_SIZES = (3, 5, 7)
+EXPAND_RATIOS = (3, 4, 6)
+DEPTHS = (2, 3, 4)
+RESOLUTIONS = (160, 176, 192, 208, 224)
+NUM_STAGES, LAYERS_PER_STAGE = 5, 4
+NUM_SLOTS = NUM_STAGES * LAYERS_PER_STAGE
+
+# The Note10 tables' network (OFA MobileNetV3 at width multiplier 1.2).
+_FIRST_WIDTH = 24
+_STAGE_WIDTHS = (32, 48, 96, 136, 192)
+_STAGE_STRIDES = (2, 2, 2, 1, 2)
+_STAGE_SE = (0, 1, 0, 1, 1)
+_STAGE_HS = (0, 0, 1, 1, 1)
+_FINAL_EXPAND, _FEATURE_MIX, _CLASSES = 1152, 1536, 1000
+
+
+def _index_of(values: np.ndarray, choices: tuple[int, ...], name: str) -> np.ndarray:
+  values = np.asarray(values)
+  idx = np.searchsorted(np.asarray(choices), values)
+  idx = np.clip(idx, 0, len(choices) - 1)
+  if (np.asarray(choices)[idx] != values).any():
+    bad = values[np.asarray(choices)[idx] != values].ravel()[0]
+    raise PnagError(f"OFA {name} must be one of {choices}, got {bad}")
+  return idx
+
+
+def _check(ks, e, d, r):
+  ks, e, d, r = (np.atleast_1d(np.asarray(x)) for x in (ks, e, d, r))
+  if ks.ndim == 1:
+    ks, e, d = ks[None], e[None], d[None]
+  n = ks.shape[0]
+  if ks.shape != (n, NUM_SLOTS) or e.shape != (n, NUM_SLOTS) or d.shape != (n, NUM_STAGES) \
+      or r.shape != (n,):
+    raise PnagError(f"OFA subnets need ks, e int[n, {NUM_SLOTS}], d int[n, {NUM_STAGES}] and "
+                    f"r int[n]; got {ks.shape}, {e.shape}, {d.shape}, {r.shape}")
+  return (_index_of(ks, KERNEL_SIZES, "ks"), _index_of(e, EXPAND_RATIOS, "e"),
+          _index_of(d, DEPTHS, "d"), _index_of(r, RESOLUTIONS, "resolution"))
+
+
+def _active(d_idx: np.ndarray) -> np.ndarray:
+  """bool[n, 20]: the slots within each stage's depth."""
+  depth = np.asarray(DEPTHS)[d_idx]
+  return (np.arange(LAYERS_PER_STAGE)[None, None] < depth[..., None]).reshape(
+      d_idx.shape[0], NUM_SLOTS)
+
+
+def encode(ks, e, d, r) -> np.ndarray:
+  """float32[n, 128]: OFA's tutorial encoding of each subnet."""
+  k_idx, e_idx, d_idx, r_idx = _check(ks, e, d, r)
+  n = k_idx.shape[0]
+  active = _active(d_idx)
+  x = np.zeros((n, 128), np.float32)
+  rows, slots = np.nonzero(active)
+  x[rows, 3 * slots + k_idx[rows, slots]] = 1.0
+  x[rows, 60 + 3 * slots + e_idx[rows, slots]] = 1.0
+  # One bit per 16 pixels from 112: the five resolutions are bits 123..127.
+  x[np.arange(n), 120 + (np.asarray(RESOLUTIONS)[r_idx] - 112) // 16] = 1.0
+  return x
+
+
+@jax.jit
+def _mlp(params: dict, x: jax.Array) -> jax.Array:
+  h = x
+  for i in range(3):
+    h = jax.nn.relu(h @ params[f"w{i}"] + params[f"b{i}"])
+  return (h @ params["w3"] + params["b3"])[..., 0]
+
+
+def _latency_tables(table_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+  """(fixed float64[5], per_slot float64[5, 20, 3, 3]) of the Note10 tables, by
+  resolution: the stem, first block and head; each slot's block by ks and e."""
+  fixed = np.zeros(len(RESOLUTIONS))
+  per_slot = np.zeros((len(RESOLUTIONS), NUM_SLOTS, len(KERNEL_SIZES), len(EXPAND_RATIOS)))
+  for ri, r in enumerate(RESOLUTIONS):
+    path = table_dir / f"{r}_lookup_table.yaml"
+    try:
+      table = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+      raise PnagError(f"cannot read the Note10 latency table {path}: {err}") from err
+
+    def ms(key, path=path, table=table):
+      if key not in table:
+        raise PnagError(f"the Note10 table {path} has no entry {key!r}")
+      return float(table[key]["mean"])
+
+    f = (r + 1) // 2
+    fixed[ri] = ms(f"Conv-input:{r}x{r}x3-output:{f}x{f}x{_FIRST_WIDTH}") + ms(
+        f"expanded_conv-input:{f}x{f}x{_FIRST_WIDTH}-output:{f}x{f}x{_FIRST_WIDTH}"
+        f"-expand:{_FIRST_WIDTH}-kernel:3-stride:1-idskip:1-se:0-hs:0")
+    c_in = _FIRST_WIDTH
+    for s, width in enumerate(_STAGE_WIDTHS):
+      for p in range(LAYERS_PER_STAGE):
+        first = p == 0
+        stride = _STAGE_STRIDES[s] if first else 1
+        f_out = (f - 1) // stride + 1
+        cin = c_in if first else width
+        for a, k in enumerate(KERNEL_SIZES):
+          for b, ex in enumerate(EXPAND_RATIOS):
+            per_slot[ri, s * LAYERS_PER_STAGE + p, a, b] = ms(
+                f"expanded_conv-input:{f}x{f}x{cin}-output:{f_out}x{f_out}x{width}"
+                f"-expand:{round(cin * ex)}-kernel:{k}-stride:{stride}"
+                f"-idskip:{0 if first else 1}-se:{_STAGE_SE[s]}-hs:{_STAGE_HS[s]}")
+        f = f_out
+      c_in = width
+    last = _STAGE_WIDTHS[-1]
+    fixed[ri] += (ms(f"Conv_1-input:{f}x{f}x{last}-output:{f}x{f}x{_FINAL_EXPAND}")
+                  + ms(f"AvgPool2D-input:{f}x{f}x{_FINAL_EXPAND}-output:1x1x{_FINAL_EXPAND}")
+                  + ms(f"Conv_2-input:1x1x{_FINAL_EXPAND}-output:1x1x{_FEATURE_MIX}")
+                  + ms(f"Logits-input:1x1x{_FEATURE_MIX}-output:{_CLASSES}"))
+  return fixed, per_slot
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OFAModels:
+  """OFA's accuracy predictor (params, jitted) and Note10 latency tables (arrays)."""
+
+  params: dict
+  latency_fixed: np.ndarray     # float64[5], by resolution
+  latency_slot: np.ndarray      # float64[5, 20, 3, 3]
+
+  @classmethod
+  @functools.cache
+  def from_dir(cls, mbv3_dir: str | Path) -> "OFAModels":
+    """Reads `ofa_acc_predictor.npz` and `note10/*_lookup_table.yaml` under `mbv3_dir`."""
+    mbv3_dir = Path(mbv3_dir)
+    path = mbv3_dir / "ofa_acc_predictor.npz"
+    try:
+      with np.load(path) as z:
+        params = {k: jnp.asarray(z[k], jnp.float32) for k in
+                  ("w0", "b0", "w1", "b1", "w2", "b2", "w3", "b3")}
+    except (OSError, KeyError, ValueError) as err:
+      raise PnagError(f"cannot read OFA's accuracy predictor {path}: {err}") from err
+    fixed, per_slot = _latency_tables(mbv3_dir / "note10")
+    return cls(params, fixed, per_slot)
+
+  def accuracy(self, ks, e, d, r) -> np.ndarray:
+    """float32[n]: predicted top-1 on OFA's holdout set, as a fraction."""
+    return np.asarray(_mlp(self.params, jnp.asarray(encode(ks, e, d, r))))
+
+  def note10_latency(self, ks, e, d, r) -> np.ndarray:
+    """float64[n]: the Note10 latency in ms, the tutorial's table sum."""
+    k_idx, e_idx, d_idx, r_idx = _check(ks, e, d, r)
+    slot = self.latency_slot[r_idx[:, None], np.arange(NUM_SLOTS)[None], k_idx, e_idx]
+    return self.latency_fixed[r_idx] + (slot * _active(d_idx)).sum(-1)

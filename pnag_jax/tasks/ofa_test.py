@@ -1,0 +1,64 @@
+"""OFA's predictor and Note10 tables against the data directory's reference values."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from pnag_jax.errors import PnagError
+from pnag_jax.tasks import ofa
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir):
+  return json.loads((data_dir / "mbv3" / "reference_values.json").read_text())["subnets"]
+
+
+@pytest.fixture(scope="module")
+def models(data_dir):
+  return ofa.OFAModels.from_dir(data_dir / "mbv3")
+
+
+def _batch(reference):
+  return tuple(np.array([s["arch"][k] for s in reference]) for k in ("ks", "e", "d")) + (
+      np.array([s["resolution"] for s in reference]),)
+
+
+def test_reference_values_are_reproduced(reference, models):
+  # Six subnets: the largest, the smallest, three seeded random ones, and the OFA
+  # tutorial's 25 ms search result (0.8171285 at 24.730 ms, r = 192).
+  ks, e, d, r = _batch(reference)
+  x = ofa.encode(ks, e, d, r)
+  for row, s in zip(x, reference):
+    assert np.flatnonzero(row).tolist() == s["active_feature_indices"], s["name"]
+  np.testing.assert_allclose(models.accuracy(ks, e, d, r),
+                             [s["pred_acc_float32"] for s in reference], atol=1e-5)
+  np.testing.assert_allclose(models.note10_latency(ks, e, d, r),
+                             [s["note10_latency_ms"] for s in reference], atol=1e-3)
+  tutorial = [s["name"] for s in reference].index("ofa_tutorial_note10_25ms")
+  assert models.accuracy(ks, e, d, r)[tutorial] == pytest.approx(0.8171285, abs=1e-5)
+  # Inactive slots are ignored: changing them changes nothing.
+  ks2, e2 = ks.copy(), e.copy()
+  inactive = ~ofa._active(ofa._check(ks, e, d, r)[2])  # pylint: disable=protected-access
+  ks2[inactive], e2[inactive] = 7, 6
+  np.testing.assert_array_equal(models.accuracy(ks2, e2, d, r), models.accuracy(ks, e, d, r))
+  np.testing.assert_array_equal(models.note10_latency(ks2, e2, d, r),
+                                models.note10_latency(ks, e, d, r))
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("ks", 4, "OFA ks must be one of (3, 5, 7), got 4"),
+    ("r", 200, "OFA resolution must be one of (160, 176, 192, 208, 224), got 200"),
+    ("d", 5, "OFA d must be one of (2, 3, 4), got 5"),
+])
+def test_bad_subnets_are_one_line_errors(reference, models, name, value, fragment):
+  arrays = dict(zip(("ks", "e", "d", "r"), (x[:1].copy() for x in _batch(reference))))
+  arrays[name][...] = value
+  with pytest.raises(PnagError, match=re.escape(fragment)):
+    models.note10_latency(arrays["ks"], arrays["e"], arrays["d"], arrays["r"])
+
+
+def test_a_missing_table_is_a_one_line_error(tmp_path):
+  with pytest.raises(PnagError, match="cannot read OFA's accuracy predictor"):
+    ofa.OFAModels.from_dir(tmp_path)
