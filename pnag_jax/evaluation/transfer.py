@@ -109,10 +109,7 @@ def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...], 
                       ignore=shutil.ignore_patterns("metrics.jsonl"))
     cfg = stage2_lib.make_config(preset, overrides=("condition=task", *overrides))
     trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, progress=False)
-  run2 = stage2_lib.load(workdir)
-  if run2.cfg.condition != "task":
-    raise PnagError(f"stage 2 in {workdir} has condition {run2.cfg.condition!r}; the ar "
-                    "guides need one trained with --set condition=task")
+  run2 = stage2_lib.load_conditioned(workdir, "task", "the ar guides need")
   if run2.surrogate.cfg.exclude != tuple(exclude):
     raise PnagError(f"stage 2 in {workdir} sits on a surrogate trained without "
                     f"{run2.surrogate.cfg.exclude}, not {tuple(exclude)}")

@@ -108,10 +108,7 @@ def task_condition_from_file(workdir, refs, *, minimize: bool, target: float) ->
   """
   from pnag_jax import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
   from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
-  run2 = stage2.load(workdir)
-  if run2.cfg.condition != "task":
-    raise PnagError(f"stage 2 in {workdir} has condition {run2.cfg.condition!r}; --target "
-                    "needs one trained with --set condition=task")
+  run2 = stage2.load_conditioned(workdir, "task", "--target needs")
   data = tasks_lib.read_task_csv(refs, run2.stage1.space.name, minimize=minimize).data()
   return stage2.task_condition(run2.surrogate, data.genes, data.scores, minimize=minimize,
                                target=target)
@@ -125,9 +122,6 @@ def budget_condition_from_workdir(workdir, *, params: float | None = None,
     PnagError: stage 2 is not budget-conditioned, or a budget is outside its range.
   """
   from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
-  run2 = stage2.load(workdir)
-  if run2.cfg.condition != "budget":
-    raise PnagError(f"stage 2 in {workdir} has condition {run2.cfg.condition!r}; --params "
-                    "and --flops need one trained with --set condition=budget")
+  run2 = stage2.load_conditioned(workdir, "budget", "--params and --flops need")
   return stage2.budget_condition(run2.budget_range, run2.cfg.budget_keys, params=params,
                                  flops=flops)

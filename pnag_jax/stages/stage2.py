@@ -328,6 +328,18 @@ def _config_of(meta: dict, workdir) -> Stage2Config:
   return lineage.config_of(meta, Stage2Config, stage=NAME, workdir=workdir)
 
 
+def load_conditioned(workdir: str | Path, condition: str, needed_by: str) -> "Stage2Run":
+  """`load`, refusing in one line a stage 2 trained with another condition.
+
+  `needed_by` names what needs it, with its verb ("--target needs").
+  """
+  run2 = load(workdir)
+  if run2.cfg.condition != condition:
+    raise PnagError(f"stage 2 in {workdir} has condition {run2.cfg.condition!r}; "
+                    f"{needed_by} one trained with --set condition={condition}")
+  return run2
+
+
 def read_config(workdir: str | Path) -> Stage2Config | None:
   if not checkpoint_dir(workdir).is_dir():
     return None
