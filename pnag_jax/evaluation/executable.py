@@ -55,11 +55,12 @@ SMALL = {
     "nb201": ({"channels": 8, "cells_per_stage": 1}, 16),
     "darts": ({"init_channels": 8, "layers": 5}, 16),
     "mbv3": ({}, 32),
+    "mbv3_r": ({}, 32),
     "autoformer": ({"patch_size": 8}, 32),
     "autoformer_base": ({"patch_size": 8}, 32),
 }
 #: The paper's sizes: CIFAR-sized networks, and AutoFormer on 224 px ImageNet inputs.
-FULL = {"nb201": ({}, 32), "darts": ({}, 32), "mbv3": ({}, 32),
+FULL = {"nb201": ({}, 32), "darts": ({}, 32), "mbv3": ({}, 32), "mbv3_r": ({}, 32),
         "autoformer": ({"patch_size": 16}, 224), "autoformer_base": ({"patch_size": 16}, 224)}
 
 

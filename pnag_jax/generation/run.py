@@ -135,6 +135,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   guided.add_argument("--pool", default="100000",
                       help="draws from the stage-1 prior to rank, or 'all' (every arch of "
                            "a small space such as NB201)")
+  guided.add_argument("--objective", metavar="TASK",
+                      help="search for the best archs by a task that scores any arch (e.g. "
+                           "ofa_acc on mbv3_r; see pnag tasks), iterating the stage-1 code "
+                           "prior on the best found; --num best first, within --budget "
+                           "calls and every --constraint")
+  guided.add_argument("--budget", type=int, default=10_000, metavar="CALLS",
+                      help="with --objective: the most objective calls (OFA's evolution "
+                           "makes 50,100)")
   guided.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                       help="fine-tune the surrogate on the references for N steps first (test-time "
                            "adaptation: worth it with tens of references; default 0)")
@@ -148,6 +156,23 @@ def main(args: argparse.Namespace) -> None:
              ("--adapt-steps", args.adapt_steps))
   cond = ()
   budget = args.params is not None or args.flops is not None
+  if args.objective is not None:
+    for flag, given in (("--refs", args.refs), ("--target", args.target is not None),
+                        ("--params", args.params is not None),
+                        ("--flops", args.flops is not None), ("--minimize", args.minimize),
+                        ("--pool", args.pool != "100000"), ("--adapt-steps", args.adapt_steps),
+                        ("--prior", args.prior != "codes")):
+      if given:
+        raise PnagError(f"{flag} does not go with --objective (the search iterates the "
+                        "code prior, and the task gives the direction)")
+    from pnag_jax.guidance import run as guided  # pylint: disable=g-import-not-at-top
+    guided.print_search(guided.search_to_file(
+        args.workdir, objective=args.objective, out=args.out, num=args.num,
+        budget=args.budget, constraints=args.constraint, seed=args.seed,
+        data_dir=args.data_dir))
+    return
+  if args.budget != 10_000:
+    raise PnagError("--budget caps the calls of an --objective search; give --objective")
   if budget:
     if args.prior != "ar":
       raise PnagError("--params and --flops condition the stage-2 prior: they need --prior ar")

@@ -4,6 +4,7 @@ Rows are written to `F.partial` and renamed when complete, so a failed run leave
 output file behind and never clobbers an existing one. Columns: `arch` (the native
 string, which `tasks.read_archs` reads back), `predicted_score`, then any extra
 columns (NB201: the index and the test accuracies when a data directory is given).
+Objective-guided search (`write_records`) writes `arch` and its own columns.
 """
 
 from __future__ import annotations
@@ -37,6 +38,40 @@ def write_scored(path: str | Path, strings: Sequence[str], scores: np.ndarray,
       else:
         for row in zip(*values):
           f.write(json.dumps(dict(zip(columns, row))) + "\n")
+    os.replace(partial, path)
+  finally:
+    partial.unlink(missing_ok=True)
+  return path
+
+
+def write_records(path: str | Path, space, genes: np.ndarray,
+                  columns: dict[str, Sequence]) -> Path:
+  """Writes rows (arch, *columns) to `path` (.csv or .jsonl), atomically.
+
+  In JSONL, a space whose native form is a dict (MBV3's OFA dict, AutoFormer's
+  config) writes `arch` as that object; other spaces, and every CSV, write the native
+  string.
+  """
+  path = check_output(path)
+  genes = np.asarray(genes)
+  names = ["arch", *columns]
+  jsonl = path.suffix.lower() != ".csv"
+  archs = []
+  for g in genes:
+    native = space.to_native(g) if jsonl and hasattr(space, "to_native") else None
+    archs.append(native if isinstance(native, dict) else space.to_string(g))
+  values = [archs, *[[v.item() if isinstance(v, np.generic) else v for v in col]
+                     for col in columns.values()]]
+  partial = path.with_name(path.name + ".partial")
+  try:
+    with partial.open("w", newline="") as f:
+      if jsonl:
+        for row in zip(*values):
+          f.write(json.dumps(dict(zip(names, row))) + "\n")
+      else:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(names)
+        w.writerows(zip(*values))
     os.replace(partial, path)
   finally:
     partial.unlink(missing_ok=True)

@@ -145,3 +145,70 @@ def print_guided(r: dict) -> None:
         f"-> {r['out']}")
 
 
+
+
+# ---- `pnag generate --objective` ----------------------------------------------------
+
+
+def function_task(known: dict, name: str, space, flag: str):
+  """The known task `name`, which must score any arch (a function, not a table)."""
+  if name not in known:
+    funcs = [n for n, t in known.items() if t.is_function]
+    hint = (" (OFA's ofa_acc and note10_latency need the data directory's mbv3/: "
+            "--data-dir or $PNAG_DATA_DIR)" if space.name.startswith("mbv3") else "")
+    raise PnagError(f"{flag} {name!r}: unknown task of {space.name}; tasks that score any "
+                    f"arch: {', '.join(funcs)}{hint}")
+  task = known[name]
+  if not task.is_function and not space.enumerable:
+    raise PnagError(f"{flag} {name!r} is a table task; it has no value for arbitrary "
+                    f"{space.name} archs")
+  return task
+
+
+def search_to_file(workdir, *, objective: str, out, num: int, budget: int = 10_000,
+                   constraints=(), seed: int = 0, data_dir=None, cfg=None) -> dict:
+  """The best `num` archs found by the elite search within `budget` objective calls,
+  best first, written to `out` with the objective's and the constraints' values."""
+  from pnag_jax.guidance import elite  # pylint: disable=g-import-not-at-top
+  if num <= 0:
+    raise PnagError(f"--num must be positive, got {num}")
+  if budget <= 0:
+    raise PnagError(f"--budget must be a positive number of objective calls, got {budget}")
+  out = files.check_output(out)
+  run = stage1.load(workdir)
+  space = run.space
+  known = tasks_lib.builtin_tasks(space.name, data_dir)
+  task = function_task(known, objective, space, "--objective")
+  parsed = [constraints_lib.parse(c, known) for c in constraints]
+  for c in parsed:
+    function_task(known, c.task, space, "--constraint")
+  sign = -1.0 if task.minimize else 1.0
+
+  def score(genes):
+    return sign * constraints_lib.values(task, space, genes)
+
+  def feasible(genes):
+    return constraints_lib.satisfied(parsed, known, space, genes)
+
+  result = elite.search(run, jax.random.key(seed), score, feasible, budget,
+                        cfg or elite.EliteConfig())
+  genes, best = result.genes[:num], sign * result.scores[:num]
+  columns = {task.column: best.tolist()}
+  for c in parsed:
+    column = known[c.task].column
+    if column not in columns:
+      columns[column] = constraints_lib.values(known[c.task], space, genes).tolist()
+  files.write_records(out, space, genes, columns)
+  return {"out": str(out), "space": space.name, "objective": objective,
+          "constraints": [str(c) for c in parsed], "num": int(len(genes)),
+          "calls": result.calls, "budget": budget, "drawn": result.drawn,
+          "seconds": result.seconds, "best": float(best[0]),
+          "best_arch": space.to_string(genes[0])}
+
+
+def print_search(r: dict) -> None:
+  under = f" under {', '.join(r['constraints'])}" if r["constraints"] else ""
+  print(f"searched {r['drawn']:,} draws, scored {r['calls']:,} of a budget of "
+        f"{r['budget']:,} {r['objective']} calls{under} in {r['seconds']:.1f} s")
+  print(f"  best: {r['best_arch']} ({r['objective']} {r['best']:.6g}); top {r['num']} "
+        f"-> {r['out']}")

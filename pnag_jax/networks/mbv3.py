@@ -225,8 +225,13 @@ class MobileNetV3Subnet(nnx.Module):
 
 
 def build(genes: Any, *, input_shape: tuple[int, int, int], num_classes: int,
-          rngs: nnx.Rngs, dropout_rate: float = DROPOUT_RATE) -> MobileNetV3Subnet:
+          rngs: nnx.Rngs, dropout_rate: float = DROPOUT_RATE,
+          space: str = "mbv3") -> MobileNetV3Subnet:
   """The subnet of mbv3 genes `int[45]` (numpy or jax) for NHWC inputs of `input_shape`.
+
+  `space="mbv3_r"` takes its genes `int[46]`: the resolution gene names the input size
+  the subnet was searched at, and the layers do not depend on it, so the network is
+  built for whatever `input_shape` the caller runs it at.
 
   Raises:
     ValueError: the genes are malformed or the input is smaller than MIN_INPUT_SIZE.
@@ -235,6 +240,13 @@ def build(genes: Any, *, input_shape: tuple[int, int, int], num_classes: int,
   if min(h, w) < MIN_INPUT_SIZE:
     raise ValueError(f"mbv3 needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, "
                      f"got {h}x{w}")
-  config = get_space("mbv3").to_native(np.asarray(genes))
+  genes = np.asarray(genes)
+  if space == "mbv3_r":
+    config = get_space(space).to_native(genes)
+    config.pop("r")
+  elif space == "mbv3":
+    config = get_space(space).to_native(genes)
+  else:
+    raise ValueError(f"the MobileNetV3 builder takes spaces mbv3 and mbv3_r, not {space!r}")
   return MobileNetV3Subnet(config, num_classes=num_classes, in_channels=c,
                            dropout_rate=dropout_rate, rngs=rngs)

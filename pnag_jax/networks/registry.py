@@ -14,6 +14,7 @@ from pnag_jax.errors import PnagError, UnknownSpaceError
 _BUILDERS = {
     "nb201": "pnag_jax.networks.nb201",
     "mbv3": "pnag_jax.networks.mbv3",
+    "mbv3_r": "pnag_jax.networks.mbv3",
     "darts": "pnag_jax.networks.darts",
     "autoformer": "pnag_jax.networks.autoformer",
     "autoformer_base": "pnag_jax.networks.autoformer",
@@ -59,7 +60,7 @@ def build_network(space_name: str, genes, *, input_shape: tuple[int, int, int],
                     f"got {h}x{w}x{c}")
   genes = np.asarray(genes, np.int32)
   kwargs = dict(kwargs)
-  if space_name == "autoformer_base":
-    kwargs.setdefault("space", "autoformer_base")
+  if space_name in ("autoformer_base", "mbv3_r"):
+    kwargs.setdefault("space", space_name)
   return builder(space_name).build(genes, input_shape=tuple(input_shape),
                                    num_classes=num_classes, rngs=rngs, **kwargs)

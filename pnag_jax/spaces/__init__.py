@@ -14,6 +14,7 @@ from pnag_jax.spaces.base import SearchSpace
 _REGISTRY = {
     "nb201": ("pnag_jax.spaces.nb201", "NB201Space"),
     "mbv3": ("pnag_jax.spaces.mbv3", "MBV3Space"),
+    "mbv3_r": ("pnag_jax.spaces.mbv3", "MBV3ResolutionSpace"),
     "darts": ("pnag_jax.spaces.darts", "DartsSpace"),
     "autoformer": ("pnag_jax.spaces.autoformer", "AutoFormerTinySpace"),
     "autoformer_base": ("pnag_jax.spaces.autoformer", "AutoFormerBaseSpace"),

@@ -40,6 +40,7 @@ NUM_LAYER_OPS = len(KERNEL_SIZES) * len(EXPAND_RATIOS)
 _KS = slice(0, NUM_LAYERS)
 _E = slice(NUM_LAYERS, 2 * NUM_LAYERS)
 _D = slice(2 * NUM_LAYERS, 2 * NUM_LAYERS + NUM_STAGES)
+_NUM_GENES = 2 * NUM_LAYERS + NUM_STAGES
 
 _FIRST_LAYER_OP = 2
 SKIP_OP = 11
@@ -70,7 +71,7 @@ class MBV3Space(base.SearchSpace):
               "k5_e6", "k7_e3", "k7_e4", "k7_e6", "skip")
   input_ops = (0,)
   output_op = 1
-  gene_cardinalities = (3,) * (2 * NUM_LAYERS + NUM_STAGES)
+  gene_cardinalities = (3,) * _NUM_GENES
   edge_budget = NUM_LAYERS + 1
   fixed_adjacency = True
 
@@ -122,8 +123,8 @@ class MBV3Space(base.SearchSpace):
   def to_native(self, genes: np.ndarray) -> dict[str, list[int]]:
     """Genes `int[45]` to the OFA dict (plain Python ints, key order ks, e, d)."""
     g = np.asarray(genes)
-    if g.shape != (self.num_genes,):
-      raise ValueError(f"mbv3 genes must have shape ({self.num_genes},), got {g.shape}")
+    if g.shape != (_NUM_GENES,):
+      raise ValueError(f"mbv3 genes must have shape ({_NUM_GENES},), got {g.shape}")
     if not np.issubdtype(g.dtype, np.integer):
       raise ValueError(f"mbv3 genes must be integers, got dtype {g.dtype}")
     if np.any((g < 0) | (g >= 3)):
@@ -240,3 +241,92 @@ class MBV3Space(base.SearchSpace):
     # Every node passes data on (skip is identity); kept for the strict-validity contract.
     alive = jnp.ones(adj.shape[:-1], bool)
     return self.format_valid(ops, adj) & is_chain & base.path_exists(adj, alive)
+
+
+# ---- with the input resolution ----------------------------------------------------------
+
+RESOLUTIONS = (160, 176, 192, 208, 224)
+_R = _NUM_GENES  # the resolution gene's index
+
+
+class MBV3ResolutionSpace(MBV3Space):
+  """OFA MobileNetV3 searched together with its input resolution, as OFA's tutorial does.
+
+  The native string is the OFA dict with the resolution inside it,
+  `{"ks": [20], "e": [20], "d": [5], "r": 192}`; OFA's own spelling (`"r": [192]`,
+  `"wid": null`) parses too. Genes are MBV3's 45 then `r_idx` (one of `RESOLUTIONS`).
+
+  The resolution lives on node 0: the input op names it (`input_r160` .. `input_r224`).
+  Ids 0..11 keep MBV3's meaning (0 is `input_r160`), and the four other inputs come
+  after `skip`, so every rule of MBV3's dense form holds unchanged.
+  """
+
+  name = "mbv3_r"
+  node_ops = ("input_r160",) + MBV3Space.node_ops[1:] + tuple(
+      f"input_r{r}" for r in RESOLUTIONS[1:])
+  input_ops = (0,) + tuple(range(len(MBV3Space.node_ops), len(MBV3Space.node_ops) + 4))
+  gene_cardinalities = MBV3Space.gene_cardinalities + (len(RESOLUTIONS),)
+
+  def size(self) -> int:
+    return count_archs() * len(RESOLUTIONS)
+
+  # ---- native format (host) -------------------------------------------------
+
+  def from_native(self, d: Any) -> np.ndarray:
+    """Parses `{"ks", "e", "d", "r"}` (r an int or OFA's one-element list; OFA's
+    `"wid": null` allowed) to genes `int32[46]`.
+
+    Raises:
+      ArchStringError: naming the first problem found.
+    """
+    if not isinstance(d, dict):
+      raise ArchStringError(f"OFA dict: expected a dict, got {type(d).__name__}")
+    if "r" not in d:
+      raise ArchStringError("OFA dict: missing key 'r' (the input resolution, one of "
+                            f"{list(RESOLUTIONS)})")
+    if d.get("wid", None) is not None:
+      raise ArchStringError(f"OFA dict: 'wid' must be null (OFA's MobileNetV3 has one "
+                            f"width), got {parsing.short_repr(d['wid'])}")
+    r = d["r"]
+    if isinstance(r, list) and len(r) == 1:
+      r = r[0]
+    if not parsing.is_int(r) or int(r) not in RESOLUTIONS:
+      raise ArchStringError(f"OFA dict: 'r' = {parsing.short_repr(d['r'])} is not one of "
+                            f"{list(RESOLUTIONS)} (or a one-element list of one)")
+    rest = {k: v for k, v in d.items() if k not in ("r", "wid")}
+    genes = super().from_native(rest)
+    return np.concatenate([genes, [RESOLUTIONS.index(int(r))]]).astype(np.int32)
+
+  def to_native(self, genes: np.ndarray) -> dict[str, Any]:
+    """Genes `int[46]` to the OFA dict with `r` (plain Python ints; ks, e, d, r)."""
+    g = np.asarray(genes)
+    if g.shape != (self.num_genes,):
+      raise ValueError(f"mbv3_r genes must have shape ({self.num_genes},), got {g.shape}")
+    if not np.issubdtype(g.dtype, np.integer) or not 0 <= g[_R] < len(RESOLUTIONS):
+      raise ValueError(f"mbv3_r resolution gene must be an int in [0, {len(RESOLUTIONS)}), "
+                       f"got {g[_R]!r}")
+    return {**super().to_native(g[:_R]), "r": RESOLUTIONS[int(g[_R])]}
+
+  # ---- vectorised, jit-able -------------------------------------------------
+
+  def canonicalize(self, genes: Array) -> Array:
+    genes = jnp.asarray(genes, jnp.int32)
+    return jnp.concatenate([super().canonicalize(genes[..., :_R]), genes[..., _R:]], axis=-1)
+
+  def sample(self, key: Array, n: int) -> Array:
+    k_net, k_r = jax.random.split(key)
+    r = jax.random.randint(k_r, (n, 1), 0, len(RESOLUTIONS), jnp.int32)
+    return jnp.concatenate([super().sample(k_net, n), r], axis=-1)
+
+  def encode(self, genes: Array) -> tuple[Array, Array]:
+    genes = jnp.asarray(genes, jnp.int32)
+    ops, adj = super().encode(genes[..., :_R])
+    ops = ops.at[..., 0].set(jnp.asarray(self.input_ops, jnp.int32)[genes[..., _R]])
+    return ops, adj
+
+  def decode(self, ops: Array, adj: Array) -> Array:
+    ops = jnp.asarray(ops, jnp.int32)
+    # An input op names its resolution; anything else on node 0 decodes to index 0
+    # (the arch is then format-invalid anyway).
+    r = jnp.argmax(ops[..., :1] == jnp.asarray(self.input_ops, jnp.int32), axis=-1)
+    return jnp.concatenate([super().decode(ops, adj), r[..., None].astype(jnp.int32)], -1)

@@ -285,3 +285,78 @@ def test_fuzz_mutated_valid_strings(index, edits):
       else:
         s[i] = ch
   _check_parse("".join(s))
+
+
+# ---- mbv3_r: the resolution as a gene ----------------------------------------------------
+
+SPACE_R = mbv3.MBV3ResolutionSpace()
+
+
+def test_resolution_space_attributes():
+  space = get_space("mbv3_r")
+  assert isinstance(space, mbv3.MBV3ResolutionSpace)
+  assert space.num_genes == 46 and space.num_ops == 16 and space.num_nodes == 22
+  assert space.size() == 5 * mbv3.count_archs()
+  # MBV3's ops keep their ids; the inputs name the resolutions, 160 first.
+  assert space.node_ops[:12] == ("input_r160",) + SPACE.node_ops[1:]
+  assert [space.node_ops[i] for i in space.input_ops] == [
+      "input_r160", "input_r176", "input_r192", "input_r208", "input_r224"]
+
+
+def test_resolution_space_native_forms():
+  d = {**HAND_DICT, "r": 192}
+  genes = SPACE_R.from_string(json.dumps(d))
+  assert genes[:45].tolist() == SPACE.from_native(HAND_DICT).tolist() and genes[45] == 2
+  assert SPACE_R.to_native(genes) == d
+  assert SPACE_R.to_string(genes) == json.dumps(d)
+  # OFA's own spelling: the resolution in a one-element list, and `"wid": null`.
+  ofa = {"wid": None, **HAND_DICT, "r": [192]}
+  assert SPACE_R.from_native(ofa).tolist() == genes.tolist()
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ({**HAND_DICT}, "missing key 'r'"),
+    ({**HAND_DICT, "r": 200}, "'r' = 200 is not one of [160, 176, 192, 208, 224]"),
+    ({**HAND_DICT, "r": [192, 224]}, "'r' = [192, 224] is not one of"),
+    ({**HAND_DICT, "r": True}, "'r' = True is not one of"),
+    ({**HAND_DICT, "r": 192, "wid": 1.2}, "'wid' must be null"),
+    ({**HAND_DICT, "r": 192, "w": 1}, "unknown keys ['w']"),
+    ({"ks": [3] * 19, "e": [3] * 20, "d": [2] * 5, "r": 160}, "'ks' must have 20 entries"),
+])
+def test_resolution_space_parse_errors(bad, fragment):
+  with pytest.raises(ArchStringError) as e:
+    SPACE_R.from_native(bad)
+  assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_resolution_space_dense_roundtrip_and_validity():
+  genes = np.asarray(jax.jit(SPACE_R.sample, static_argnums=1)(jax.random.key(3), 500))
+  assert sorted(set(genes[:, 45].tolist())) == [0, 1, 2, 3, 4]
+  ops, adj = jax.jit(SPACE_R.encode)(genes)
+  # Node 0 carries the resolution; the layers are MBV3's.
+  np.testing.assert_array_equal(np.asarray(ops)[:, 0], np.asarray(SPACE_R.input_ops)[genes[:, 45]])
+  np.testing.assert_array_equal(np.asarray(ops)[:, 1:], np.asarray(_ENCODE(genes[:, :45])[0])[:, 1:])
+  np.testing.assert_array_equal(np.asarray(jax.jit(SPACE_R.decode)(ops, adj)), genes)
+  assert np.asarray(jax.jit(SPACE_R.strict_valid)(ops, adj)).all()
+  # A resolution input anywhere but node 0 is invalid, as a second `input` is in MBV3.
+  bad = np.asarray(ops).copy()
+  bad[:, 5] = SPACE_R.input_ops[3]
+  assert not np.asarray(jax.jit(SPACE_R.format_valid)(bad, adj)).any()
+  # Canonical form: skipped layers zeroed, the resolution kept.
+  canon = np.asarray(SPACE_R.canonicalize(genes))
+  np.testing.assert_array_equal(canon[:, :45], np.asarray(SPACE.canonicalize(genes[:, :45])))
+  np.testing.assert_array_equal(canon[:, 45], genes[:, 45])
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.one_of(st.integers(-10, 300), st.lists(st.integers(150, 230), max_size=3),
+                            st.text(max_size=4), st.none(), st.floats(allow_nan=True)))
+def test_fuzz_resolution_values(r):
+  d = {**HAND_DICT, "r": r}
+  try:
+    genes = SPACE_R.from_native(d)
+  except ArchStringError as e:
+    assert "\n" not in str(e)
+    return
+  value = r[0] if isinstance(r, list) else r
+  assert value in mbv3.RESOLUTIONS and mbv3.RESOLUTIONS[genes[45]] == value

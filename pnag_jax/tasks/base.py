@@ -13,11 +13,28 @@ import dataclasses
 import functools
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import jax
 import numpy as np
 
 from pnag_jax.errors import PnagError
 from pnag_jax.spaces import get_space
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceScore:
+  """A score of genes as a pure jax function: `fn(arrays, genes int[..., G]) -> [...]`.
+
+  `fn` is static (hashable) under jit, `arrays` a pytree argument, so a score's
+  weights are never baked into the compiled program as constants.
+  """
+
+  fn: Callable[[Any, jax.Array], jax.Array]
+  arrays: Any = dataclasses.field(compare=False, hash=False)
+
+  def __call__(self, genes: jax.Array) -> jax.Array:
+    return self.fn(self.arrays, genes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +86,9 @@ class Task:
     load: reads the data; called only by `data()`.
     score_fn: for formula tasks, `score_fn(genes int[n, G]) -> float64[n]` for any
       archs (e.g. constraints on generated ones); None for table tasks.
+    device_score: the same as a pure jax function, where there is one, for searches
+      that run on device (`guidance.evolution`).
+    unit: the unit of the scores ("ms"), named in output columns; None for none.
   """
 
   name: str
@@ -78,6 +98,13 @@ class Task:
   source: str
   load: Callable[[], TaskData]
   score_fn: Callable[[np.ndarray], np.ndarray] | None = None
+  device_score: DeviceScore | None = None
+  unit: str | None = None
+
+  @property
+  def column(self) -> str:
+    """The task's column in output files: its name, with its unit where it has one."""
+    return f"{self.name}_{self.unit}" if self.unit else self.name
 
   @property
   def is_function(self) -> bool:

@@ -12,14 +12,15 @@ import csv
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from pnag_jax.data import nb201 as nb201_data
 from pnag_jax.data import tables_for
 from pnag_jax.errors import DataError, PnagError
 from pnag_jax.spaces import get_space
-from pnag_jax.tasks import costs
-from pnag_jax.tasks.base import Task, TaskData
+from pnag_jax.tasks import costs, ofa
+from pnag_jax.tasks.base import DeviceScore, Task, TaskData
 
 #: NASLib's dataset names -> the spelling in task names (as in the accuracy columns).
 _DATASET_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100",
@@ -69,6 +70,43 @@ def _function_task(space: str, name: str, fn) -> Task:
   return Task(name, name, True, space, "formula", load, score_fn)
 
 
+def _ofa_tasks(space: str, data_dir) -> dict[str, Task]:
+  """`ofa_acc` and `note10_latency` of MBV3 subnets, where OFA's files are found.
+
+  `mbv3` has no resolution gene, so its subnets are scored at 224 px, OFA's full
+  resolution; `mbv3_r` subnets at their own.
+  """
+  root = ofa.find_dir(data_dir)
+  if root is None:
+    return {}
+  models = ofa.OFAModels.from_dir(root)
+  with_r = ofa.with_resolution if space == "mbv3" else (lambda g: g)
+  acc_fn = jax.jit(ofa.accuracy_of_genes)
+
+  def acc(genes):
+    return np.asarray(acc_fn(models.arrays, with_r(np.asarray(genes))), np.float64)
+
+  def latency(genes):
+    return models.note10_latency(*ofa.genes_to_values(with_r(np.asarray(genes))))
+
+  def device(fn):
+    return DeviceScore(fn if space == "mbv3_r" else ofa.at_full_resolution(fn), models.arrays)
+
+  def no_table(name):
+    def load():
+      raise PnagError(f"task {name!r} of space {space!r} is a function; it has no table")
+    return load
+
+  source = str(root)
+  return {
+      "ofa_acc": Task("ofa_acc", "accuracy", False, space, source, no_table("ofa_acc"), acc,
+                      device(ofa.accuracy_of_genes)),
+      "note10_latency": Task("note10_latency", "latency", True, space, source,
+                             no_table("note10_latency"), latency,
+                             device(ofa.latency_of_genes), unit="ms"),
+  }
+
+
 def _formula_tasks(space: str) -> dict[str, Task]:
   return {"params": _function_task(space, "params", costs.params_of),
           "flops": _function_task(space, "flops", costs.flops_of)}
@@ -106,7 +144,9 @@ def builtin_tasks(space: str, data_dir: str | os.PathLike | None = None) -> dict
   NB201, with a data directory (`data_dir`, else `$PNAG_DATA_DIR`): test accuracies,
   `lat_*` latencies, `rob_*` robustness accuracies, the zero-cost subset's validation
   accuracies (each group only where its file is present), then `params` and `flops`.
-  Every space has `params` and `flops` (`pnag_jax.tasks.costs`).
+  MBV3 (`mbv3`, `mbv3_r`), where the data directory has OFA's files: `ofa_acc` and
+  `note10_latency` (`pnag_jax.tasks.ofa`). Every space has `params` and `flops`
+  (`pnag_jax.tasks.costs`).
 
   Raises:
     UnknownSpaceError: `space` is not registered.
@@ -117,6 +157,8 @@ def builtin_tasks(space: str, data_dir: str | os.PathLike | None = None) -> dict
   data = tables_for(space, data_dir)
   if isinstance(data, nb201_data.NB201Data):
     tasks.update(_nb201_table_tasks(data))
+  if space in ("mbv3", "mbv3_r"):
+    tasks.update(_ofa_tasks(space, data_dir))
   tasks.update(_formula_tasks(space))
   return tasks
 

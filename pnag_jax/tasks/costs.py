@@ -49,6 +49,7 @@ INPUT_SHAPES = {
     "nb201": (32, 32, 3),
     "darts": (32, 32, 3),
     "mbv3": (224, 224, 3),
+    "mbv3_r": (224, 224, 3),  # the default; each subnet is counted at its own resolution
     "autoformer": (224, 224, 3),
     "autoformer_base": (224, 224, 3),
 }
@@ -68,9 +69,9 @@ def _genes(space: SearchSpace, genes) -> np.ndarray:
   return genes.astype(np.int32)
 
 
-def _abstract_network(space_name: str, genes: np.ndarray) -> nnx.Module:
+def _abstract_network(space_name: str, genes: np.ndarray, shape=None) -> nnx.Module:
   from pnag_jax.networks import registry  # pylint: disable=g-import-not-at-top
-  shape = INPUT_SHAPES[space_name]
+  shape = shape or INPUT_SHAPES[space_name]
   return nnx.eval_shape(lambda: registry.build_network(
       space_name, genes, input_shape=shape, num_classes=NUM_CLASSES, rngs=nnx.Rngs(0)))
 
@@ -224,7 +225,7 @@ def _mbv3_params(genes: np.ndarray) -> np.ndarray:
   base, per_layer = mbv3_param_terms()
   n_layers = space.NUM_LAYERS
   ks, e = genes[:, :n_layers], genes[:, n_layers:2 * n_layers]
-  depth = np.asarray(space.DEPTHS)[genes[:, 2 * n_layers:]]                 # [n, 5]
+  depth = np.asarray(space.DEPTHS)[genes[:, 2 * n_layers:2 * n_layers + space.NUM_STAGES]]
   active = np.arange(space.LAYERS_PER_STAGE)[None, None] < depth[..., None]  # [n, 5, 4]
   terms = per_layer[np.arange(n_layers), ks, e]                               # [n, 20]
   return base + (terms * active.reshape(len(genes), n_layers)).sum(-1)
@@ -283,7 +284,7 @@ def counted_quickly(space: SearchSpace | str, count: str) -> bool:
   cheap for tens of thousands of archs, rather than one abstract build per arch."""
   name = as_space(space).name
   if count == "params":
-    return name in ("nb201", "mbv3") or name.startswith("autoformer")
+    return name in ("nb201", "mbv3", "mbv3_r") or name.startswith("autoformer")
   if count == "flops":
     return name == "nb201"
   raise PnagError(f"unknown count {count!r}; counts: params, flops")
@@ -303,8 +304,8 @@ def params_of(space: SearchSpace | str, genes) -> np.ndarray:
   genes = _genes(space, genes)
   if space.name == "nb201":
     return _nb201_params(genes)
-  if space.name == "mbv3":
-    return _mbv3_params(genes)
+  if space.name in ("mbv3", "mbv3_r"):
+    return _mbv3_params(genes)  # the resolution changes no parameter
   if space.name.startswith("autoformer"):
     # AutoFormer's own count equals the built subnet's (checked on sampled subnets).
     img = INPUT_SHAPES[space.name][0]
@@ -324,6 +325,10 @@ def flops_of(space: SearchSpace | str, genes) -> np.ndarray:
   genes = _genes(space, genes)
   if space.name == "nb201":
     return _nb201_flops(genes)
-  shape = INPUT_SHAPES[space.name]
-  return np.array([_lowered_flops(_abstract_network(space.name, g), shape) / 2
+  def shape(g):
+    if space.name == "mbv3_r":  # the resolution the subnet is searched at
+      r = space.to_native(g)["r"]
+      return (r, r, 3)
+    return INPUT_SHAPES[space.name]
+  return np.array([_lowered_flops(_abstract_network(space.name, g, shape(g)), shape(g)) / 2
                    for g in genes], np.float64)

@@ -6,7 +6,9 @@
 
 `ks`, `e` are int[n, 20] (kernel sizes 3/5/7, expand ratios 3/4/6), `d` int[n, 5]
 (stage depths 2/3/4) and `r` int[n] (resolution 160..224 by 16), OFA's own values
-(not gene indices). Slot i belongs to stage i // 4, position i % 4, and is active when
+(not gene indices). The same two functions on `mbv3_r` genes, pure and jit-able for
+searches that run on device (`accuracy_of_genes`, `latency_of_genes` over
+`OFAModels.arrays`), are the `ofa_acc` and `note10_latency` tasks. Slot i belongs to stage i // 4, position i % 4, and is active when
 i % 4 < d[i // 4]; inactive slots' ks and e are ignored, as in OFA.
 
 The predictor is OFA's tutorial MLP (128 -> 400 -> 400 -> 400 -> 1, ReLU) on its
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from pathlib import Path
 
 import jax
@@ -44,6 +47,23 @@ _STAGE_STRIDES = (2, 2, 2, 1, 2)
 _STAGE_SE = (0, 1, 0, 1, 1)
 _STAGE_HS = (0, 0, 1, 1, 1)
 _FINAL_EXPAND, _FEATURE_MIX, _CLASSES = 1152, 1536, 1000
+
+
+#: Where OFA's files live under a data directory (the parent of `nb201/` and `mbv3/`).
+SUBDIR = "mbv3"
+ENV_VAR = "PNAG_DATA_DIR"
+
+
+def find_dir(data_dir=None) -> Path | None:
+  """The directory holding `ofa_acc_predictor.npz`: `data_dir` (else `$PNAG_DATA_DIR`)
+  itself or its `mbv3/`; None where there is none (OFA's tasks are then absent)."""
+  given = data_dir if data_dir is not None else os.environ.get(ENV_VAR)
+  if given:
+    root = Path(given).expanduser()
+    for cand in (root / SUBDIR, root):
+      if (cand / "ofa_acc_predictor.npz").is_file():
+        return cand
+  return None
 
 
 def _index_of(values: np.ndarray, choices: tuple[int, ...], name: str) -> np.ndarray:
@@ -142,6 +162,81 @@ def _latency_tables(table_dir: Path) -> tuple[np.ndarray, np.ndarray]:
   return fixed, per_slot
 
 
+# ---- on mbv3_r genes, pure and jit-able -----------------------------------------------
+
+
+def _gene_parts(genes: jax.Array):
+  """(ks_idx [.., 20], e_idx [.., 20], active bool[.., 20], r_idx [..]) of mbv3_r genes."""
+  genes = jnp.asarray(genes, jnp.int32)
+  k_idx, e_idx = genes[..., :NUM_SLOTS], genes[..., NUM_SLOTS:2 * NUM_SLOTS]
+  depth = jnp.asarray(DEPTHS)[genes[..., 2 * NUM_SLOTS:2 * NUM_SLOTS + NUM_STAGES]]
+  pos = jnp.arange(NUM_SLOTS) % LAYERS_PER_STAGE
+  active = pos < jnp.repeat(depth, LAYERS_PER_STAGE, axis=-1)
+  return k_idx, e_idx, active, genes[..., 2 * NUM_SLOTS + NUM_STAGES]
+
+
+def encode_genes(genes: jax.Array) -> jax.Array:
+  """float32[..., 128]: `encode` of mbv3_r genes (gene indices, resolution last)."""
+  k_idx, e_idx, active, r_idx = _gene_parts(genes)
+  on = active[..., None].astype(jnp.float32)
+  ks = (jax.nn.one_hot(k_idx, len(KERNEL_SIZES)) * on).reshape(k_idx.shape[:-1] + (60,))
+  ex = (jax.nn.one_hot(e_idx, len(EXPAND_RATIOS)) * on).reshape(e_idx.shape[:-1] + (60,))
+  # 160 is bit 123 of the resolution one-hot (one bit per 16 pixels from 112).
+  res = jax.nn.one_hot(r_idx + 3, 8)
+  return jnp.concatenate([ks, ex, res], axis=-1)
+
+
+def accuracy_of_genes(arrays: dict, genes: jax.Array) -> jax.Array:
+  """float32[...]: the predictor on mbv3_r genes; `arrays` is `OFAModels.arrays`."""
+  h = encode_genes(genes)
+  params = arrays["predictor"]
+  for i in range(3):
+    h = jax.nn.relu(h @ params[f"w{i}"] + params[f"b{i}"])
+  return (h @ params["w3"] + params["b3"])[..., 0]
+
+
+def latency_of_genes(arrays: dict, genes: jax.Array) -> jax.Array:
+  """float32[...]: the Note10 table sum on mbv3_r genes, in ms (float32: within
+  ~1e-5 ms of the float64 sum of `OFAModels.note10_latency`)."""
+  k_idx, e_idx, active, r_idx = _gene_parts(genes)
+  slot = arrays["latency_slot"][r_idx[..., None], jnp.arange(NUM_SLOTS), k_idx, e_idx]
+  return arrays["latency_fixed"][r_idx] + jnp.sum(jnp.where(active, slot, 0.0), axis=-1)
+
+
+_FULL_RESOLUTION = len(RESOLUTIONS) - 1
+
+
+def with_resolution(genes, r_idx: int = _FULL_RESOLUTION):
+  """mbv3 genes [..., 45] -> mbv3_r genes [..., 46] at resolution `RESOLUTIONS[r_idx]`
+  (numpy in, numpy out; jax in, jax out)."""
+  xp = np if isinstance(genes, np.ndarray) else jnp
+  genes = xp.asarray(genes)
+  r = xp.full(genes.shape[:-1] + (1,), r_idx, genes.dtype)
+  return xp.concatenate([genes, r], axis=-1)
+
+
+def at_full_resolution(fn):
+  """A function of mbv3_r genes as one of mbv3 genes, scored at 224 px."""
+  return _AtFullResolution(fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class _AtFullResolution:
+  fn: object  # hashable: a static argument under jit
+
+  def __call__(self, arrays, genes):
+    return self.fn(arrays, with_resolution(genes))
+
+
+def genes_to_values(genes: np.ndarray):
+  """(ks, e, d, r) in OFA's values from mbv3_r genes int[n, 46] (host)."""
+  g = np.atleast_2d(np.asarray(genes))
+  ks = np.asarray(KERNEL_SIZES)[g[:, :NUM_SLOTS]]
+  e = np.asarray(EXPAND_RATIOS)[g[:, NUM_SLOTS:2 * NUM_SLOTS]]
+  d = np.asarray(DEPTHS)[g[:, 2 * NUM_SLOTS:2 * NUM_SLOTS + NUM_STAGES]]
+  return ks, e, d, np.asarray(RESOLUTIONS)[g[:, 2 * NUM_SLOTS + NUM_STAGES]]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class OFAModels:
   """OFA's accuracy predictor (params, jitted) and Note10 latency tables (arrays)."""
@@ -164,6 +259,14 @@ class OFAModels:
       raise PnagError(f"cannot read OFA's accuracy predictor {path}: {err}") from err
     fixed, per_slot = _latency_tables(mbv3_dir / "note10")
     return cls(params, fixed, per_slot)
+
+  @functools.cached_property
+  def arrays(self) -> dict:
+    """The predictor's params and the latency tables as one pytree of jnp arrays, the
+    argument of `accuracy_of_genes` / `latency_of_genes` under jit."""
+    return {"predictor": self.params,
+            "latency_fixed": jnp.asarray(self.latency_fixed, jnp.float32),
+            "latency_slot": jnp.asarray(self.latency_slot, jnp.float32)}
 
   def accuracy(self, ks, e, d, r) -> np.ndarray:
     """float32[n]: predicted top-1 on OFA's holdout set, as a fraction."""

@@ -62,3 +62,40 @@ def test_bad_subnets_are_one_line_errors(reference, models, name, value, fragmen
 def test_a_missing_table_is_a_one_line_error(tmp_path):
   with pytest.raises(PnagError, match="cannot read OFA's accuracy predictor"):
     ofa.OFAModels.from_dir(tmp_path)
+
+
+def test_gene_functions_match_on_mbv3_r_genes(reference, models):
+  # The jit-able functions on mbv3_r genes (what searches run on device) agree with
+  # the reference values too, through the space's own parser.
+  import jax  # pylint: disable=g-import-not-at-top
+  from pnag_jax.spaces import get_space  # pylint: disable=g-import-not-at-top
+  space = get_space("mbv3_r")
+  genes = np.stack([space.from_native({**s["arch"], "r": s["resolution"]}) for s in reference])
+  acc = np.asarray(jax.jit(ofa.accuracy_of_genes)(models.arrays, genes))
+  lat = np.asarray(jax.jit(ofa.latency_of_genes)(models.arrays, genes))
+  np.testing.assert_allclose(acc, [s["pred_acc_float32"] for s in reference], atol=1e-5)
+  np.testing.assert_allclose(lat, [s["note10_latency_ms"] for s in reference], atol=1e-3)
+  np.testing.assert_array_equal(np.asarray(ofa.genes_to_values(genes)[3]),
+                                [s["resolution"] for s in reference])
+
+
+def test_tasks_of_the_mbv3_spaces(data_dir, reference):
+  from pnag_jax.spaces import get_space  # pylint: disable=g-import-not-at-top
+  from pnag_jax.tasks.builtin import builtin_tasks  # pylint: disable=g-import-not-at-top
+  tasks = builtin_tasks("mbv3_r", data_dir)
+  assert list(tasks) == ["ofa_acc", "note10_latency", "params", "flops"]
+  acc, lat = tasks["ofa_acc"], tasks["note10_latency"]
+  assert (acc.minimize, lat.minimize, lat.column, acc.column) == (
+      False, True, "note10_latency_ms", "ofa_acc")
+  tutorial = next(s for s in reference if s["name"] == "ofa_tutorial_note10_25ms")
+  genes = get_space("mbv3_r").from_native({**tutorial["arch"], "r": tutorial["resolution"]})
+  assert acc.score_fn(genes[None])[0] == pytest.approx(0.8171285, abs=1e-5)
+  assert lat.score_fn(genes[None])[0] == pytest.approx(24.730, abs=1e-3)
+  # mbv3 has no resolution gene: its subnets are scored at 224 px.
+  plain = builtin_tasks("mbv3", data_dir)
+  at_224 = genes.copy()
+  at_224[-1] = 4
+  assert plain["ofa_acc"].score_fn(genes[None, :45])[0] == pytest.approx(
+      acc.score_fn(at_224[None])[0], abs=1e-6)
+  # Without OFA's files the tasks are simply absent.
+  assert list(builtin_tasks("mbv3_r", data_dir / "nb201")) == ["params", "flops"]
