@@ -69,6 +69,8 @@ EVAL_PROTOCOLS = {
                         "pnag_jax.evaluation.families"),
     "objectives": Command("objective-specific generation: clean, APGD, FGSM (Table 5)",
                           "pnag_jax.evaluation.objectives"),
+    "ofa": Command("MBV3 under a Note10 latency budget: guided generation vs OFA's evolution",
+                   "pnag_jax.evaluation.ofa"),
     "conditional": Command("stage 2's target-quantile sweep: achieved vs target",
                            "pnag_jax.evaluation.conditional"),
 }

@@ -168,7 +168,9 @@ def read_arch_file(path: str | Path, space_name: str) -> list[str]:
       continue
     try:
       row = json.loads(line)
-      archs.append(row["arch"] if isinstance(row, dict) else row)
+      arch = row["arch"] if isinstance(row, dict) else row
+      # Spaces with native dicts (MBV3, AutoFormer) may list the dict itself.
+      archs.append(json.dumps(arch) if isinstance(arch, dict) else arch)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
       raise PnagError(f"{path}:{n}: expected a JSON object with an \"arch\" field") from e
   if not archs:

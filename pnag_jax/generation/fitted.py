@@ -55,20 +55,6 @@ def _encode_chunk(params: dict, genes: jax.Array, *, model: Stage1Model):
   return model.space.strict_valid(ops, adj), mu, tokens
 
 
-def encode_tokens(run: Stage1Run, genes: np.ndarray, chunk: int = 256) -> np.ndarray:
-  """int32[n, P]: MSQ's code indices of each arch's encoding (MSQ token order)."""
-  genes = np.asarray(genes, np.int32)
-  out = []
-  for start in range(0, genes.shape[0], chunk):
-    part = genes[start:start + chunk]
-    k = part.shape[0]
-    if k < chunk:  # one compiled shape; the padding rows are dropped
-      part = np.concatenate([part, np.repeat(part[:1], chunk - k, 0)])
-    out.append(np.asarray(_encode_chunk(run.params, part, model=run.model)[2])[:k])
-  return (np.concatenate(out) if out
-          else np.zeros((0, run.model.layout.num_tokens), np.int32))
-
-
 def fit_priors(run: Stage1Run, genes: np.ndarray | None = None) -> FittedPriors:
   """Encodes `genes` (default: the training split) and fits both priors."""
   m = run.model

@@ -186,27 +186,6 @@ class CodesPrior(Prior):
     return jnp.where(keep, col, alias[rows, col])
 
 
-@dataclasses.dataclass(frozen=True)
-class GivenCodesPrior(CodesPrior):
-  """Per-token categoricals given as the condition: `cond = {"accept", "alias"}`, the
-  alias tables of `alias_tables(probs)` for probs `[P, V]`.
-
-  Guidance that refits the code prior round after round (`guidance.elite`) passes
-  each round's tables as an argument of the one compiled sampler, so a new prior costs
-  no compile. Not registered: without a condition it has nothing to draw from.
-  """
-
-  name: ClassVar[str] = "codes_given"
-  takes_condition: ClassVar[bool] = True
-
-  def tables(self, run: Stage1Run) -> dict[str, Any]:
-    del run
-    return {}
-
-  def draw(self, consts, key, cond, model):
-    return super().draw({"prior": cond}, key, (), model)
-
-
 # ---- latent ----------------------------------------------------------------------------
 
 

@@ -227,13 +227,9 @@ class Sampler:
 
   @classmethod
   def from_run(cls, run: Stage1Run, cfg: SamplerConfig = SamplerConfig(),
-               devices=None, prior: Prior | None = None) -> "Sampler":
-    """Builds the arrays once: the prior's tables, the fused table, the masks.
-
-    `prior` replaces `cfg`'s: a plug-in that is not registered for the command line,
-    such as guidance's `GivenCodesPrior`.
-    """
-    prior = (prior or cfg.make_prior()).bind(run)
+               devices=None) -> "Sampler":
+    """Builds the arrays once: the prior's tables, the fused table, the masks."""
+    prior = cfg.make_prior().bind(run)
     model = run.model
     fused = cfg.fused
     if fused is None:

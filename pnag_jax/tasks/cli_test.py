@@ -39,7 +39,9 @@ def test_unknown_space_and_bad_data_dir_are_one_line(pnag_main, tmp_path):
 
 
 def test_other_spaces_list_their_formulas(pnag_main):
-  code, out, err = pnag_main("tasks", "--space", "mbv3")
+  code, out, err = pnag_main("tasks", "--space", "mbv3_r")
   assert code == 0, err
   assert [line.split()[:4] for line in out.splitlines()[1:]] == [
+      ["ofa_acc", "accuracy", "maximize", "function"],
+      ["note10_latency", "latency", "minimize", "function"],
       ["params", "params", "minimize", "function"], ["flops", "flops", "minimize", "function"]]
