@@ -84,7 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.description = ("Generate architectures from a trained stage-1 run (the space comes "
                    "from the workdir) into a CSV or JSONL file, one native string per row.")
   p.epilog = ("example:\n  pnag generate --workdir runs/nb201 --num 100000 --out archs.csv\n"
-              "  pnag generate --workdir runs/darts --num 1000 --out d.jsonl --constrained")
+              "  pnag generate --workdir runs/darts --num 1000 --out d.jsonl --constrained\n"
+              "  pnag generate --workdir runs/mbv3_r --objective ofa_acc --constraint "
+              "'note10_latency<=25' --num 10 --budget 10000 --out top.jsonl")
   p.add_argument("--workdir", required=True, help="a run trained with pnag train stage1")
   p.add_argument("--num", type=int, required=True, help="architectures to generate")
   p.add_argument("--seed", type=int, default=0, help="architecture i is drawn from "
@@ -136,10 +138,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="draws from the stage-1 prior to rank, or 'all' (every arch of "
                            "a small space such as NB201)")
   guided.add_argument("--objective", metavar="TASK",
-                      help="search for the best archs by a task that scores any arch (e.g. "
-                           "ofa_acc on mbv3_r; see pnag tasks), iterating the stage-1 code "
-                           "prior on the best found; --num best first, within --budget "
-                           "calls and every --constraint")
+                      help="search for the best archs by a task that scores any arch "
+                           "(e.g. ofa_acc on mbv3_r; see pnag tasks): the stage-1 pool, "
+                           "then rounds refit on the best found (guidance/elite.py); "
+                           "--num best first, within --budget calls and every "
+                           "--constraint")
   guided.add_argument("--budget", type=int, default=10_000, metavar="CALLS",
                       help="with --objective: the most objective calls (OFA's evolution "
                            "makes 50,100)")

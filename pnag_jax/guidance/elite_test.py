@@ -111,3 +111,19 @@ def test_generate_objective_errors(nb201_workdir, tmp_path, pnag_main, data_dir,
                            "--data-dir", data_dir, *args)
   assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
   assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_gene_marginals_draw_refit_and_neighbours():
+  card = get_space("mbv3_r").gene_cardinalities
+  dist = elite.GeneMarginals(card, floor=0.01)
+  rng = np.random.default_rng(0)
+  genes = dist.draw(rng, 4000)
+  assert genes.shape == (4000, 46) and (genes >= 0).all() and (genes < np.asarray(card)).all()
+  # Uniform at first: every value of the resolution gene about a fifth of the time.
+  np.testing.assert_allclose(np.bincount(genes[:, 45]) / 4000, 0.2, atol=0.03)
+  dist.refit(np.zeros((10, 46), np.int32), rate=1.0)
+  assert dist.probs[45][0] == pytest.approx(0.99 + 0.01 / 5)
+  parents = genes[:3]
+  near = dist.neighbours(rng, parents, 1000, most=2)
+  diffs = np.min([(near != p).sum(1) for p in parents], axis=0)
+  assert set(diffs.tolist()) <= {1, 2} and (near < np.asarray(card)).all()
