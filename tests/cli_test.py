@@ -40,7 +40,7 @@ def _all_commands():
 def test_registries_cover_every_command():
   paths = [" ".join(p) for p, _ in _all_commands()]
   protocols = {"vun", "speed", "quality", "scc-ablation", "executable", "transfer",
-               "objectives", "families", "conditional"}
+               "objectives", "families", "conditional", "ofa"}
   assert paths == sorted(["demo", "generate", "predict", "spaces", "tasks", "train-arch",
                           "train stage1", "train stage2", "train surrogate",
                           *(f"eval {p}" for p in protocols)])
@@ -68,18 +68,18 @@ def test_train_help_lists_the_stages_and_the_spaces(pnag_main):
   code, out, _ = pnag_main("train", "--help")
   assert code == 0
   assert "stage1" in out and "not built yet" in out
-  assert "nb201, mbv3, darts, autoformer, autoformer_base" in out
+  assert "nb201, mbv3, mbv3_r, darts, autoformer, autoformer_base" in out
 
 
 def test_bad_input_from_the_console_is_one_line_without_traceback(pnag):
   r = pnag("spaces", "nb202")
   assert r.returncode == 2
   assert r.stderr == ("pnag: error: unknown search space 'nb202'; known spaces: nb201, mbv3, "
-                      "darts, autoformer, autoformer_base\n")
+                      "mbv3_r, darts, autoformer, autoformer_base\n")
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (("spaces", "nb202"), "unknown search space 'nb202'; known spaces: nb201, mbv3, darts"),
+    (("spaces", "nb202"), "unknown search space 'nb202'; known spaces: nb201, mbv3, mbv3_r, darts"),
     (("demo", "--num", "0"), "--num must be positive"),
     (("demo", "--steps", "0"), "--steps must be positive"),
     (("demo", "--num", "abc"), "invalid int value"),

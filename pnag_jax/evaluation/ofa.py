@@ -222,7 +222,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--out", required=True, help="output directory")
   p.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS_MS),
                  help="Note10 latency budgets, ms")
-  p.add_argument("--seeds", type=int, default=5)
+  p.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 per budget, each "
+                                                        "method's search drawn from key(seed)")
   p.add_argument("--ratio", type=int, default=5,
                  help="guided generation's calls are 1/RATIO of the evolution's")
   p.add_argument("--generations", type=int, default=500, help="the evolution's")

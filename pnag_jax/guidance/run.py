@@ -145,8 +145,6 @@ def print_guided(r: dict) -> None:
         f"-> {r['out']}")
 
 
-
-
 # ---- `pnag generate --objective` ----------------------------------------------------
 
 
