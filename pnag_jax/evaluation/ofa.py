@@ -59,12 +59,13 @@ def _first_reach(trace: list[tuple[int, float, float]], target: float):
 def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
         data_dir=None, generations: int = 500, check_top: int = TOP,
         cfg: elite.EliteConfig = elite.EliteConfig()) -> dict:
+  saved = stage1.read_config(workdir)  # the space, before restoring any weights
+  if saved is not None and saved.space != "mbv3_r":
+    raise PnagError(f"pnag eval ofa searches OFA subnets with their resolution: it needs a "
+                    f"stage 1 of space mbv3_r, and {workdir} is {saved.space!r}")
   out = reports.out_dir(out)
   s1 = stage1.load(workdir)
   space = s1.space
-  if space.name != "mbv3_r":
-    raise PnagError(f"pnag eval ofa searches OFA subnets with their resolution: it needs a "
-                    f"stage 1 of space mbv3_r, and {workdir} is {space.name!r}")
   known = tasks_lib.builtin_tasks(space.name, data_dir)
   if "ofa_acc" not in known:
     raise PnagError("pnag eval ofa needs OFA's predictor and Note10 tables: a data directory "

@@ -222,7 +222,7 @@ def search(run: Stage1Run, key: jax.Array, objective: Callable[[np.ndarray], np.
   strict = jax.jit(lambda g: space.strict_valid(*space.encode(g)))
   proxy = RidgeProxy(space, cfg.ridge)
   rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
-  dist = None
+  dist, elite_genes = None, None
   seen: set = set()
   genes_all, scores_all = [], []
   trace: list[tuple[int, float, float]] = []

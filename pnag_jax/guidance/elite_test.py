@@ -16,7 +16,7 @@ NB201 = get_space("nb201")
 # A cell with no `none` edge: the optimum of the synthetic objective below.
 TARGET = NB201.from_string("|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+"
                            "|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|")
-CFG = elite.EliteConfig(batch=25, pool=2048, elite=10, chunk_size=2048)
+CFG = elite.EliteConfig(batch=25, pool=1024, elite=10, chunk_size=1024)
 
 
 def _matches(genes):
