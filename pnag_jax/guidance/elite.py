@@ -32,8 +32,10 @@ under 25 ms on a Note10, 10,000 calls; the OFA evolution's 50,100 calls reach
   no small steps to take;
 * starting the per-gene categoricals from the stage-1 draws' marginals rather than
   uniform, or adding mutants of the elite to every round's pool, converged to a worse
-  local optimum in more seeds; neighbours of the elite in the last 30% of the calls
-  only (`polish`) raised the best in 4 of 8 seeds at 30-40 ms and changed none at 25.
+  local optimum in more seeds (mutants in every round reached the 40 ms optimum that
+  the others missed in one seed, but lost at 25 ms in all three); neighbours of the
+  elite in the last 30% of the calls only (`polish`) raised the best in 5 of 7 runs
+  at 30-40 ms and changed none of 3 at 25 ms.
 
 So the stage-1 model generates the first pool, and the search distribution over genes
 takes it from there.
