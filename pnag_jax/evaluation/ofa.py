@@ -129,8 +129,7 @@ def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
           "calls_ratio_to_evolution": (None if reach_calls is None
                                        else reach_calls / evo_calls),
           "guided_trace": [list(t) for t in g.trace],
-          "top_strictly_valid": bool(np.asarray(jax.jit(
-              lambda x: space.strict_valid(*space.encode(x)))(top)).all()),
+          "top_strictly_valid": bool(elite.strictly_valid(space, top).all()),
           "top_within_budget": bool((lat.score_fn(top) <= budget).all()),
       }
       if seed == 0 and check_top:

@@ -107,6 +107,8 @@ class SearchResult:
 
 @functools.lru_cache(maxsize=None)
 def _jitted(space, method: str):
+  if method == "strict_valid_genes":
+    return jax.jit(lambda g: space.strict_valid(*space.encode(g)))
   return jax.jit(getattr(space, method))
 
 
@@ -119,6 +121,11 @@ def _batched(space, method: str, genes: np.ndarray):
   padded = np.concatenate([genes, np.zeros((size - n, genes.shape[1]), np.int32)])
   return jax.tree.map(lambda a: np.asarray(a)[:n],
                       jax.device_get(_jitted(space, method)(padded)))
+
+
+def strictly_valid(space, genes: np.ndarray) -> np.ndarray:
+  """bool[n]: strict validity of genes, through one compiled function per space."""
+  return _batched(space, "strict_valid_genes", genes)
 
 
 def features(space, genes: np.ndarray) -> np.ndarray:
@@ -221,7 +228,6 @@ def search(run: Stage1Run, key: jax.Array, objective: Callable[[np.ndarray], np.
   t0 = time.perf_counter()
   space = run.space
   sampler = sampler or make_sampler(run, cfg)
-  strict = jax.jit(lambda g: space.strict_valid(*space.encode(g)))
   proxy = RidgeProxy(space, cfg.ridge)
   rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
   dist, elite_genes = None, None
@@ -239,7 +245,7 @@ def search(run: Stage1Run, key: jax.Array, objective: Callable[[np.ndarray], np.
       else:
         draws = dist.draw(rng, cfg.pool)
       cand = np.asarray(space.canonicalize(draws))
-      cand = cand[np.asarray(strict(cand))]
+      cand = cand[strictly_valid(space, cand)]
     rounds += 1
     drawn += cfg.pool
     if len(cand):

@@ -26,21 +26,9 @@ def write_scored(path: str | Path, strings: Sequence[str], scores: np.ndarray,
   path = check_output(path)
   extra = extra or {}
   columns = ["arch", "predicted_score", *extra]
-  partial = path.with_name(path.name + ".partial")
   values = [list(strings), [float(s) for s in np.asarray(scores, np.float64)],
             *[list(v) for v in extra.values()]]
-  try:
-    with partial.open("w", newline="") as f:
-      if path.suffix.lower() == ".csv":
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(columns)
-        w.writerows(zip(*values))
-      else:
-        for row in zip(*values):
-          f.write(json.dumps(dict(zip(columns, row))) + "\n")
-    os.replace(partial, path)
-  finally:
-    partial.unlink(missing_ok=True)
+  _write_rows(path, columns, values)
   return path
 
 
@@ -62,17 +50,22 @@ def write_records(path: str | Path, space, genes: np.ndarray,
     archs.append(native if isinstance(native, dict) else space.to_string(g))
   values = [archs, *[[v.item() if isinstance(v, np.generic) else v for v in col]
                      for col in columns.values()]]
+  _write_rows(path, names, values)
+  return path
+
+
+def _write_rows(path: Path, names: list[str], values: list[list]) -> None:
+  """Columns `values` under `names` to `path` (.csv, else .jsonl) via `F.partial`."""
   partial = path.with_name(path.name + ".partial")
   try:
     with partial.open("w", newline="") as f:
-      if jsonl:
-        for row in zip(*values):
-          f.write(json.dumps(dict(zip(names, row))) + "\n")
-      else:
+      if path.suffix.lower() == ".csv":
         w = csv.writer(f, lineterminator="\n")
         w.writerow(names)
         w.writerows(zip(*values))
+      else:
+        for row in zip(*values):
+          f.write(json.dumps(dict(zip(names, row))) + "\n")
     os.replace(partial, path)
   finally:
     partial.unlink(missing_ok=True)
-  return path

@@ -65,9 +65,15 @@ def _function_task(space: str, name: str, fn) -> Task:
       genes = get_space(space).enumerate()
       return TaskData(genes, score_fn(genes))
   else:
-    def load() -> TaskData:
-      raise PnagError(f"task {name!r} of space {space!r} is a function; it has no table")
+    load = _no_table(space, name)
   return Task(name, name, True, space, "formula", load, score_fn)
+
+
+def _no_table(space: str, name: str):
+  """The `load` of a function task: it scores any arch, but lists none."""
+  def load() -> TaskData:
+    raise PnagError(f"task {name!r} of space {space!r} is a function; it has no table")
+  return load
 
 
 def _ofa_tasks(space: str, data_dir) -> dict[str, Task]:
@@ -90,19 +96,14 @@ def _ofa_tasks(space: str, data_dir) -> dict[str, Task]:
     return models.note10_latency(*ofa.genes_to_values(with_r(np.asarray(genes))))
 
   def device(fn):
-    return DeviceScore(fn if space == "mbv3_r" else ofa.at_full_resolution(fn), models.arrays)
-
-  def no_table(name):
-    def load():
-      raise PnagError(f"task {name!r} of space {space!r} is a function; it has no table")
-    return load
+    return DeviceScore(fn if space == "mbv3_r" else ofa.AtFullResolution(fn), models.arrays)
 
   source = str(root)
   return {
-      "ofa_acc": Task("ofa_acc", "accuracy", False, space, source, no_table("ofa_acc"), acc,
+      "ofa_acc": Task("ofa_acc", "accuracy", False, space, source, _no_table(space, "ofa_acc"), acc,
                       device(ofa.accuracy_of_genes)),
       "note10_latency": Task("note10_latency", "latency", True, space, source,
-                             no_table("note10_latency"), latency,
+                             _no_table(space, "note10_latency"), latency,
                              device(ofa.latency_of_genes), unit="ms"),
   }
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 
+from pnag_jax.data import nb201 as nb201_data
 from pnag_jax.errors import PnagError
 
 KERNEL_SIZES = (3, 5, 7)
@@ -51,13 +52,12 @@ _FINAL_EXPAND, _FEATURE_MIX, _CLASSES = 1152, 1536, 1000
 
 #: Where OFA's files live under a data directory (the parent of `nb201/` and `mbv3/`).
 SUBDIR = "mbv3"
-ENV_VAR = "PNAG_DATA_DIR"
 
 
 def find_dir(data_dir=None) -> Path | None:
   """The directory holding `ofa_acc_predictor.npz`: `data_dir` (else `$PNAG_DATA_DIR`)
   itself or its `mbv3/`; None where there is none (OFA's tasks are then absent)."""
-  given = data_dir if data_dir is not None else os.environ.get(ENV_VAR)
+  given = data_dir if data_dir is not None else os.environ.get(nb201_data.ENV_VAR)
   if given:
     root = Path(given).expanduser()
     for cand in (root / SUBDIR, root):
@@ -215,13 +215,10 @@ def with_resolution(genes, r_idx: int = _FULL_RESOLUTION):
   return xp.concatenate([genes, r], axis=-1)
 
 
-def at_full_resolution(fn):
-  """A function of mbv3_r genes as one of mbv3 genes, scored at 224 px."""
-  return _AtFullResolution(fn)
-
-
 @dataclasses.dataclass(frozen=True)
-class _AtFullResolution:
+class AtFullResolution:
+  """A function of mbv3_r genes as one of mbv3 genes, scored at 224 px."""
+
   fn: object  # hashable: a static argument under jit
 
   def __call__(self, arrays, genes):
