@@ -71,6 +71,8 @@ EVAL_PROTOCOLS = {
                           "pnag_jax.evaluation.objectives"),
     "ofa": Command("MBV3 under a Note10 latency budget: guided generation vs OFA's evolution",
                    "pnag_jax.evaluation.ofa"),
+    "scaling": Command("generation throughput against devices and processes (multi-host)",
+                       "pnag_jax.evaluation.scaling"),
     "conditional": Command("stage 2's target-quantile sweep: achieved vs target",
                            "pnag_jax.evaluation.conditional"),
 }

@@ -2,7 +2,9 @@
 
 Rows are written chunk by chunk, so memory stays flat however many architectures are
 asked for. The file appears under its final name only when complete: a run killed
-halfway leaves `F.partial` and never clobbers an existing `F`.
+halfway leaves `F.partial` and never clobbers an existing `F`. The writer hashes the
+bytes as it writes them (`sha256`), so a part of a multi-process run (`parts.py`) is
+checked without reading it back.
 
 Columns: `arch` (the native string), then, for a space with benchmark tables
 (`pnag_jax.data.tables_for`), the tables' per-arch columns (NB201: `nb201_index` and the
@@ -12,6 +14,7 @@ three test accuracies), then `valid` (strict) and `format_valid` (DiffusionNAG's
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -42,6 +45,12 @@ def check_output(path: str | Path) -> Path:
   return path
 
 
+def columns(tables=None) -> list[str]:
+  """A file's columns: `arch`, the tables' per-arch columns if any, the two validities."""
+  extra = [] if tables is None else list(tables.FILE_COLUMNS)
+  return ["arch", *extra, "valid", "format_valid"]
+
+
 def _csv_line(values) -> str:
   buf = io.StringIO()
   csv.writer(buf, lineterminator="").writerow(values)
@@ -55,18 +64,25 @@ class ArchWriter:
     path: F.jsonl or F.csv; written as F.partial, renamed to F when complete.
     space: the archs' space.
     tables: optional benchmark tables with `FILE_COLUMNS` and `file_values(genes)`.
+    kind: ".csv" or ".jsonl" for a path whose name does not say (a part file).
+    header: write the CSV header (a part after the first has none, so the parts
+      concatenate to the whole file).
   """
 
-  def __init__(self, path: str | Path, space: SearchSpace, tables=None):
-    self.path = check_output(path)
-    self.kind = output_format(self.path)
+  def __init__(self, path: str | Path, space: SearchSpace, tables=None, *,
+               kind: str | None = None, header: bool = True):
+    if kind is None:
+      self.path = check_output(path)
+      self.kind = output_format(self.path)
+    else:
+      self.path, self.kind = Path(path), output_format("x" + kind)
+      if not self.path.parent.is_dir():
+        raise PnagError(f"output directory {self.path.parent} does not exist")
+    self.header = header
     self.space = space
     self.tables = tables
     self._partial = self.path.with_name(self.path.name + ".partial")
-    self.columns = ["arch"]
-    if tables is not None:
-      self.columns += list(tables.FILE_COLUMNS)
-    self.columns += ["valid", "format_valid"]
+    self.columns = columns(tables)
     # Each row is "<per-arch part><validity part>". The validity part has 4 forms; an
     # enumerable space's per-arch parts are formatted once (NB201: 15,625), so every
     # row is two table look-ups and a join (10M rows in seconds, not minutes).
@@ -75,6 +91,8 @@ class ArchWriter:
     if space.enumerable:
       self._heads = np.asarray(self._format_heads(space.enumerate()), dtype=object)
     self.rows = 0
+    self.bytes = 0
+    self._hash = hashlib.sha256()
 
   def _format_heads(self, genes: np.ndarray) -> list[str]:
     strings = self.space.to_strings(genes)
@@ -93,10 +111,21 @@ class ArchWriter:
       return f"{valid},{format_valid}\n"
     return f'"valid": {json.dumps(valid)}, "format_valid": {json.dumps(format_valid)}}}\n'
 
+  @property
+  def sha256(self) -> str:
+    """The hex digest of every byte written so far."""
+    return self._hash.hexdigest()
+
+  def _put(self, text: str) -> None:
+    data = text.encode()
+    self._file.write(data)
+    self._hash.update(data)
+    self.bytes += len(data)
+
   def __enter__(self) -> "ArchWriter":
-    self._file = self._partial.open("w", newline="")
-    if self.kind == ".csv":
-      self._file.write(_csv_line(self.columns) + "\n")
+    self._file = self._partial.open("wb")
+    if self.kind == ".csv" and self.header:
+      self._put(_csv_line(self.columns) + "\n")
     return self
 
   def __exit__(self, exc_type, exc, tb) -> None:
@@ -112,5 +141,5 @@ class ArchWriter:
       heads = self._format_heads(genes)
     tails = (2 * np.asarray(chunk.valid, np.int64) + np.asarray(chunk.format_valid)).tolist()
     suffix = self._suffix
-    self._file.write("".join([h + suffix[t] for h, t in zip(heads, tails)]))
+    self._put("".join([h + suffix[t] for h, t in zip(heads, tails)]))
     self.rows += len(heads)

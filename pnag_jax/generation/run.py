@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,7 +16,8 @@ from tqdm.auto import tqdm
 
 from pnag_jax import data as data_lib
 from pnag_jax.errors import PnagError
-from pnag_jax.generation.output import ArchWriter, output_format
+from pnag_jax.generation import multihost, output, parts
+from pnag_jax.generation.output import ArchWriter, check_output, output_format
 from pnag_jax.generation.priors import PRIORS
 from pnag_jax.generation.sampler import Sampler, SamplerConfig
 from pnag_jax.stages import stage1
@@ -36,48 +40,142 @@ def tables_or_note(space_name: str, data_dir: str | None):
   return tables
 
 
+def _write_block(sampler: Sampler, writer: ArchWriter, key: jax.Array, start: int, num: int,
+                 cond, progress: bool) -> dict:
+  """Architectures `start .. start + num - 1` through `writer`; their validity counts."""
+  space = sampler.space
+  n_valid = n_format = 0
+  keys = []
+  with tqdm(total=num, unit="arch", unit_scale=True, disable=not progress or num < 100_000,
+            desc="generate", dynamic_ncols=True) as bar:
+    for chunk in sampler.iter_chunks(key, num, cond, start=start):
+      writer.write(chunk)
+      n_valid += int(chunk.valid.sum())
+      n_format += int(chunk.format_valid.sum())
+      # Exact keys of valid rows only: uniqueness over the whole file without
+      # holding the rows (NB201: one uint32 per arch).
+      keys.append(np.asarray(space.exact_key(chunk.genes[chunk.valid])))
+      bar.update(chunk.genes.shape[0])
+  keys = np.concatenate(keys) if keys else np.zeros((0, space.key_words), np.uint32)
+  return {"valid": n_valid, "format_valid": n_format,
+          "unique": int(np.unique(keys, axis=0).shape[0]) if keys.size else 0}
+
+
+def _settings(sampler: Sampler, cfg: SamplerConfig) -> dict:
+  return {"space": sampler.space.name, "prior": cfg.prior,
+          "temperature": sampler.spec.prior.tau, "constrained": cfg.constrained,
+          "cfg_scale": cfg.cfg_scale, "top_k": cfg.top_k, "top_p": cfg.top_p,
+          "fused": sampler.spec.fused}
+
+
 def generate_to_file(workdir: str | Path, num: int, seed: int, out: str | Path,
                      cfg: SamplerConfig, data_dir: str | None = None,
-                     progress: bool = True, cond=()) -> dict:
+                     progress: bool = True, cond=(), devices=None) -> dict:
   """Writes `num` architectures to `out` (.jsonl or .csv); returns a summary.
 
   `cond` is the prior's condition (the `ar` prior's task vector and target), shared
-  by every architecture; `()` for none.
+  by every architecture; `()` for none. `devices` to shard over (default: all).
   """
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
   output_format(out)  # a bad name fails before the model loads
-  _, sampler = load_sampler(workdir, cfg)
-  space = sampler.space
-  tables = tables_or_note(space.name, data_dir)
-  key = jax.random.key(seed)
-  n_valid = n_format = 0
-  keys = []
+  _, sampler = load_sampler(workdir, cfg, devices)
+  tables = tables_or_note(sampler.space.name, data_dir)
   t0 = time.perf_counter()
-  with ArchWriter(out, space, tables) as writer:
-    with tqdm(total=num, unit="arch", unit_scale=True, disable=not progress or num < 100_000,
-              desc="generate", dynamic_ncols=True) as bar:
-      for chunk in sampler.iter_chunks(key, num, cond):
-        writer.write(chunk)
-        n_valid += int(chunk.valid.sum())
-        n_format += int(chunk.format_valid.sum())
-        # Exact keys of valid rows only: uniqueness over the whole file without
-        # holding the rows (NB201: one uint32 per arch).
-        keys.append(np.asarray(space.exact_key(chunk.genes[chunk.valid])))
-        bar.update(chunk.genes.shape[0])
+  with ArchWriter(out, sampler.space, tables) as writer:
+    counts = _write_block(sampler, writer, jax.random.key(seed), 0, num, cond, progress)
   seconds = time.perf_counter() - t0
-  keys = np.concatenate(keys) if keys else np.zeros((0, space.key_words), np.uint32)
-  n_unique = int(np.unique(keys, axis=0).shape[0]) if keys.size else 0
   return {
-      "num": num, "out": str(out), "space": space.name, "prior": cfg.prior,
-      "temperature": sampler.spec.prior.tau, "constrained": cfg.constrained,
-      "cfg_scale": cfg.cfg_scale, "top_k": cfg.top_k, "top_p": cfg.top_p,
-      "fused": sampler.spec.fused,
+      "num": num, "out": str(out), **_settings(sampler, cfg),
       # The paper's validity is DiffusionNAG's format validity; strict is ours.
-      "validity": n_format / num, "strict_validity": n_valid / num,
-      "uniqueness": n_unique / max(n_valid, 1),
+      "validity": counts["format_valid"] / num, "strict_validity": counts["valid"] / num,
+      "uniqueness": counts["unique"] / max(counts["valid"], 1),
       "seconds": seconds, "with_benchmark_columns": tables is not None,
   }
+
+
+def _run_id(sampler: Sampler, cfg: SamplerConfig, seed: int, num: int, parts_: int,
+            kind: str, columns: list[str], cond) -> str:
+  """What this run's rows depend on: the arrays, the settings, the seed and the split
+  (not the chunk size or the devices, which change no row)."""
+  arrays = jax.tree.leaves(jax.device_get((sampler.consts, cond)))
+  digest = hashlib.sha256()
+  for a in arrays:
+    a = np.ascontiguousarray(a)
+    digest.update(f"{a.dtype}{a.shape}".encode() + a.tobytes())
+  return parts.run_id(arrays=digest.digest(), settings=_settings(sampler, cfg), seed=seed,
+                      num=num, parts=parts_, format=kind, columns=columns)
+
+
+def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | Path,
+                           cfg: SamplerConfig, launch: multihost.Launch,
+                           data_dir: str | None = None, progress: bool = True,
+                           cond=()) -> dict:
+  """This process's part of a multi-process run writing `out` (`parts.py`); process 0
+  also writes the manifest. A part that is already current is kept, not regenerated.
+
+  Joins the runtime first, so nothing may have touched a device before. A run whose
+  runtime finds one process (`--distributed` outside a cluster job, or P = 1) writes
+  `out` itself, as `generate_to_file`.
+  """
+  if num <= 0:
+    raise PnagError(f"--num must be positive, got {num}")
+  kind = output_format(check_output(out))
+  if launch.single:
+    return generate_to_file(workdir, num, seed, out, cfg, data_dir, progress, cond)
+  cluster = multihost.initialize(launch)
+  if cluster.num_processes == 1:
+    multihost.shutdown()
+    return generate_to_file(workdir, num, seed, out, cfg, data_dir, progress, cond)
+  pid, count = cluster.process_id, cluster.num_processes
+  t0 = time.perf_counter()
+  if pid == 0:
+    # A manifest exists only for a finished run: this one is not, until the end.
+    parts.manifest_path(out).unlink(missing_ok=True)
+  # The local mesh: no device of another process is on the hot path.
+  _, sampler = load_sampler(workdir, cfg, devices=jax.local_devices())
+  tables = tables_or_note(sampler.space.name, data_dir) if pid == 0 else (
+      data_lib.tables_for(sampler.space.name, data_dir))
+  start, stop = parts.block(num, count, pid)
+  part_file = parts.part_path(out, pid, count)
+  columns = output.columns(tables)
+  expected = {"run": _run_id(sampler, cfg, seed, num, count, kind, columns, cond),
+              "seed": seed, "num": num, "part": pid, "parts": count, "start": start,
+              "stop": stop, "count": stop - start}
+  regenerated = not parts.is_current(part_file, expected)
+  if regenerated:
+    parts.sidecar_path(part_file).unlink(missing_ok=True)
+    t_part = time.perf_counter()
+    with ArchWriter(part_file, sampler.space, tables, kind=kind, header=pid == 0) as writer:
+      counts = _write_block(sampler, writer, jax.random.key(seed), start, stop - start, cond,
+                            progress)
+    sidecar = {"format": parts.SIDECAR_FORMAT, **expected, "bytes": writer.bytes,
+               "sha256": writer.sha256, "valid": counts["valid"],
+               "format_valid": counts["format_valid"],
+               "seconds": time.perf_counter() - t_part, "host": socket.gethostname(),
+               "local_devices": len(sampler.spec.mesh.devices.flat)}
+    parts.write_json(parts.sidecar_path(part_file), sidecar)
+  else:
+    sidecar = parts.read_json(parts.sidecar_path(part_file), "sidecar")
+  multihost.publish(f"part/{pid}", {**sidecar, "regenerated": regenerated})
+  multihost.barrier("parts-written")
+  summary = {"num": num, "out": str(out), "part": str(part_file), "process_id": pid,
+             "num_processes": count, "start": start, "stop": stop,
+             "regenerated": regenerated, **_settings(sampler, cfg)}
+  if pid == 0:
+    sidecars = multihost.gather("part", count)
+    valid = sum(s["valid"] for s in sidecars)
+    man = parts.manifest(
+        out, sidecars, **_settings(sampler, cfg), columns=columns,
+        validity=sum(s["format_valid"] for s in sidecars) / num,
+        strict_validity=valid / num, seconds=time.perf_counter() - t0,
+        regenerated_parts=[s["part"] for s in sidecars if s["regenerated"]])
+    parts.write_json(parts.manifest_path(out), man)
+    summary["manifest"] = str(parts.manifest_path(out))
+    summary["validity"], summary["strict_validity"] = man["validity"], man["strict_validity"]
+  multihost.shutdown()
+  summary["seconds"] = time.perf_counter() - t0
+  return summary
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,11 +185,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
               "  pnag generate --workdir runs/darts --num 1000 --out d.jsonl --constrained\n"
               "  pnag generate --workdir runs/mbv3_r --objective ofa_acc --constraint "
               "'note10_latency<=25' --num 10 --budget 10000 --out top.jsonl")
-  p.add_argument("--workdir", required=True, help="a run trained with pnag train stage1")
-  p.add_argument("--num", type=int, required=True, help="architectures to generate")
+  p.add_argument("--workdir", help="a run trained with pnag train stage1 (required)")
+  p.add_argument("--num", type=int, help="architectures to generate (required)")
   p.add_argument("--seed", type=int, default=0, help="architecture i is drawn from "
                                                      "fold_in(key(seed), i)")
-  p.add_argument("--out", required=True, help="F.jsonl or F.csv (F.partial until complete)")
+  p.add_argument("--out", help="F.jsonl or F.csv (F.partial until complete; required)")
   p.add_argument("--prior", default="codes", choices=tuple(PRIORS),
                  help="codes: fitted per-token categoricals; fitted: Gaussian fitted to the "
                       "training encodings; latent: the VAE prior N(0, I); ar: the stage-2 "
@@ -113,6 +211,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="architectures per compiled call (output does not depend on it)")
   p.add_argument("--data-dir",
                  help=f"{data_lib.DATA_DIR_HELP}; adds the NB201 index and test accuracies")
+  hosts = p.add_argument_group(
+      "many processes (JAX's multi-controller runtime, jax.distributed)",
+      "Each process generates one contiguous block of 0 .. NUM-1 on its own devices and "
+      "writes F.part-0000I-of-0000P with a sidecar F.part-...json; process 0 then writes "
+      "F.manifest.json. Rerunning the command regenerates only the parts that are "
+      "missing or do not match their sidecar. Then: pnag generate --merge F.")
+  hosts.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="process 0's address, where it hosts the coordination service")
+  hosts.add_argument("--num-processes", type=int, metavar="P", help="processes in the run")
+  hosts.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. P-1")
+  hosts.add_argument("--distributed", action="store_true",
+                     help="let jax.distributed.initialize() detect the cluster (SLURM, "
+                          "TPU pods, Open MPI) instead of the three flags above")
+  hosts.add_argument("--init-timeout", type=int, default=300, metavar="S",
+                     help="seconds to wait for the coordinator and every process")
+  hosts.add_argument("--heartbeat-timeout", type=int, default=60, metavar="S",
+                     help="seconds without a heartbeat after which a process counts as "
+                          "dead and the run fails")
+  hosts.add_argument("--merge", metavar="F",
+                     help="check the parts of F against F.manifest.json and write F "
+                          "(no other option)")
   guided = p.add_argument_group(
       "guided generation (generate, then rank with WORKDIR/surrogate)",
       "With --refs, --num is how many of the best to write, best first, with their "
@@ -151,7 +270,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            "adaptation: worth it with tens of references; default 0)")
 
 
+def _merge(args: argparse.Namespace) -> None:
+  defaults = _defaults()
+  given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+           if k in defaults and k != "merge" and v != defaults[k]]
+  if given:
+    raise PnagError(f"--merge takes no other option, got {', '.join(sorted(given))}")
+  man = parts.merge(args.merge)
+  print(f"merged {man['parts']} parts, {man['rows']:,} archs (seed {man['seed']}) "
+        f"-> {args.merge}")
+
+
+def _launch(args: argparse.Namespace) -> multihost.Launch | None:
+  """The multi-process flags as a `Launch`; None for an ordinary run."""
+  flags = (args.coordinator, args.num_processes, args.process_id)
+  if not args.distributed and all(v is None for v in flags):
+    for flag, value in (("--init-timeout", args.init_timeout),
+                        ("--heartbeat-timeout", args.heartbeat_timeout)):
+      if value != _defaults()[flag[2:].replace("-", "_")]:
+        raise PnagError(f"{flag} is for a multi-process run (--coordinator ... or "
+                        "--distributed)")
+    return None
+  return multihost.Launch(*flags, auto=args.distributed, init_timeout=args.init_timeout,
+                          heartbeat_timeout=args.heartbeat_timeout)
+
+
 def main(args: argparse.Namespace) -> None:
+  if args.merge is not None:
+    _merge(args)
+    return
+  for flag in ("workdir", "num", "out"):
+    if getattr(args, flag) is None:
+      raise PnagError(f"--{flag} is required")
+  launch = _launch(args)
   cfg = SamplerConfig(prior=args.prior, temperature=args.temperature,
                       cfg_scale=args.cfg_scale, top_k=args.top_k, top_p=args.top_p,
                       constrained=args.constrained, chunk_size=args.chunk_size)
@@ -159,6 +310,17 @@ def main(args: argparse.Namespace) -> None:
              ("--adapt-steps", args.adapt_steps))
   cond = ()
   budget = args.params is not None or args.flops is not None
+  if launch is not None:
+    for flag, given in (("--refs", args.refs), ("--objective", args.objective),
+                        ("--target", args.target is not None),
+                        ("--params", args.params is not None),
+                        ("--flops", args.flops is not None)) + ranking:
+      if given:
+        raise PnagError(f"{flag} does not go with a multi-process run (it generates "
+                        "from the prior, unconditioned)")
+    _print_parts(generate_parts_to_file(args.workdir, args.num, args.seed, args.out, cfg,
+                                        launch, data_dir=args.data_dir))
+    return
   if args.objective is not None:
     for flag, given in (("--refs", args.refs), ("--target", args.target is not None),
                         ("--params", args.params is not None),
@@ -209,12 +371,36 @@ def main(args: argparse.Namespace) -> None:
         raise PnagError(f"{flag} needs --refs (guided generation)")
   r = generate_to_file(args.workdir, args.num, args.seed, args.out, cfg,
                        data_dir=args.data_dir, cond=cond)
+  _print_file(r, f"{f', target quantile {args.target:g}' if args.target is not None else ''}"
+                 f"{f', params {args.params:g}' if args.params is not None else ''}"
+                 f"{f', FLOPs {args.flops:g}' if args.flops is not None else ''}")
+
+
+def _print_file(r: dict, condition: str = "") -> None:
   print(f"generated {r['num']:,} {r['space']} archs in {r['seconds']:.1f} s "
         f"({r['num'] / r['seconds']:,.0f}/s incl. writing) -> {r['out']}")
   print(f"  validity {100 * r['validity']:.2f}% (strict "
         f"{100 * r['strict_validity']:.2f}%), uniqueness {100 * r['uniqueness']:.2f}% of "
         f"strictly valid; prior {r['prior']}, temperature {r['temperature']:g}"
-        f"{', constrained' if r['constrained'] else ''}"
-        f"{f', target quantile {args.target:g}' if args.target is not None else ''}"
-        f"{f', params {args.params:g}' if args.params is not None else ''}"
-        f"{f', FLOPs {args.flops:g}' if args.flops is not None else ''}")
+        f"{', constrained' if r['constrained'] else ''}{condition}")
+
+
+def _print_parts(r: dict) -> None:
+  if "part" not in r:  # one process after all: the ordinary file
+    _print_file(r)
+    return
+  what = "wrote" if r["regenerated"] else "kept (current)"
+  print(f"process {r['process_id']} of {r['num_processes']}: {what} archs "
+        f"{r['start']:,}..{r['stop'] - 1:,} -> {r['part']} ({r['seconds']:.1f} s)")
+  if "manifest" in r:
+    print(f"  manifest {r['manifest']}: {r['num']:,} archs, validity "
+          f"{100 * r['validity']:.2f}% (strict {100 * r['strict_validity']:.2f}%); "
+          f"merge with: pnag generate --merge {r['out']}")
+
+
+
+@functools.cache
+def _defaults() -> dict:
+  parser = argparse.ArgumentParser()
+  add_arguments(parser)
+  return vars(parser.parse_args([]))

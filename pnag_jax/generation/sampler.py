@@ -268,24 +268,27 @@ class Sampler:
       raise PnagError(f"prior {self.spec.prior.name!r} takes no condition")
     return sample_chunk(self.consts, key, jnp.uint32(start), cond, spec=self.spec)
 
-  def iter_chunks(self, key: jax.Array, num: int, cond: Any = ()) -> Iterator[Generated]:
-    """Host chunks covering architectures 0 .. num - 1; the last is trimmed.
+  def iter_chunks(self, key: jax.Array, num: int, cond: Any = (),
+                  start: int = 0) -> Iterator[Generated]:
+    """Host chunks covering architectures `start .. start + num - 1`; the last is trimmed.
 
+    A block that starts past 0 (one process's share of a multi-process run) holds the
+    same architectures as those rows of a run from 0: only the global index keys them.
     The next chunk is dispatched before the current one is copied to the host, so the
     device and the host transfer overlap.
     """
-    if num < 0:
-      raise PnagError(f"number of architectures must be >= 0, got {num}")
-    if num >= 2**32:
-      raise PnagError(f"at most 2**32 - 1 architectures per seed, got {num}")
+    if num < 0 or start < 0:
+      raise PnagError(f"architecture range must be >= 0, got start {start}, num {num}")
+    if start + num >= 2**32:
+      raise PnagError(f"at most 2**32 - 1 architectures per seed, got {start + num}")
     cs = self.chunk_size
-    starts = list(range(0, num, cs))
+    starts = list(range(start, start + num, cs))
     pending = self.chunk(key, starts[0], cond) if starts else None
-    for i, start in enumerate(starts):
+    for i, first in enumerate(starts):
       current = pending
       pending = self.chunk(key, starts[i + 1], cond) if i + 1 < len(starts) else None
       host = jax.device_get(current)
-      k = min(cs, num - start)
+      k = min(cs, start + num - first)
       yield Generated(*(np.asarray(a)[:k] for a in host))
 
   def generate(self, key: jax.Array, num: int, cond: Any = ()) -> Generated:

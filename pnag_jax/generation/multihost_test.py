@@ -1,0 +1,81 @@
+"""The multi-process launch: flags checked before the runtime starts, one-line failures.
+
+Joining a real run takes processes of their own: see multiprocess_test.py.
+"""
+
+import socket
+import time
+
+import pytest
+
+from pnag_jax.errors import PnagError
+from pnag_jax.generation import multihost
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(coordinator="h:1", num_processes=2, process_id=2), r"--process-id must be in 0 \.\. 1"),
+    (dict(coordinator="h:1", num_processes=2, process_id=-1), "--process-id must be in"),
+    (dict(coordinator="h:1", num_processes=0, process_id=0), "--num-processes must be positive"),
+    (dict(coordinator="h", num_processes=2, process_id=0), "must be HOST:PORT, got 'h'"),
+    (dict(coordinator="h:99999", num_processes=2, process_id=0), "must be HOST:PORT"),
+    (dict(coordinator="h:1", num_processes=2), "needs all of --coordinator"),
+    (dict(coordinator="h:1", auto=True), "--distributed detects the cluster itself"),
+    (dict(coordinator="h:1", num_processes=2, process_id=0, heartbeat_timeout=0),
+     "--heartbeat-timeout must be at least 1 second"),
+])
+def test_bad_launches_fail_in_one_line(kw, match):
+  with pytest.raises(PnagError, match=match):
+    multihost.Launch(**kw)
+
+
+def test_one_process_by_its_flags_needs_no_runtime():
+  assert multihost.Launch("h:1", 1, 0).single
+  assert not multihost.Launch("h:1", 2, 0).single
+  assert not multihost.Launch(auto=True).single
+
+
+def test_parse_address_takes_names_and_bracketed_ipv6():
+  assert multihost.parse_address("node-3.cluster:8476") == ("node-3.cluster", 8476)
+  assert multihost.parse_address("[::1]:1234") == ("::1", 1234)
+
+
+def test_an_unreachable_coordinator_times_out_in_one_line():
+  port = _free_port()
+  t0 = time.monotonic()
+  with pytest.raises(PnagError, match=rf"coordinator localhost:{port} unreachable after "
+                                      r"0.5 s .*is process 0 running there\?"):
+    multihost.wait_for_coordinator(f"localhost:{port}", 0.5)
+  assert time.monotonic() - t0 < 5
+
+
+def test_a_listening_coordinator_is_reached_with_time_left():
+  with socket.socket() as server:
+    server.bind(("localhost", 0))
+    server.listen()
+    left = multihost.wait_for_coordinator(f"localhost:{server.getsockname()[1]}", 30)
+  assert 25 < left <= 30
+
+
+def test_process_zero_cannot_host_on_a_taken_port():
+  with socket.socket(socket.AF_INET6) as server:
+    server.bind(("", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    launch = multihost.Launch(f"localhost:{port}", 2, 0)
+    with pytest.raises(PnagError, match=f"cannot host the coordinator on port {port}"):
+      multihost.initialize(launch)
+
+
+def test_a_dead_process_is_named_in_the_one_line_reason():
+  runtime = RuntimeError(
+      "INTERNAL: Barrier failed because: task is set to ERROR: UNAVAILABLE: Task 1 heartbeat "
+      "timeout. This indicates that the remote task has failed\n\nRPC: /xla.coordination...")
+  reason = multihost._first_line(runtime)  # pylint: disable=protected-access
+  assert reason.startswith("process 1 stopped sending heartbeats") and "\n" not in reason
+  assert multihost._first_line(RuntimeError("A\nB")) == "A"  # pylint: disable=protected-access

@@ -1,0 +1,178 @@
+"""One generated file in parts: part names, sidecars, the manifest, and the merge.
+
+A P-process run of `pnag generate --out F` writes, per process I,
+
+  F.part-0000I-of-0000P        rows start_I .. stop_I - 1 (`block`), atomically
+  F.part-0000I-of-0000P.json   its sidecar: run, seed, range, count, bytes, sha256
+
+and, once every part is written, process 0 writes `F.manifest.json` listing them. Only
+part 0 carries the CSV header, so the parts concatenated in order are byte for byte the
+file one process writes. `merge(F)` checks every part against its sidecar and the
+manifest and writes F.
+
+A part is current when its sidecar names the same run and range and the file hashes
+to the sidecar's sha256 (`is_current`); a rerun regenerates only the parts that are
+not. The run is named by `run_id`, a digest of everything the rows depend on, so a
+part left by another seed, model or setting is never taken for this run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pnag_jax.errors import PnagError
+
+MANIFEST_FORMAT = "pnag-manifest/1"
+SIDECAR_FORMAT = "pnag-part/1"
+# What a part's sidecar must share with the run (and the manifest) to be this run's.
+_IDENTITY = ("run", "seed", "num", "part", "parts", "start", "stop", "count")
+
+
+def block(num: int, parts: int, part: int) -> tuple[int, int]:
+  """Part `part`'s contiguous share `[start, stop)` of `0 .. num - 1`; sizes differ by <= 1."""
+  if not 0 <= part < parts:
+    raise PnagError(f"process id {part} is not in 0 .. {parts - 1}")
+  return part * num // parts, (part + 1) * num // parts
+
+
+def part_path(out: str | Path, part: int, parts: int) -> Path:
+  out = Path(out)
+  return out.with_name(f"{out.name}.part-{part:05d}-of-{parts:05d}")
+
+
+def sidecar_path(part_file: str | Path) -> Path:
+  part_file = Path(part_file)
+  return part_file.with_name(part_file.name + ".json")
+
+
+def manifest_path(out: str | Path) -> Path:
+  out = Path(out)
+  return out.with_name(out.name + ".manifest.json")
+
+
+def run_id(**identity: Any) -> str:
+  """A digest of what the rows depend on (JSON-able values; bytes for arrays)."""
+  h = hashlib.sha256()
+  for name in sorted(identity):
+    value = identity[name]
+    h.update(name.encode() + b"\0")
+    h.update(value if isinstance(value, bytes) else json.dumps(value, sort_keys=True).encode())
+    h.update(b"\0")
+  return h.hexdigest()[:32]
+
+
+def file_sha256(path: str | Path) -> str:
+  h = hashlib.sha256()
+  with Path(path).open("rb") as f:
+    while block_ := f.read(1 << 22):
+      h.update(block_)
+  return h.hexdigest()
+
+
+def write_json(path: str | Path, obj: dict) -> None:
+  """Writes `obj` to `path` atomically: a reader sees the old file or the whole new one."""
+  path = Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2) + "\n")
+  os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str) -> dict:
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    raise PnagError(f"{what} {path} is missing") from None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise PnagError(f"{what} {path} is unreadable: {e}") from None
+
+
+def is_current(part_file: Path, expected: dict) -> bool:
+  """Whether `part_file` and its sidecar hold this run's part (`expected`'s identity)."""
+  side = sidecar_path(part_file)
+  if not part_file.is_file() or not side.is_file():
+    return False
+  try:
+    sidecar = json.loads(side.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    return False
+  if any(sidecar.get(k) != expected[k] for k in _IDENTITY):
+    return False
+  return file_sha256(part_file) == sidecar.get("sha256")
+
+
+def manifest(out: str | Path, sidecars: list[dict], **summary: Any) -> dict:
+  """The manifest of `out` from every part's sidecar, in part order."""
+  sidecars = sorted(sidecars, key=lambda s: s["part"])
+  first = sidecars[0]
+  entries = [{"file": part_path(out, s["part"], s["parts"]).name,
+              **{k: s[k] for k in ("start", "stop", "count", "bytes", "sha256")}}
+             for s in sidecars]
+  return {"format": MANIFEST_FORMAT, "out": Path(out).name,
+          **{k: first[k] for k in ("run", "seed", "num", "parts")},
+          "rows": sum(s["count"] for s in sidecars), **summary, "part_files": entries}
+
+
+def _check_sidecar(out: Path, man: dict, entry: dict, i: int) -> Path:
+  part_file = out.with_name(entry["file"])
+  side = sidecar_path(part_file)
+  if not part_file.is_file():
+    raise PnagError(f"part {part_file} is missing: rerun the generate command "
+                    "(it regenerates only the missing parts)")
+  sidecar = read_json(side, "sidecar")
+  if sidecar.get("format") != SIDECAR_FORMAT:
+    raise PnagError(f"{side} is not a pnag part sidecar")
+  if (sidecar.get("seed"), sidecar.get("run")) != (man["seed"], man["run"]):
+    raise PnagError(f"part {part_file.name} is from another run (seed {sidecar.get('seed')}, "
+                    f"run {sidecar.get('run')}; the manifest has seed {man['seed']}, "
+                    f"run {man['run']})")
+  expect = {"part": i, "parts": man["parts"], **{k: entry[k] for k in ("start", "stop")}}
+  for k, v in expect.items():
+    if sidecar.get(k) != v:
+      raise PnagError(f"part {part_file.name}: its sidecar has {k} {sidecar.get(k)}, "
+                      f"the manifest {v}")
+  if sidecar.get("sha256") != entry["sha256"]:
+    raise PnagError(f"part {part_file.name}: its sidecar's sha256 differs from the "
+                    "manifest's (written by another run)")
+  return part_file
+
+
+def merge(out: str | Path) -> dict:
+  """Checks every part of `out` against the manifest and writes `out`; returns the manifest.
+
+  Each part is hashed as it is copied (one read), and `out` appears only if every
+  part matches: whole or not at all.
+  """
+  out = Path(out)
+  man_file = manifest_path(out)
+  if not man_file.is_file():
+    raise PnagError(f"no manifest {man_file}: the multi-process run did not finish "
+                    "(rerun it; it keeps the parts already written)")
+  man = read_json(man_file, "manifest")
+  if man.get("format") != MANIFEST_FORMAT:
+    raise PnagError(f"{man_file} is not a pnag manifest")
+  entries = man["part_files"]
+  if [(e["start"], e["stop"]) for e in entries] != [
+      block(man["num"], man["parts"], i) for i in range(man["parts"])]:
+    raise PnagError(f"{man_file} does not list parts 0 .. {man['parts'] - 1} in order")
+  files = [_check_sidecar(out, man, e, i) for i, e in enumerate(entries)]
+  partial = out.with_name(out.name + ".partial")
+  try:
+    with partial.open("wb") as dst:
+      for f, entry in zip(files, entries):
+        h = hashlib.sha256()
+        with f.open("rb") as src:
+          while data := src.read(1 << 22):
+            dst.write(data)
+            h.update(data)
+        if h.hexdigest() != entry["sha256"]:
+          raise PnagError(f"part {f.name} does not match its sha256 (changed or truncated "
+                          "since it was written): rerun the generate command")
+  except BaseException:
+    partial.unlink(missing_ok=True)
+    raise
+  os.replace(partial, out)
+  return man

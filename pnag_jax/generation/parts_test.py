@@ -1,0 +1,149 @@
+"""Parts, sidecars, the manifest and the merge, on files written as the processes write
+them (the runtime itself is exercised by multiprocess_test.py)."""
+
+import json
+
+import pytest
+from hypothesis import given, strategies as st
+
+from pnag_jax.errors import PnagError
+from pnag_jax.generation import parts
+
+_HEADER = "arch,valid\n"
+
+
+def _rows(start, stop, seed=0):
+  return "".join(f"a{seed}_{i},True\n" for i in range(start, stop))
+
+
+def _write_run(out, num, count, seed=0, run="r0"):
+  """Parts, sidecars and the manifest of a `count`-process run, as `generate` leaves
+  them; returns the whole file's text."""
+  sidecars = []
+  for i in range(count):
+    start, stop = parts.block(num, count, i)
+    text = (_HEADER if i == 0 else "") + _rows(start, stop, seed)
+    f = parts.part_path(out, i, count)
+    f.write_text(text)
+    side = {"format": parts.SIDECAR_FORMAT, "run": run, "seed": seed, "num": num, "part": i,
+            "parts": count, "start": start, "stop": stop, "count": stop - start,
+            "bytes": len(text), "sha256": parts.file_sha256(f)}
+    parts.write_json(parts.sidecar_path(f), side)
+    sidecars.append(side)
+  parts.write_json(parts.manifest_path(out), parts.manifest(out, sidecars[::-1]))
+  return _HEADER + _rows(0, num, seed)
+
+
+@given(num=st.integers(0, 10_000), count=st.integers(1, 64))
+def test_blocks_tile_the_range_in_order_with_sizes_within_one(num, count):
+  blocks = [parts.block(num, count, i) for i in range(count)]
+  assert blocks[0][0] == 0 and blocks[-1][1] == num
+  assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+  sizes = [stop - start for start, stop in blocks]
+  assert max(sizes) - min(sizes) <= 1
+
+
+def test_block_rejects_a_process_outside_the_run():
+  with pytest.raises(PnagError, match=r"process id 2 is not in 0 \.\. 1"):
+    parts.block(10, 2, 2)
+
+
+def test_names_follow_the_documented_pattern(tmp_path):
+  out = tmp_path / "archs.csv"
+  assert parts.part_path(out, 1, 2).name == "archs.csv.part-00001-of-00002"
+  assert parts.sidecar_path(parts.part_path(out, 1, 2)).name == (
+      "archs.csv.part-00001-of-00002.json")
+  assert parts.manifest_path(out).name == "archs.csv.manifest.json"
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_merge_concatenates_parts_into_the_whole_file(tmp_path, count):
+  out = tmp_path / "archs.csv"
+  whole = _write_run(out, 10, count)
+  man = parts.merge(out)
+  assert out.read_text() == whole
+  assert man["rows"] == 10 and [e["file"] for e in man["part_files"]] == [
+      parts.part_path(out, i, count).name for i in range(count)]
+
+
+def test_merge_without_a_manifest_says_the_run_did_not_finish(tmp_path):
+  out = tmp_path / "archs.csv"
+  _write_run(out, 10, 2)
+  parts.manifest_path(out).unlink()
+  with pytest.raises(PnagError, match="did not finish"):
+    parts.merge(out)
+  assert not out.exists()
+
+
+def test_merge_refuses_a_part_from_another_seed_and_keeps_the_old_file(tmp_path):
+  out, other = tmp_path / "archs.csv", tmp_path / "other.csv"
+  _write_run(out, 10, 2, seed=0, run="r0")
+  _write_run(other, 10, 2, seed=1, run="r1")
+  for src, dst in ((parts.part_path(other, 1, 2), parts.part_path(out, 1, 2)),):
+    dst.write_bytes(src.read_bytes())
+    parts.sidecar_path(dst).write_bytes(parts.sidecar_path(src).read_bytes())
+  out.write_text("precious\n")
+  with pytest.raises(PnagError, match=r"from another run \(seed 1, run r1; the manifest "
+                                      r"has seed 0, run r0\)"):
+    parts.merge(out)
+  assert out.read_text() == "precious\n"
+
+
+def test_merge_refuses_a_part_changed_after_it_was_written(tmp_path):
+  out = tmp_path / "archs.csv"
+  _write_run(out, 10, 2)
+  part = parts.part_path(out, 1, 2)
+  part.write_text(part.read_text().replace("a0_7", "a0_8"))
+  with pytest.raises(PnagError, match="does not match its sha256"):
+    parts.merge(out)
+  assert not out.exists() and not (tmp_path / "archs.csv.partial").exists()
+
+
+def test_merge_refuses_a_sidecar_rewritten_by_another_run(tmp_path):
+  out = tmp_path / "archs.csv"
+  _write_run(out, 10, 2)
+  side = parts.sidecar_path(parts.part_path(out, 0, 2))
+  side.write_text(json.dumps({**json.loads(side.read_text()), "sha256": "0" * 64}))
+  with pytest.raises(PnagError, match="sidecar's sha256 differs from the manifest's"):
+    parts.merge(out)
+
+
+@pytest.mark.parametrize("damage", ["part", "sidecar", "corrupt_sidecar"])
+def test_merge_names_a_missing_or_unreadable_part(tmp_path, damage):
+  out = tmp_path / "archs.csv"
+  _write_run(out, 10, 2)
+  part = parts.part_path(out, 1, 2)
+  if damage == "part":
+    part.unlink()
+  elif damage == "sidecar":
+    parts.sidecar_path(part).unlink()
+  else:
+    parts.sidecar_path(part).write_text("{not json")
+  match = {"part": "is missing: rerun", "sidecar": "sidecar .* is missing",
+           "corrupt_sidecar": "sidecar .* is unreadable"}[damage]
+  with pytest.raises(PnagError, match=match):
+    parts.merge(out)
+
+
+def test_a_part_is_current_only_with_its_own_sidecar_and_bytes(tmp_path):
+  out = tmp_path / "archs.csv"
+  _write_run(out, 10, 2, run="r0")
+  part = parts.part_path(out, 1, 2)
+  expected = {"run": "r0", "seed": 0, "num": 10, "part": 1, "parts": 2, "start": 5,
+              "stop": 10, "count": 5}
+  assert parts.is_current(part, expected)
+  assert not parts.is_current(part, {**expected, "run": "r1"})
+  assert not parts.is_current(part, {**expected, "seed": 1})
+  part.write_text(part.read_text()[:-3])  # a truncated part
+  assert not parts.is_current(part, expected)
+  assert not parts.is_current(parts.part_path(out, 1, 3), expected)
+
+
+def test_run_id_changes_with_every_input():
+  base = dict(arrays=b"\x00\x01", settings={"prior": "codes"}, seed=0, num=10, parts=2)
+  ids = {parts.run_id(**base)}
+  for k, v in (("arrays", b"\x00\x02"), ("settings", {"prior": "fitted"}), ("seed", 1),
+               ("num", 11), ("parts", 3)):
+    ids.add(parts.run_id(**{**base, k: v}))
+  assert len(ids) == 6
+  assert parts.run_id(**base) == parts.run_id(**dict(reversed(base.items())))
