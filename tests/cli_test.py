@@ -40,7 +40,7 @@ def _all_commands():
 def test_registries_cover_every_command():
   paths = [" ".join(p) for p, _ in _all_commands()]
   protocols = {"vun", "speed", "quality", "scc-ablation", "executable", "transfer",
-               "objectives", "families", "conditional", "ofa"}
+               "objectives", "families", "conditional", "ofa", "scaling"}
   assert paths == sorted(["demo", "generate", "predict", "spaces", "tasks", "train-arch",
                           "train stage1", "train stage2", "train surrogate",
                           *(f"eval {p}" for p in protocols)])

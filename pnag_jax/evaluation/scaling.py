@@ -185,7 +185,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="process counts of the multi-process sweep (local processes)")
   p.add_argument("--process-devices", type=int, default=1,
                  help="CPU devices per process in the process sweep")
-  p.add_argument("--chunk-sizes", default=",".join(map(str, CHUNK_SIZES)))
+  p.add_argument("--chunk-sizes", default=",".join(map(str, CHUNK_SIZES)),
+                 help="archs per compiled call, each measured apart")
   p.add_argument("--num", type=int, default=2**20, help="archs per point")
   p.add_argument("--repeats", type=int, default=3, help="timed passes per point (median)")
   p.add_argument("--out", required=True, help="output directory (scaling.json, .md, .png)")

@@ -79,3 +79,50 @@ def test_a_dead_process_is_named_in_the_one_line_reason():
   reason = multihost._first_line(runtime)  # pylint: disable=protected-access
   assert reason.startswith("process 1 stopped sending heartbeats") and "\n" not in reason
   assert multihost._first_line(RuntimeError("A\nB")) == "A"  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--num-processes", "2", "--process-id", "2", "--coordinator", "localhost:1"],
+     "--process-id must be in 0 .. 1 for --num-processes 2, got 2"),
+    (["--num-processes", "2", "--process-id", "0"], "needs all of --coordinator"),
+    (["--distributed", "--process-id", "0"], "--distributed detects the cluster itself"),
+    (["--heartbeat-timeout", "5"], "--heartbeat-timeout is for a multi-process run"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1",
+      "--refs", "r.csv"], "--refs does not go with a multi-process run"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1",
+      "--objective", "params"], "--objective does not go with a multi-process run"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1",
+      "--out", "a.txt"], "--out must end in .jsonl or .csv"),
+])
+def test_generate_bad_multiprocess_flags_are_one_line(pnag_main, tmp_path, args, fragment):
+  base = {"--workdir": str(tmp_path), "--num": "10", "--out": str(tmp_path / "a.csv")}
+  for flag in args[::2]:
+    base.pop(flag, None)
+  code, _, err = pnag_main("generate", *[x for kv in base.items() for x in kv], *args)
+  assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+  assert not list(tmp_path.iterdir())
+
+
+def test_generate_unreachable_coordinator_is_one_line(pnag_main, tmp_path):
+  code, _, err = pnag_main("generate", "--workdir", tmp_path, "--num", "10", "--out",
+                           tmp_path / "a.csv", "--coordinator", f"localhost:{_free_port()}",
+                           "--num-processes", "2", "--process-id", "1", "--init-timeout", "1")
+  assert code == 2 and "unreachable after 1 s" in err and len(err.strip().splitlines()) == 1
+
+
+def test_merge_takes_no_other_option_and_needs_a_manifest(pnag_main, tmp_path):
+  code, _, err = pnag_main("generate", "--merge", tmp_path / "a.csv", "--seed", "2")
+  assert code == 2 and "--merge takes no other option, got --seed" in err
+  code, _, err = pnag_main("generate", "--merge", tmp_path / "a.csv")
+  assert code == 2 and "a.csv.manifest.json: the multi-process run did not finish" in err
+  code, _, err = pnag_main("generate", "--num", "3", "--out", tmp_path / "a.csv")
+  assert code == 2 and "--workdir is required" in err
+
+
+def test_distributed_outside_a_cluster_job_is_one_line(pnag, tmp_path):
+  # A fresh process: the runtime must be joined before JAX starts a backend.
+  r = pnag("generate", "--workdir", tmp_path, "--num", "10", "--out", tmp_path / "a.csv",
+           "--distributed")
+  assert r.returncode == 2 and r.stderr.startswith("pnag: error: --distributed found no "
+                                                   "cluster to join"), r.stderr
+  assert len(r.stderr.strip().splitlines()) == 1

@@ -35,7 +35,8 @@ def parse(text: str, known: dict) -> Constraint:
   """Parses `TASK<=X` / `TASK>=X` against the known tasks (name -> Task).
 
   Raises:
-    PnagError: malformed, an unknown task, or a bound that is not a finite number.
+    PnagError: malformed, an unknown task, a bound that is not a finite number, or
+      one that no arch of the space meets (where the task knows its exact extremes).
   """
   m = _PATTERN.match(text)
   if m is None:
@@ -50,6 +51,16 @@ def parse(text: str, known: dict) -> Constraint:
     value = float("nan")
   if not np.isfinite(value):
     raise PnagError(f"--constraint {text!r}: the bound {bound!r} is not a finite number")
+  task = known[name]
+  if getattr(task, "extremes", None) is not None:
+    lowest, highest = task.extremes()
+    unit = f" {task.unit}" if task.unit else ""
+    if op == "<=" and value < lowest:
+      raise PnagError(f"--constraint {text!r}: no {task.space} arch meets it; the smallest "
+                      f"achievable {name} is {lowest:.6g}{unit}")
+    if op == ">=" and value > highest:
+      raise PnagError(f"--constraint {text!r}: no {task.space} arch meets it; the largest "
+                      f"achievable {name} is {highest:.6g}{unit}")
   return Constraint(name, op, value)
 
 

@@ -89,6 +89,8 @@ class Task:
     device_score: the same as a pure jax function, where there is one, for searches
       that run on device (`guidance.evolution`).
     unit: the unit of the scores ("ms"), named in output columns; None for none.
+    extremes: `() -> (lowest, highest)` score over every arch of the space, exact,
+      where the task can say (a bound outside them is unmeetable); None elsewhere.
   """
 
   name: str
@@ -100,6 +102,7 @@ class Task:
   score_fn: Callable[[np.ndarray], np.ndarray] | None = None
   device_score: DeviceScore | None = None
   unit: str | None = None
+  extremes: Callable[[], tuple[float, float]] | None = None
 
   @property
   def column(self) -> str:

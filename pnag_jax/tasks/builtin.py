@@ -9,6 +9,7 @@ contribute no tasks.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def _ofa_tasks(space: str, data_dir) -> dict[str, Task]:
     return {}
   models = ofa.OFAModels.from_dir(root)
   with_r = ofa.with_resolution if space == "mbv3" else (lambda g: g)
+  resolutions = ofa.RESOLUTIONS[-1:] if space == "mbv3" else ofa.RESOLUTIONS
   acc_fn = jax.jit(ofa.accuracy_of_genes)
 
   def acc(genes):
@@ -104,7 +106,9 @@ def _ofa_tasks(space: str, data_dir) -> dict[str, Task]:
                       device(ofa.accuracy_of_genes)),
       "note10_latency": Task("note10_latency", "latency", True, space, source,
                              _no_table(space, "note10_latency"), latency,
-                             device(ofa.latency_of_genes), unit="ms"),
+                             device(ofa.latency_of_genes), unit="ms",
+                             extremes=functools.partial(models.note10_latency_extremes,
+                                                        resolutions)),
   }
 
 

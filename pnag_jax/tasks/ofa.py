@@ -269,6 +269,24 @@ class OFAModels:
     """float32[n]: predicted top-1 on OFA's holdout set, as a fraction."""
     return np.asarray(_mlp(self.params, jnp.asarray(encode(ks, e, d, r))))
 
+  def note10_latency_extremes(self, resolutions=RESOLUTIONS) -> tuple[float, float]:
+    """(fastest, slowest) Note10 latency over every subnet at `resolutions`, in ms, exact.
+
+    The sum separates: each resolution's fixed part, plus per stage the best depth's
+    first layers, each at its own best (ks, e).
+    """
+    r_idx = [_index_of(np.asarray([r]), RESOLUTIONS, "resolution")[0] for r in resolutions]
+    out = []
+    for pick in (np.min, np.max):
+      per_r = []
+      for ri in r_idx:
+        layer = pick(self.latency_slot[ri].reshape(NUM_SLOTS, -1), axis=-1)
+        cum = np.cumsum(layer.reshape(NUM_STAGES, LAYERS_PER_STAGE), axis=-1)
+        per_r.append(self.latency_fixed[ri]
+                     + pick(cum[:, np.asarray(DEPTHS) - 1], axis=-1).sum())
+      out.append(float(pick(per_r)))
+    return out[0], out[1]
+
   def note10_latency(self, ks, e, d, r) -> np.ndarray:
     """float64[n]: the Note10 latency in ms, the tutorial's table sum."""
     k_idx, e_idx, d_idx, r_idx = _check(ks, e, d, r)

@@ -99,3 +99,54 @@ def test_tasks_of_the_mbv3_spaces(data_dir, reference):
       acc.score_fn(at_224[None])[0], abs=1e-6)
   # Without OFA's files the tasks are simply absent.
   assert list(builtin_tasks("mbv3_r", data_dir / "nb201")) == ["params", "flops"]
+
+
+def _extreme_subnet(models, pick):
+  """The subnet built greedily as `note10_latency_extremes` says: each resolution, each
+  stage's best depth and each layer's best (ks, e), by brute force over their few values."""
+  best = None
+  for r in ofa.RESOLUTIONS:
+    ri = ofa.RESOLUTIONS.index(r)
+    flat = models.latency_slot[ri].reshape(ofa.NUM_SLOTS, -1)
+    layer = np.argmin(flat, -1) if pick is min else np.argmax(flat, -1)
+    ks = np.asarray(ofa.KERNEL_SIZES)[layer // 3]
+    e = np.asarray(ofa.EXPAND_RATIOS)[layer % 3]
+    depths = []
+    for s in range(ofa.NUM_STAGES):
+      lat = {d: flat[s * 4:s * 4 + d].min(-1).sum() if pick is min else
+             flat[s * 4:s * 4 + d].max(-1).sum() for d in ofa.DEPTHS}
+      depths.append(pick(lat, key=lat.get))
+    value = models.note10_latency(ks[None], e[None], np.asarray(depths)[None], np.asarray([r]))[0]
+    best = value if best is None else pick(best, value)
+  return best
+
+
+def test_latency_extremes_are_attained_and_bound_random_subnets(models):
+  lowest, highest = models.note10_latency_extremes()
+  assert lowest == pytest.approx(_extreme_subnet(models, min), abs=1e-9)
+  assert highest == pytest.approx(_extreme_subnet(models, max), abs=1e-9)
+  rng = np.random.default_rng(0)
+  n = 20_000
+  lat = models.note10_latency(rng.choice(ofa.KERNEL_SIZES, (n, 20)),
+                              rng.choice(ofa.EXPAND_RATIOS, (n, 20)),
+                              rng.choice(ofa.DEPTHS, (n, 5)), rng.choice(ofa.RESOLUTIONS, n))
+  assert lowest < lat.min() and lat.max() < highest
+  # At 224 px only (mbv3's subnets): a narrower range inside.
+  lo224, hi224 = models.note10_latency_extremes((224,))
+  assert lowest < lo224 < hi224 == highest
+
+
+def test_a_latency_budget_no_subnet_meets_names_the_smallest_achievable(data_dir, models):
+  from pnag_jax.guidance import constraints  # pylint: disable=g-import-not-at-top
+  from pnag_jax.tasks.builtin import builtin_tasks  # pylint: disable=g-import-not-at-top
+  known = builtin_tasks("mbv3_r", data_dir)
+  lowest, highest = models.note10_latency_extremes()
+  with pytest.raises(PnagError, match=rf"no mbv3_r arch meets it; the smallest achievable "
+                                      rf"note10_latency is {lowest:.6g} ms"):
+    constraints.parse(f"note10_latency<={lowest - 0.01}", known)
+  with pytest.raises(PnagError, match="the largest achievable note10_latency"):
+    constraints.parse(f"note10_latency>={highest + 1}", known)
+  assert constraints.parse(f"note10_latency<={lowest + 0.01}", known).bound == pytest.approx(
+      lowest + 0.01)
+  with pytest.raises(PnagError, match="'abc' is not a finite number"):
+    constraints.parse("note10_latency<=abc", known)
