@@ -29,15 +29,15 @@ def test_efficiency_is_against_linear_scaling_from_the_smallest_count():
   assert [(r["speedup"], r["efficiency"]) for r in out] == [(1, 1), (2, 0.5), (1, 1), (4, 1)]
 
 
-def test_sweep_over_devices_and_two_processes_writes_the_report(nb201_workdir, tmp_path):
-  # One point per sweep: each is processes of its own (start-up and compile, ~4 s).
-  rep = scaling.run(str(nb201_workdir), tmp_path, devices=(2,), processes=(2,),
+def test_sweep_over_two_processes_writes_the_report(nb201_workdir, tmp_path):
+  # Each point is processes of its own (start-up and compile, ~4 s each): the device
+  # sweep's worker is the same module, measured in-process above.
+  rep = scaling.run(str(nb201_workdir), tmp_path, devices=(), processes=(2,),
                     chunk_sizes=(512,), num=4096, repeats=1, progress=False)
   for name in ("scaling.json", "scaling.md", "scaling.png"):
     assert (tmp_path / name).stat().st_size > 100
   saved = json.loads((tmp_path / "scaling.json").read_text())
-  (dev,) = saved["devices"]
-  assert (dev["devices"], dev["devices_per_process"], dev["efficiency"]) == (2, 2, 1.0)
+  assert saved["devices"] == [] and saved["space"] == "nb201"
   # Two processes of the runtime, one fake device each, the same 4,096 archs between them.
   (two,) = saved["processes"]
   assert (two["processes"], two["devices_per_process"], two["num"]) == (2, 1, 4096)

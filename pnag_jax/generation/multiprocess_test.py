@@ -19,7 +19,7 @@ from pnag_jax.generation import parts
 _NUM, _CHUNK = 24_000, 1024
 # Long enough for process 0 to finish its part after process 1 dies under a loaded CI
 # box; process 0 then waits this long at the barrier before the runtime fails it.
-_HEARTBEAT_S = 8
+_HEARTBEAT_S = 6
 
 
 def _free_port() -> int:
