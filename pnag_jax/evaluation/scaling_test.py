@@ -33,14 +33,14 @@ def test_sweep_over_two_processes_writes_the_report(nb201_workdir, tmp_path):
   # Each point is processes of its own (start-up and compile, ~4 s each): the device
   # sweep's worker is the same module, measured in-process above.
   rep = scaling.run(str(nb201_workdir), tmp_path, devices=(), processes=(2,),
-                    chunk_sizes=(512,), num=4096, repeats=1, progress=False)
+                    chunk_sizes=(256,), num=1024, repeats=1, progress=False)
   for name in ("scaling.json", "scaling.md", "scaling.png"):
     assert (tmp_path / name).stat().st_size > 100
   saved = json.loads((tmp_path / "scaling.json").read_text())
   assert saved["devices"] == [] and saved["space"] == "nb201"
-  # Two processes of the runtime, one fake device each, the same 4,096 archs between them.
+  # Two processes of the runtime, one fake device each, the same 1,024 archs between them.
   (two,) = saved["processes"]
-  assert (two["processes"], two["devices_per_process"], two["num"]) == (2, 1, 4096)
+  assert (two["processes"], two["devices_per_process"], two["num"]) == (2, 1, 1024)
   assert "processes, 1 device(s) each" in scaling.format_table(rep)
 
 
