@@ -13,30 +13,16 @@ generate --merge`, then compares the two files' bytes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with path.open("rb") as f:
-    while data := f.read(1 << 22):
-      h.update(data)
-  return h.hexdigest()
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
+from pnag_jax.generation import multihost, parts
 
 
 def _env(devices: int) -> dict:
@@ -81,7 +67,7 @@ def main(argv=None) -> int:
       return r.returncode
     single_out = _last_lines(r.stdout)
 
-    port = _free_port()
+    port = multihost.free_local_port()
     flags = ["--coordinator", f"localhost:{port}", "--num-processes", str(args.processes)]
     t0 = time.perf_counter()
     procs = [subprocess.Popen(_pnag(*common, "--out", str(multi), *flags, "--process-id",
@@ -102,7 +88,7 @@ def main(argv=None) -> int:
       print(m.stderr, file=sys.stderr)
       return m.returncode
     manifest = json.loads(multi.with_name(multi.name + ".manifest.json").read_text())
-    digests = _sha256(single), _sha256(multi)
+    digests = parts.file_sha256(single), parts.file_sha256(multi)
     identical = digests[0] == digests[1] and single.read_bytes() == multi.read_bytes()
     size = single.stat().st_size
 

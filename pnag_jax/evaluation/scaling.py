@@ -24,23 +24,17 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
+from pnag_jax.generation import multihost
 
 DEVICES = (1, 2, 4, 8)
 PROCESSES = (1, 2)
 CHUNK_SIZES = (4096, 16384, 65536)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 def _worker_env(devices: int, cpu_only: bool) -> dict:
@@ -61,7 +55,7 @@ def run_workers(workdir: str, devices: int, processes: int, chunk_sizes, num: in
          str(workdir), "--devices", str(devices), "--num", str(num), "--repeats", str(repeats),
          "--chunk-sizes", ",".join(map(str, chunk_sizes))]
   if processes > 1:
-    cmd += ["--coordinator", f"localhost:{_free_port()}", "--num-processes", str(processes)]
+    cmd += ["--coordinator", f"localhost:{multihost.free_local_port()}", "--num-processes", str(processes)]
   procs = [subprocess.Popen(cmd + (["--process-id", str(i)] if processes > 1 else []),
                             env=_worker_env(devices, cpu_only or processes > 1),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

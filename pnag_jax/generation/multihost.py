@@ -88,6 +88,13 @@ class Cluster:
   num_processes: int
 
 
+def free_local_port() -> int:
+  """A TCP port free on localhost now: for runs of local processes (tests, benchmarks)."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
 def parse_address(address: str) -> tuple[str, int]:
   host, sep, port = address.rpartition(":")
   if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:

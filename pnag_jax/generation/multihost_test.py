@@ -12,12 +12,6 @@ from pnag_jax.errors import PnagError
 from pnag_jax.generation import multihost
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("kw, match", [
     (dict(coordinator="h:1", num_processes=2, process_id=2), r"--process-id must be in 0 \.\. 1"),
     (dict(coordinator="h:1", num_processes=2, process_id=-1), "--process-id must be in"),
@@ -46,7 +40,7 @@ def test_parse_address_takes_names_and_bracketed_ipv6():
 
 
 def test_an_unreachable_coordinator_times_out_in_one_line():
-  port = _free_port()
+  port = multihost.free_local_port()
   t0 = time.monotonic()
   with pytest.raises(PnagError, match=rf"coordinator localhost:{port} unreachable after "
                                       r"0.5 s .*is process 0 running there\?"):
@@ -105,7 +99,7 @@ def test_generate_bad_multiprocess_flags_are_one_line(pnag_main, tmp_path, args,
 
 def test_generate_unreachable_coordinator_is_one_line(pnag_main, tmp_path):
   code, _, err = pnag_main("generate", "--workdir", tmp_path, "--num", "10", "--out",
-                           tmp_path / "a.csv", "--coordinator", f"localhost:{_free_port()}",
+                           tmp_path / "a.csv", "--coordinator", f"localhost:{multihost.free_local_port()}",
                            "--num-processes", "2", "--process-id", "1", "--init-timeout", "1")
   assert code == 2 and "unreachable after 1 s" in err and len(err.strip().splitlines()) == 1
 

@@ -7,25 +7,18 @@ process killed partway must cost a rerun only its own part.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from pnag_jax.generation import parts
+from pnag_jax.generation import multihost, parts
 
 _NUM, _CHUNK = 24_000, 1024
 # Long enough for process 0 to finish its part after process 1 dies under a loaded CI
 # box; process 0 then waits this long at the barrier before the runtime fails it.
 _HEARTBEAT_S = 6
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 def _env(data_dir, devices):
@@ -68,7 +61,7 @@ def one_process_file(nb201_workdir, data_dir, tmp_path_factory):
 def test_two_processes_merge_to_the_one_process_file(nb201_workdir, data_dir, tmp_path,
                                                      one_process_file, pnag_main):
   out = tmp_path / "archs.csv"
-  results = _finish(_launch(nb201_workdir, out, data_dir, _free_port()))
+  results = _finish(_launch(nb201_workdir, out, data_dir, multihost.free_local_port()))
   for i, (code, stdout, stderr) in enumerate(results):
     assert code == 0, stderr[-2000:]
     assert f"process {i} of 2: wrote archs" in stdout
@@ -86,7 +79,7 @@ def test_two_processes_merge_to_the_one_process_file(nb201_workdir, data_dir, tm
 def test_a_killed_process_costs_the_rerun_only_its_part(nb201_workdir, data_dir, tmp_path,
                                                          one_process_file, pnag_main):
   out = tmp_path / "archs.csv"
-  port = _free_port()
+  port = multihost.free_local_port()
   procs = _launch(nb201_workdir, out, data_dir, port)
   # The writer opens F.part-1.partial before its first chunk is drawn: partway for sure.
   partial = parts.part_path(out, 1, 2).with_name(parts.part_path(out, 1, 2).name + ".partial")
