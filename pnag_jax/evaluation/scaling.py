@@ -151,7 +151,8 @@ def _plot(report: dict, path: Path) -> None:
     ax.set_xlabel(f"{key} (dotted: linear scaling)")
     ax.set_ylabel("archs / s")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if rows:  # a sweep left out (`run(devices=())`) leaves an empty panel
+      ax.legend(fontsize=8)
   axes[0].set_title(f"{report['space']}: one process")
   axes[1].set_title(f"{report['process_devices']} device(s) per process")
   reports.save_figure(fig, path)

@@ -81,13 +81,17 @@ def write_json(path: str | Path, obj: dict) -> None:
   os.replace(tmp, path)
 
 
-def read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str, fmt: str | None = None) -> dict:
+  """`path`'s JSON; with `fmt`, it must say it is that format. One-line errors."""
   try:
-    return json.loads(path.read_text())
+    obj = json.loads(path.read_text())
   except FileNotFoundError:
     raise PnagError(f"{what} {path} is missing") from None
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise PnagError(f"{what} {path} is unreadable: {e}") from None
+  if fmt is not None and (not isinstance(obj, dict) or obj.get("format") != fmt):
+    raise PnagError(f"{path} is not a pnag {what} ({fmt})")
+  return obj
 
 
 def is_current(part_file: Path, expected: dict) -> bool:
@@ -122,9 +126,7 @@ def _check_sidecar(out: Path, man: dict, entry: dict, i: int) -> Path:
   if not part_file.is_file():
     raise PnagError(f"part {part_file} is missing: rerun the generate command "
                     "(it regenerates only the missing parts)")
-  sidecar = read_json(side, "sidecar")
-  if sidecar.get("format") != SIDECAR_FORMAT:
-    raise PnagError(f"{side} is not a pnag part sidecar")
+  sidecar = read_json(side, "sidecar", SIDECAR_FORMAT)
   if (sidecar.get("seed"), sidecar.get("run")) != (man["seed"], man["run"]):
     raise PnagError(f"part {part_file.name} is from another run (seed {sidecar.get('seed')}, "
                     f"run {sidecar.get('run')}; the manifest has seed {man['seed']}, "
@@ -151,9 +153,7 @@ def merge(out: str | Path) -> dict:
   if not man_file.is_file():
     raise PnagError(f"no manifest {man_file}: the multi-process run did not finish "
                     "(rerun it; it keeps the parts already written)")
-  man = read_json(man_file, "manifest")
-  if man.get("format") != MANIFEST_FORMAT:
-    raise PnagError(f"{man_file} is not a pnag manifest")
+  man = read_json(man_file, "manifest", MANIFEST_FORMAT)
   entries = man["part_files"]
   if [(e["start"], e["stop"]) for e in entries] != [
       block(man["num"], man["parts"], i) for i in range(man["parts"])]:
