@@ -120,3 +120,14 @@ def test_distributed_outside_a_cluster_job_is_one_line(pnag, tmp_path):
   assert r.returncode == 2 and r.stderr.startswith("pnag: error: --distributed found no "
                                                    "cluster to join"), r.stderr
   assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_one_process_by_its_flags_writes_the_file_as_always(nb201_workdir, tmp_path, pnag_main):
+  out = tmp_path / "a.csv"
+  code, stdout, err = pnag_main("generate", "--workdir", nb201_workdir, "--num", "50", "--out",
+                                out, "--coordinator", "localhost:1", "--num-processes", "1",
+                                "--process-id", "0", "--chunk-size", "64")
+  assert code == 0, err
+  assert "generated 50 nb201 archs" in stdout
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]  # no parts, no manifest
+  assert len(out.read_text().splitlines()) == 51
