@@ -26,6 +26,15 @@ _FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensiv
 _ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 os.environ.setdefault("XLA_FLAGS", f"{_DEVICES} {_FAST_COMPILE} {_ONE_THREAD}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One XLA compilation cache for the session: the pytest process sets it before the
+# xdist workers start, and they and every subprocess (`pnag ...`, the runtime's
+# processes) inherit it, so a program compiled once (the same HLO, flags and devices)
+# is read back, not compiled again. A fresh directory per session: no state between
+# runs.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import tempfile  # pylint: disable=g-import-not-at-top
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pnag-xla-cache-")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 import csv  # pylint: disable=g-import-not-at-top,wrong-import-position
