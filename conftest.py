@@ -31,9 +31,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # processes) inherit it, so a program compiled once (the same HLO, flags and devices)
 # is read back, not compiled again. A fresh directory per session: no state between
 # runs.
+# The process that made it removes it at the end (`pytest_unconfigure`).
+_OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   import tempfile  # pylint: disable=g-import-not-at-top
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pnag-xla-cache-")
+  _OWN_CACHE = tempfile.mkdtemp(prefix="pnag-xla-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
@@ -66,6 +69,13 @@ def pytest_collection_modifyitems(config, items):
       item.add_marker(pytest.mark.xdist_group(SURROGATE_GROUP))
     elif STAGE2_GROUP in names:
       item.add_marker(pytest.mark.xdist_group(STAGE2_GROUP))
+
+
+def pytest_unconfigure(config):
+  del config
+  if _OWN_CACHE is not None:
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
