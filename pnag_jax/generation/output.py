@@ -36,10 +36,14 @@ def output_format(path: str | Path) -> str:
   return suffix
 
 
-def check_output(path: str | Path) -> Path:
-  """`path` if an output file can go there (.jsonl/.csv, an existing directory)."""
+def check_output(path: str | Path, kind: str | None = None) -> Path:
+  """`path` if an output file can go there: .jsonl/.csv (or `kind`, for a name that
+  does not say), in an existing directory."""
   path = Path(path)
-  output_format(path)
+  if kind is None:
+    output_format(path)
+  elif kind not in FORMATS:
+    raise PnagError(f"output format must be one of {', '.join(FORMATS)}, got {kind!r}")
   if not path.parent.is_dir():
     raise PnagError(f"output directory {path.parent} does not exist")
   return path
@@ -71,13 +75,8 @@ class ArchWriter:
 
   def __init__(self, path: str | Path, space: SearchSpace, tables=None, *,
                kind: str | None = None, header: bool = True):
-    if kind is None:
-      self.path = check_output(path)
-      self.kind = output_format(self.path)
-    else:
-      self.path, self.kind = Path(path), output_format("x" + kind)
-      if not self.path.parent.is_dir():
-        raise PnagError(f"output directory {self.path.parent} does not exist")
+    self.path = check_output(path, kind)
+    self.kind = output_format(self.path) if kind is None else kind
     self.header = header
     self.space = space
     self.tables = tables

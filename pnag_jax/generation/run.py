@@ -41,8 +41,9 @@ def tables_or_note(space_name: str, data_dir: str | None):
 
 
 def _write_block(sampler: Sampler, writer: ArchWriter, key: jax.Array, start: int, num: int,
-                 cond, progress: bool) -> dict:
-  """Architectures `start .. start + num - 1` through `writer`; their validity counts."""
+                 cond, progress: bool, count_unique: bool = True) -> dict:
+  """Architectures `start .. start + num - 1` through `writer`; their validity counts,
+  and with `count_unique` how many strictly valid ones are distinct."""
   space = sampler.space
   n_valid = n_format = 0
   keys = []
@@ -52,13 +53,16 @@ def _write_block(sampler: Sampler, writer: ArchWriter, key: jax.Array, start: in
       writer.write(chunk)
       n_valid += int(chunk.valid.sum())
       n_format += int(chunk.format_valid.sum())
-      # Exact keys of valid rows only: uniqueness over the whole file without
-      # holding the rows (NB201: one uint32 per arch).
-      keys.append(np.asarray(space.exact_key(chunk.genes[chunk.valid])))
+      if count_unique:
+        # Exact keys of valid rows only: uniqueness over the whole file without
+        # holding the rows (NB201: one uint32 per arch).
+        keys.append(np.asarray(space.exact_key(chunk.genes[chunk.valid])))
       bar.update(chunk.genes.shape[0])
-  keys = np.concatenate(keys) if keys else np.zeros((0, space.key_words), np.uint32)
-  return {"valid": n_valid, "format_valid": n_format,
-          "unique": int(np.unique(keys, axis=0).shape[0]) if keys.size else 0}
+  counts = {"valid": n_valid, "format_valid": n_format}
+  if count_unique:
+    keys = np.concatenate(keys) if keys else np.zeros((0, space.key_words), np.uint32)
+    counts["unique"] = int(np.unique(keys, axis=0).shape[0]) if keys.size else 0
+  return counts
 
 
 def _settings(sampler: Sampler, cfg: SamplerConfig) -> dict:
@@ -147,8 +151,9 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
     parts.sidecar_path(part_file).unlink(missing_ok=True)
     t_part = time.perf_counter()
     with ArchWriter(part_file, sampler.space, tables, kind=kind, header=pid == 0) as writer:
+      # Uniqueness does not add up over parts: a part counts validity only.
       counts = _write_block(sampler, writer, jax.random.key(seed), start, stop - start, cond,
-                            progress)
+                            progress, count_unique=False)
     sidecar = {"format": parts.SIDECAR_FORMAT, **expected, "bytes": writer.bytes,
                "sha256": writer.sha256, "valid": counts["valid"],
                "format_valid": counts["format_valid"],

@@ -52,7 +52,7 @@ def parse(text: str, known: dict) -> Constraint:
   if not np.isfinite(value):
     raise PnagError(f"--constraint {text!r}: the bound {bound!r} is not a finite number")
   task = known[name]
-  if getattr(task, "extremes", None) is not None:
+  if task.extremes is not None:
     lowest, highest = task.extremes()
     unit = f" {task.unit}" if task.unit else ""
     if op == "<=" and value < lowest:

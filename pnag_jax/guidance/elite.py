@@ -105,33 +105,45 @@ class SearchResult:
   seconds: float
 
 
+# Functions of (space, genes) that the search runs on every round's candidates.
+def _encode(space, genes):
+  return space.encode(genes)
+
+
+def _iso_key(space, genes):
+  return space.iso_key(genes)
+
+
+def _strict_valid(space, genes):
+  return space.strict_valid(*space.encode(genes))
+
+
 @functools.lru_cache(maxsize=None)
-def _jitted(space, method: str):
-  if method == "strict_valid_genes":
-    return jax.jit(lambda g: space.strict_valid(*space.encode(g)))
-  return jax.jit(getattr(space, method))
+def _jitted(space, fn):
+  """`fn` bound to `space`, compiled once per (space, fn)."""
+  return jax.jit(functools.partial(fn, space))
 
 
-def _batched(space, method: str, genes: np.ndarray):
-  """`space.<method>(genes)` on the host, padded to a power of two of at least 1,024 so
+def _batched(space, fn, genes: np.ndarray):
+  """`fn(space, genes)` on the host, padded to a power of two of at least 1,024 so
   that a few compiled shapes serve every call (candidate counts vary by round)."""
   genes = np.asarray(genes, np.int32)
   n = len(genes)
   size = max(1024, 1 << max(n - 1, 1).bit_length())
   padded = np.concatenate([genes, np.zeros((size - n, genes.shape[1]), np.int32)])
   return jax.tree.map(lambda a: np.asarray(a)[:n],
-                      jax.device_get(_jitted(space, method)(padded)))
+                      jax.device_get(_jitted(space, fn)(padded)))
 
 
 def strictly_valid(space, genes: np.ndarray) -> np.ndarray:
   """bool[n]: strict validity of genes, through one compiled function per space."""
-  return _batched(space, "strict_valid_genes", genes)
+  return _batched(space, _strict_valid, genes)
 
 
 def features(space, genes: np.ndarray) -> np.ndarray:
   """float32[n, F]: the dense graph one-hot, the proxy's inputs (any space)."""
   n = len(genes)
-  ops, adj = _batched(space, "encode", genes)
+  ops, adj = _batched(space, _encode, genes)
   x = np.eye(space.num_ops, dtype=np.float32)[ops].reshape(n, -1)
   if not space.fixed_adjacency:
     x = np.concatenate([x, adj.reshape(n, -1).astype(np.float32)], axis=1)
@@ -197,7 +209,7 @@ class GeneMarginals:
 
 def _keys(space, genes: np.ndarray) -> np.ndarray:
   """One hashable row per isomorphism class."""
-  k = np.ascontiguousarray(_batched(space, "iso_key", genes).reshape(len(genes), -1))
+  k = np.ascontiguousarray(_batched(space, _iso_key, genes).reshape(len(genes), -1))
   return k.view(np.dtype((np.void, k.dtype.itemsize * k.shape[1]))).ravel()
 
 
