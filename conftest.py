@@ -13,7 +13,8 @@ by step 100; the suite checks the job, not the preset's length). Every test that
 for it is put in one xdist group (`--dist loadgroup`), so one worker trains it once
 while the other workers run the rest of the suite; tests that need exact algebra, not quality, use the untrained
 models of `untrained_run` instead. `nb201_surrogate` and `nb201_stage2`, the suite's
-surrogate and stage-2 runs, each get a group of their own likewise.
+surrogate and stage-2 runs, each get a group of their own likewise. Every other test
+goes in its module's group.
 """
 
 import os
@@ -69,6 +70,12 @@ def pytest_collection_modifyitems(config, items):
       item.add_marker(pytest.mark.xdist_group(SURROGATE_GROUP))
     elif STAGE2_GROUP in names:
       item.add_marker(pytest.mark.xdist_group(STAGE2_GROUP))
+    else:
+      # The rest, one group per test module: a module's tests share its fixtures and
+      # the compiled programs and eager-op kernels its first test paid for, where test
+      # by test distribution made both workers build and compile them alike (the
+      # suite is CPU-bound: this alone took a fifth off its wall time on 2 cores).
+      item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 def pytest_unconfigure(config):
@@ -200,7 +207,7 @@ def stage1_saver():
 def nb201_surrogate(tmp_path_factory, data_dir):
   """(workdir, report): `pnag train surrogate --preset test`, CIFAR-10 excluded.
 
-  A subprocess, as users run it, compiled as the suite compiles (its 200 steps do not
+  A subprocess, as users run it, compiled as the suite compiles (its 100 steps do not
   repay XLA's optimisations: 25 s against 28.5 s). Its tests form one xdist group, so
   it is trained once.
   """

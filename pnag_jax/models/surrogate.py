@@ -99,14 +99,35 @@ class TaskEncoder(nnx.Module):
     return self.rho(pooled)
 
 
+def ridge_fit(feats: jax.Array, z: jax.Array, mask: jax.Array, lam: jax.Array) -> jax.Array:
+  """Weights w [F] of ridge regression z ~ feats @ w over the `mask`ed rows of [K, F].
+
+  Solved in the dual, (G + lam I) a = z with G = feats feats^T [K, K], because K (1 to
+  50 references) is below the feature width. Padded rows become identity rows with a
+  zero target, so their a is exactly 0 and they add nothing to w = feats^T a: the fit
+  is the same for any padding.
+  """
+  m = mask.astype(feats.dtype)
+  f = feats * m[:, None]
+  gram = f @ f.T + jnp.diag(1.0 - m) + lam * jnp.eye(m.shape[0], dtype=feats.dtype)
+  alpha = jnp.linalg.solve(gram, z * m)
+  return f.T @ alpha
+
+
 class ScoreHead(nnx.Module):
   """(query embeddings [Q, E], references, task vector) -> standardised scores [Q]."""
 
-  def __init__(self, emb_dim: int, hidden: int, task_dim: int, *, rngs: nnx.Rngs):
+  def __init__(self, emb_dim: int, hidden: int, task_dim: int, *, ridge: bool = False,
+               rngs: nnx.Rngs):
     self.query = nnx.Linear(emb_dim, hidden, rngs=rngs)
     self.key = nnx.Linear(emb_dim, hidden, rngs=rngs)
     self.value = _MLP((emb_dim + 1, hidden, hidden), rngs=rngs)
-    self.out = _MLP((emb_dim + task_dim + hidden + 1, hidden, hidden, 1), rngs=rngs)
+    self.ridge = ridge
+    if ridge:
+      self.ridge_feats = nnx.Linear(emb_dim, hidden, rngs=rngs)
+      # softplus(0.54) = 1: as strong as one reference's own (unit-norm) feature.
+      self.ridge_lambda = nnx.Param(jnp.full((), 0.54))
+    self.out = _MLP((emb_dim + task_dim + hidden + 1 + ridge, hidden, hidden, 1), rngs=rngs)
 
   def __call__(self, q_emb: jax.Array, ref_emb: jax.Array, ref_z: jax.Array,
                mask: jax.Array, task: jax.Array) -> jax.Array:
@@ -120,20 +141,32 @@ class ScoreHead(nnx.Module):
     # The attention-weighted reference score is the kernel-regression estimate itself;
     # handing it to the head directly spares the MLP from rediscovering it.
     z_hat = attn @ ref_z
+    extra = [z_hat[:, None]]
+    if self.ridge:
+      # A linear fit of the references in a learned feature space, in closed form (as
+      # in R2-D2's meta-learned ridge head): it extrapolates along directions the K
+      # references span, where kernel attention can only interpolate between them.
+      # Unit-norm features keep the Gram matrix's scale, and so lambda's, fixed.
+      unit = lambda x: x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
+      w = ridge_fit(unit(self.ridge_feats(ref_emb)), ref_z, mask,
+                    jax.nn.softplus(self.ridge_lambda[...]))
+      extra.append((unit(self.ridge_feats(q_emb)) @ w)[:, None])
     feats = jnp.concatenate(
-        [q_emb, jnp.broadcast_to(task, (q_emb.shape[0], task.shape[-1])), read,
-         z_hat[:, None]], -1)
-    return self.out(feats)[:, 0]
+        [q_emb, jnp.broadcast_to(task, (q_emb.shape[0], task.shape[-1])), read, *extra], -1)
+    out = self.out(feats)[:, 0]
+    # The ridge estimate also enters as a residual: a ranking the head starts from.
+    return out + extra[-1][:, 0] if self.ridge else out
 
 
 class Surrogate(nnx.Module):
   """Arch encoder, task encoder and score head of the stage-3 surrogate."""
 
   def __init__(self, *, num_ops: int, num_nodes: int, dim: int, num_layers: int,
-               emb_dim: int, hidden: int, task_dim: int, rngs: nnx.Rngs):
+               emb_dim: int, hidden: int, task_dim: int, ridge: bool = False,
+               rngs: nnx.Rngs):
     self.arch = ArchEncoder(num_ops, num_nodes, dim, num_layers, emb_dim, rngs=rngs)
     self.task = TaskEncoder(emb_dim, hidden, task_dim, rngs=rngs)
-    self.head = ScoreHead(emb_dim, hidden, task_dim, rngs=rngs)
+    self.head = ScoreHead(emb_dim, hidden, task_dim, ridge=ridge, rngs=rngs)
 
   def embed(self, space, genes: jax.Array) -> jax.Array:
     """Genes int[B, G] -> arch embeddings float32[B, E]."""

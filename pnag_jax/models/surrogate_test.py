@@ -1,18 +1,19 @@
-"""The surrogate's set functions: invariant to reference order and to padding (jitted)."""
+"""The surrogate's set functions, with and without the ridge head: invariant to reference
+order and to padding (jitted)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pnag_jax.models.surrogate import standardise
+from pnag_jax.models.surrogate import ridge_fit, standardise
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import surrogate as stage
 
 
-@pytest.fixture(scope="module")
-def model_params():
-  return stage.init(stage.make_config("test", "nb201", 0))
+@pytest.fixture(scope="module", params=[False, True], ids=["attention", "ridge"])
+def model_params(request):
+  return stage.init(stage.make_config("test", "nb201", 0, overrides=[f"ridge={request.param}"]))
 
 
 @jax.jit
@@ -26,6 +27,23 @@ def test_standardise_ignores_padding_and_survives_one_reference():
   assert float(mean) == 2.0 and float(std) == 1.0
   z, mean, std = _standardise(jnp.array([5.0, 0.0]), jnp.array([True, False]))
   assert float(z[0]) == 0.0 and float(mean) == 5.0 and float(std) == 1.0
+
+
+def test_ridge_fit_is_the_primal_solution_whatever_the_padding():
+  rng = np.random.default_rng(0)
+  feats = rng.normal(size=(12, 20)).astype(np.float32)
+  z = rng.normal(size=12).astype(np.float32)
+  mask = np.arange(12) < 7
+  # The primal (X^T X + lam I) w = X^T z over the 7 real rows, in float64.
+  x, y = feats[:7].astype(np.float64), z[:7].astype(np.float64)
+  want = np.linalg.solve(x.T @ x + 0.5 * np.eye(20), x.T @ y)
+  fit = jax.jit(ridge_fit)
+  np.testing.assert_allclose(fit(feats, z, mask, 0.5), want, rtol=1e-4, atol=1e-5)
+  # Junk behind the mask, however large, changes nothing.
+  junk = feats.copy()
+  junk[7:] *= 1e3
+  np.testing.assert_allclose(fit(junk, np.where(mask, z, 1e3), mask, 0.5), want,
+                             rtol=1e-4, atol=1e-5)
 
 
 def test_predictions_are_invariant_to_reference_order_and_padding(model_params):

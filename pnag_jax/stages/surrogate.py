@@ -56,6 +56,9 @@ class SurrogateConfig:
   emb_dim: int = 64               # arch embedding
   hidden: int = 128
   task_dim: int = 64              # the task vector: stage 2's condition
+  # A closed-form ridge fit of the references in the head (`ScoreHead`). Checkpoints
+  # written before it existed have no `ridge` key and load as False (`config_of`).
+  ridge: bool = True
   # Episodes.
   k_min: int = 1
   k_max: int = 50                 # references per episode, K ~ U{k_min..k_max}
@@ -84,7 +87,7 @@ class SurrogateConfig:
 
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "space", "seed", "exclude", "encoder_init", "dim", "layers", "emb_dim", "hidden", "task_dim",
-      "num_val_tasks", "k_max", "queries", "episodes")
+      "ridge", "num_val_tasks", "k_max", "queries", "episodes")
 
   def __post_init__(self):
     for name in ("dim", "layers", "emb_dim", "hidden", "task_dim", "queries", "episodes",
@@ -113,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "episodes": 32, "queries": 128, "steps": 20_000, "learning_rate": 1e-3,
               "warmup_steps": 500, "checkpoint_every": 2000},
     # Seconds: the test suite's.
-    "test": {"steps": 200, "episodes": 8, "queries": 32, "k_max": 20, "eval_archs": 256,
+    "test": {"steps": 100, "episodes": 8, "queries": 32, "k_max": 20, "eval_archs": 256,
              "eval_ks": (2, 10), "eval_repeats": 1, "checkpoint_every": 100,
              "num_val_tasks": 2, "learning_rate": 3e-3, "ema_decay": 0.95},
 }
@@ -145,13 +148,13 @@ class SurrogateModel:
     return nnx.to_pure_dict(self.template)
 
 
-_DIMS = ("dim", "layers", "emb_dim", "hidden", "task_dim")
+_DIMS = ("dim", "layers", "emb_dim", "hidden", "task_dim", "ridge")
 
 
 def _surrogate(space: SearchSpace, dims: dict, rngs: nnx.Rngs) -> Surrogate:
   return Surrogate(num_ops=space.num_ops, num_nodes=space.num_nodes, dim=dims["dim"],
                    num_layers=dims["layers"], emb_dim=dims["emb_dim"], hidden=dims["hidden"],
-                   task_dim=dims["task_dim"], rngs=rngs)
+                   task_dim=dims["task_dim"], ridge=dims["ridge"], rngs=rngs)
 
 
 @functools.lru_cache(maxsize=None)
@@ -312,7 +315,10 @@ def checkpoint_dir(workdir: str | Path) -> Path:
   return Path(workdir) / NAME / "checkpoints"
 
 
-def _config_of(meta: dict, workdir) -> SurrogateConfig:
+def config_of(meta: dict, workdir) -> SurrogateConfig:
+  """The config saved in a surrogate checkpoint's metadata."""
+  if isinstance(meta.get("config"), dict) and "ridge" not in meta["config"]:
+    meta = {**meta, "config": {**meta["config"], "ridge": False}}
   return lineage.config_of(meta, SurrogateConfig, stage=NAME, workdir=workdir)
 
 
@@ -344,7 +350,7 @@ def load(workdir: str | Path, step: int | None = None, *, space: str | None = No
     if step is None:
       raise ckpt_lib.CheckpointError(f"workdir {workdir}: no committed surrogate checkpoint")
     meta = ckpt.read_meta(step)
-    cfg = _config_of(meta, workdir)
+    cfg = config_of(meta, workdir)
     if space is not None and space != cfg.space:
       raise PnagError(f"workdir {workdir} holds a surrogate of space {cfg.space!r}, "
                       f"not {space!r}")

@@ -361,7 +361,7 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
     get_space(space)
   meta = stage.read_meta(workdir)
   if meta is not None:
-    saved = lineage.config_of(meta, SurrogateConfig, stage=stage.NAME, workdir=workdir)
+    saved = stage.config_of(meta, workdir)
     for name, given in (("space", space), ("seed", seed), ("exclude", exclude)):
       if given is not None and given != getattr(saved, name):
         raise PnagError(
