@@ -14,7 +14,7 @@ for it is put in one xdist group (`--dist loadgroup`), so one worker trains it o
 while the other workers run the rest of the suite; tests that need exact algebra, not quality, use the untrained
 models of `untrained_run` instead. `nb201_surrogate` and `nb201_stage2`, the suite's
 surrogate and stage-2 runs, each get a group of their own likewise. Every other test
-goes in its module's group.
+goes in its module's group (`pytest_collection_modifyitems`).
 """
 
 import os
@@ -59,23 +59,35 @@ def _pnag(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
                         timeout=timeout, check=False)
 
 
+#: The groups of the suite's shared runs, longest first (see `pytest_collection_modifyitems`).
+_SHARED_GROUPS = (TRAINED_GROUP, STAGE2_GROUP, SURROGATE_GROUP)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+  """Puts every test in an xdist group, and the shared runs' groups first.
+
+  A test that asks for a shared run goes in its group (so the run is made once), as
+  do the modules that name a group themselves. Every other test goes in its module's
+  group: a module's tests share its fixtures and the programs and eager-op kernels its
+  first test compiled, where test-by-test distribution made both workers compile them
+  alike (the suite is CPU-bound; this took a sixth off its wall time on 2 cores). The
+  shared runs' groups are the longest units, so they are scheduled first and the
+  small module groups fill in around them.
+  """
   del config
   for item in items:
+    if item.get_closest_marker("xdist_group") is not None:
+      continue
     names = getattr(item, "fixturenames", ())
-    if TRAINED_GROUP in names:
-      item.add_marker(pytest.mark.xdist_group(TRAINED_GROUP))
-    elif SURROGATE_GROUP in names:
-      item.add_marker(pytest.mark.xdist_group(SURROGATE_GROUP))
-    elif STAGE2_GROUP in names:
-      item.add_marker(pytest.mark.xdist_group(STAGE2_GROUP))
-    else:
-      # The rest, one group per test module: a module's tests share its fixtures and
-      # the compiled programs and eager-op kernels its first test paid for, where test
-      # by test distribution made both workers build and compile them alike (the
-      # suite is CPU-bound: this alone took a fifth off its wall time on 2 cores).
-      item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    group = next((g for g in _SHARED_GROUPS if g in names), item.nodeid.split("::")[0])
+    item.add_marker(pytest.mark.xdist_group(group))
+
+  def rank(item):
+    group = item.get_closest_marker("xdist_group").args[0]
+    return _SHARED_GROUPS.index(group) if group in _SHARED_GROUPS else len(_SHARED_GROUPS)
+
+  items.sort(key=rank)  # stable: collection order within a rank
 
 
 def pytest_unconfigure(config):
