@@ -219,7 +219,7 @@ def stage1_saver():
 def nb201_surrogate(tmp_path_factory, data_dir):
   """(workdir, report): `pnag train surrogate --preset test`, CIFAR-10 excluded.
 
-  A subprocess, as users run it, compiled as the suite compiles (its 100 steps do not
+  A subprocess, as users run it, compiled as the suite compiles (its 60 steps do not
   repay XLA's optimisations: 25 s against 28.5 s). Its tests form one xdist group, so
   it is trained once.
   """

@@ -138,8 +138,8 @@ def test_restore_on_another_topology(tmp_path):
   key = on5(jax.random.key(3))
   with StageCheckpointer(tmp_path, "stage1") as ckpt:
     ckpt.save(1, on5(params), on5(opt_state), key, {})
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(
+      "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=1")}
   out = tmp_path / "restored.npz"
   proc = subprocess.run(
       [sys.executable, "-c", _RESTORE_ON_ONE_DEVICE, str(tmp_path), str(out)],

@@ -42,13 +42,9 @@ def test_adaptation_fits_the_references_and_zero_steps_is_the_surrogate_itself()
   after = scipy.stats.spearmanr(fitted.scores(genes[held_out]), score[held_out]).statistic
   print(f"held-out Spearman: before {before:.3f}, after {after:.3f}")
   assert after > 0.6 and after > before + 0.4, (before, after)
-  # Deterministic for a seed (a short run twice: the same compiled step as above), and
-  # another seed draws other episodes; the scratch baseline is the same loop from
-  # random init.
-  short = [adapt.adapted_predictor(run_fast, genes[refs], score[refs], steps=6, seed=s)
-           for s in (3, 3, 4)]
-  np.testing.assert_array_equal(short[0].scores(genes[:64]), short[1].scores(genes[:64]))
-  assert not np.array_equal(short[0].scores(genes[:64]), short[2].scores(genes[:64]))
+  # Deterministic for a seed; the scratch baseline is the same loop from random init.
+  again = adapt.adapted_predictor(run_fast, genes[refs], score[refs], steps=60, seed=3)
+  np.testing.assert_array_equal(again.scores(genes[:64]), fitted.scores(genes[:64]))
   scratch = adapt.scratch_predictor(cfg, genes[refs], score[refs], seed=0, steps=5)
   assert scratch.scores(genes[:8]).shape == (8,)
 

@@ -105,7 +105,9 @@ _NO_TRAINER = textwrap.dedent("""
 
 
 def test_generation_and_evaluation_import_no_trainer(nb201_workdir):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  # One device, compiled as the suite compiles (the root conftest's flags).
+  env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(
+      "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=1")}
   r = subprocess.run([sys.executable, "-c", _NO_TRAINER, str(nb201_workdir)], env=env,
                      capture_output=True, text=True, timeout=300, check=False)
   assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]

@@ -116,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "episodes": 32, "queries": 128, "steps": 20_000, "learning_rate": 1e-3,
               "warmup_steps": 500, "checkpoint_every": 2000},
     # Seconds: the test suite's.
-    "test": {"steps": 100, "episodes": 8, "queries": 32, "k_max": 20, "eval_archs": 256,
+    "test": {"steps": 60, "episodes": 8, "queries": 32, "k_max": 20, "eval_archs": 256,
              "eval_ks": (2, 10), "eval_repeats": 1, "checkpoint_every": 100,
              "num_val_tasks": 2, "learning_rate": 3e-3, "ema_decay": 0.95},
 }
