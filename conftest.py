@@ -113,6 +113,14 @@ def nb201_rows(data_dir):
 
 
 @pytest.fixture(scope="session")
+def one_device_env():
+  """The environment of a subprocess that sees one CPU device, compiled as the suite
+  compiles (this conftest's other XLA flags)."""
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(
+      _DEVICES, "--xla_force_host_platform_device_count=1")}
+
+
+@pytest.fixture(scope="session")
 def pnag():
   """`pnag(*args, env=None)`: the `pnag` console command, run as users run it."""
   return _pnag

@@ -129,7 +129,7 @@ _RESTORE_ON_ONE_DEVICE = textwrap.dedent("""
 """)
 
 
-def test_restore_on_another_topology(tmp_path):
+def test_restore_on_another_topology(tmp_path, one_device_env):
   """Saved on device 5 of 8, read where only one device exists (GPU -> CPU)."""
   if len(jax.devices()) < 6:
     pytest.skip("needs the 8 fake CPU devices from conftest.py")
@@ -138,12 +138,10 @@ def test_restore_on_another_topology(tmp_path):
   key = on5(jax.random.key(3))
   with StageCheckpointer(tmp_path, "stage1") as ckpt:
     ckpt.save(1, on5(params), on5(opt_state), key, {})
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(
-      "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=1")}
   out = tmp_path / "restored.npz"
   proc = subprocess.run(
       [sys.executable, "-c", _RESTORE_ON_ONE_DEVICE, str(tmp_path), str(out)],
-      env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      env=one_device_env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
       capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   want = jax.tree.leaves((params, opt_state)) + [jax.random.key_data(key)]

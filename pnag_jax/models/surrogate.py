@@ -99,6 +99,10 @@ class TaskEncoder(nnx.Module):
     return self.rho(pooled)
 
 
+def _unit(x: jax.Array) -> jax.Array:
+  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
+
+
 def ridge_fit(feats: jax.Array, z: jax.Array, mask: jax.Array, lam: jax.Array) -> jax.Array:
   """Weights w [F] of ridge regression z ~ feats @ w over the `mask`ed rows of [K, F].
 
@@ -127,7 +131,8 @@ class ScoreHead(nnx.Module):
       self.ridge_feats = nnx.Linear(emb_dim, hidden, rngs=rngs)
       # softplus(0.54) = 1: as strong as one reference's own (unit-norm) feature.
       self.ridge_lambda = nnx.Param(jnp.full((), 0.54))
-    self.out = _MLP((emb_dim + task_dim + hidden + 1 + ridge, hidden, hidden, 1), rngs=rngs)
+    estimates = 2 if ridge else 1  # kernel (attention), and ridge
+    self.out = _MLP((emb_dim + task_dim + hidden + estimates, hidden, hidden, 1), rngs=rngs)
 
   def __call__(self, q_emb: jax.Array, ref_emb: jax.Array, ref_z: jax.Array,
                mask: jax.Array, task: jax.Array) -> jax.Array:
@@ -140,22 +145,23 @@ class ScoreHead(nnx.Module):
     read = attn @ values
     # The attention-weighted reference score is the kernel-regression estimate itself;
     # handing it to the head directly spares the MLP from rediscovering it.
-    z_hat = attn @ ref_z
-    extra = [z_hat[:, None]]
+    estimates = [attn @ ref_z]
     if self.ridge:
       # A linear fit of the references in a learned feature space, in closed form (as
       # in R2-D2's meta-learned ridge head): it extrapolates along directions the K
       # references span, where kernel attention can only interpolate between them.
-      # Unit-norm features keep the Gram matrix's scale, and so lambda's, fixed.
-      unit = lambda x: x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
-      w = ridge_fit(unit(self.ridge_feats(ref_emb)), ref_z, mask,
+      # Unit-norm features keep the Gram matrix's scale, and so lambda's, fixed. The
+      # fit is redone per call (per query chunk in prediction): a K x K solve, nothing
+      # beside encoding the chunk's archs.
+      w = ridge_fit(_unit(self.ridge_feats(ref_emb)), ref_z, mask,
                     jax.nn.softplus(self.ridge_lambda[...]))
-      extra.append((unit(self.ridge_feats(q_emb)) @ w)[:, None])
+      estimates.append(_unit(self.ridge_feats(q_emb)) @ w)
     feats = jnp.concatenate(
-        [q_emb, jnp.broadcast_to(task, (q_emb.shape[0], task.shape[-1])), read, *extra], -1)
+        [q_emb, jnp.broadcast_to(task, (q_emb.shape[0], task.shape[-1])), read,
+         jnp.stack(estimates, -1)], -1)
     out = self.out(feats)[:, 0]
     # The ridge estimate also enters as a residual: a ranking the head starts from.
-    return out + extra[-1][:, 0] if self.ridge else out
+    return out + estimates[1] if self.ridge else out
 
 
 class Surrogate(nnx.Module):

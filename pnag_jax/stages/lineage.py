@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping
 
 import jax
@@ -56,7 +57,10 @@ def config_of(meta: Mapping[str, Any], cls, *, stage: str, workdir) -> Any:
   check_meta(meta, {"stage": stage}, where=f"workdir {workdir}")
   if not isinstance(meta.get("config"), dict):
     raise CheckpointError(f"workdir {workdir}: {stage} checkpoint has no readable config")
-  return config_lib.from_dict(cls, meta["config"], where=f"workdir {workdir}")
+  # A key added to `cls` after the checkpoint was written takes the value that it had
+  # then (`cls.ADDED_KEYS`), not today's default.
+  values = {**getattr(cls, "ADDED_KEYS", {}), **meta["config"]}
+  return config_lib.from_dict(cls, values, where=f"workdir {workdir}")
 
 
 def parent_entry(stage: str, step: int, params: Any) -> dict:
@@ -69,18 +73,20 @@ def parent_hashes(meta: Mapping[str, Any]) -> dict[str, str]:
   return {p["stage"]: p["params_sha256"] for p in meta.get("parents", [])}
 
 
-def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], *, where: str) -> None:
+def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], *, where: str,
+                 added: Mapping[str, Any] = MappingProxyType({})) -> None:
   """A resumed run must keep the settings its checkpoint was made with.
 
   Checkpoints from before lineage was recorded have no `frozen`; their config holds
-  the same keys.
+  the same keys. `added` (a config class's `ADDED_KEYS`): the value of a key in
+  checkpoints written before it existed.
 
   Raises:
     CheckpointError: a setting differs; the message names it and both values.
   """
   saved = meta.get("frozen") or meta.get("config", {})
   for key, want in frozen.items():
-    have = saved.get(key)
+    have = saved.get(key, added.get(key))
     if isinstance(have, list):
       have = tuple(have)
     if have != want:

@@ -1,6 +1,5 @@
 """Loading a stage-1 run: params only, no optimizer, no trainer; one-line errors."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -104,10 +103,7 @@ _NO_TRAINER = textwrap.dedent("""
 """)
 
 
-def test_generation_and_evaluation_import_no_trainer(nb201_workdir):
-  # One device, compiled as the suite compiles (the root conftest's flags).
-  env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(
-      "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=1")}
-  r = subprocess.run([sys.executable, "-c", _NO_TRAINER, str(nb201_workdir)], env=env,
-                     capture_output=True, text=True, timeout=300, check=False)
+def test_generation_and_evaluation_import_no_trainer(nb201_workdir, one_device_env):
+  r = subprocess.run([sys.executable, "-c", _NO_TRAINER, str(nb201_workdir)],
+                     env=one_device_env, capture_output=True, text=True, timeout=300, check=False)
   assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]

@@ -97,6 +97,9 @@ class Stage2Config:
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "seed", "condition", "width", "depth", "heads", "mlp_ratio", "cond_embed",
       "cond_frequencies", "valid_only", "task_bank", "k_min", "k_max", "budgets")
+  # Values of keys in checkpoints written before the key existed (`lineage.config_of`):
+  # before the embedding was a setting, it was always linear.
+  ADDED_KEYS: ClassVar[dict[str, Any]] = {"cond_embed": "linear"}
 
   def __post_init__(self):
     if self.condition not in CONDITIONS:
@@ -322,9 +325,6 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 
 
 def _config_of(meta: dict, workdir) -> Stage2Config:
-  if isinstance(meta.get("config"), dict) and "cond_embed" not in meta["config"]:
-    # Saved before the embedding was a setting: then it was always linear.
-    meta = {**meta, "config": {**meta["config"], "cond_embed": "linear"}}
   return lineage.config_of(meta, Stage2Config, stage=NAME, workdir=workdir)
 
 

@@ -56,9 +56,7 @@ class SurrogateConfig:
   emb_dim: int = 64               # arch embedding
   hidden: int = 128
   task_dim: int = 64              # the task vector: stage 2's condition
-  # A closed-form ridge fit of the references in the head (`ScoreHead`). Checkpoints
-  # written before it existed have no `ridge` key and load as False (`config_of`).
-  ridge: bool = True
+  ridge: bool = True              # a closed-form ridge fit of the references in the head
   # Episodes.
   k_min: int = 1
   k_max: int = 50                 # references per episode, K ~ U{k_min..k_max}
@@ -88,6 +86,8 @@ class SurrogateConfig:
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "space", "seed", "exclude", "encoder_init", "dim", "layers", "emb_dim", "hidden", "task_dim",
       "ridge", "num_val_tasks", "k_max", "queries", "episodes")
+  # Values of keys in checkpoints written before the key existed (`lineage.config_of`).
+  ADDED_KEYS: ClassVar[dict[str, Any]] = {"ridge": False}
 
   def __post_init__(self):
     for name in ("dim", "layers", "emb_dim", "hidden", "task_dim", "queries", "episodes",
@@ -315,10 +315,7 @@ def checkpoint_dir(workdir: str | Path) -> Path:
   return Path(workdir) / NAME / "checkpoints"
 
 
-def config_of(meta: dict, workdir) -> SurrogateConfig:
-  """The config saved in a surrogate checkpoint's metadata."""
-  if isinstance(meta.get("config"), dict) and "ridge" not in meta["config"]:
-    meta = {**meta, "config": {**meta["config"], "ridge": False}}
+def _config_of(meta: dict, workdir) -> SurrogateConfig:
   return lineage.config_of(meta, SurrogateConfig, stage=NAME, workdir=workdir)
 
 
@@ -350,7 +347,7 @@ def load(workdir: str | Path, step: int | None = None, *, space: str | None = No
     if step is None:
       raise ckpt_lib.CheckpointError(f"workdir {workdir}: no committed surrogate checkpoint")
     meta = ckpt.read_meta(step)
-    cfg = config_of(meta, workdir)
+    cfg = _config_of(meta, workdir)
     if space is not None and space != cfg.space:
       raise PnagError(f"workdir {workdir} holds a surrogate of space {cfg.space!r}, "
                       f"not {space!r}")

@@ -279,7 +279,8 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       meta = ckpt.read_meta()
       where = f"workdir {workdir}"
       ckpt_lib.check_meta(meta, {"space": cfg.space, "stage": stage.NAME}, where=where)
-      lineage.check_frozen(meta, frozen, where=f"{where}/{stage.NAME}")
+      lineage.check_frozen(meta, frozen, where=f"{where}/{stage.NAME}",
+                           added=SurrogateConfig.ADDED_KEYS)
       ema, rest, key, _ = ckpt.restore(
           params_template=state["ema"],
           opt_state_template={"opt": state["opt_state"], "params": state["params"]})
@@ -361,7 +362,7 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
     get_space(space)
   meta = stage.read_meta(workdir)
   if meta is not None:
-    saved = stage.config_of(meta, workdir)
+    saved = lineage.config_of(meta, SurrogateConfig, stage=stage.NAME, workdir=workdir)
     for name, given in (("space", space), ("seed", seed), ("exclude", exclude)):
       if given is not None and given != getattr(saved, name):
         raise PnagError(
