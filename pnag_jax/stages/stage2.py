@@ -88,6 +88,11 @@ class Stage2Config:
   max_steps: int = 0              # > 0 caps the run regardless of epochs
   warmup_steps: int = 0
   grad_clip: float = 2.0          # VAR clips at 2
+  # The batch's gradient taken in this many equal slices, one after another
+  # (`training.stage2.train_step`): the same step with 1/m of the activations alive.
+  # Long token maps need it: MBV3's paper-size step at batch 256 asked an H200 for
+  # 42 GiB at once (eval/bench_stage2_memory.py measures the step's temporaries).
+  micro_batches: int = 1
   # Bookkeeping.
   eval_size: int = 0              # held-out archs in the final report; 0: all of them
   eval_every: int = 500
@@ -116,9 +121,13 @@ class Stage2Config:
                       f"comma-separated; got {self.budgets!r}")
     if not 1 <= self.k_min <= self.k_max:
       raise PnagError(f"need 1 <= k_min <= k_max, got {self.k_min} and {self.k_max}")
-    for name in ("width", "depth", "heads", "mlp_ratio", "batch_size", "epochs"):
+    for name in ("width", "depth", "heads", "mlp_ratio", "batch_size", "epochs",
+                 "micro_batches"):
       if getattr(self, name) < 1:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.batch_size % self.micro_batches:
+      raise PnagError(f"batch_size ({self.batch_size}) must be a multiple of "
+                      f"micro_batches ({self.micro_batches})")
     if self.width % self.heads:
       raise PnagError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
     if not 0.0 <= self.cond_drop <= 1.0:

@@ -157,24 +157,41 @@ def draw_conditions(tables: dict, idx: jax.Array, key: jax.Array) -> jax.Array |
   return jnp.concatenate([tables["bank"][t, m], q[:, None]], axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "opt", "cond_drop"), donate_argnums=0)
+@functools.partial(jax.jit, static_argnames=("model", "opt", "cond_drop", "micro_batches"),
+                   donate_argnums=0)
 def train_step(state: dict, tokens: jax.Array, idx: jax.Array, codebook: jax.Array,
                tables: dict, key: jax.Array, step: jax.Array, *, model: Stage2Model,
-               opt: OptimizerSettings, cond_drop: float) -> tuple[dict, dict]:
+               opt: OptimizerSettings, cond_drop: float,
+               micro_batches: int = 1) -> tuple[dict, dict]:
   """One AdamW step on the training archs `idx` (their token maps `tokens`).
 
   The null-condition draw is `fold_in(key, step)`; the task or budget condition's
   draw is `fold_in(fold_in(key, step), 1)`. `tables` is empty for an unconditional model.
+  With `micro_batches` m > 1 the gradient is the mean of m equal slices' gradients,
+  taken one after another: the same step up to float summation order, with the
+  activations of B/m archs alive at a time instead of B.
   """
   step_key = jax.random.fold_in(key, step)
   drop = jax.random.bernoulli(step_key, cond_drop, tokens.shape[:1])
   cond = draw_conditions(tables, idx, jax.random.fold_in(step_key, 1))
 
-  def objective(params):
-    ce, hit = token_loss(model, params, codebook, tokens, drop, cond)
+  def objective(params, batch):
+    ce, hit = token_loss(model, params, codebook, *batch)
     return ce.mean(), hit.mean()
 
-  (loss, acc), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+  grad_fn = jax.value_and_grad(objective, has_aux=True)
+  batch = (tokens, drop, cond)
+  if micro_batches == 1:
+    (loss, acc), grads = grad_fn(state["params"], batch)
+  else:
+    slices = jax.tree.map(lambda x: x.reshape(micro_batches, -1, *x.shape[1:]), batch)
+
+    def accumulate(total, piece):
+      return jax.tree.map(jnp.add, total, grad_fn(state["params"], piece)), None
+
+    zero = ((jnp.zeros(()), jnp.zeros(())), jax.tree.map(jnp.zeros_like, state["params"]))
+    total, _ = jax.lax.scan(accumulate, zero, slices)
+    (loss, acc), grads = jax.tree.map(lambda x: x / micro_batches, total)
   updates, opt_state = make_optimizer(opt).update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = {"loss": loss, "token_accuracy": acc, "grad_norm": optax.tree.norm(grads)}
@@ -329,7 +346,8 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
         idx = batch_indices(cfg.seed, step, train.shape[0], cfg.batch_size)
         state, metrics = train_step(state, train[idx], idx.astype(np.int32), codebook, tables,
                                     base_key, step, model=model, opt=opt,
-                                    cond_drop=cfg.cond_drop)
+                                    cond_drop=cfg.cond_drop,
+                                    micro_batches=cfg.micro_batches)
         done = step + 1
         if done % cfg.log_every == 0 or done == end:
           row = {k: float(v) for k, v in jax.device_get(metrics).items()}

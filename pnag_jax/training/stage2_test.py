@@ -1,10 +1,12 @@
 """Stage-2 training: it learns, resumes bit-identically, and refuses a changed stage 1."""
 
+import functools
 import json
 import math
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -58,6 +60,34 @@ def test_resume_refuses_other_settings_and_a_changed_stage1(nb201_stage2, stage2
     stage2_recipe.train_stage2(workdir, cfg)
 
 
+def test_micro_batches_take_the_same_step(nb201_stage2):
+  run2 = stage2.load(nb201_stage2[0])
+  codebook = jnp.asarray(run2.stage1.params["codebook"])
+  tokens = jax.random.randint(jax.random.key(1), (8, run2.model.layout.num_tokens), 0,
+                              codebook.shape[0])
+  opt = training.OptimizerSettings(learning_rate=1e-2, weight_decay=1e-4, warmup_steps=0,
+                                   total_steps=10, grad_clip=2.0)
+
+  def step(micro_batches):
+    state = {"params": run2.params, "opt_state": training.make_optimizer(opt).init(run2.params)}
+    state = jax.tree.map(jnp.array, state)  # train_step donates it
+    return training.train_step(state, tokens, jnp.arange(8, dtype=jnp.int32), codebook, {},
+                               jax.random.key(0), 0, model=run2.model, opt=opt, cond_drop=0.5,
+                               micro_batches=micro_batches)
+
+  (whole, whole_metrics), (sliced, sliced_metrics) = step(1), step(4)
+  # Loss and accuracy are means over all 8 archs, the gradient norm that of their mean
+  # gradient: a sum, or one slice's, would differ.
+  for name, value in whole_metrics.items():
+    np.testing.assert_allclose(sliced_metrics[name], value, rtol=1e-5, err_msg=name)
+  # Adam's first step is about lr * sign(g): 1e-2 where the gradient is clear, and
+  # float-order noise only where |g| is near Adam's eps (seen: 1.3e-5).
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=5e-5),
+               sliced["params"], whole["params"])
+  moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), whole["params"], run2.params)
+  assert max(jax.tree.leaves(moved)) > 1e-3
+
+
 def test_config_errors_are_one_line():
   with pytest.raises(PnagError, match="condition must be one of none, task, budget"):
     stage2.make_config("test", overrides=["condition=latency"])
@@ -65,6 +95,8 @@ def test_config_errors_are_one_line():
     stage2.make_config("test", overrides=["k_min=9", "k_max=3"])
   with pytest.raises(PnagError, match="multiple of heads"):
     stage2.make_config("test", overrides=["width=30", "heads=4"])
+  with pytest.raises(PnagError, match=r"batch_size \(16\) must be a multiple of micro_batches \(3\)"):
+    stage2.make_config("test", overrides=["micro_batches=3"])
 
 
 def test_task_condition_without_a_surrogate_says_how_to_train_one(nb201_workdir):
