@@ -28,10 +28,14 @@ from pnag_jax.training import stage2 as trainer
 def step_memory(workdir: str, batch: int, micro_batches: int) -> dict:
   run1 = stage1.load(workdir)
   cfg = stage2.make_config("paper").replace(micro_batches=micro_batches, batch_size=batch)
-  model, params = stage2.init(cfg, run1.model, 0)
+  model = stage2.static_model(cfg, run1.model, 0)
   opt = trainer.OptimizerSettings.of(cfg, total_steps=1000)
-  state = jax.eval_shape(lambda p: {"params": p,
-                                    "opt_state": trainer.make_optimizer(opt).init(p)}, params)
+
+  def fresh_state():
+    params = stage2.init(cfg, run1.model, 0)[1]
+    return {"params": params, "opt_state": trainer.make_optimizer(opt).init(params)}
+
+  state = jax.eval_shape(fresh_state)
   p = model.layout.num_tokens
   args = (state, jax.ShapeDtypeStruct((batch, p), jnp.int32),
           jax.ShapeDtypeStruct((batch,), jnp.int32),

@@ -95,7 +95,8 @@ def test_config_errors_are_one_line():
     stage2.make_config("test", overrides=["k_min=9", "k_max=3"])
   with pytest.raises(PnagError, match="multiple of heads"):
     stage2.make_config("test", overrides=["width=30", "heads=4"])
-  with pytest.raises(PnagError, match=r"batch_size \(16\) must be a multiple of micro_batches \(3\)"):
+  with pytest.raises(PnagError,
+                     match=r"batch_size \(16\) must be a multiple of micro_batches \(3\)"):
     stage2.make_config("test", overrides=["micro_batches=3"])
 
 
