@@ -252,7 +252,7 @@ class Stage2Recipe:
   SURROGATE = ("steps=4", "checkpoint_every=4", "episodes=2", "queries=8", "k_max=4",
                "num_val_tasks=1", "eval_ks=2", "eval_archs=16", "eval_repeats=1", "dim=8",
                "emb_dim=8", "hidden=8", "task_dim=8", "layers=1")
-  STAGE2 = ("condition=task", "task_bank=2", "k_max=6")
+  STAGE2 = ("condition=task", "task_bank=2", "k_max=6", "eval_every=6")
 
   def __init__(self, synthetic_tasks):
     self._synthetic_tasks = synthetic_tasks

@@ -241,6 +241,18 @@ def heldout_conditions(cfg: Stage2Config, cond: task_conditions.TaskConditions,
 # ---- the loop ------------------------------------------------------------------------------
 
 
+def heldout_curve(metrics_path: Path) -> list[dict]:
+  """The periodic held-out NLLs in `metrics.jsonl`, one per step, in step order: the
+  curve that shows a model starting to memorise its training archs (a resumed run's
+  repeat of a step replaces the killed run's)."""
+  by_step = {}
+  with metrics_path.open() as f:
+    for row in map(json.loads, f):
+      if row["split"] == "heldout":
+        by_step[row["step"]] = row["nll_per_token"]
+  return [{"step": step, "nll_per_token": nll} for step, nll in sorted(by_step.items())]
+
+
 def num_steps(cfg: Stage2Config, n_train: int) -> int:
   total = cfg.epochs * (n_train // cfg.batch_size)
   return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
@@ -369,6 +381,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
 
   n_eval = min(cfg.eval_size or heldout.shape[0], heldout.shape[0])
   held = evaluate(model, state["params"], codebook, heldout[:n_eval])
+  curve = heldout_curve(out_dir / "metrics.jsonl")
   report = {
       "space": space.name,
       "steps": total,
@@ -381,6 +394,9 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
       "heldout_token_accuracy": held["token_accuracy"],
       "token_accuracy_per_scale": held["token_accuracy_per_scale"],
       "nll_per_scale": held["nll_per_scale"],
+      # Every `eval_every` steps, on the first 1,024 held-out archs.
+      "heldout_curve": curve,
+      "best_heldout_step": min(curve, key=lambda r: r["nll_per_token"])["step"] if curve else None,
       "scales": list(model.layout.scales),
       "num_train": int(train.shape[0]),
       "num_heldout": int(heldout.shape[0]),

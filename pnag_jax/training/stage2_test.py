@@ -27,6 +27,10 @@ def test_test_preset_learns_and_reports(nb201_stage2):
   # cells (2.2%).
   assert 7500 < report["num_train"] < 7812 and report["num_evaluated"] == 256
   assert report["stage1"]["stage"] == "stage1" and report["steps"] == 12
+  # One periodic held-out evaluation (eval_every=6; step 12 is the final report's).
+  assert [r["step"] for r in report["heldout_curve"]] == [6]
+  assert 0.0 < report["heldout_curve"][0]["nll_per_token"] < math.log(16) + 0.5
+  assert report["best_heldout_step"] == 6
   saved = json.loads((workdir / "stage2" / "report.json").read_text())
   assert saved["heldout_nll_per_token"] == report["heldout_nll_per_token"]
   run2 = stage2.load(workdir)
@@ -41,6 +45,8 @@ def test_killed_run_resumes_bit_identically(nb201_stage2, stage2_recipe, tmp_pat
   assert not (workdir / "stage2" / "report.json").exists()
   report = stage2_recipe.train_stage2(workdir)
   assert report["resumed_from"] == 6 and report["steps"] == 12
+  # The killed run's evaluation at step 6 is in the resumed run's curve, once.
+  assert [r["step"] for r in report["heldout_curve"]] == [6]
   jax.tree.map(np.testing.assert_array_equal, stage2.load(straight).params,
                stage2.load(workdir).params)
 
