@@ -21,6 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from pnag_jax import checkpoint as ckpt_lib
+from pnag_jax import config as config_lib
 from pnag_jax.stages import stage2
 from pnag_jax.stages import surrogate
 from pnag_jax.training import stage2 as stage2_trainer
@@ -51,8 +52,8 @@ def rewrap(src: Path, workdir: Path) -> str:
   config_cls, trainer = CONFIGS[stage]
   (step,) = [int(p.name) for p in (src / "checkpoints").iterdir() if p.name.isdigit()]
   got = restore_on_host(src / "checkpoints", step)
-  raw = json.loads((src / "config.json").read_text())
-  cfg = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+  cfg = config_lib.from_dict(config_cls, json.loads((src / "config.json").read_text()),
+                             where=str(src))
   params = got["params"]
   opt_state = trainer.make_optimizer(trainer.OptimizerSettings.of(cfg, step)).init(params)
   if stage == "surrogate":  # its opt_state item also holds the raw (non-EMA) params

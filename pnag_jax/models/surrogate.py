@@ -155,13 +155,14 @@ class ScoreHead(nnx.Module):
       # beside encoding the chunk's archs.
       w = ridge_fit(_unit(self.ridge_feats(ref_emb)), ref_z, mask,
                     jax.nn.softplus(self.ridge_lambda[...]))
-      estimates.append(_unit(self.ridge_feats(q_emb)) @ w)
+      ridge_z = _unit(self.ridge_feats(q_emb)) @ w
+      estimates.append(ridge_z)
     feats = jnp.concatenate(
         [q_emb, jnp.broadcast_to(task, (q_emb.shape[0], task.shape[-1])), read,
          jnp.stack(estimates, -1)], -1)
     out = self.out(feats)[:, 0]
     # The ridge estimate also enters as a residual: a ranking the head starts from.
-    return out + estimates[1] if self.ridge else out
+    return out + ridge_z if self.ridge else out
 
 
 class Surrogate(nnx.Module):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping
 
 import jax
@@ -57,10 +56,14 @@ def config_of(meta: Mapping[str, Any], cls, *, stage: str, workdir) -> Any:
   check_meta(meta, {"stage": stage}, where=f"workdir {workdir}")
   if not isinstance(meta.get("config"), dict):
     raise CheckpointError(f"workdir {workdir}: {stage} checkpoint has no readable config")
-  # A key added to `cls` after the checkpoint was written takes the value that it had
-  # then (`cls.ADDED_KEYS`), not today's default.
-  values = {**getattr(cls, "ADDED_KEYS", {}), **meta["config"]}
+  values = {**_added_keys(cls), **meta["config"]}
   return config_lib.from_dict(cls, values, where=f"workdir {workdir}")
+
+
+def _added_keys(cls) -> Mapping[str, Any]:
+  """Keys added to the config class `cls` after checkpoints were written, with the
+  value each had then (`cls.ADDED_KEYS`), which is not always today's default."""
+  return getattr(cls, "ADDED_KEYS", {})
 
 
 def parent_entry(stage: str, step: int, params: Any) -> dict:
@@ -73,20 +76,20 @@ def parent_hashes(meta: Mapping[str, Any]) -> dict[str, str]:
   return {p["stage"]: p["params_sha256"] for p in meta.get("parents", [])}
 
 
-def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], *, where: str,
-                 added: Mapping[str, Any] = MappingProxyType({})) -> None:
+def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], cls, *,
+                 where: str) -> None:
   """A resumed run must keep the settings its checkpoint was made with.
 
   Checkpoints from before lineage was recorded have no `frozen`; their config holds
-  the same keys. `added` (a config class's `ADDED_KEYS`): the value of a key in
-  checkpoints written before it existed.
+  the same keys. A key that the config class `cls` gained later reads as it was then
+  (`_added_keys`), as in `config_of`.
 
   Raises:
     CheckpointError: a setting differs; the message names it and both values.
   """
-  saved = meta.get("frozen") or meta.get("config", {})
+  saved = {**_added_keys(cls), **(meta.get("frozen") or meta.get("config", {}))}
   for key, want in frozen.items():
-    have = saved.get(key, added.get(key))
+    have = saved.get(key)
     if isinstance(have, list):
       have = tuple(have)
     if have != want:

@@ -25,14 +25,14 @@ def test_params_sha256_is_a_content_hash():
 def test_check_frozen_names_the_setting():
   meta = {"frozen": {"space": "nb201", "dim": 32, "excluded": ["cifar10"]}}
   lineage.check_frozen(meta, {"space": "nb201", "dim": 32, "excluded": ("cifar10",)},
-                       where="workdir W")
+                       stage1.Stage1Config, where="workdir W")
   with pytest.raises(ckpt_lib.CheckpointError,
                      match="workdir W was trained with dim=32, not 16; resume with the same"):
-    lineage.check_frozen(meta, {"dim": 16}, where="workdir W")
+    lineage.check_frozen(meta, {"dim": 16}, stage1.Stage1Config, where="workdir W")
   with pytest.raises(ckpt_lib.CheckpointError, match=r"excluded=\('cifar10',\), not \(\)"):
-    lineage.check_frozen(meta, {"excluded": ()}, where="workdir W")
+    lineage.check_frozen(meta, {"excluded": ()}, stage1.Stage1Config, where="workdir W")
   # Checkpoints from before lineage: the config holds the same keys.
-  lineage.check_frozen({"config": {"dim": 32}}, {"dim": 32}, where="W")
+  lineage.check_frozen({"config": {"dim": 32}}, {"dim": 32}, stage1.Stage1Config, where="W")
 
 
 def _load_parent(name, workdir, step):

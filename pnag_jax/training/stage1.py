@@ -156,7 +156,7 @@ def _check_resume(ckpt: ckpt_lib.StageCheckpointer, cfg: Stage1Config, workdir) 
   meta = ckpt.read_meta()
   where = f"workdir {workdir}"
   ckpt_lib.check_meta(meta, {"space": cfg.space, "stage": stage1.NAME}, where=where)
-  lineage.check_frozen(meta, cfg.frozen(), where=where)
+  lineage.check_frozen(meta, cfg.frozen(), Stage1Config, where=where)
 
 
 def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool = True,

@@ -270,7 +270,7 @@ def _check_resume(ckpt, frozen: dict, parents: tuple[dict, ...], space: str,
   meta = ckpt.read_meta()
   where = f"stage 2 in {workdir}"
   ckpt_lib.check_meta(meta, {"stage": stage2.NAME, "space": space}, where=where)
-  lineage.check_frozen(meta, frozen, where=where, added=Stage2Config.ADDED_KEYS)
+  lineage.check_frozen(meta, frozen, Stage2Config, where=where)
   saved = lineage.parent_hashes(meta)
   for parent in parents:
     if saved.get(parent["stage"]) != parent["params_sha256"]:
