@@ -1,5 +1,6 @@
 """Lineage: a child stage refuses a parent that changed, a resume refuses new settings."""
 
+import dataclasses
 import shutil
 
 import jax
@@ -65,3 +66,16 @@ def test_a_child_refuses_a_parent_that_changed_underneath(untrained_run, stage1_
                                                      "which cannot be loaded any more") as e:
     lineage.check_parents(child_meta, tmp_path, where="stage2", load_parent=_load_parent)
   assert "\n" not in str(e.value)
+
+
+def test_a_key_added_later_reads_as_it_was_then():
+  # Surrogates saved before `ridge` existed were attention-only: they resume and load
+  # as ridge=False (`SurrogateConfig.ADDED_KEYS`), not as today's default, True.
+  from pnag_jax.stages import surrogate  # pylint: disable=g-import-not-at-top
+  cls = surrogate.SurrogateConfig
+  config = {k: v for k, v in dataclasses.asdict(cls()).items() if k != "ridge"}
+  meta = {"stage": "surrogate", "config": config, "frozen": {"dim": config["dim"]}}
+  assert cls().ridge and not lineage.config_of(meta, cls, stage="surrogate", workdir="W").ridge
+  lineage.check_frozen(meta, {"ridge": False}, cls, where="W")
+  with pytest.raises(ckpt_lib.CheckpointError, match="trained with ridge=False, not True"):
+    lineage.check_frozen(meta, {"ridge": True}, cls, where="W")
