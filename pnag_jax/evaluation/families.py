@@ -9,8 +9,10 @@ family's tasks from K measured cells:
   one device at a time (11 surrogates): all batch settings of that device excluded.
 
 Spearman is over the 6,466 isomorphism-class representatives, mean over seeds of the
-reference draw. Beside it, the table oracle: the allowed task whose ranking agrees best
-with the K references, and how well that task ranks the target.
+reference draw. Beside the network: the same run's linear prior (an additive-cost model
+fitted from the same references, `models/linear_prior.py`), and the table oracle: the
+allowed task whose ranking agrees best with the K references, and how well that task
+ranks the target.
 """
 
 from __future__ import annotations
@@ -48,15 +50,20 @@ def spearman_by_k(srun, space, target: np.ndarray, oracle_tables: dict, ks, seed
   every = space.enumerate()
   out = {}
   for k in ks:
-    ours, oracle = [], []
+    ours, linear, oracle = [], [], []
     for s in seeds:
       refs = np.random.default_rng([s, k, salt]).choice(space.size(), k, replace=False)
       pred = adapt.adapted_predictor(srun, every[refs], target[refs], steps=adapt_steps,
                                      seed=s).scores(every[reps])
       ours.append(scipy.stats.spearmanr(pred, target[reps]).statistic)
+      if srun.linear_prior is not None:
+        pred = srun.linear_predictor(every[refs], target[refs]).scores(every[reps])
+        linear.append(scipy.stats.spearmanr(pred, target[reps]).statistic)
       name, _ = baselines.table_oracle_order(oracle_tables, refs, target[refs])
       oracle.append(scipy.stats.spearmanr(oracle_tables[name][reps], target[reps]).statistic)
     out[str(k)] = {"spearman": float(np.mean(ours)), "oracle_spearman": float(np.mean(oracle))}
+    if linear:
+      out[str(k)]["linear_spearman"] = float(np.mean(linear))
   return out
 
 
@@ -95,6 +102,9 @@ def run(out, *, data_dir=None, preset: str = "quick", overrides=(), seeds=(0, 1,
     for dev, pattern in devices(tasks).items():
       r = _study(root, pattern, tasks, **{**common, "ks": (10,)})
       r["mean_spearman_k10"] = float(np.mean([v["10"]["spearman"] for v in r["tasks"].values()]))
+      if all("linear_spearman" in v["10"] for v in r["tasks"].values()):
+        r["mean_linear_spearman_k10"] = float(np.mean(
+            [v["10"]["linear_spearman"] for v in r["tasks"].values()]))
       report["devices"][dev] = r
       reports.write_outputs(out, "families", report, format_table, _plot)
   return report
@@ -105,18 +115,23 @@ def format_table(report: dict) -> str:
            f"{' '.join(report['overrides'])}; Spearman over the 6,466 isomorphism classes, "
            f"mean over {len(report['seeds'])} reference draws; oracle: the best allowed "
            "table chosen on the K references.", ""]
+  def cell(v):
+    linear = f" / {v['linear_spearman']:.3f}" if "linear_spearman" in v else ""
+    return f"{v['spearman']:.3f}{linear} ({v['oracle_spearman']:.3f})"
+
   for fam, r in report["families"].items():
     ks = report["ks"]
-    rows = [[t] + [f"{v[str(k)]['spearman']:.3f} ({v[str(k)]['oracle_spearman']:.3f})"
-                   for k in ks] for t, v in r["tasks"].items()]
-    lines += [f"`--exclude {fam}`: ours (oracle) by K", "",
+    rows = [[t] + [cell(v[str(k)]) for k in ks] for t, v in r["tasks"].items()]
+    lines += [f"`--exclude {fam}`: network / linear prior (oracle) by K", "",
               reports.table(["task", *(f"K={k}" for k in ks)], rows), ""]
   if report["devices"]:
     rows = [[d, len(r["tasks"]), f"{r['mean_spearman_k10']:.3f}",
+             f"{r['mean_linear_spearman_k10']:.3f}" if "mean_linear_spearman_k10" in r else "",
              f"{np.mean([v['10']['oracle_spearman'] for v in r['tasks'].values()]):.3f}"]
             for d, r in report["devices"].items()]
     lines += ["Leave one device out (all its batch settings), K = 10:", "",
-              reports.table(["device", "settings", "ours", "oracle"], rows)]
+              reports.table(["device", "settings", "network", "linear prior", "oracle"],
+                            rows)]
   return "\n".join(lines)
 
 
@@ -132,6 +147,9 @@ def _plot(report: dict, path: Path) -> None:
     orc = np.array([[v[str(k)]["oracle_spearman"] for k in ks] for v in tasks.values()])
     ax.plot(ks, ours.mean(0), "o-", label="surrogate (mean over tasks)")
     ax.fill_between(ks, ours.min(0), ours.max(0), alpha=0.2)
+    if all("linear_spearman" in v[str(k)] for v in tasks.values() for k in ks):
+      lin = np.array([[v[str(k)]["linear_spearman"] for k in ks] for v in tasks.values()])
+      ax.plot(ks, lin.mean(0), "s-", label="linear prior (mean over tasks)")
     ax.plot(ks, orc.mean(0), "d--", label="table oracle")
     ax.set_xscale("log")
     ax.set_title(f"--exclude {fam} ({len(tasks)} tasks)")
@@ -140,9 +158,14 @@ def _plot(report: dict, path: Path) -> None:
   if report["devices"]:
     ax = axes[0][-1]
     devs = list(report["devices"])
-    ax.bar(range(len(devs)), [report["devices"][d]["mean_spearman_k10"] for d in devs])
+    x = np.arange(len(devs))
+    ax.bar(x - 0.2, [report["devices"][d]["mean_spearman_k10"] for d in devs], 0.4,
+           label="network")
+    ax.bar(x + 0.2, [report["devices"][d].get("mean_linear_spearman_k10", 0.0) for d in devs],
+           0.4, label="linear prior")
+    ax.legend(fontsize=7)
     ax.axhline(0.9, color="k", lw=0.8, ls="--")
-    ax.set_xticks(range(len(devs)), devs, rotation=60, fontsize=7)
+    ax.set_xticks(x, devs, rotation=60, fontsize=7)
     ax.set_title("leave one device out, K = 10")
   axes[0][0].legend(fontsize=7)
   reports.save_figure(fig, path)

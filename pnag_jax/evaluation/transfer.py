@@ -86,7 +86,10 @@ def meta_trained(root: Path, exclude: tuple[str, ...], *, preset: str, seed: int
   from pnag_jax.training import surrogate as trainer  # pylint: disable=g-import-not-at-top
   workdir = root / f"excl_{slug(exclude)}"
   cfg = stage.make_config(preset, "nb201", seed, exclude, overrides)
-  if not (workdir / stage.NAME / "report.json").is_file():
+  # A run from before the linear prior existed is completed by a rerun: it resumes at
+  # its last step, adds the prior (a fit of the same training tasks) and re-evaluates.
+  if not ((workdir / stage.NAME / "report.json").is_file()
+          and stage.linear_prior_path(workdir).is_file()):
     trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, tasks=tasks, progress=False)
   run = stage.load(workdir, space="nb201")
   if run.cfg.exclude != tuple(exclude):

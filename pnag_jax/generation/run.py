@@ -20,6 +20,7 @@ from pnag_jax.generation import multihost, output, parts
 from pnag_jax.generation.output import ArchWriter, check_output, output_format
 from pnag_jax.generation.priors import PRIORS
 from pnag_jax.generation.sampler import Sampler, SamplerConfig
+from pnag_jax.guidance.adapt import PREDICTORS
 from pnag_jax.stages import stage1
 
 
@@ -273,6 +274,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   guided.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                       help="fine-tune the surrogate on the references for N steps first (test-time "
                            "adaptation: worth it with tens of references; default 0)")
+  guided.add_argument("--predictor", choices=PREDICTORS, default="network",
+                      help="what ranks the pool: the meta-learned network (default), or the "
+                           "surrogate's linear prior, an additive-cost model that ranks costs "
+                           "(latency, energy) of unseen devices better")
 
 
 def _merge(args: argparse.Namespace) -> None:
@@ -312,7 +317,7 @@ def main(args: argparse.Namespace) -> None:
                       cfg_scale=args.cfg_scale, top_k=args.top_k, top_p=args.top_p,
                       constrained=args.constrained, chunk_size=args.chunk_size)
   ranking = (("--constraint", args.constraint), ("--pool", args.pool != "100000"),
-             ("--adapt-steps", args.adapt_steps))
+             ("--adapt-steps", args.adapt_steps), ("--predictor", args.predictor != "network"))
   cond = ()
   budget = args.params is not None or args.flops is not None
   if launch is not None:
@@ -331,6 +336,7 @@ def main(args: argparse.Namespace) -> None:
                         ("--params", args.params is not None),
                         ("--flops", args.flops is not None), ("--minimize", args.minimize),
                         ("--pool", args.pool != "100000"), ("--adapt-steps", args.adapt_steps),
+                        ("--predictor", args.predictor != "network"),
                         ("--prior", args.prior != "codes")):
       if given:
         raise PnagError(f"{flag} does not go with --objective (the search iterates the "
@@ -368,7 +374,7 @@ def main(args: argparse.Namespace) -> None:
         args.workdir, refs=args.refs, out=args.out, num=args.num,
         pool=guided.parse_pool(args.pool), seed=args.seed, minimize=args.minimize,
         constraints=args.constraint, sampler_cfg=cfg, data_dir=args.data_dir,
-        adapt_steps=args.adapt_steps))
+        adapt_steps=args.adapt_steps, predictor=args.predictor))
     return
   else:
     for flag, given in (("--minimize", args.minimize),) + ranking:

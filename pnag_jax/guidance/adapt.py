@@ -24,6 +24,9 @@ from pnag_jax.stages import surrogate as stage
 #: that already ranks, and must not forget the prior in 50 steps on a handful of archs.
 ADAPT_LR_FRACTION = 0.1
 EPISODES = 8
+#: What ranks archs for a task given by references: the meta-learned network, or the
+#: run's linear prior (`models/linear_prior.py`), which ranks additive costs better.
+PREDICTORS = ("network", "linear")
 
 
 def fit_on_references(cfg: stage.SurrogateConfig, params: dict, ref_genes: np.ndarray,
@@ -71,6 +74,19 @@ def adapted_predictor(run: stage.SurrogateRun, ref_genes: np.ndarray, ref_scores
                              seed=seed,
                              learning_rate=run.cfg.learning_rate * ADAPT_LR_FRACTION)
   return stage.predictor(run.model, params, ref_genes, ref_scores)
+
+
+def bound_predictor(run: stage.SurrogateRun, ref_genes: np.ndarray, ref_scores: np.ndarray,
+                    *, predictor: str = "network", adapt_steps: int = 0, seed: int = 0):
+  """The `predictor` of `PREDICTORS` bound to the references."""
+  if predictor not in PREDICTORS:
+    raise PnagError(f"unknown predictor {predictor!r}; choose from {', '.join(PREDICTORS)}")
+  if predictor == "linear":
+    if adapt_steps:
+      raise PnagError("--adapt-steps fine-tunes the network; it does not go with "
+                      "--predictor linear")
+    return run.linear_predictor(ref_genes, ref_scores)
+  return adapted_predictor(run, ref_genes, ref_scores, steps=adapt_steps, seed=seed)
 
 
 def scratch_predictor(cfg: stage.SurrogateConfig, ref_genes: np.ndarray,

@@ -55,6 +55,15 @@ def test_predict_writes_one_row_per_arch_in_input_order(nb201_surrogate, refs_cs
   import scipy.stats  # pylint: disable=g-import-not-at-top
   assert scipy.stats.spearmanr(pred, truth).statistic > 0.5
   assert "predicted 300 archs" in out
+  # The run's linear prior instead of the network: same rows, its own ranking.
+  code, _, err = pnag_main("predict", "--workdir", workdir, "--refs", refs_csv, "--archs",
+                           archs, "--out", tmp_path / "linear.csv", "--predictor", "linear")
+  assert code == 0, err
+  rows = _rows(tmp_path / "linear.csv")
+  assert [r["arch"] for r in rows] == SPACE.to_strings(genes)
+  linear = np.array([float(r["predicted_score"]) for r in rows])
+  assert scipy.stats.spearmanr(linear, truth).statistic > 0.4
+  assert not np.allclose(linear, pred)
 
 
 def test_guided_pool_all_meets_constraints_and_beats_random(nb201_surrogate, refs_csv,
@@ -145,6 +154,8 @@ def test_bad_input_is_one_line_and_leaves_no_file(nb201_surrogate, refs_csv, tmp
       (("generate", "--workdir", workdir, "--minimize"), "--refs"),
       (("predict", "--workdir", workdir, "--refs", darts_refs, "--archs", refs_csv), "row 1"),
       (("predict", "--workdir", workdir, "--refs", refs_csv, "--archs", darts_refs), "row 1"),
+      (("predict", "--workdir", workdir, "--refs", refs_csv, "--archs", refs_csv,
+        "--predictor", "linear", "--adapt-steps", "3"), "--predictor linear"),
   ]
   for args, needle in cases:
     code, _, err = pnag_main(*args, "--num", "3", "--out", out) if args[0] == "generate" \

@@ -52,7 +52,7 @@ def _table_columns(space, genes: np.ndarray, data_dir) -> dict:
 
 def guided_to_file(workdir, *, refs, out, num: int, pool: int | str = 100_000, seed: int = 0,
                    minimize: bool = False, constraints=(), sampler_cfg=None,
-                   data_dir=None, adapt_steps: int = 0) -> dict:
+                   data_dir=None, adapt_steps: int = 0, predictor: str = "network") -> dict:
   """Writes the top `num` archs of a guided pool to `out`; returns a summary."""
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
@@ -75,7 +75,8 @@ def guided_to_file(workdir, *, refs, out, num: int, pool: int | str = 100_000, s
                       f"{space.name!r}")
     _, sampler = load_sampler(workdir, sampler_cfg or SamplerConfig())
     genes, drawn = rank.draw_pool(sampler, jax.random.key(seed), int(pool))
-  pred = adapt.adapted_predictor(srun, ref.genes, ref.scores, steps=adapt_steps, seed=seed)
+  pred = adapt.bound_predictor(srun, ref.genes, ref.scores, predictor=predictor,
+                              adapt_steps=adapt_steps, seed=seed)
   picks = rank.guided(space, pred, genes, drawn, k=num,
                       minimize=minimize, ref_genes=ref.genes, constraints=parsed,
                       known=known)
@@ -93,7 +94,7 @@ def guided_to_file(workdir, *, refs, out, num: int, pool: int | str = 100_000, s
 
 
 def predict_to_file(workdir, *, refs, archs, out, minimize: bool = False,
-                    adapt_steps: int = 0) -> dict:
+                    adapt_steps: int = 0, predictor: str = "network") -> dict:
   """One row per input arch, in input order: (arch, predicted_score, rank)."""
   out = files.check_output(out)
   srun = surrogate.load(workdir)
@@ -101,7 +102,8 @@ def predict_to_file(workdir, *, refs, archs, out, minimize: bool = False,
   _, ref = _refs(srun, refs, minimize)
   genes = tasks_lib.read_archs(archs, space.name)
   t0 = time.perf_counter()
-  scores = adapt.adapted_predictor(srun, ref.genes, ref.scores, steps=adapt_steps).scores(genes)
+  scores = adapt.bound_predictor(srun, ref.genes, ref.scores, predictor=predictor,
+                                adapt_steps=adapt_steps).scores(genes)
   seconds = time.perf_counter() - t0
   order = np.argsort(scores if minimize else -scores, kind="stable")
   ranks = np.empty(len(order), np.int64)
@@ -129,11 +131,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                  help="fine-tune the surrogate on the references for N steps first (test-time "
                  "adaptation: worth it with tens of references; default 0)")
+  p.add_argument("--predictor", choices=adapt.PREDICTORS, default="network",
+                 help="the meta-learned network (default), or the surrogate's linear prior: "
+                 "an additive-cost model that ranks costs (latency, energy) of unseen "
+                 "devices better")
 
 
 def main(args: argparse.Namespace) -> None:
   r = predict_to_file(args.workdir, refs=args.refs, archs=args.archs, out=args.out,
-                      minimize=args.minimize, adapt_steps=args.adapt_steps)
+                      minimize=args.minimize, adapt_steps=args.adapt_steps,
+                      predictor=args.predictor)
   print(f"predicted {r['num']:,} archs in {r['seconds']:.2f} s -> {r['out']}")
 
 

@@ -3,6 +3,7 @@
   run = load("runs/nb201")                       # W/surrogate; needs no other stage
   pred = run.predictor(ref_genes, ref_scores)    # a task, given by K measured archs
   scores = pred.scores(genes)                    # float64[n], in the task's units
+  pred = run.linear_predictor(ref_genes, ref_scores)   # the additive-cost model instead
 
 The surrogate stands alone: it is not built on stage 1 (its arch encoder has the same
 layers, trained from scratch on the tasks), so a workdir may hold only `surrogate/`.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +28,7 @@ from flax import nnx
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax.errors import PnagError
+from pnag_jax.models import linear_prior as linear_lib
 from pnag_jax.models.surrogate import Surrogate, standardise
 from pnag_jax.spaces import get_space
 from pnag_jax.spaces.base import SearchSpace
@@ -234,6 +238,26 @@ def predict_chunks(params: dict, task: dict, genes: jax.Array, *,
   return jax.lax.map(lambda g: _predict(params, task, g, model), genes)
 
 
+def _pad_rows(genes: np.ndarray, chunk: int):
+  """Blocks of `genes int[n, G]` padded to a power-of-two number of `chunk`-row chunks."""
+  genes = np.asarray(genes, np.int32)
+  n, g = genes.shape
+  for start in range(0, n, chunk * PREDICT_BLOCK):
+    part = genes[start:start + chunk * PREDICT_BLOCK]
+    k = part.shape[0]
+    # Pad to a power-of-two number of chunks: a handful of compiles serve every n.
+    s = pow2_at_least(-(-k // chunk))
+    part = np.concatenate([part, np.zeros((s * chunk - k, g), np.int32)])
+    yield part.reshape(s, chunk, g), k
+
+
+def _scores_of(blocks) -> np.ndarray:
+  out = [scores.reshape(-1)[:k] for scores, k in blocks]
+  if not out:
+    return np.zeros((0,), np.float64)
+  return np.asarray(jnp.concatenate(out), np.float64)
+
+
 @dataclasses.dataclass(frozen=True)
 class Predictor:
   """A surrogate bound to one task's references: `scores(genes)` for any number."""
@@ -249,20 +273,8 @@ class Predictor:
 
   def scores(self, genes: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
     """Scores of `genes int[n, G]`, float64[n], `chunk` rows per step on the device."""
-    genes = np.asarray(genes, np.int32)
-    n, g = genes.shape
-    out = []
-    for start in range(0, n, chunk * PREDICT_BLOCK):
-      part = genes[start:start + chunk * PREDICT_BLOCK]
-      k = part.shape[0]
-      # Pad to a power-of-two number of chunks: a handful of compiles serve every n.
-      s = pow2_at_least(-(-k // chunk))
-      part = np.concatenate([part, np.zeros((s * chunk - k, g), np.int32)])
-      out.append(predict_chunks(self.params, self.task, part.reshape(s, chunk, g),
-                                model=self.model).reshape(-1)[:k])
-    if not out:
-      return np.zeros((0,), np.float64)
-    return np.asarray(jnp.concatenate(out), np.float64)
+    return _scores_of((predict_chunks(self.params, self.task, part, model=self.model), k)
+                      for part, k in _pad_rows(genes, chunk))
 
 
 def pow2_at_least(n: int) -> int:
@@ -270,21 +282,114 @@ def pow2_at_least(n: int) -> int:
   return 1 << max(0, (n - 1).bit_length())
 
 
-def predictor(model: SurrogateModel, params: dict, ref_genes: np.ndarray,
-              ref_scores: np.ndarray) -> Predictor:
-  """Binds references (genes int[K, G], scores float[K], K >= 1) to the surrogate."""
+def _padded_refs(ref_genes: np.ndarray, ref_scores: np.ndarray):
+  """(genes, scores, mask) with K padded to a power of two: few compiles serve every K."""
   ref_genes = np.asarray(ref_genes, np.int32)
   ref_scores = np.asarray(ref_scores, np.float32)
   if ref_genes.shape[0] < 1 or ref_genes.shape[0] != ref_scores.shape[0]:
     raise PnagError(f"need K >= 1 reference archs with one score each, got "
                     f"{ref_genes.shape[0]} archs and {ref_scores.shape[0]} scores")
-  # Pad K to a power of two so a handful of compiles serve every K.
   k = ref_genes.shape[0]
   kp = pow2_at_least(k)
   mask = np.arange(kp) < k
   genes = np.concatenate([ref_genes, np.repeat(ref_genes[:1], kp - k, 0)])
   scores = np.concatenate([ref_scores, np.zeros(kp - k, np.float32)])
+  return genes, scores, mask
+
+
+def predictor(model: SurrogateModel, params: dict, ref_genes: np.ndarray,
+              ref_scores: np.ndarray) -> Predictor:
+  """Binds references (genes int[K, G], scores float[K], K >= 1) to the surrogate."""
+  genes, scores, mask = _padded_refs(ref_genes, ref_scores)
   return Predictor(model, params, task_state(params, genes, scores, mask, model=model))
+
+
+# ---- the linear prior: an additive-cost model beside the network ----------------------
+
+LINEAR_PRIOR_FILE = "linear_prior.npz"
+
+
+@functools.partial(jax.jit, static_argnames="space")
+def linear_task_state(prior: dict, ref_genes: jax.Array, ref_scores: jax.Array,
+                      mask: jax.Array, *, space: SearchSpace) -> dict:
+  ref_z, mean, std = standardise(ref_scores, mask)
+  w, noise = linear_lib.posterior(prior, linear_lib.features(space, ref_genes), ref_z, mask)
+  return {"w": w, "noise": noise, "mean": mean, "std": std}
+
+
+@functools.partial(jax.jit, static_argnames="space")
+def linear_predict_chunks(task: dict, genes: jax.Array, *, space: SearchSpace) -> jax.Array:
+  return jax.lax.map(
+      lambda g: linear_lib.features(space, g) @ task["w"] * task["std"] + task["mean"], genes)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearPredictor:
+  """The linear prior's posterior for one task's references; `scores` as `Predictor`."""
+
+  space: SearchSpace
+  task: dict
+
+  @property
+  def noise(self) -> float:
+    """The noise variance the references' evidence chose (in squared stds)."""
+    return float(self.task["noise"])
+
+  def scores(self, genes: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+    return _scores_of((linear_predict_chunks(self.task, part, space=self.space), k)
+                      for part, k in _pad_rows(genes, chunk))
+
+
+def linear_predictor(space: SearchSpace, prior: dict, ref_genes: np.ndarray,
+                     ref_scores: np.ndarray) -> LinearPredictor:
+  genes, scores, mask = _padded_refs(ref_genes, ref_scores)
+  arrays = {k: jnp.asarray(prior[k]) for k in ("mean", "cov")}
+  return LinearPredictor(space, linear_task_state(arrays, genes, scores, mask, space=space))
+
+
+def linear_prior_path(workdir: str | Path) -> Path:
+  return Path(workdir) / NAME / LINEAR_PRIOR_FILE
+
+
+def save_linear_prior(workdir: str | Path, prior: dict, excluded_tasks, train_tasks) -> Path:
+  """Writes the prior beside the checkpoints, atomically (a kill leaves none or all)."""
+  path = linear_prior_path(workdir)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  about = json.dumps({"excluded_tasks": list(excluded_tasks), "train_tasks": list(train_tasks)})
+  tmp = path.with_name(path.name + ".tmp")
+  with tmp.open("wb") as f:
+    np.savez(f, mean=prior["mean"], cov=prior["cov"], tasks=prior["tasks"],
+             about=np.asarray(about))
+  os.replace(tmp, path)
+  return path
+
+
+def load_linear_prior(workdir: str | Path, space: SearchSpace, excluded_tasks
+                      ) -> dict | None:
+  """The run's linear prior, or None for a run trained before it existed.
+
+  Raises:
+    CheckpointError: the file is unreadable, of another space's width, or was fitted
+      under other exclusions than the checkpoints' (it would leak what they exclude).
+  """
+  path = linear_prior_path(workdir)
+  if not path.is_file():
+    return None
+  f = linear_lib.num_features(space)
+  try:
+    with np.load(path) as z:
+      prior = {k: np.asarray(z[k]) for k in ("mean", "cov", "tasks")}
+      about = json.loads(str(z["about"]))
+  except Exception as e:  # pylint: disable=broad-except  # zip, key, JSON: all "corrupt"
+    raise ckpt_lib.CheckpointError(f"{path} is corrupt ({type(e).__name__}); retrain "
+                                   "the surrogate, or delete it to predict without it") from e
+  if prior["mean"].shape != (f,) or prior["cov"].shape != (f, f):
+    raise ckpt_lib.CheckpointError(f"{path} has {prior['mean'].shape[0]} features, but "
+                                   f"space {space.name} has {f}")
+  if tuple(about.get("excluded_tasks", ())) != tuple(excluded_tasks):
+    raise ckpt_lib.CheckpointError(f"{path} was fitted without {about.get('excluded_tasks')}"
+                                   f", the surrogate without {list(excluded_tasks)}")
+  return prior
 
 
 # ---- trained runs ----------------------------------------------------------------------
@@ -298,6 +403,7 @@ class SurrogateRun:
   step: int
   workdir: Path
   meta: dict
+  linear_prior: dict | None = None
 
   @property
   def space(self) -> SearchSpace:
@@ -309,6 +415,14 @@ class SurrogateRun:
 
   def predictor(self, ref_genes: np.ndarray, ref_scores: np.ndarray) -> Predictor:
     return predictor(self.model, self.params, ref_genes, ref_scores)
+
+  def linear_predictor(self, ref_genes: np.ndarray, ref_scores: np.ndarray
+                       ) -> LinearPredictor:
+    if self.linear_prior is None:
+      raise PnagError(f"the surrogate in {self.workdir} has no linear prior (trained before "
+                      f"it existed): run `pnag train surrogate --workdir {self.workdir}` "
+                      "again to add it (seconds; the network is unchanged)")
+    return linear_predictor(self.space, self.linear_prior, ref_genes, ref_scores)
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -353,4 +467,6 @@ def load(workdir: str | Path, step: int | None = None, *, space: str | None = No
                       f"not {space!r}")
     model = static_model(cfg)
     params, _, _, _ = ckpt.restore(step, params_template=model.abstract_params())
-  return SurrogateRun(model, cfg, params, int(step), workdir, meta)
+  excluded = tuple(meta.get("frozen", {}).get("excluded_tasks", ()))
+  prior = load_linear_prior(workdir, model.space, excluded)
+  return SurrogateRun(model, cfg, params, int(step), workdir, meta, prior)

@@ -37,6 +37,7 @@ from pnag_jax import config as config_lib
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.data import DATA_DIR_HELP
 from pnag_jax.errors import PnagError
+from pnag_jax.models import linear_prior as linear_lib
 from pnag_jax.models.surrogate import standardise
 from pnag_jax.spaces import SPACE_NAMES, get_space
 from pnag_jax.stages import lineage
@@ -214,13 +215,16 @@ def train_step(state: dict, genes: jax.Array, scores: jax.Array, mask: jax.Array
 
 
 def rank_correlations(model: SurrogateModel, params: dict, task: TaskArrays,
-                      ks: tuple[int, ...], *, seed: int, num_archs: int, repeats: int
-                      ) -> dict[int, dict[str, float]]:
+                      ks: tuple[int, ...], *, seed: int, num_archs: int, repeats: int,
+                      bind=None) -> dict[int, dict[str, float]]:
   """Spearman and Kendall of predictions against the truth, per K, mean over repeats.
 
   References are drawn uniformly (as a user measures them), the queries are a fixed
-  seeded sample of the task's archs.
+  seeded sample of the task's archs. `bind(ref_genes, ref_scores)` makes the predictor
+  (default: the network's).
   """
+  if bind is None:
+    bind = functools.partial(stage.predictor, model, params)
   salt = zlib.crc32(task.name.encode())
   rng = np.random.default_rng([seed, salt])
   n = task.scores.shape[0]
@@ -230,7 +234,7 @@ def rank_correlations(model: SurrogateModel, params: dict, task: TaskArrays,
     rho, tau = [], []
     for r in range(repeats):
       refs = np.random.default_rng([seed, salt, k, r]).choice(n, min(k, n), replace=False)
-      pred = stage.predictor(model, params, task.genes[refs], task.scores[refs]).scores(
+      pred = bind(task.genes[refs], task.scores[refs]).scores(
           task.genes[q], chunk=stage.pow2_at_least(len(q)))
       rho.append(scipy.stats.spearmanr(pred, task.scores[q]).statistic)
       tau.append(scipy.stats.kendalltau(pred, task.scores[q]).statistic)
@@ -239,9 +243,10 @@ def rank_correlations(model: SurrogateModel, params: dict, task: TaskArrays,
 
 
 def evaluate(cfg: SurrogateConfig, model: SurrogateModel, params: dict,
-             val: list[TaskArrays]) -> dict:
+             val: list[TaskArrays], bind=None) -> dict:
   per_task = {t.name: rank_correlations(model, params, t, cfg.eval_ks, seed=cfg.seed,
-                                        num_archs=cfg.eval_archs, repeats=cfg.eval_repeats)
+                                        num_archs=cfg.eval_archs, repeats=cfg.eval_repeats,
+                                        bind=bind)
               for t in val}
   by_k = {k: {m: float(np.mean([per_task[t][k][m] for t in per_task]))
               for m in ("spearman", "kendall")} for k in cfg.eval_ks}
@@ -294,6 +299,13 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     train = [_arrays(tasks[n]) for n in train_names]
     members = family_members(train)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A pure function of the training tasks, so a resume (or a rerun of a finished
+    # run, which is how runs from before it get one) writes the same prior.
+    if not stage.linear_prior_path(workdir).is_file():
+      fitted = [(t.genes, t.scores) for t in train]
+      if linear_lib.usable_tasks(fitted) >= 2:
+        stage.save_linear_prior(workdir, linear_lib.fit_prior(space, fitted), excluded,
+                                train_names)
     (out_dir / "config.json").write_text(cfg.to_json())
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -326,6 +338,14 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
 
   val = [_arrays(tasks[n]) for n in val_names]
   ev = evaluate(cfg, model, state["ema"], val)
+  prior = stage.load_linear_prior(workdir, space, excluded)
+  linear = None
+  if prior is not None:
+    ev_linear = evaluate(cfg, model, state["ema"], val, bind=functools.partial(
+        stage.linear_predictor, space, prior))
+    linear = {"tasks": int(prior["tasks"]),
+              "spearman_by_k": {str(k): v["spearman"] for k, v in ev_linear["by_k"].items()},
+              "kendall_by_k": {str(k): v["kendall"] for k, v in ev_linear["by_k"].items()}}
   report = {
       "space": space.name,
       "steps": cfg.steps,
@@ -338,6 +358,8 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       "val_tasks": val_names,
       "spearman_by_k": {str(k): v["spearman"] for k, v in ev["by_k"].items()},
       "kendall_by_k": {str(k): v["kendall"] for k, v in ev["by_k"].items()},
+      # The same validation tasks and references, through the linear prior instead.
+      "linear_prior": linear,
       "per_task": {t: {str(k): v for k, v in r.items()} for t, r in ev["per_task"].items()},
       "device": str(jax.devices()[0]),
   }

@@ -1,5 +1,7 @@
 """Meta-training: transfer to a never-read dataset, bit-identical resume, frozen exclusions."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -58,6 +60,43 @@ def test_excluded_tasks_are_never_read_and_are_frozen(tmp_path, synthetic_tasks)
   assert len(report["train_tasks"]) == 2 and len(report["val_tasks"]) == 2
   run = stage.load(tmp_path)
   assert run.excluded_tasks == ("lat_y", "lat_z") and run.cfg.exclude == ("lat_[yz]",)
+  # The linear prior is fitted on the training tasks alone, and says which they were.
+  assert report["linear_prior"]["tasks"] == 2 and set(report["linear_prior"]["spearman_by_k"]) == {"2"}
+  with np.load(stage.linear_prior_path(tmp_path)) as z:
+    about = json.loads(str(z["about"]))
+  assert about == {"excluded_tasks": ["lat_y", "lat_z"], "train_tasks": report["train_tasks"]}
+  assert run.linear_prior["mean"].shape == (31,)
+
+
+def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic_tasks,
+                                                             pnag_main):
+  tasks = synthetic_tasks(SYNTHETIC, raising=("lat_z",))
+  cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
+  trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False)
+  path = stage.linear_prior_path(tmp_path)
+  kept = path.read_bytes()
+  before = stage.load(tmp_path)
+  refs = before.space.enumerate()[:6]
+  path.unlink()  # as a run trained before the prior existed
+  old = stage.load(tmp_path)
+  assert old.linear_prior is None
+  with pytest.raises(stage.PnagError, match="pnag train surrogate --workdir"):
+    old.linear_predictor(refs, np.arange(6.0))
+  code, _, err = pnag_main("predict", "--workdir", tmp_path, "--refs", tmp_path / "r.csv",
+                           "--archs", tmp_path / "a.csv", "--predictor", "nope")
+  assert code == 2 and "--predictor" in err
+  trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False)
+  again = stage.load(tmp_path)
+  assert path.read_bytes() == kept  # a pure function of the training tasks
+  assert lineage.params_sha256(again.params) == lineage.params_sha256(before.params)
+  # A corrupt file, or one fitted under other exclusions, is refused in one line.
+  path.write_bytes(kept[:100])
+  with pytest.raises(stage.ckpt_lib.CheckpointError, match="corrupt") as e:
+    stage.load(tmp_path)
+  assert "\n" not in str(e.value)
+  stage.save_linear_prior(tmp_path, again.linear_prior, ["lat_y"], ["acc_a"])
+  with pytest.raises(stage.ckpt_lib.CheckpointError, match="fitted without"):
+    stage.load(tmp_path)
 
 
 def test_killed_run_resumes_bit_identically(tmp_path, synthetic_tasks):
