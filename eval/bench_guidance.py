@@ -1,4 +1,4 @@
-"""Speed of the surrogate: bulk prediction, and guided generation (pool -> top 10).
+"""Speed of the surrogate: bulk prediction (network and linear prior), guided generation.
 
   python eval/bench_guidance.py --surrogate runs/transfer/surrogates/excl_cifar10_0 \
       --stage1 runs/demo --out eval/reports/guidance_speed
@@ -52,6 +52,11 @@ def main() -> None:
   refs = every[:args.k]
   pred = srun.predictor(refs, rng.normal(size=args.k))
   predict_s = best_time(lambda: pred.scores(every), args.repeats)
+  linear = None
+  if srun.linear_prior is not None:
+    lin = srun.linear_predictor(refs, rng.normal(size=args.k))
+    linear_s = best_time(lambda: lin.scores(every), args.repeats)
+    linear = {"num": args.num, "seconds": linear_s, "archs_per_s": args.num / linear_s}
 
   _, sampler = load_sampler(args.stage1)
   if sampler.space.name != space.name:
@@ -66,6 +71,8 @@ def main() -> None:
   report = {
       "space": space.name, "surrogate": args.surrogate, "stage1": args.stage1,
       "predict": {"num": args.num, "seconds": predict_s, "archs_per_s": args.num / predict_s},
+      # The run's linear prior (`--predictor linear`), on the same archs; null without one.
+      "predict_linear": linear,
       "guided": {"pool": args.pool, "top": 10, "seconds_warm": guided_s,
                  "valid": picks.valid, "unique": picks.unique,
                  "candidates": picks.candidates},
@@ -75,7 +82,7 @@ def main() -> None:
   }
   out = reports.out_dir(args.out)
   reports.write_json(out / "bench.json", report)
-  print(json.dumps({k: report[k] for k in ("predict", "guided")}, indent=2))
+  print(json.dumps({k: report[k] for k in ("predict", "predict_linear", "guided")}, indent=2))
 
 
 if __name__ == "__main__":

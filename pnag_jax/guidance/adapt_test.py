@@ -45,7 +45,9 @@ def test_adaptation_fits_the_references_and_zero_steps_is_the_surrogate_itself()
   # Deterministic for a seed; the scratch baseline is the same loop from random init.
   again = adapt.adapted_predictor(run_fast, genes[refs], score[refs], steps=60, seed=3)
   np.testing.assert_array_equal(again.scores(genes[:64]), fitted.scores(genes[:64]))
-  scratch = adapt.scratch_predictor(cfg, genes[refs], score[refs], seed=0, steps=5)
+  # At 60 steps and cfg's rate (2e-3, as run_fast's x ADAPT_LR_FRACTION) the scratch
+  # loop's optimiser is the adaptation's: it reuses that compile.
+  scratch = adapt.scratch_predictor(cfg, genes[refs], score[refs], seed=0, steps=60)
   assert scratch.scores(genes[:8]).shape == (8,)
 
 
