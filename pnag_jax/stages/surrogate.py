@@ -342,6 +342,7 @@ class LinearPredictor:
 
 def linear_predictor(space: SearchSpace, prior: dict, ref_genes: np.ndarray,
                      ref_scores: np.ndarray) -> LinearPredictor:
+  """Binds references (as `predictor` takes them) to the linear prior `prior`."""
   genes, scores, mask = _padded_refs(ref_genes, ref_scores)
   arrays = {k: jnp.asarray(prior[k]) for k in ("mean", "cov")}
   return LinearPredictor(space, linear_task_state(arrays, genes, scores, mask, space=space))
