@@ -46,29 +46,39 @@ def restore_on_host(checkpoints: Path, step: int) -> dict:
       rng=ocp.args.StandardRestore(target("rng")), meta=ocp.args.JsonRestore()))
 
 
-def rewrap(src: Path, workdir: Path) -> str:
-  """Writes workdir/<src.name> from the returned stage dir `src`; returns a summary."""
-  stage = src.name
-  config_cls, trainer = CONFIGS[stage]
-  (step,) = [int(p.name) for p in (src / "checkpoints").iterdir() if p.name.isdigit()]
-  got = restore_on_host(src / "checkpoints", step)
-  cfg = config_lib.from_dict(config_cls, json.loads((src / "config.json").read_text()),
-                             where=str(src))
+def _rewrap_step(checkpoints: Path, workdir: Path, name: str, stage: str, cfg) -> int:
+  """Saves the one step in `checkpoints` as `workdir/<name>`'s, with a fresh optimizer."""
+  _, trainer = CONFIGS[stage]
+  (step,) = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+  got = restore_on_host(checkpoints, step)
   params = got["params"]
   opt_state = trainer.make_optimizer(trainer.OptimizerSettings.of(cfg, step)).init(params)
   if stage == "surrogate":  # its opt_state item also holds the raw (non-EMA) params
     opt_state = {"opt": opt_state, "params": params}
-  out = workdir / stage
-  shutil.rmtree(out, ignore_errors=True)
-  with ckpt_lib.StageCheckpointer(workdir, stage) as ckpt:
+  with ckpt_lib.StageCheckpointer(workdir, name) as ckpt:
     ckpt.save(step, params, opt_state, jax.random.wrap_key_data(got["rng"]["key_data"]),
               got["meta"], force=True)
     ckpt.wait_until_finished()
+  return step
+
+
+def rewrap(src: Path, workdir: Path) -> str:
+  """Writes workdir/<src.name> from the returned stage dir `src`; returns a summary."""
+  stage = src.name
+  config_cls, _ = CONFIGS[stage]
+  cfg = config_lib.from_dict(config_cls, json.loads((src / "config.json").read_text()),
+                             where=str(src))
+  out = workdir / stage
+  shutil.rmtree(out, ignore_errors=True)
+  step = _rewrap_step(src / "checkpoints", workdir, stage, stage, cfg)
+  best = ""
+  if (src / "best" / "checkpoints").is_dir():  # stage 2's best held-out step
+    best = f", best held-out step {_rewrap_step(src / 'best' / 'checkpoints', workdir, stage2.BEST, stage, cfg)}"
   for name in ("config.json", "metrics.jsonl", "report.json"):
     if (src / name).is_file():
       shutil.copy(src / name, out / name)
   done = "with" if (out / "report.json").is_file() else "without"
-  return f"{out}: step {step}, {done} report.json"
+  return f"{out}: step {step}{best}, {done} report.json"
 
 
 def main() -> None:

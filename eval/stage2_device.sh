@@ -67,8 +67,11 @@ pack() {  # NAME WORKDIR STAGE
   local last=$(ls $d/checkpoints | grep -E '^[0-9]+$' | sort -n | tail -1)
   [ -n "$last" ] || return 0
   local s1=; [ "$1" = mbv3 ] && s1="stage1/config.json stage1/report.json stage1/checkpoints/$(ls $2/stage1/checkpoints | grep -E '^[0-9]+$' | sort -n | tail -1)"
+  # Stage 2's best held-out step (keep_best), which is what it serves, where it differs.
+  local best=; [ -d $d/best/checkpoints ] && best=$(ls $d/best/checkpoints | grep -E '^[0-9]+$' | sort -n | tail -1)
+  [ -n "$best" ] && [ "$best" != "$last" ] && best=$3/best/checkpoints/$best || best=
   tar -czf $OUT/$1.tgz -C $2 --exclude=opt_state --exclude=pnag_manifest.json $3/config.json \
-    $3/metrics.jsonl $( [ -f $d/report.json ] && echo $3/report.json ) $3/checkpoints/$last $s1
+    $3/metrics.jsonl $( [ -f $d/report.json ] && echo $3/report.json ) $3/checkpoints/$last $best $s1
 }
 for t in i16 c10 c100 darts af mbv3; do pack $t $W/$t stage2; done
 pack sp_cifar10 $W/sp/excl_cifar10_0 surrogate

@@ -303,6 +303,18 @@ class StageCheckpointer:
       self._unmanifested.add(step)
     return started
 
+  def delete(self, step: int) -> None:
+    """Removes committed step `step` (e.g. one past where a resumed run restarts)."""
+    if self._read_only:
+      raise CheckpointError(f"cannot delete from {self.directory}: opened read-only")
+    self.wait_until_finished()
+    try:
+      self._manager.delete(step)
+    except OSError as e:
+      raise CheckpointError(
+          f"cannot delete step {step} from {self.directory}: {_one_line(e)}") from e
+    self._verified.discard(step)
+
   def wait_until_finished(self) -> None:
     """Blocks until every pending save is committed and has its manifest."""
     try:

@@ -48,6 +48,8 @@ from pnag_jax.stages import surrogate
 from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 
 NAME = "stage2"
+#: The best held-out step's checkpoints (`keep_best`), beside the run's own.
+BEST = f"{NAME}/best"
 
 CONDITIONS = ("none", "task", "budget")
 BUDGETS = ("params", "flops")
@@ -96,6 +98,10 @@ class Stage2Config:
   # Bookkeeping.
   eval_size: int = 0              # held-out archs in the final report; 0: all of them
   eval_every: int = 500
+  # Keep the params of the best periodic held-out NLL in W/stage2/best, and serve
+  # them (`load`): at the paper size NB201's training half is memorised, and held-out
+  # NLL was best at 2,000 of 8,700 steps (eval/reports/stage2/train_gpu_paper.json).
+  keep_best: bool = True
   checkpoint_every: int = 500
   log_every: int = 50
 
@@ -103,8 +109,8 @@ class Stage2Config:
       "seed", "condition", "width", "depth", "heads", "mlp_ratio", "cond_embed",
       "cond_frequencies", "valid_only", "task_bank", "k_min", "k_max", "budgets")
   # Values of keys in checkpoints written before the key existed (`lineage.config_of`):
-  # before the embedding was a setting, it was always linear.
-  ADDED_KEYS: ClassVar[dict[str, Any]] = {"cond_embed": "linear"}
+  # before the embedding was a setting, it was always linear; no best step was kept.
+  ADDED_KEYS: ClassVar[dict[str, Any]] = {"cond_embed": "linear", "keep_best": False}
 
   def __post_init__(self):
     if self.condition not in CONDITIONS:
@@ -366,8 +372,32 @@ def load_parent(name: str, workdir, step: int):
   raise ckpt_lib.CheckpointError(f"stage 2 in {workdir} names an unknown parent {name!r}")
 
 
+def best_dir(workdir: str | Path) -> Path:
+  return Path(workdir) / BEST / "checkpoints"
+
+
+def served_step(workdir: str | Path) -> tuple[str, int] | None:
+  """(checkpoints name, step) that `load` serves: the best held-out step where the
+  run keeps one, else the latest; None where there is no committed stage 2."""
+  if not checkpoint_dir(workdir).is_dir():
+    return None
+  with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
+    latest = ckpt.latest_step()
+    if latest is None:
+      return None
+    keep_best = _config_of(ckpt.read_meta(), workdir).keep_best
+  if keep_best and best_dir(workdir).is_dir():
+    with ckpt_lib.StageCheckpointer(workdir, BEST, read_only=True) as best:
+      if best.latest_step() is not None:
+        return BEST, best.latest_step()
+  return NAME, latest
+
+
 def load(workdir: str | Path, step: int | None = None) -> Stage2Run:
-  """Restores `workdir/stage2` (params only) and the stage-1 run it was built on.
+  """Restores `workdir/stage2` (params only) and the stage-1 run it was trained on.
+
+  Without `step`, the served step: the best held-out one where the run keeps it
+  (`keep_best`), else the latest.
 
   Raises:
     CheckpointError: no stage 2 there, a corrupt one, or a stage 1 that is gone or
@@ -378,10 +408,11 @@ def load(workdir: str | Path, step: int | None = None) -> Stage2Run:
     raise ckpt_lib.CheckpointError(
         f"no stage-2 checkpoints under {workdir} "
         f"(train first: pnag train stage2 --workdir {workdir})")
-  with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise ckpt_lib.CheckpointError(f"workdir {workdir}: no committed stage-2 checkpoint")
+  served = served_step(workdir) if step is None else (NAME, step)
+  if served is None:
+    raise ckpt_lib.CheckpointError(f"workdir {workdir}: no committed stage-2 checkpoint")
+  name, step = served
+  with ckpt_lib.StageCheckpointer(workdir, name, read_only=True) as ckpt:
     meta = ckpt.read_meta(step)
     cfg = _config_of(meta, workdir)
     parents = lineage.check_parents(meta, workdir, where=f"stage 2 in {workdir}",

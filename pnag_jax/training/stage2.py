@@ -16,8 +16,10 @@ block-causal pass. The state is a plain dict; batch order and keys derive from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -253,6 +255,16 @@ def heldout_curve(metrics_path: Path) -> list[dict]:
   return [{"step": step, "nll_per_token": nll} for step, nll in sorted(by_step.items())]
 
 
+def _best_so_far(best: ckpt_lib.StageCheckpointer, start: int) -> float:
+  """The best kept held-out NLL at or before `start` (inf if none); later steps go."""
+  for step in reversed(best.all_steps()):
+    if step > start:
+      best.delete(step)
+  if best.latest_step() is None:
+    return math.inf
+  return float(best.read_meta()["heldout_nll_per_token"])
+
+
 def num_steps(cfg: Stage2Config, n_train: int) -> int:
   total = cfg.epochs * (n_train // cfg.batch_size)
   return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
@@ -310,7 +322,8 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
   if srun is not None:  # inherited: what the surrogate never read, stage 2 never reads
     frozen["excluded_tasks"] = tuple(srun.excluded_tasks)
 
-  with ckpt_lib.StageCheckpointer(workdir, stage2.NAME, max_to_keep=2) as ckpt:
+  with contextlib.ExitStack() as stack:
+    ckpt = stack.enter_context(ckpt_lib.StageCheckpointer(workdir, stage2.NAME, max_to_keep=2))
     start = 0
     resuming = ckpt.latest_step() is not None
     if resuming:  # before anything is built: a refused resume costs nothing
@@ -343,12 +356,20 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
           params_template=state["params"], opt_state_template=state["opt_state"])
       state = {"params": params, "opt_state": opt_state}
       start = ckpt.latest_step()
+    best = None
+    if cfg.keep_best:
+      # Two kept: a step past `start` (saved before a kill) goes, its predecessor stays.
+      best = stack.enter_context(ckpt_lib.StageCheckpointer(workdir, stage2.BEST,
+                                                            max_to_keep=2))
+      best_nll = _best_so_far(best, start)
     # Commit fresh and restored arrays alike: one compiled step for both.
     state, base_key, codebook, tables = jax.device_put((state, base_key, codebook, tables),
                                                        jax.devices()[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.to_json())
 
+    meta = functools.partial(lineage.stage_meta, stage=stage2.NAME, space=space.name,
+                             config=config_lib.to_dict(cfg), frozen=frozen, parents=parents)
     end = total if stop_after is None else min(total, stop_after)
     t0 = time.perf_counter()
     bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
@@ -365,17 +386,27 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
           row = {k: float(v) for k, v in jax.device_get(metrics).items()}
           bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['token_accuracy']:.3f}")
           log.write(json.dumps({"step": done, "split": "train", **row}) + "\n")
-        if done % cfg.eval_every == 0 and done != total:
+        if done % cfg.eval_every == 0 or done == total:
           ev = evaluate(model, state["params"], codebook, heldout[:CHUNK * 2])
           log.write(json.dumps({"step": done, "split": "heldout", **ev}) + "\n")
+          # Before the run's own save: a kill between the two leaves the best step
+          # past `start`, where the resumed run recomputes (and replaces) it.
+          if best is not None and ev["nll_per_token"] < best_nll:
+            best_nll = ev["nll_per_token"]
+            best.save(done, state["params"], state["opt_state"], base_key,
+                      {**meta(params=state["params"]), "heldout_nll_per_token": best_nll},
+                      force=True)
         if done % cfg.checkpoint_every == 0 or done == end:
-          meta = lineage.stage_meta(stage=stage2.NAME, space=space.name,
-                                    config=config_lib.to_dict(cfg), params=state["params"],
-                                    frozen=frozen, parents=parents)
-          ckpt.save(done, state["params"], state["opt_state"], base_key, meta, force=True)
+          ckpt.save(done, state["params"], state["opt_state"], base_key,
+                    meta(params=state["params"]), force=True)
         log.flush()
     train_seconds = time.perf_counter() - t0
     ckpt.wait_until_finished()
+    kept = None
+    if best is not None:
+      best.wait_until_finished()
+      if best.latest_step() is not None:
+        kept = {"step": best.latest_step(), "nll_per_token": best_nll}
     if end < total:
       return {"steps": end, "stopped_early": True}
 
@@ -394,9 +425,12 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
       "heldout_token_accuracy": held["token_accuracy"],
       "token_accuracy_per_scale": held["token_accuracy_per_scale"],
       "nll_per_scale": held["nll_per_scale"],
-      # Every `eval_every` steps, on the first 1,024 held-out archs.
+      # Every `eval_every` steps and the last, on the first 1,024 held-out archs.
       "heldout_curve": curve,
       "best_heldout_step": min(curve, key=lambda r: r["nll_per_token"])["step"] if curve else None,
+      # The step `stage2.load` serves (W/stage2/best), when `keep_best`; the figures
+      # above are the last step's.
+      "best_checkpoint": kept,
       "scales": list(model.layout.scales),
       "num_train": int(train.shape[0]),
       "num_heldout": int(heldout.shape[0]),
