@@ -214,17 +214,14 @@ def train_step(state: dict, genes: jax.Array, scores: jax.Array, mask: jax.Array
 # ---- evaluation ----------------------------------------------------------------------
 
 
-def rank_correlations(model: SurrogateModel, params: dict, task: TaskArrays,
-                      ks: tuple[int, ...], *, seed: int, num_archs: int, repeats: int,
-                      bind=None) -> dict[int, dict[str, float]]:
+def rank_correlations(bind, task: TaskArrays, ks: tuple[int, ...], *, seed: int,
+                      num_archs: int, repeats: int) -> dict[int, dict[str, float]]:
   """Spearman and Kendall of predictions against the truth, per K, mean over repeats.
 
-  References are drawn uniformly (as a user measures them), the queries are a fixed
-  seeded sample of the task's archs. `bind(ref_genes, ref_scores)` makes the predictor
-  (default: the network's).
+  `bind(ref_genes, ref_scores)` makes the predictor (the network's, or the linear
+  prior's). References are drawn uniformly (as a user measures them), the queries are
+  a fixed seeded sample of the task's archs.
   """
-  if bind is None:
-    bind = functools.partial(stage.predictor, model, params)
   salt = zlib.crc32(task.name.encode())
   rng = np.random.default_rng([seed, salt])
   n = task.scores.shape[0]
@@ -242,15 +239,19 @@ def rank_correlations(model: SurrogateModel, params: dict, task: TaskArrays,
   return out
 
 
-def evaluate(cfg: SurrogateConfig, model: SurrogateModel, params: dict,
-             val: list[TaskArrays], bind=None) -> dict:
-  per_task = {t.name: rank_correlations(model, params, t, cfg.eval_ks, seed=cfg.seed,
-                                        num_archs=cfg.eval_archs, repeats=cfg.eval_repeats,
-                                        bind=bind)
+def evaluate(cfg: SurrogateConfig, bind, val: list[TaskArrays]) -> dict:
+  """Rank correlations of `bind`'s predictors on the validation tasks, per task and K."""
+  per_task = {t.name: rank_correlations(bind, t, cfg.eval_ks, seed=cfg.seed,
+                                        num_archs=cfg.eval_archs, repeats=cfg.eval_repeats)
               for t in val}
   by_k = {k: {m: float(np.mean([per_task[t][k][m] for t in per_task]))
               for m in ("spearman", "kendall")} for k in cfg.eval_ks}
   return {"by_k": by_k, "per_task": per_task}
+
+
+def _report_by_k(ev: dict) -> dict:
+  return {f"{m}_by_k": {str(k): v[m] for k, v in ev["by_k"].items()}
+          for m in ("spearman", "kendall")}
 
 
 # ---- the loop ------------------------------------------------------------------------
@@ -337,15 +338,12 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       return {"steps": end, "stopped_early": True}
 
   val = [_arrays(tasks[n]) for n in val_names]
-  ev = evaluate(cfg, model, state["ema"], val)
+  ev = evaluate(cfg, functools.partial(stage.predictor, model, state["ema"]), val)
   prior = stage.load_linear_prior(workdir, space, excluded)
   linear = None
   if prior is not None:
-    ev_linear = evaluate(cfg, model, state["ema"], val, bind=functools.partial(
-        stage.linear_predictor, space, prior))
-    linear = {"tasks": int(prior["tasks"]),
-              "spearman_by_k": {str(k): v["spearman"] for k, v in ev_linear["by_k"].items()},
-              "kendall_by_k": {str(k): v["kendall"] for k, v in ev_linear["by_k"].items()}}
+    linear = {"tasks": int(prior["tasks"]), **_report_by_k(evaluate(
+        cfg, functools.partial(stage.linear_predictor, space, prior), val))}
   report = {
       "space": space.name,
       "steps": cfg.steps,
@@ -356,8 +354,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       "excluded_tasks": excluded,
       "train_tasks": train_names,
       "val_tasks": val_names,
-      "spearman_by_k": {str(k): v["spearman"] for k, v in ev["by_k"].items()},
-      "kendall_by_k": {str(k): v["kendall"] for k, v in ev["by_k"].items()},
+      **_report_by_k(ev),
       # The same validation tasks and references, through the linear prior instead.
       "linear_prior": linear,
       "per_task": {t: {str(k): v for k, v in r.items()} for t, r in ev["per_task"].items()},
