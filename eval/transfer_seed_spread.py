@@ -84,7 +84,8 @@ def format_table(report: dict) -> str:
   top = np.array([v["top1_mean"] for v in report["single"].values()])
   return "\n".join([
       f"{transfer.LABELS[report['target']]}, K = {report['k']}, pool {report['pool']}, "
-      f"protocol seeds {report['protocol_seeds']}, surrogate preset {report['preset']}: "
+      f"protocol seeds {report['protocol_seeds']}, surrogate preset {report['preset']}"
+      f"{''.join(' --set ' + o for o in report.get('surrogate_overrides', []))}: "
       "the Table 1 protocol of `pnag eval transfer` with the surrogate's meta-training seed "
       f"varied. Over surrogate seeds, top-1 is {top.mean():.2f} ± {top.std(ddof=1):.2f} "
       "(mean ± std).", "",
@@ -117,6 +118,8 @@ def main() -> None:
   p.add_argument("--k", type=int, default=5)
   p.add_argument("--pool", type=int, default=100_000)
   p.add_argument("--preset", default="quick")
+  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                 help="surrogate config override for every seed; repeatable")
   p.add_argument("--data-dir", default=None)
   args = p.parse_args()
 
@@ -128,11 +131,13 @@ def main() -> None:
   pools = {s: rank.draw_pool(sampler, jax.random.key(s), args.pool) for s in protocol_seeds}
   exclude = (transfer.TARGETS[args.target],)
   runs = [transfer.meta_trained(Path(args.surrogates) / f"seed{s}", exclude,
-                                preset=args.preset, seed=s, data_dir=args.data_dir)
+                                preset=args.preset, seed=s, overrides=args.overrides,
+                                data_dir=args.data_dir)
           for s in range(args.seeds)]
   common = {"space": space, "acc": acc, "pools": pools, "protocol_seeds": protocol_seeds,
             "k": args.k, "salt": zlib.crc32(args.target.encode())}
   report = {"target": args.target, "k": args.k, "pool": args.pool, "preset": args.preset,
+            "surrogate_overrides": args.overrides,
             "protocol_seeds": protocol_seeds, "stage1_workdir": args.stage1,
             "surrogate_workdirs": [str(r.workdir) for r in runs],
             "single": {str(s): evaluate(single, [r], **common) for s, r in enumerate(runs)},
