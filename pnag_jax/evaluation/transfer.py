@@ -21,6 +21,9 @@ paper's printed Table 1 rows.
 Guides (`--guide`, comma-separated; `rank` is always run, as the main row):
 
   * `rank`: the stage-1 pool ranked by the surrogate (above);
+  * `feedback`: the same pool and surrogate, but picks are trained one at a time and
+    each is handed back as a reference before the next is chosen
+    (`guidance/feedback.py`); its first pick is `rank`'s, so only to-optimum differs;
   * `ar`: stage 2 conditioned on the task (its K references) and `--target-q` draws
     `--ar-pool` archs; they are "trained" in draw order, each isomorphism class once;
   * `ar+rank`: the same conditioned draws, ranked by the surrogate.
@@ -49,7 +52,7 @@ from pnag_jax import tasks as tasks_lib
 from pnag_jax.data import DATA_DIR_HELP
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
-from pnag_jax.guidance import adapt, baselines, rank
+from pnag_jax.guidance import adapt, baselines, feedback, rank
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import stage2 as stage2_lib
 from pnag_jax.stages import surrogate as stage
@@ -60,8 +63,10 @@ TARGETS = {"cifar10_test_acc": "cifar10(?!0)", "cifar100_test_acc": "cifar100",
 LABELS = {"cifar10_test_acc": "CIFAR-10", "cifar100_test_acc": "CIFAR-100",
           "imagenet16_120_test_acc": "ImageNet16-120"}
 CAP = 100
-GUIDES = ("rank", "ar", "ar+rank")
-GUIDE_LABELS = {"ar": "stage 2, draw order", "ar+rank": "stage 2 pool, ranked"}
+AR_GUIDES = ("ar", "ar+rank")
+GUIDES = ("rank", "feedback", *AR_GUIDES)
+GUIDE_LABELS = {"feedback": "ours, trained picks fed back", "ar": "stage 2, draw order",
+                "ar+rank": "stage 2 pool, ranked"}
 
 #: The paper's Table 1 (accuracy / trained archs), as printed; no ImageNet16-120 column.
 PAPER_TABLE1 = {
@@ -169,7 +174,8 @@ def oriented_tables(tasks: dict) -> dict[str, np.ndarray]:
 
 def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dict, seeds,
                ks, scratch_steps: int, adapt_steps: int = 0, ar_guides=(), run2=None,
-               target_q: float = 0.99, ar_pool: int = 1000, cfg_scale: float = 0.0) -> dict:
+               target_q: float = 0.99, ar_pool: int = 1000, cfg_scale: float = 0.0,
+               with_feedback: bool = False) -> dict:
   space = srun.space
   genes_all = space.enumerate()
   acc = tasks[target].by_row()
@@ -182,23 +188,27 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
            "baselines": {"pool_all": {"K": {}}, "scratch": {"K": {}},
                          "table_oracle": {"K": {}}, "random": {"K": {}}}}
   salt = zlib.crc32(target.encode())
+  best = np.nanmax(acc)
+  extra = ("feedback",) * with_feedback + tuple(ar_guides)
+  entry["guides"] = {g: {"K": {}} for g in extra}
   sampler = None
   if ar_guides:
     from pnag_jax.generation import Sampler, SamplerConfig  # pylint: disable=g-import-not-at-top
     sampler = Sampler.from_run(run2.stage1, SamplerConfig(
         prior="ar", cfg_scale=cfg_scale, chunk_size=min(ar_pool, 1000)))
-    entry["guides"] = {g: {"K": {}, "pool_unique": {}} for g in ar_guides}
+    for g in ar_guides:
+      entry["guides"][g]["pool_unique"] = {}
     entry["stage2"] = {"workdir": str(run2.workdir), "step": run2.step,
                        "target_q": target_q, "ar_pool": ar_pool, "cfg_scale": cfg_scale}
   for k in ks:
     rows = {m: {"top1": [], "best_of": [], "to_opt": [], "rho": [], "tau": []}
-            for m in ("pnag", "pool_all", "scratch", "table_oracle", *ar_guides)}
+            for m in ("pnag", "pool_all", "scratch", "table_oracle", *extra)}
     ar_unique = []
     oracle_tasks = []
     for s in seeds:
       ref_rows = np.random.default_rng([s, k, salt]).choice(space.size(), k, replace=False)
       ref_genes, ref_acc = genes_all[ref_rows], acc[ref_rows]
-      ref_best = bool((ref_acc == np.nanmax(acc)).any())
+      ref_best = bool((ref_acc == best).any())
       predictors = {"pnag": adapt.adapted_predictor(srun, ref_genes, ref_acc,
                                                     steps=adapt_steps, seed=s)}
       predictors["pool_all"] = predictors["pnag"]
@@ -217,6 +227,19 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
           p = pred.scores(genes_all[reps])
           r["rho"].append(scipy.stats.spearmanr(p, acc[reps]).statistic)
           r["tau"].append(scipy.stats.kendalltau(p, acc[reps]).statistic)
+      if with_feedback:
+        # A reference at the optimum ends the count at K; only the first pick is read.
+        trained = feedback.walk(
+            space, lambda g, v, s=s: adapt.adapted_predictor(srun, g, v, steps=adapt_steps,
+                                                             seed=s),
+            pools[s][0], ref_genes=ref_genes, ref_scores=ref_acc,
+            budget=1 if ref_best else CAP - k,
+            measure=lambda g: acc[int(space.index(g[None])[0])], stop=lambda v: v == best)
+        top1, to_opt = _walk(np.asarray(space.index(trained.genes)), acc, k, ref_best)
+        r = rows["feedback"]
+        r["top1"].append(top1)
+        r["best_of"].append(max(top1, float(ref_acc.max())))
+        r["to_opt"].append(to_opt)
       if ar_guides:
         key = jax.random.fold_in(jax.random.key(s), salt ^ k)
         pool_genes, drawn = _ar_pool(sampler, run2, ref_genes, ref_acc, q=target_q, key=key,
@@ -253,9 +276,10 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
     entry["baselines"]["table_oracle"]["K"][str(k)] = {
         **_summary(k, rows["table_oracle"]["top1"], rows["table_oracle"]["best_of"],
                    rows["table_oracle"]["to_opt"]), "tasks": oracle_tasks}
-    for g in ar_guides:
+    for g in extra:
       entry["guides"][g]["K"][str(k)] = _summary(
           k, rows[g]["top1"], rows[g]["best_of"], rows[g]["to_opt"])
+    for g in ar_guides:
       entry["guides"][g]["pool_unique"][str(k)] = ar_unique
     entry["baselines"]["random"]["K"][str(k)] = {
         "top1_mean": baselines.random_expected_best(acc, k + 1), "trained_archs": k + 1,
@@ -280,7 +304,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     raise PnagError(f"--target-q must be a quantile in [0, 1], got {target_q}")
   if ar_pool < 1:
     raise PnagError(f"--ar-pool must be positive, got {ar_pool}")
-  ar_guides = tuple(g for g in GUIDES[1:] if g in guides)
+  ar_guides = tuple(g for g in AR_GUIDES if g in guides)
+  with_feedback = "feedback" in guides
   out = reports.out_dir(out)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
@@ -296,7 +321,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
   root = Path(surrogates) if surrogates else out / "surrogates"
   report = {"preset": preset, "pool": pool, "stage1_workdir": str(workdir),
             "seeds": list(seeds), "ks": list(ks), "surrogate_overrides": list(overrides),
-            "adapt_steps": adapt_steps, "guides": ["rank", *ar_guides],
+            "adapt_steps": adapt_steps,
+            "guides": ["rank", *("feedback",) * with_feedback, *ar_guides],
             "pool_unique": {str(s): int(rank.first_of_each_class(space, pools[s][0]).size)
                             for s in seeds},
             "targets": {}, "paper_table1": PAPER_TABLE1, "machine": reports.machine()}
@@ -311,7 +337,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     report["targets"][t] = run_target(t, srun, pools, tasks=tasks, seeds=seeds, ks=ks,
                                       scratch_steps=scratch_steps, adapt_steps=adapt_steps,
                                       ar_guides=ar_guides, run2=run2, target_q=target_q,
-                                      ar_pool=ar_pool, cfg_scale=cfg_scale)
+                                      ar_pool=ar_pool, cfg_scale=cfg_scale,
+                                      with_feedback=with_feedback)
     reports.write_outputs(out, "transfer", report, format_table, _plot)
   return report
 
@@ -402,8 +429,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   add_surrogate_arguments(p, "transfer", seeds=5)
   p.add_argument("--guide", default="rank",
                  help="comma-separated guides to compare: rank (the stage-1 pool ranked by "
-                      "the surrogate; always run), ar (stage 2 given the task and "
-                      "--target-q, in draw order), ar+rank (that pool ranked by the "
+                      "the surrogate; always run), feedback (that pool, each trained pick "
+                      "handed back as a reference before the next), ar (stage 2 given the "
+                      "task and --target-q, in draw order), ar+rank (that pool ranked by the "
                       "surrogate)")
   p.add_argument("--target-q", type=float, default=0.99,
                  help="the ar guides' target quantile (default: 0.99)")

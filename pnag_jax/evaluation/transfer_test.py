@@ -56,7 +56,7 @@ def test_ar_pool_is_conditioned_and_its_stage2_must_match_the_exclusions(nb201_s
 
 
 @pytest.mark.parametrize("kw, fragment", [
-    ({"guides": ("rank", "ar2")}, "unknown guide 'ar2'; guides: rank, ar, ar+rank"),
+    ({"guides": ("rank", "ar2")}, "unknown guide 'ar2'; guides: rank, feedback, ar, ar+rank"),
     ({"guides": ("ar",), "target_q": 1.5}, "--target-q must be a quantile in [0, 1]"),
     ({"guides": ("ar",), "ar_pool": 0}, "--ar-pool must be positive"),
 ])

@@ -68,9 +68,12 @@ def first_of_each_class(space: SearchSpace, genes: np.ndarray) -> np.ndarray:
   return _first_rows(iso_keys(space, genes))
 
 
-def guided(space: SearchSpace, predictor, pool: np.ndarray, drawn: int, *, k: int,
-           minimize: bool, ref_genes: np.ndarray, constraints=(), known=None) -> Picks:
-  """Ranks a pool of strictly valid `genes` with a bound surrogate `predictor`."""
+def candidates(space: SearchSpace, pool: np.ndarray, *, ref_genes: np.ndarray,
+               constraints=(), known=None) -> tuple[np.ndarray, int]:
+  """(candidates in pool order, distinct archs in the pool) of strictly valid `pool`.
+
+  One arch per class (the first drawn), none a reference's class, every constraint met.
+  """
   keys = iso_keys(space, pool)
   first = _first_rows(keys)
   uniq = pool[first]
@@ -78,8 +81,15 @@ def guided(space: SearchSpace, predictor, pool: np.ndarray, drawn: int, *, k: in
   keep = np.array([k not in ref_keys for k in map(tuple, keys[first].tolist())], bool)
   if constraints:
     keep &= constraints_lib.satisfied(list(constraints), known, space, uniq)
-  cand = uniq[keep]
+  return uniq[keep], int(uniq.shape[0])
+
+
+def guided(space: SearchSpace, predictor, pool: np.ndarray, drawn: int, *, k: int,
+           minimize: bool, ref_genes: np.ndarray, constraints=(), known=None) -> Picks:
+  """Ranks a pool of strictly valid `genes` with a bound surrogate `predictor`."""
+  cand, unique = candidates(space, pool, ref_genes=ref_genes, constraints=constraints,
+                            known=known)
   scores = predictor.scores(cand) if len(cand) else np.zeros((0,))
   order = np.argsort(scores if minimize else -scores, kind="stable")[:k]
-  return Picks(cand[order], scores[order], drawn, int(pool.shape[0]), int(uniq.shape[0]),
+  return Picks(cand[order], scores[order], drawn, int(pool.shape[0]), unique,
                int(cand.shape[0]))

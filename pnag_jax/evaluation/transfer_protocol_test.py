@@ -1,0 +1,27 @@
+"""One target of the Table 1 protocol on the suite's meta-trained surrogate."""
+
+import numpy as np
+
+from pnag_jax import tasks as tasks_lib
+from pnag_jax.evaluation import transfer
+from pnag_jax.guidance import rank
+from pnag_jax.stages import surrogate as stage
+
+
+def test_feedback_row_starts_with_ranks_pick_and_counts_to_the_optimum(nb201_surrogate,
+                                                                         data_dir):
+  srun = stage.load(nb201_surrogate[0])
+  tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  pools = {"all": rank.enumerate_pool(srun.space)}
+  seeds, k = (0, 1), 5
+  pools.update({s: pools["all"] for s in seeds})
+  entry = transfer.run_target("cifar10_test_acc", srun, pools, tasks=tasks, seeds=seeds,
+                              ks=(k,), scratch_steps=2, with_feedback=True)
+  static, fed = entry["K"][str(k)], entry["guides"]["feedback"]["K"][str(k)]
+  # The walk's first bind is the one-shot binding: the same first pick, seed by seed.
+  np.testing.assert_array_equal(fed["top1"], static["top1"])
+  assert fed["trained_archs"] == k + 1
+  # K when a reference is the optimum, else K + the pick that hit it, capped.
+  assert all(k <= n <= transfer.CAP for n in fed["to_optimum"])
+  assert entry["best"] == float(np.nanmax(tasks["cifar10_test_acc"].by_row()))
+  assert set(entry["guides"]) == {"feedback"}
