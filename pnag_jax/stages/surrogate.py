@@ -67,6 +67,10 @@ class SurrogateConfig:
   queries: int = 48
   episodes: int = 12              # episodes per step
   task_sampling: str = "family"   # "family": a family, then one of its tasks; "task"
+  # Share of episodes in which the last m ~ U{1..K} references come from the task's
+  # best 5%, as when trained picks are fed back (`--guide feedback`); 0 keeps them all
+  # uniform, as a user's first measurements are.
+  fed_back_refs: float = 0.0
   # Loss: listwise ranking (ListNet) + Huber regression on standardised scores.
   rank_weight: float = 1.0
   rank_target: str = "rank"       # ListNet target from "rank" (place) or "score" (standardised)
@@ -104,6 +108,8 @@ class SurrogateConfig:
       raise PnagError(f"task_sampling must be 'family' or 'task', got {self.task_sampling!r}")
     if self.k_max < self.k_min:
       raise PnagError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min})")
+    if not 0.0 <= self.fed_back_refs <= 1.0:
+      raise PnagError(f"fed_back_refs must be a share in [0, 1], got {self.fed_back_refs}")
 
   def frozen(self) -> dict[str, Any]:
     return {k: getattr(self, k) for k in self.FROZEN_ON_RESUME}

@@ -46,6 +46,9 @@ from pnag_jax.stages.surrogate import SurrogateConfig, SurrogateModel
 
 # Fraction of each tail the hard queries come from.
 TAIL = 0.02
+# Fraction of a task, at its best end, that `fed_back_refs` episodes' extra references
+# come from: where a feedback walk's picks land (`guidance/feedback.py`).
+FED_BACK_TOP = 0.05
 
 
 class TaskArrays(NamedTuple):
@@ -56,13 +59,14 @@ class TaskArrays(NamedTuple):
   genes: np.ndarray     # int32[n, G]
   scores: np.ndarray    # float32[n]
   order: np.ndarray     # argsort of scores
+  minimize: bool = False
 
 
 def _arrays(task) -> TaskArrays:
   data = task.data()
   scores = np.asarray(data.scores, np.float32)
   return TaskArrays(task.name, task.family, np.asarray(data.genes, np.int32), scores,
-                    np.argsort(scores, kind="stable"))
+                    np.argsort(scores, kind="stable"), bool(task.minimize))
 
 
 def split_tasks(cfg: SurrogateConfig, tasks: dict) -> tuple[list[str], list[str], list[str]]:
@@ -114,6 +118,13 @@ def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[l
     idx[e, kmax + q_uniform:] = np.concatenate([
         task.order[rng.integers(0, tail, q // 4)],
         task.order[n - 1 - rng.integers(0, tail, q // 4)]])
+    if cfg.fed_back_refs and rng.random() < cfg.fed_back_refs:
+      # The last m of the K references, as a walk's picks: from the task's best end.
+      # Duplicates of a query are harmless; the ranking loss reads only the queries.
+      m = int(rng.integers(1, ks[e] + 1))
+      top = max(1, int(np.ceil(FED_BACK_TOP * n)))
+      at = rng.integers(0, top, m)
+      idx[e, ks[e] - m:ks[e]] = task.order[at if task.minimize else n - 1 - at]
   genes = np.stack([tasks[t].genes[i] for t, i in zip(which, idx)])
   scores = np.stack([tasks[t].scores[i] for t, i in zip(which, idx)])
   return genes, scores, np.arange(kmax)[None, :] < ks[:, None]

@@ -8,6 +8,7 @@ import pytest
 import scipy.stats
 
 from pnag_jax import tasks as tasks_lib
+from pnag_jax.errors import PnagError
 from pnag_jax.guidance.rank import first_of_each_class
 from pnag_jax.stages import lineage
 from pnag_jax.stages import surrogate as stage
@@ -165,3 +166,24 @@ def test_encoder_can_start_from_stage1_and_says_so(tmp_path, untrained_run, stag
     cfg = stage.make_config("test", "nb201", 0, ("lat_z",), [*tiny, *bad])
     with pytest.raises(stage.PnagError, match=match):
       stage.encoder_from_stage1(cfg, stage.init(cfg)[1])
+
+
+@pytest.mark.parametrize("name", ["acc_a", "lat_x"])  # maximized, minimized
+def test_fed_back_episodes_end_their_references_at_the_tasks_best(synthetic_tasks, name):
+  task = trainer._arrays(synthetic_tasks((name,))[name])  # pylint: disable=protected-access
+  sign = -1 if task.minimize else 1
+  cut = np.quantile(sign * task.scores, 1 - trainer.FED_BACK_TOP)
+  share = {}
+  for fed in (0.0, 1.0):
+    cfg = stage.make_config("test", "nb201", 0, (), (f"fed_back_refs={fed}",))
+    top = []
+    for step in range(4):
+      _, scores, mask = trainer.episode_batch(cfg, [task], [[0]], step)
+      k = mask.sum(1)
+      # Every fed-back episode's last reference is one of the task's best 5%.
+      last = sign * scores[np.arange(len(k)), k - 1]
+      top.append(last >= cut)
+    share[fed] = float(np.mean(np.concatenate(top)))
+  assert share[1.0] == 1.0 and share[0.0] < 0.3
+  with pytest.raises(PnagError, match=r"fed_back_refs must be a share in \[0, 1\]"):
+    stage.make_config("test", "nb201", 0, (), ("fed_back_refs=1.5",))
