@@ -166,6 +166,17 @@ def _walk(order_rows: np.ndarray, acc: np.ndarray, k: int, ref_best: bool) -> tu
   return float(acc[order_rows[0]]), (k + int(hit[0]) + 1) if hit.size else CAP
 
 
+def _record(row: dict, top1: float, to_opt: int, ref_acc: np.ndarray) -> dict:
+  """Appends one seed's (top-1, best of refs and pick, to-optimum) to `row`; returns it.
+
+  A NaN top-1 (nothing picked) leaves the references' best as best(refs, pick).
+  """
+  row["top1"].append(top1)
+  row["best_of"].append(max(np.nan_to_num(top1, nan=-np.inf), float(ref_acc.max())))
+  row["to_opt"].append(to_opt)
+  return row
+
+
 def oriented_tables(tasks: dict) -> dict[str, np.ndarray]:
   """Table tasks by row, negated where lower is better: the table oracle's choices."""
   return {n: t.by_row() * (-1 if t.minimize else 1) for n, t in tasks.items()
@@ -173,9 +184,9 @@ def oriented_tables(tasks: dict) -> dict[str, np.ndarray]:
 
 
 def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dict, seeds,
-               ks, scratch_steps: int, adapt_steps: int = 0, ar_guides=(), run2=None,
-               target_q: float = 0.99, ar_pool: int = 1000, cfg_scale: float = 0.0,
-               with_feedback: bool = False) -> dict:
+               ks, scratch_steps: int, adapt_steps: int = 0, guides=(), run2=None,
+               target_q: float = 0.99, ar_pool: int = 1000, cfg_scale: float = 0.0) -> dict:
+  """One target's Table 1 entry; `guides` are the rows beside `rank` (`GUIDES[1:]`)."""
   space = srun.space
   genes_all = space.enumerate()
   acc = tasks[target].by_row()
@@ -183,14 +194,14 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
   kept, _ = tasks_lib.select_tasks(tasks, srun.cfg.exclude)
   # The oracle reads only tables the surrogate was allowed to read.
   oracle_tables = oriented_tables(kept)
+  best = float(np.nanmax(acc))
   entry = {"exclude": list(srun.cfg.exclude), "excluded_tasks": list(srun.excluded_tasks),
-           "best": float(np.nanmax(acc)), "K": {},
+           "best": best, "K": {},
            "baselines": {"pool_all": {"K": {}}, "scratch": {"K": {}},
                          "table_oracle": {"K": {}}, "random": {"K": {}}}}
   salt = zlib.crc32(target.encode())
-  best = np.nanmax(acc)
-  extra = ("feedback",) * with_feedback + tuple(ar_guides)
-  entry["guides"] = {g: {"K": {}} for g in extra}
+  ar_guides = tuple(g for g in guides if g in AR_GUIDES)
+  entry["guides"] = {g: {"K": {}} for g in guides}
   sampler = None
   if ar_guides:
     from pnag_jax.generation import Sampler, SamplerConfig  # pylint: disable=g-import-not-at-top
@@ -202,7 +213,7 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
                        "target_q": target_q, "ar_pool": ar_pool, "cfg_scale": cfg_scale}
   for k in ks:
     rows = {m: {"top1": [], "best_of": [], "to_opt": [], "rho": [], "tau": []}
-            for m in ("pnag", "pool_all", "scratch", "table_oracle", *extra)}
+            for m in ("pnag", "pool_all", "scratch", "table_oracle", *guides)}
     ar_unique = []
     oracle_tasks = []
     for s in seeds:
@@ -218,16 +229,13 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
         pool_genes, drawn = pools["all"] if m == "pool_all" else pools[s]
         picks = rank.guided(space, pred, pool_genes, drawn, k=CAP, minimize=False,
                             ref_genes=ref_genes)
-        top1, to_opt = _walk(np.asarray(space.index(picks.genes)), acc, k, ref_best)
-        r = rows[m]
-        r["top1"].append(top1)
-        r["best_of"].append(max(top1, float(ref_acc.max())))
-        r["to_opt"].append(to_opt)
+        r = _record(rows[m], *_walk(np.asarray(space.index(picks.genes)), acc, k, ref_best),
+                    ref_acc)
         if m != "pool_all":
           p = pred.scores(genes_all[reps])
           r["rho"].append(scipy.stats.spearmanr(p, acc[reps]).statistic)
           r["tau"].append(scipy.stats.kendalltau(p, acc[reps]).statistic)
-      if with_feedback:
+      if "feedback" in guides:
         # A reference at the optimum ends the count at K; only the first pick is read.
         trained = feedback.walk(
             space, lambda g, v, s=s: adapt.adapted_predictor(srun, g, v, steps=adapt_steps,
@@ -235,11 +243,8 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
             pools[s][0], ref_genes=ref_genes, ref_scores=ref_acc,
             budget=1 if ref_best else CAP - k,
             measure=lambda g: acc[int(space.index(g[None])[0])], stop=lambda v: v == best)
-        top1, to_opt = _walk(np.asarray(space.index(trained.genes)), acc, k, ref_best)
-        r = rows["feedback"]
-        r["top1"].append(top1)
-        r["best_of"].append(max(top1, float(ref_acc.max())))
-        r["to_opt"].append(to_opt)
+        _record(rows["feedback"],
+                *_walk(np.asarray(space.index(trained.genes)), acc, k, ref_best), ref_acc)
       if ar_guides:
         key = jax.random.fold_in(jax.random.key(s), salt ^ k)
         pool_genes, drawn = _ar_pool(sampler, run2, ref_genes, ref_acc, q=target_q, key=key,
@@ -253,20 +258,12 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
                                 minimize=False, ref_genes=ref_genes).genes
           # An empty pool (nothing valid drawn) picks nothing: top-1 is NaN (and so is
           # that K's mean, visibly), the refs' best stands in best(refs, pick).
-          top1, to_opt = (_walk(np.asarray(space.index(order)), acc, k, ref_best)
-                          if len(order) else (float("nan"), CAP))
-          r = rows[g]
-          r["top1"].append(top1)
-          r["best_of"].append(max(np.nan_to_num(top1, nan=-np.inf), float(ref_acc.max())))
-          r["to_opt"].append(to_opt)
+          _record(rows[g], *(_walk(np.asarray(space.index(order)), acc, k, ref_best)
+                             if len(order) else (float("nan"), CAP)), ref_acc)
       name, order = baselines.table_oracle_order(oracle_tables, ref_rows, ref_acc)
       order = order[~np.isin(order, ref_rows)]
       oracle_tasks.append(name)
-      top1, to_opt = _walk(order, acc, k, ref_best)
-      r = rows["table_oracle"]
-      r["top1"].append(top1)
-      r["best_of"].append(max(top1, float(ref_acc.max())))
-      r["to_opt"].append(to_opt)
+      _record(rows["table_oracle"], *_walk(order, acc, k, ref_best), ref_acc)
     entry["K"][str(k)] = _summary(k, *[rows["pnag"][c] for c in
                                        ("top1", "best_of", "to_opt", "rho", "tau")])
     entry["baselines"]["pool_all"]["K"][str(k)] = _summary(
@@ -276,7 +273,7 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
     entry["baselines"]["table_oracle"]["K"][str(k)] = {
         **_summary(k, rows["table_oracle"]["top1"], rows["table_oracle"]["best_of"],
                    rows["table_oracle"]["to_opt"]), "tasks": oracle_tasks}
-    for g in extra:
+    for g in guides:
       entry["guides"][g]["K"][str(k)] = _summary(
           k, rows[g]["top1"], rows[g]["best_of"], rows[g]["to_opt"])
     for g in ar_guides:
@@ -304,8 +301,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     raise PnagError(f"--target-q must be a quantile in [0, 1], got {target_q}")
   if ar_pool < 1:
     raise PnagError(f"--ar-pool must be positive, got {ar_pool}")
-  ar_guides = tuple(g for g in AR_GUIDES if g in guides)
-  with_feedback = "feedback" in guides
+  extra = tuple(g for g in GUIDES[1:] if g in guides)
+  ar_guides = tuple(g for g in extra if g in AR_GUIDES)
   out = reports.out_dir(out)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
@@ -322,7 +319,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
   report = {"preset": preset, "pool": pool, "stage1_workdir": str(workdir),
             "seeds": list(seeds), "ks": list(ks), "surrogate_overrides": list(overrides),
             "adapt_steps": adapt_steps,
-            "guides": ["rank", *("feedback",) * with_feedback, *ar_guides],
+            "guides": ["rank", *extra],
             "pool_unique": {str(s): int(rank.first_of_each_class(space, pools[s][0]).size)
                             for s in seeds},
             "targets": {}, "paper_table1": PAPER_TABLE1, "machine": reports.machine()}
@@ -336,9 +333,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
                                 overrides=stage2_overrides, data_dir=data_dir)
     report["targets"][t] = run_target(t, srun, pools, tasks=tasks, seeds=seeds, ks=ks,
                                       scratch_steps=scratch_steps, adapt_steps=adapt_steps,
-                                      ar_guides=ar_guides, run2=run2, target_q=target_q,
-                                      ar_pool=ar_pool, cfg_scale=cfg_scale,
-                                      with_feedback=with_feedback)
+                                      guides=extra, run2=run2, target_q=target_q,
+                                      ar_pool=ar_pool, cfg_scale=cfg_scale)
     reports.write_outputs(out, "transfer", report, format_table, _plot)
   return report
 

@@ -16,7 +16,7 @@ def test_feedback_row_starts_with_ranks_pick_and_counts_to_the_optimum(nb201_sur
   seeds, k = (0, 1), 5
   pools.update({s: pools["all"] for s in seeds})
   entry = transfer.run_target("cifar10_test_acc", srun, pools, tasks=tasks, seeds=seeds,
-                              ks=(k,), scratch_steps=2, with_feedback=True)
+                              ks=(k,), scratch_steps=2, guides=("feedback",))
   static, fed = entry["K"][str(k)], entry["guides"]["feedback"]["K"][str(k)]
   # The walk's first bind is the one-shot binding: the same first pick, seed by seed.
   np.testing.assert_array_equal(fed["top1"], static["top1"])

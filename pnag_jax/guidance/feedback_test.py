@@ -27,11 +27,10 @@ class _Scored:
 
 
 class _Recorder:
-  """A binder that predicts the truth plus a bias towards what the references say.
+  """A binder that is wrong until it is fed back: it records what each bind was given.
 
-  It predicts each arch's truth, except that it is wrong about the best cells until one
-  of their classes is a reference: then it believes the table. That is the behaviour
-  feedback exists for, and the calls record what each bind was given.
+  Bound to the first 3 references it predicts the reverse of the truth; bound to more
+  (a pick handed back), the truth. That is the behaviour feedback exists for.
   """
 
   def __init__(self):

@@ -59,7 +59,7 @@ class TaskArrays(NamedTuple):
   genes: np.ndarray     # int32[n, G]
   scores: np.ndarray    # float32[n]
   order: np.ndarray     # argsort of scores
-  minimize: bool = False
+  minimize: bool
 
 
 def _arrays(task) -> TaskArrays:
