@@ -1,0 +1,200 @@
+"""Leave-one-device-out with the linear prior: is 9 of 11 devices at 0.90 within reach?
+
+  PNAG_DATA_DIR=../shared/data python eval/lodo_linear_variants.py \
+      --out eval/reports/lodo_linear_variants --draws 10
+
+`pnag eval families` reports the linear prior (`models/linear_prior.py`) at 8 of 11
+devices with a mean Spearman >= 0.90 at K = 10, over 3 reference draws. This script
+asks whether that is the draws, the prior or the model class, without training a
+network (the linear prior is a closed-form fit of the training tasks):
+
+  ceiling    a least-squares fit of each latency column on all 6,466 classes, with the
+             one-hot edge ops the prior uses and with all pairwise products of edge
+             ops added: the best any linear model of those features ranks;
+  shipped    the prior as `pnag train surrogate` fits it (one Gaussian over all
+             training tasks' fits), through the library's own posterior;
+  family     one Gaussian per task family with >= 2 training tasks; the new task
+             takes the posterior of the family whose evidence on the K references is
+             highest (`family_map`) or the evidence-weighted mean (`family_mix`);
+  jitter     the shipped prior with its diagonal jitter also chosen by evidence.
+
+Training tasks, validation split and reference draws are exactly those of
+`pnag eval families` (draws 0-2 are its draws; more draws add seeds 3, 4, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+from pnag_jax import tasks as tasks_lib
+from pnag_jax.evaluation import families, reports
+from pnag_jax.guidance import rank
+from pnag_jax.models import linear_prior as linear_lib
+from pnag_jax.spaces import get_space
+from pnag_jax.stages import surrogate as stage
+from pnag_jax.training import surrogate as trainer
+
+K = 10
+BAR = 0.90
+JITTERS = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
+VARIANTS = ("shipped", "family_map", "family_mix", "jitter")
+
+
+def _weights(x: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+  z = (scores - scores.mean()) / scores.std()
+  return np.linalg.lstsq(x[rows], z, rcond=None)[0]
+
+
+def _gaussian(fits: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  w = np.stack(fits)
+  return w.mean(0), np.cov(w.T)
+
+
+def _posterior(mean, cov, a, z, jitters) -> tuple[float, np.ndarray]:
+  """(log evidence, posterior mean) at the evidence-best (jitter, noise) of the grids."""
+  best = None
+  r = z - a @ mean
+  for j in jitters:
+    c = cov + j * np.eye(mean.size)
+    gram = a @ c @ a.T
+    for noise in linear_lib.NOISE_GRID:
+      cz = gram + noise * np.eye(z.size)
+      _, logdet = np.linalg.slogdet(cz)
+      solved = np.linalg.solve(cz, r)
+      evidence = -0.5 * r @ solved - 0.5 * logdet
+      if best is None or evidence > best[0]:
+        best = (evidence, mean + c @ a.T @ solved)
+  return best
+
+
+def _pairwise(space, genes: np.ndarray) -> np.ndarray:
+  cards = space.gene_cardinalities
+  cols = [np.asarray(linear_lib.features(space, genes), np.float64)]
+  for i, j in itertools.combinations(range(len(cards)), 2):
+    cols.append(np.eye(cards[i] * cards[j])[genes[:, i] * cards[j] + genes[:, j]])
+  return np.concatenate(cols, 1)
+
+
+def run(out, *, data_dir=None, draws: int = 10) -> dict:
+  out = reports.out_dir(out)
+  space = get_space("nb201")
+  tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  every = space.enumerate()
+  reps = rank.first_of_each_class(space, every)
+  x = np.asarray(linear_lib.features(space, every), np.float64)
+  x_pairs = _pairwise(space, np.asarray(every))
+  report = {"k": K, "bar": BAR, "draws": draws, "devices": {}, "machine": reports.machine()}
+  for device, pattern in families.devices(tasks).items():
+    cfg = stage.make_config("quick", "nb201", 0, (pattern,), ())
+    train, _, excluded = trainer.split_tasks(cfg, tasks)
+    fits, by_family = [], {}
+    for name in train:
+      data = tasks[name].data()
+      if not linear_lib.usable_tasks([(data.genes, data.scores)]):
+        continue
+      w = _weights(x, np.asarray(space.index(data.genes)), np.asarray(data.scores, np.float64))
+      fits.append(w)
+      by_family.setdefault(tasks[name].family, []).append(w)
+    shipped = linear_lib.fit_prior(space, [(tasks[n].data().genes, tasks[n].data().scores)
+                                           for n in train])
+    shipped = {k: jnp.asarray(shipped[k]) for k in ("mean", "cov")}
+    components = {f: _gaussian(w) for f, w in sorted(by_family.items()) if len(w) >= 2}
+    mean, cov = _gaussian(fits)
+    rho = {v: [] for v in VARIANTS}
+    ceiling = {}
+    for i, name in enumerate(excluded):
+      y = tasks[name].by_row()
+      ceiling[name] = {
+          label: float(scipy.stats.spearmanr(
+              feats[reps] @ np.linalg.lstsq(feats[reps], y[reps], rcond=None)[0],
+              y[reps]).statistic)
+          for label, feats in (("one_hot", x), ("pairwise", x_pairs))}
+      for s in range(draws):
+        # The draw of `evaluation.families.spearman_by_k`, so draws 0-2 are its own.
+        refs = np.random.default_rng([s, K, i]).choice(space.size(), K, replace=False)
+        a = x[refs]
+        z = (y[refs] - y[refs].mean()) / y[refs].std()
+        preds = {}
+        w, _ = linear_lib.posterior(shipped, jnp.asarray(a, jnp.float32),
+                                    jnp.asarray(z, jnp.float32), jnp.ones(K, bool))
+        preds["shipped"] = x[reps] @ np.asarray(w, np.float64)
+        fitted = [_posterior(m, c + linear_lib.PRIOR_JITTER * np.eye(m.size), a, z, (0.0,))
+                  for m, c in components.values()]
+        evidence = np.array([e for e, _ in fitted])
+        preds["family_map"] = x[reps] @ fitted[int(evidence.argmax())][1]
+        p = np.exp(evidence - evidence.max())
+        preds["family_mix"] = x[reps] @ sum(pi * wi for pi, (_, wi) in zip(p / p.sum(), fitted))
+        preds["jitter"] = x[reps] @ _posterior(mean, cov, a, z, JITTERS)[1]
+        for v in VARIANTS:
+          rho[v].append(float(scipy.stats.spearmanr(preds[v], y[reps]).statistic))
+    report["devices"][device] = {
+        "settings": list(excluded), "ceiling": ceiling,
+        **{f"{v}_first3": float(np.mean(np.reshape(rho[v], (len(excluded), draws))[:, :3]))
+           for v in VARIANTS},
+        **{v: float(np.mean(rho[v])) for v in VARIANTS}}
+    reports.write_outputs(out, "lodo_linear_variants", report, format_table, _plot)
+  report["devices_at_bar"] = {v: sum(d[v] >= BAR for d in report["devices"].values())
+                              for v in VARIANTS}
+  report["devices_at_bar_first3"] = {
+      v: sum(d[f"{v}_first3"] >= BAR for d in report["devices"].values()) for v in VARIANTS}
+  reports.write_outputs(out, "lodo_linear_variants", report, format_table, _plot)
+  return report
+
+
+def format_table(report: dict) -> str:
+  rows = []
+  for device, d in report["devices"].items():
+    ceil = [np.mean([c[k] for c in d["ceiling"].values()]) for k in ("one_hot", "pairwise")]
+    rows.append([device, len(d["settings"]), f"{ceil[0]:.3f}", f"{ceil[1]:.3f}",
+                 f"{d['shipped_first3']:.3f}"] + [f"{d[v]:.3f}" for v in VARIANTS])
+  lines = [f"Leave one device out, linear prior, K = {report['k']}: mean Spearman over the "
+           f"device's settings and {report['draws']} reference draws (\"first 3\": "
+           "`pnag eval families`' own draws). Ceiling: least squares on all 6,466 "
+           "classes.", "",
+           reports.table(["device", "settings", "ceiling, one-hot", "ceiling, pairwise",
+                          "shipped, first 3", *VARIANTS], rows)]
+  if "devices_at_bar" in report:
+    lines += ["", f"Devices at >= {report['bar']}: " + ", ".join(
+        f"{v} {report['devices_at_bar'][v]} ({report['devices_at_bar_first3'][v]} on the "
+        "first 3 draws)" for v in VARIANTS)]
+  return "\n".join(lines)
+
+
+def _plot(report: dict, path: Path) -> None:
+  plt = reports.figure()
+  devs = list(report["devices"])
+  fig, ax = plt.subplots(figsize=(8, 3.6))
+  xs = np.arange(len(devs))
+  width = 0.8 / (len(VARIANTS) + 1)
+  ceil = [np.mean([c["one_hot"] for c in report["devices"][d]["ceiling"].values()])
+          for d in devs]
+  ax.bar(xs - 0.4, ceil, width, label="ceiling (one-hot, full table)", color="0.8",
+         align="edge")
+  for i, v in enumerate(VARIANTS):
+    ax.bar(xs - 0.4 + (i + 1) * width, [report["devices"][d][v] for d in devs], width,
+           label=v, align="edge")
+  ax.axhline(report["bar"], color="k", lw=0.8, ls="--")
+  ax.set_ylim(0.7, 1.0)
+  ax.set_xticks(xs, devs, rotation=60, fontsize=7)
+  ax.set_ylabel(f"Spearman, K = {report['k']}")
+  ax.legend(fontsize=7, ncol=3, loc="lower left")
+  reports.save_figure(fig, path)
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--out", default="eval/reports/lodo_linear_variants")
+  p.add_argument("--data-dir", default=None)
+  p.add_argument("--draws", type=int, default=10, help="reference draws per setting")
+  args = p.parse_args()
+  print(format_table(run(args.out, data_dir=args.data_dir, draws=args.draws)))
+
+
+if __name__ == "__main__":
+  main()
