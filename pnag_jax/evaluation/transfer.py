@@ -39,6 +39,7 @@ condition is implied). A workdir made by hand (stage 1, `pnag train surrogate
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shutil
 import zlib
@@ -78,6 +79,10 @@ PAPER_TABLE1 = {
 }
 
 
+#: Surrogate settings that change only what a run reports, not the model it trains.
+REPORT_ONLY = ("eval_ks", "eval_archs", "eval_repeats", "checkpoint_every", "log_every")
+
+
 def slug(patterns) -> str:
   return re.sub(r"[^A-Za-z0-9]+", "_", "-".join(patterns)).strip("_") or "all"
 
@@ -100,6 +105,14 @@ def meta_trained(root: Path, exclude: tuple[str, ...], *, preset: str, seed: int
   if run.cfg.exclude != tuple(exclude):
     raise PnagError(f"{workdir} holds a surrogate trained without {run.cfg.exclude}, "
                     f"not {tuple(exclude)}; remove it or use another --surrogates")
+  # A report names the preset and --set it asked for: reusing a run trained otherwise
+  # would put those names on another model.
+  differ = [f"{f.name}={getattr(run.cfg, f.name)!r} (asked: {getattr(cfg, f.name)!r})"
+            for f in dataclasses.fields(cfg)
+            if f.name not in REPORT_ONLY and getattr(run.cfg, f.name) != getattr(cfg, f.name)]
+  if differ:
+    raise PnagError(f"{workdir} holds a surrogate trained with {', '.join(differ)}; remove "
+                    "it or use another --surrogates")
   return run
 
 
@@ -137,6 +150,14 @@ def _draw_order(space, pool: np.ndarray, ref_genes: np.ndarray) -> np.ndarray:
   ref_keys = set(map(tuple, rank.iso_keys(space, ref_genes).tolist()))
   keys = rank.iso_keys(space, pool[first])
   return pool[first[[tuple(k) not in ref_keys for k in keys.tolist()]]]
+
+
+def _as_picks(space, rows: np.ndarray, valid: np.ndarray, ref_genes: np.ndarray) -> np.ndarray:
+  """Rows of an order over the whole space, trained as picks are: strictly valid cells
+  (`valid` bool[size]), each isomorphism class once (its first cell in the order), no
+  reference's class."""
+  rows = rows[valid[rows]]
+  return np.asarray(space.index(_draw_order(space, space.enumerate()[rows], ref_genes)))
 
 
 def _ci95(x) -> float:
@@ -191,6 +212,7 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
   genes_all = space.enumerate()
   acc = tasks[target].by_row()
   reps = rank.first_of_each_class(space, genes_all)
+  valid = np.asarray(space.strict_valid(*space.encode(genes_all)))
   kept, _ = tasks_lib.select_tasks(tasks, srun.cfg.exclude)
   # The oracle reads only tables the surrogate was allowed to read.
   oracle_tables = oriented_tables(kept)
@@ -261,7 +283,8 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
           _record(rows[g], *(_walk(np.asarray(space.index(order)), acc, k, ref_best)
                              if len(order) else (float("nan"), CAP)), ref_acc)
       name, order = baselines.table_oracle_order(oracle_tables, ref_rows, ref_acc)
-      order = order[~np.isin(order, ref_rows)]
+      # The table orders all cells; retraining an isomorphic copy is no new pick.
+      order = _as_picks(space, order, valid, ref_genes)
       oracle_tasks.append(name)
       _record(rows["table_oracle"], *_walk(order, acc, k, ref_best), ref_acc)
     entry["K"][str(k)] = _summary(k, *[rows["pnag"][c] for c in
@@ -301,6 +324,10 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     raise PnagError(f"--target-q must be a quantile in [0, 1], got {target_q}")
   if ar_pool < 1:
     raise PnagError(f"--ar-pool must be positive, got {ar_pool}")
+  for k in ks:
+    # K references leave CAP - K trained picks to find the optimum with.
+    if not 1 <= k < CAP:
+      raise PnagError(f"K must be in [1, {CAP - 1}] references, got {k}")
   extra = tuple(g for g in GUIDES[1:] if g in guides)
   ar_guides = tuple(g for g in extra if g in AR_GUIDES)
   out = reports.out_dir(out)

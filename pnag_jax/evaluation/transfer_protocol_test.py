@@ -1,8 +1,12 @@
 """One target of the Table 1 protocol on the suite's meta-trained surrogate."""
 
+import re
+
 import numpy as np
+import pytest
 
 from pnag_jax import tasks as tasks_lib
+from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import transfer
 from pnag_jax.guidance import rank
 from pnag_jax.stages import surrogate as stage
@@ -25,3 +29,20 @@ def test_feedback_row_starts_with_ranks_pick_and_counts_to_the_optimum(nb201_sur
   assert all(k <= n <= transfer.CAP for n in fed["to_optimum"])
   assert entry["best"] == float(np.nanmax(tasks["cifar10_test_acc"].by_row()))
   assert set(entry["guides"]) == {"feedback"}
+
+
+def test_a_kept_surrogate_is_reused_only_with_the_settings_asked_for(nb201_surrogate,
+                                                                    tmp_path):
+  # `--surrogates` as the protocol lays it out: excl_<regex>, here the suite's run.
+  (tmp_path / "excl_cifar10_0").symlink_to(nb201_surrogate[0])
+  kept = dict(preset="test", seed=0)
+  run = transfer.meta_trained(tmp_path, ("cifar10(?!0)",), **kept)
+  assert run.cfg.exclude == ("cifar10(?!0)",)
+  # What only the report reads may differ; what makes the model may not.
+  transfer.meta_trained(tmp_path, ("cifar10(?!0)",), **kept, overrides=("eval_ks=5",))
+  for overrides, named in ((("fed_back_refs=0.5",), "fed_back_refs=0.0 (asked: 0.5)"),
+                           (("steps=61",), "steps=60 (asked: 61)")):
+    with pytest.raises(PnagError, match=re.escape(named)):
+      transfer.meta_trained(tmp_path, ("cifar10(?!0)",), **kept, overrides=overrides)
+  with pytest.raises(PnagError, match=r"seed=0 \(asked: 1\)"):
+    transfer.meta_trained(tmp_path, ("cifar10(?!0)",), preset="test", seed=1)

@@ -34,6 +34,22 @@ def test_draw_order_keeps_first_of_each_class_and_drops_the_references():
   assert got == expect
 
 
+def test_a_table_order_is_trained_as_picks_are():
+  space = get_space("nb201")
+  genes = space.enumerate()
+  valid = np.asarray(space.strict_valid(*space.encode(genes)))
+  rows = np.arange(space.size())[::-1]  # a table's order: every cell, here last first
+  refs = genes[np.flatnonzero(valid)[[100, 5000]]]
+  got = transfer._as_picks(space, rows, valid, refs)  # pylint: disable=protected-access
+  keys = [tuple(k) for k in rank.iso_keys(space, genes[got]).tolist()]
+  ref_keys = {tuple(k) for k in rank.iso_keys(space, refs).tolist()}
+  classes = {tuple(k) for k in rank.iso_keys(space, genes[valid]).tolist()}
+  # Every strictly valid class but the references' once, in the table's order.
+  assert valid[got].all() and np.all(np.diff(got) < 0)
+  assert len(keys) == len(set(keys)) == len(classes) - len(ref_keys)
+  assert not ref_keys & set(keys)
+
+
 def test_ar_pool_is_conditioned_and_its_stage2_must_match_the_exclusions(nb201_stage2,
                                                                        tmp_path):
   workdir, _ = nb201_stage2
@@ -59,8 +75,9 @@ def test_ar_pool_is_conditioned_and_its_stage2_must_match_the_exclusions(nb201_s
     ({"guides": ("rank", "ar2")}, "unknown guide 'ar2'; guides: rank, feedback, ar, ar+rank"),
     ({"guides": ("ar",), "target_q": 1.5}, "--target-q must be a quantile in [0, 1]"),
     ({"guides": ("ar",), "ar_pool": 0}, "--ar-pool must be positive"),
+    ({"ks": (5, 100)}, "K must be in [1, 99] references, got 100"),
 ])
-def test_bad_guide_settings_fail_before_any_work(kw, fragment, tmp_path):
+def test_bad_settings_fail_before_any_work(kw, fragment, tmp_path):
   out = tmp_path / "out"
   with pytest.raises(PnagError, match=re.escape(fragment)):
     transfer.run(tmp_path / "no_run", out, **kw)

@@ -2,10 +2,12 @@
 
 `rank.guided` orders a pool once, from the K references the user measured first. A
 user who trains the picks one at a time learns each pick's score as it comes, and the
-picks are exactly the archs the surrogate is least sure about at the top of its
-ranking. Handing each measured pick back as a reference (as BANANAS and TNAS feed
-their predictors) lets the next choice use it: the surrogate is rebound to K, K + 1,
-... references, which is a forward pass each, and the pool's candidates are rescored.
+picks sit at the top of the ranking, where a few uniform references say least.
+Handing each measured pick back as a reference (as BANANAS and TNAS feed their
+predictors) lets the next choice use it: the surrogate is rebound to K, K + 1, ...
+references, which is a forward pass each, and the pool's candidates are rescored. A
+long walk binds more references than meta-training's `k_max` (50 in the presets);
+the model takes any number, but past `k_max` it runs outside what it was trained on.
 
 The candidates are `rank.candidates`' (one per isomorphism class, no reference, every
 constraint met), fixed for the walk; each pick leaves them. The first pick is the
@@ -54,7 +56,8 @@ def walk(space: SearchSpace, bind: Callable, pool: np.ndarray, *, ref_genes: np.
   picked, measured, predicted = [], [], []
   while len(picked) < budget and len(cand):
     pred = bind(np.stack(genes), np.asarray(scores)).scores(cand)
-    # The first best on ties, as the one-shot ranking's stable sort.
+    # The first best on ties, and NaN never best: as the one-shot ranking's stable sort.
+    pred = np.where(np.isnan(pred), np.inf if minimize else -np.inf, pred)
     i = int(np.argmin(pred) if minimize else np.argmax(pred))
     pick = cand[i]
     value = float(measure(pick))

@@ -1,5 +1,7 @@
 """The feedback walk: one pick at a time, each handed back as a reference."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -81,8 +83,13 @@ def test_each_pick_is_handed_back_before_the_next_is_chosen():
 def test_first_pick_is_the_one_shot_rankings_and_minimize_flips_it():
   pool = VALID[::37]
   refs = VALID[1:6]
-  for minimize in (False, True):
-    bind = lambda g, s: _Scored(_truth)  # noqa: E731
+  def nan_at_the_ends(g):
+    # A score with a NaN where either direction's best would be: never picked first.
+    t = _truth(g)
+    return np.where((t == _truth(pool).max()) | (t == _truth(pool).min()), np.nan, t)
+
+  for minimize, fn in itertools.product((False, True), (_truth, nan_at_the_ends)):
+    bind = lambda g, s, fn=fn: _Scored(fn)  # noqa: E731
     w = feedback.walk(SPACE, bind, pool, ref_genes=refs, ref_scores=_truth(refs),
                       measure=_measure, budget=1, minimize=minimize)
     one_shot = rank.guided(SPACE, bind(refs, None), pool, len(pool), k=1,

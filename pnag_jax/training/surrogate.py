@@ -46,8 +46,8 @@ from pnag_jax.stages.surrogate import SurrogateConfig, SurrogateModel
 
 # Fraction of each tail the hard queries come from.
 TAIL = 0.02
-# Fraction of a task, at its best end, that `fed_back_refs` episodes' extra references
-# come from: where a feedback walk's picks land (`guidance/feedback.py`).
+# Fraction of a task, at its best end, that `fed_back_refs` episodes' last references
+# are drawn from: where a feedback walk's picks land (`guidance/feedback.py`).
 FED_BACK_TOP = 0.05
 
 
@@ -119,12 +119,16 @@ def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[l
         task.order[rng.integers(0, tail, q // 4)],
         task.order[n - 1 - rng.integers(0, tail, q // 4)]])
     if cfg.fed_back_refs and rng.random() < cfg.fed_back_refs:
-      # The last m of the K references, as a walk's picks: from the task's best end.
-      # Duplicates of a query are harmless; the ranking loss reads only the queries.
+      # The last m of the K references replaced, as a walk's picks: distinct archs from
+      # the task's best end. None may be another reference or a query: a walk never
+      # scores a reference, and a query among the references would hand the ridge fit
+      # and the task encoder the very score the loss asks for.
       m = int(rng.integers(1, ks[e] + 1))
       top = max(1, int(np.ceil(FED_BACK_TOP * n)))
-      at = rng.integers(0, top, m)
-      idx[e, ks[e] - m:ks[e]] = task.order[at if task.minimize else n - 1 - at]
+      best_end = task.order[:top] if task.minimize else task.order[::-1][:top]
+      free = best_end[~np.isin(best_end, np.concatenate([idx[e, :ks[e] - m], idx[e, kmax:]]))]
+      m = min(m, free.size)
+      idx[e, ks[e] - m:ks[e]] = rng.choice(free, m, replace=False)
   genes = np.stack([tasks[t].genes[i] for t, i in zip(which, idx)])
   scores = np.stack([tasks[t].scores[i] for t, i in zip(which, idx)])
   return genes, scores, np.arange(kmax)[None, :] < ks[:, None]

@@ -178,11 +178,18 @@ def test_fed_back_episodes_end_their_references_at_the_tasks_best(synthetic_task
     cfg = stage.make_config("test", "nb201", 0, (), (f"fed_back_refs={fed}",))
     top = []
     for step in range(4):
-      _, scores, mask = trainer.episode_batch(cfg, [task], [[0]], step)
+      genes, scores, mask = trainer.episode_batch(cfg, [task], [[0]], step)
       k = mask.sum(1)
       # Every fed-back episode's last reference is one of the task's best 5%.
       last = sign * scores[np.arange(len(k)), k - 1]
       top.append(last >= cut)
+      # As in a walk, no fed-back arch is a reference twice or both a reference and a
+      # query (uniform references may meet a tail query by chance, rarely).
+      kmax = mask.shape[1]
+      for e in range(len(k) if fed else 0):
+        refs = {tuple(g) for g in genes[e, :k[e]]}
+        assert len(refs) == k[e]
+        assert not refs & {tuple(g) for g in genes[e, kmax:]}
     share[fed] = float(np.mean(np.concatenate(top)))
   assert share[1.0] == 1.0 and share[0.0] < 0.3
   with pytest.raises(PnagError, match=r"fed_back_refs must be a share in \[0, 1\]"):
