@@ -179,8 +179,13 @@ def _summary(k: int, top1, best_of, to_opt, rho=None, tau=None) -> dict:
 
 
 def _walk(order_rows: np.ndarray, acc: np.ndarray, k: int, ref_best: bool) -> tuple[float, int]:
-  """(first pick's accuracy, trained archs to the optimum) of picks in order."""
+  """(first pick's accuracy, trained archs to the optimum) of picks in order.
+
+  No picks (an empty pool) give a NaN top-1 (and so a visibly NaN mean).
+  """
   best = np.nanmax(acc)
+  if not len(order_rows):
+    return float("nan"), (k if ref_best else CAP)
   if ref_best:
     return float(acc[order_rows[0]]), k
   hit = np.flatnonzero(acc[order_rows[:CAP - k]] == best)
@@ -278,10 +283,9 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
           else:
             order = rank.guided(space, predictors["pnag"], pool_genes, drawn, k=CAP,
                                 minimize=False, ref_genes=ref_genes).genes
-          # An empty pool (nothing valid drawn) picks nothing: top-1 is NaN (and so is
-          # that K's mean, visibly), the refs' best stands in best(refs, pick).
-          _record(rows[g], *(_walk(np.asarray(space.index(order)), acc, k, ref_best)
-                             if len(order) else (float("nan"), CAP)), ref_acc)
+          # An empty pool (nothing valid drawn) picks nothing: the refs' best stands in
+          # best(refs, pick).
+          _record(rows[g], *_walk(np.asarray(space.index(order)), acc, k, ref_best), ref_acc)
       name, order = baselines.table_oracle_order(oracle_tables, ref_rows, ref_acc)
       # The table orders all cells; retraining an isomorphic copy is no new pick.
       order = _as_picks(space, order, valid, ref_genes)

@@ -34,6 +34,17 @@ def test_draw_order_keeps_first_of_each_class_and_drops_the_references():
   assert got == expect
 
 
+def test_walk_counts_trained_archs_to_the_optimum():
+  walk = transfer._walk  # pylint: disable=protected-access
+  acc = np.array([1.0, 3.0, 2.0, 3.0])
+  assert walk(np.array([2, 3, 1]), acc, 5, False) == (2.0, 7)  # K + the pick that ties it
+  assert walk(np.array([2]), acc, 5, True) == (2.0, 5)          # a reference was the best
+  assert walk(np.array([0, 2]), acc, 5, False) == (1.0, transfer.CAP)
+  top1, count = walk(np.zeros(0, np.int64), acc, 5, False)      # nothing to pick
+  assert np.isnan(top1) and count == transfer.CAP
+  assert walk(np.zeros(0, np.int64), acc, 5, True)[1] == 5
+
+
 def test_a_table_order_is_trained_as_picks_are():
   space = get_space("nb201")
   genes = space.enumerate()
