@@ -3,20 +3,26 @@
   PNAG_DATA_DIR=../shared/data python eval/lodo_linear_variants.py \
       --out eval/reports/lodo_linear_variants --draws 10
 
-`pnag eval families` reports the linear prior (`models/linear_prior.py`) at 8 of 11
-devices with a mean Spearman >= 0.90 at K = 10, over 3 reference draws. This script
-asks whether that is the draws, the prior or the model class, without training a
-network (the linear prior is a closed-form fit of the training tasks):
+With only its untied hypothesis, the linear prior (`models/linear_prior.py`) reached 8
+of 11 devices with a mean Spearman >= 0.90 at K = 10 in `pnag eval families`, over 3
+reference draws. This script asks whether that is the draws, the prior or the model
+class, without training a network (the linear prior is a closed-form fit of the
+training tasks):
 
-  ceiling    a least-squares fit of each latency column on all 6,466 classes, with the
-             one-hot edge ops the prior uses and with all pairwise products of edge
-             ops added: the best any linear model of those features ranks;
-  shipped    the prior as `pnag train surrogate` fits it (one Gaussian over all
-             training tasks' fits), through the library's own posterior;
-  family     one Gaussian per task family with >= 2 training tasks; the new task
-             takes the posterior of the family whose evidence on the K references is
-             highest (`family_map`) or the evidence-weighted mean (`family_mix`);
-  jitter     the shipped prior with its diagonal jitter also chosen by evidence.
+  ceiling     a least-squares fit of each latency column on all 6,466 classes, with the
+              one-hot edge ops the prior uses and with all pairwise products of edge
+              ops added: the best any linear model of those features ranks;
+  untied      one Gaussian over all training tasks' one-hot fits (the prior before the
+              tied hypothesis), through the library's own posterior;
+  shipped     the prior as `pnag train surrogate` fits it now: the untied and the tied
+              hypothesis (one weight per op, the same on every edge), averaged by their
+              evidence on the references;
+  tied        the tied hypothesis alone;
+  family      one Gaussian (untied) per task family with >= 2 training tasks; the new
+              task takes the posterior of the family whose evidence on the K
+              references is highest (`family_map`) or the evidence-weighted mean
+              (`family_mix`);
+  jitter      the untied prior with its diagonal jitter also chosen by evidence.
 
 Training tasks, validation split and reference draws are exactly those of
 `pnag eval families` (draws 0-2 are its draws; more draws add seeds 3, 4, ...).
@@ -43,7 +49,7 @@ from pnag_jax.training import surrogate as trainer
 K = 10
 BAR = 0.90
 JITTERS = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
-VARIANTS = ("shipped", "family_map", "family_mix", "jitter")
+VARIANTS = ("untied", "shipped", "tied", "family_map", "family_mix", "jitter")
 
 
 def _weights(x: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -101,9 +107,11 @@ def run(out, *, data_dir=None, draws: int = 10) -> dict:
       w = _weights(x, np.asarray(space.index(data.genes)), np.asarray(data.scores, np.float64))
       fits.append(w)
       by_family.setdefault(tasks[name].family, []).append(w)
-    shipped = linear_lib.fit_prior(space, [(tasks[n].data().genes, tasks[n].data().scores)
-                                           for n in train])
-    shipped = {k: jnp.asarray(shipped[k]) for k in ("mean", "cov")}
+    fitted = linear_lib.fit_prior(space, [(tasks[n].data().genes, tasks[n].data().scores)
+                                          for n in train])
+    priors = {"untied": {k: fitted[k] for k in ("mean", "cov")},
+              "shipped": {k: fitted[k] for pair in linear_lib.HYPOTHESES for k in pair},
+              "tied": {"mean": fitted["tied_mean"], "cov": fitted["tied_cov"]}}
     components = {f: _gaussian(w) for f, w in sorted(by_family.items()) if len(w) >= 2}
     mean, cov = _gaussian(fits)
     rho = {v: [] for v in VARIANTS}
@@ -121,9 +129,11 @@ def run(out, *, data_dir=None, draws: int = 10) -> dict:
         a = x[refs]
         z = (y[refs] - y[refs].mean()) / y[refs].std()
         preds = {}
-        w, _ = linear_lib.posterior(shipped, jnp.asarray(a, jnp.float32),
-                                    jnp.asarray(z, jnp.float32), jnp.ones(K, bool))
-        preds["shipped"] = x[reps] @ np.asarray(w, np.float64)
+        for v, prior in priors.items():
+          w, _, _ = linear_lib.posterior({k: jnp.asarray(p) for k, p in prior.items()},
+                                         jnp.asarray(a, jnp.float32),
+                                         jnp.asarray(z, jnp.float32), jnp.ones(K, bool))
+          preds[v] = x[reps] @ np.asarray(w, np.float64)
         fitted = [_posterior(m, c + linear_lib.PRIOR_JITTER * np.eye(m.size), a, z, (0.0,))
                   for m, c in components.values()]
         evidence = np.array([e for e, _ in fitted])
@@ -152,13 +162,13 @@ def format_table(report: dict) -> str:
   for device, d in report["devices"].items():
     ceil = [np.mean([c[k] for c in d["ceiling"].values()]) for k in ("one_hot", "pairwise")]
     rows.append([device, len(d["settings"]), f"{ceil[0]:.3f}", f"{ceil[1]:.3f}",
-                 f"{d['shipped_first3']:.3f}"] + [f"{d[v]:.3f}" for v in VARIANTS])
+                 f"{d['untied_first3']:.3f}"] + [f"{d[v]:.3f}" for v in VARIANTS])
   lines = [f"Leave one device out, linear prior, K = {report['k']}: mean Spearman over the "
            f"device's settings and {report['draws']} reference draws (\"first 3\": "
            "`pnag eval families`' own draws). Ceiling: least squares on all 6,466 "
            "classes.", "",
            reports.table(["device", "settings", "ceiling, one-hot", "ceiling, pairwise",
-                          "shipped, first 3", *VARIANTS], rows)]
+                          "untied, first 3", *VARIANTS], rows)]
   if "devices_at_bar" in report:
     lines += ["", f"Devices at >= {report['bar']}: " + ", ".join(
         f"{v} {report['devices_at_bar'][v]} ({report['devices_at_bar_first3'][v]} on the "

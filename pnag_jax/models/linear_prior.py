@@ -10,6 +10,21 @@ mean given its references. The noise level is chosen per task by the references'
 marginal likelihood over a fixed grid (type-II maximum likelihood), so a task that the
 linear model explains closely is fitted closely.
 
+Two hypotheses, where the space has slots that are alike (`SearchSpace.alike_genes`:
+NB201's six edges all map C channels to C at one resolution):
+
+  untied   a weight per (gene, choice): the prior above;
+  tied     one weight per choice within a group of alike genes, as a cost is when an op
+           costs the same in any slot. Its prior is fitted the same way on the choice
+           counts and written as a (low-rank) Gaussian over the same one-hot weights.
+
+Each gives a posterior and an evidence on the references, and the prediction is their
+evidence-weighted mean (Bayesian model averaging). The tied one has 6 weights in NB201
+against 31: 10 references pin it down, so latencies of an unseen device, which depend
+only on the op counts (a least-squares fit on them ranks every latency column as well
+as the one-hots do), are ranked better; where slots differ (accuracy), the evidence
+favours the untied one.
+
 Scores are standardised within each task, as everywhere in the surrogate: the prior is
 over weights in standard deviations, and callers un-standardise with the references'
 mean and std.
@@ -58,30 +73,60 @@ def usable_tasks(tasks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
   return sum(_usable(scores) for _, scores in tasks)
 
 
+def tie_map(space: SearchSpace) -> np.ndarray:
+  """float32[F, F_tied]: tied weights -> the one-hot weights they stand for.
+
+  The bias stays; within each group of `space.alike_genes`, every gene's one-hot of
+  choice c takes the group's weight for c; other genes keep their own one-hots.
+  """
+  cards = space.gene_cardinalities
+  offsets = 1 + np.concatenate([[0], np.cumsum(cards)[:-1]]).astype(int)
+  columns = [[0]]                          # lists of one-hot features per tied weight
+  grouped = set()
+  for group in space.alike_genes:
+    if len({cards[g] for g in group}) != 1:
+      raise ValueError(f"{space.name}: alike genes {group} must share one cardinality")
+    grouped.update(group)
+    columns += [[offsets[g] + c for g in group] for c in range(cards[group[0]])]
+  columns += [[offsets[g] + c] for g in range(len(cards)) if g not in grouped
+              for c in range(cards[g])]
+  m = np.zeros((num_features(space), len(columns)), np.float32)
+  for j, rows in enumerate(columns):
+    m[rows, j] = 1.0
+  return m
+
+
 def fit_prior(space: SearchSpace, tasks: Iterable[tuple[np.ndarray, np.ndarray]]
               ) -> dict[str, np.ndarray]:
-  """{"mean": float32[F], "cov": float32[F, F], "tasks": int} from (genes, scores) pairs.
+  """{"mean": float32[F], "cov": float32[F, F], "tasks": int} from (genes, scores) pairs,
+  plus "tied_mean" and "tied_cov" (the tied hypothesis, over the same F one-hot
+  weights) where the space has alike genes.
 
   Each task's scores are standardised over its own rows and fitted by least squares
   (minimum norm where the one-hots are collinear, as they are with the bias); tasks
   with fewer than `MIN_ROWS` rows or no spread are skipped.
   """
-  weights = []
+  fits = []
   for genes, scores in tasks:
     scores = np.asarray(scores, np.float64)
     if not _usable(scores):
       continue
     x = np.asarray(features(space, np.asarray(genes, np.int32)), np.float64)
-    z = (scores - scores.mean()) / scores.std()
-    weights.append(np.linalg.lstsq(x, z, rcond=None)[0])
+    fits.append((x, (scores - scores.mean()) / scores.std()))
   f = num_features(space)
-  if len(weights) < 2:
+  if len(fits) < 2:
     raise ValueError(f"a linear prior needs at least 2 tasks of >= {MIN_ROWS} archs, "
-                     f"got {len(weights)}")
-  w = np.stack(weights)
-  cov = np.cov(w.T) + PRIOR_JITTER * np.eye(f)
-  return {"mean": w.mean(0).astype(np.float32), "cov": cov.astype(np.float32),
-          "tasks": np.asarray(len(weights), np.int64)}
+                     f"got {len(fits)}")
+  w = np.stack([np.linalg.lstsq(x, z, rcond=None)[0] for x, z in fits])
+  out = {"mean": w.mean(0).astype(np.float32),
+         "cov": (np.cov(w.T) + PRIOR_JITTER * np.eye(f)).astype(np.float32),
+         "tasks": np.asarray(len(fits), np.int64)}
+  if space.alike_genes:
+    m = tie_map(space).astype(np.float64)
+    u = np.stack([np.linalg.lstsq(x @ m, z, rcond=None)[0] for x, z in fits])
+    out["tied_mean"] = (m @ u.mean(0)).astype(np.float32)
+    out["tied_cov"] = (m @ np.cov(u.T) @ m.T + PRIOR_JITTER * np.eye(f)).astype(np.float32)
+  return out
 
 
 def _log_evidence(c: jax.Array, r: jax.Array) -> jax.Array:
@@ -91,29 +136,47 @@ def _log_evidence(c: jax.Array, r: jax.Array) -> jax.Array:
   return -0.5 * a @ a - jnp.log(jnp.diagonal(chol)).sum()
 
 
-def posterior(prior: dict, feats: jax.Array, z: jax.Array, mask: jax.Array
-              ) -> tuple[jax.Array, jax.Array]:
-  """(posterior mean weights float32[F], chosen noise variance) for one task.
+#: (mean, cov) keys of each hypothesis a prior may hold, untied first.
+HYPOTHESES = (("mean", "cov"), ("tied_mean", "tied_cov"))
 
-  `feats [K, F]`, standardised scores `z [K]`, `mask bool[K]`. Padded rows become
-  rows of zeros with unit variance and zero residual: they change neither the
-  evidence nor the fit, so the result is the same for any padding.
-  """
-  k, f = feats.shape
-  chex.assert_shape(z, (k,))
-  chex.assert_shape(mask, (k,))
-  mean, cov = prior["mean"], prior["cov"]
-  chex.assert_shape(mean, (f,))
-  m = mask.astype(feats.dtype)
-  a = feats * m[:, None]
+
+def _posterior_of(mean: jax.Array, cov: jax.Array, a: jax.Array, z: jax.Array,
+                  m: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(posterior mean weights, chosen noise variance, its log evidence) of one Gaussian."""
   r = (z - a @ mean) * m
   gram = a @ cov @ a.T
 
   def covariance(noise):
     return gram + jnp.diag(m * noise + (1.0 - m))
 
-  grid = jnp.asarray(NOISE_GRID, feats.dtype)
+  grid = jnp.asarray(NOISE_GRID, a.dtype)
   evidence = jax.vmap(lambda s: _log_evidence(covariance(s), r))(grid)
-  noise = grid[jnp.argmax(evidence)]
-  w = mean + cov @ a.T @ jnp.linalg.solve(covariance(noise), r)
-  return w, noise
+  best = jnp.argmax(evidence)
+  noise = grid[best]
+  return mean + cov @ a.T @ jnp.linalg.solve(covariance(noise), r), noise, evidence[best]
+
+
+def posterior(prior: dict, feats: jax.Array, z: jax.Array, mask: jax.Array
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(weights float32[F], noise variance, tied share) for one task.
+
+  `feats [K, F]`, standardised scores `z [K]`, `mask bool[K]`. The weights are the
+  evidence-weighted mean of each hypothesis' posterior mean; the noise is the more
+  probable hypothesis' choice, and the tied share its posterior probability (0 for a
+  prior without one). Padded rows become rows of zeros with unit variance and zero
+  residual: they change neither the evidence nor the fit, so the result is the same
+  for any padding.
+  """
+  k, f = feats.shape
+  chex.assert_shape(z, (k,))
+  chex.assert_shape(mask, (k,))
+  chex.assert_shape(prior["mean"], (f,))
+  m = mask.astype(feats.dtype)
+  a = feats * m[:, None]
+  fits = [_posterior_of(prior[mu], prior[c], a, z, m) for mu, c in HYPOTHESES if mu in prior]
+  w = jnp.stack([fit[0] for fit in fits])
+  noise = jnp.stack([fit[1] for fit in fits])
+  # Evidences are log densities of the same references, so they compare directly.
+  p = jax.nn.softmax(jnp.stack([fit[2] for fit in fits]))
+  tied = p[1] if len(fits) > 1 else jnp.zeros((), feats.dtype)
+  return p @ w, noise[jnp.argmax(p)], tied

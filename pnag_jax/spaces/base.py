@@ -131,6 +131,11 @@ class SearchSpace(abc.ABC):
   fixed_adjacency: bool = True
   #: Whether `enumerate()` lists the whole space (small, finite spaces such as NB201).
   enumerable: bool = False
+  #: Groups of genes whose slots are alike: the same choices, applied to tensors of the
+  #: same shape, so that a choice costs the same in any slot of its group. The linear
+  #: prior's tied hypothesis (`models/linear_prior.py`) shares one weight per choice
+  #: within a group. Empty where no two slots are alike.
+  alike_genes: tuple[tuple[int, ...], ...] = ()
 
   # ---- sizes --------------------------------------------------------------
 

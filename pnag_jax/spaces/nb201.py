@@ -118,6 +118,9 @@ class NB201Space(base.SearchSpace):
   edge_budget = int(ADJACENCY.sum())
   fixed_adjacency = True
   enumerable = True
+  # Every node of a cell holds C channels at one resolution, and every edge op maps C to
+  # C in place: an op costs the same on any of the six edges.
+  alike_genes = (tuple(range(NUM_EDGES)),)
 
   # ---- sizes ----------------------------------------------------------------
 

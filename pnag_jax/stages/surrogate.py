@@ -319,8 +319,9 @@ LINEAR_PRIOR_FILE = "linear_prior.npz"
 def linear_task_state(prior: dict, ref_genes: jax.Array, ref_scores: jax.Array,
                       mask: jax.Array, *, space: SearchSpace) -> dict:
   ref_z, mean, std = standardise(ref_scores, mask)
-  w, noise = linear_lib.posterior(prior, linear_lib.features(space, ref_genes), ref_z, mask)
-  return {"w": w, "noise": noise, "mean": mean, "std": std}
+  w, noise, tied = linear_lib.posterior(prior, linear_lib.features(space, ref_genes), ref_z,
+                                        mask)
+  return {"w": w, "noise": noise, "tied": tied, "mean": mean, "std": std}
 
 
 @functools.partial(jax.jit, static_argnames="space")
@@ -341,6 +342,11 @@ class LinearPredictor:
     """The noise variance the references' evidence chose (in squared stds)."""
     return float(self.task["noise"])
 
+  @property
+  def tied(self) -> float:
+    """The tied hypothesis' posterior probability (`models/linear_prior.py`)."""
+    return float(self.task["tied"])
+
   def scores(self, genes: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
     return _scores_of((linear_predict_chunks(self.task, part, space=self.space), k)
                       for part, k in _pad_rows(genes, chunk))
@@ -350,7 +356,8 @@ def linear_predictor(space: SearchSpace, prior: dict, ref_genes: np.ndarray,
                      ref_scores: np.ndarray) -> LinearPredictor:
   """Binds references (as `predictor` takes them) to the linear prior `prior`."""
   genes, scores, mask = _padded_refs(ref_genes, ref_scores)
-  arrays = {k: jnp.asarray(prior[k]) for k in ("mean", "cov")}
+  arrays = {k: jnp.asarray(prior[k]) for pair in linear_lib.HYPOTHESES for k in pair
+            if k in prior}
   return LinearPredictor(space, linear_task_state(arrays, genes, scores, mask, space=space))
 
 
@@ -365,8 +372,8 @@ def save_linear_prior(workdir: str | Path, prior: dict, excluded_tasks, train_ta
   about = json.dumps({"excluded_tasks": list(excluded_tasks), "train_tasks": list(train_tasks)})
   tmp = path.with_name(path.name + ".tmp")
   with tmp.open("wb") as f:
-    np.savez(f, mean=prior["mean"], cov=prior["cov"], tasks=prior["tasks"],
-             about=np.asarray(about))
+    np.savez(f, **{k: prior[k] for pair in linear_lib.HYPOTHESES for k in pair if k in prior},
+             tasks=prior["tasks"], about=np.asarray(about))
   os.replace(tmp, path)
   return path
 
@@ -386,11 +393,15 @@ def load_linear_prior(workdir: str | Path, space: SearchSpace, excluded_tasks
   try:
     with np.load(path) as z:
       prior = {k: np.asarray(z[k]) for k in ("mean", "cov", "tasks")}
+      # A prior saved before the tied hypothesis existed is the untied one alone.
+      if "tied_mean" in z.files:
+        prior.update(tied_mean=np.asarray(z["tied_mean"]), tied_cov=np.asarray(z["tied_cov"]))
       about = json.loads(str(z["about"]))
   except Exception as e:  # pylint: disable=broad-except  # zip, key, JSON: all "corrupt"
     raise ckpt_lib.CheckpointError(f"{path} is corrupt ({type(e).__name__}); retrain "
                                    "the surrogate, or delete it to predict without it") from e
-  if prior["mean"].shape != (f,) or prior["cov"].shape != (f, f):
+  if any(prior[mu].shape != (f,) or prior[c].shape != (f, f)
+         for mu, c in linear_lib.HYPOTHESES if mu in prior):
     raise ckpt_lib.CheckpointError(f"{path} has {prior['mean'].shape[0]} features, but "
                                    f"space {space.name} has {f}")
   if tuple(about.get("excluded_tasks", ())) != tuple(excluded_tasks):

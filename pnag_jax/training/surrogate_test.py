@@ -67,6 +67,9 @@ def test_excluded_tasks_are_never_read_and_are_frozen(tmp_path, synthetic_tasks)
     about = json.loads(str(z["about"]))
   assert about == {"excluded_tasks": ["lat_y", "lat_z"], "train_tasks": report["train_tasks"]}
   assert run.linear_prior["mean"].shape == (31,)
+  # NB201's edges are alike, so the prior holds the tied hypothesis too (6 weights).
+  assert run.linear_prior["tied_cov"].shape == (31, 31)
+  assert np.linalg.matrix_rank(run.linear_prior["tied_cov"] - 1e-4 * np.eye(31), tol=1e-3) <= 6
 
 
 def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic_tasks,
@@ -90,6 +93,12 @@ def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic
   again = stage.load(tmp_path)
   assert path.read_bytes() == kept  # a pure function of the training tasks
   assert lineage.params_sha256(again.params) == lineage.params_sha256(before.params)
+  # A prior saved before the tied hypothesis existed is the untied one alone.
+  untied = {k: again.linear_prior[k] for k in ("mean", "cov", "tasks")}
+  stage.save_linear_prior(tmp_path, untied, ["lat_z"], ["acc_a"])
+  old_prior = stage.load(tmp_path)
+  assert "tied_mean" not in old_prior.linear_prior
+  assert old_prior.linear_predictor(refs, np.arange(6.0)).tied == 0.0
   # A corrupt file, or one fitted under other exclusions, is refused in one line.
   path.write_bytes(kept[:100])
   with pytest.raises(stage.ckpt_lib.CheckpointError, match="corrupt") as e:
