@@ -130,7 +130,8 @@ def fit_prior(space: SearchSpace, tasks: Iterable[tuple[np.ndarray, np.ndarray]]
 
 
 def _log_evidence(c: jax.Array, r: jax.Array) -> jax.Array:
-  """log N(r; 0, c) up to a constant shared by every noise level."""
+  """log N(r; 0, c) up to a constant shared by every noise level and hypothesis (it
+  depends only on how many references there are)."""
   chol = jnp.linalg.cholesky(c)
   a = jax.scipy.linalg.solve_triangular(chol, r, lower=True)
   return -0.5 * a @ a - jnp.log(jnp.diagonal(chol)).sum()
@@ -161,9 +162,9 @@ def posterior(prior: dict, feats: jax.Array, z: jax.Array, mask: jax.Array
   """(weights float32[F], noise variance, tied share) for one task.
 
   `feats [K, F]`, standardised scores `z [K]`, `mask bool[K]`. The weights are the
-  evidence-weighted mean of each hypothesis' posterior mean; the noise is the more
-  probable hypothesis' choice, and the tied share its posterior probability (0 for a
-  prior without one). Padded rows become rows of zeros with unit variance and zero
+  evidence-weighted mean of each hypothesis' posterior mean (even prior odds); the
+  noise is the more probable hypothesis' choice, and the tied share the tied
+  hypothesis' posterior probability (0 for a prior without one). Padded rows become rows of zeros with unit variance and zero
   residual: they change neither the evidence nor the fit, so the result is the same
   for any padding.
   """
