@@ -16,3 +16,8 @@ pnag eval objectives --out "$OUT/objectives" --surrogates "$RUNS/surrogates"
 python eval/bench_guidance.py --surrogate "$RUNS/surrogates/excl_cifar10_0" \
   --stage1 "$RUNS/nb201_quick" --out "$OUT/guidance_speed"
 pnag eval families --out "$OUT/families" --surrogates "$RUNS/surrogates_families" $FAMILY_SET
+# What the shortfalls are made of: the allowed tables' own ceiling on Table 1, the
+# feedback walk traced, and leave-one-device-out over 10 reference draws.
+python eval/transfer_ceiling.py --out "$OUT/transfer_ceiling"
+python eval/feedback_trace.py --surrogates "$RUNS/surrogates" --out "$OUT/feedback_trace"
+python eval/lodo_linear_variants.py --out "$OUT/lodo_linear_variants" --draws 10
