@@ -33,53 +33,55 @@ MAX_PICKS = 30
 
 
 class _Recording:
-  """A bound predictor that records where the optimum stands in each ranking."""
+  """A bound predictor that records where the optimum stands in each ranking, and the
+  first ranking's top 5 (the one-shot ranking's first picks: the walk's first bind is
+  `rank.guided`'s)."""
 
-  def __init__(self, predictor, space, acc: np.ndarray, best: float, positions: list):
-    self.predictor, self.space, self.acc, self.best = predictor, space, acc, best
-    self.positions = positions
+  def __init__(self, predictor, space, acc: np.ndarray, best: float, log: dict):
+    self.predictor, self.space, self.acc, self.best, self.log = predictor, space, acc, best, log
 
   def scores(self, genes: np.ndarray) -> np.ndarray:
     pred = self.predictor.scores(genes)
     # The walk's choice is the first best on ties, as a stable sort's.
     order = np.argsort(-pred, kind="stable")
     hits = np.flatnonzero(self.acc[np.asarray(self.space.index(genes[order]))] == self.best)
-    self.positions.append(int(hits[0]) + 1 if hits.size else None)
+    self.log["positions"].append(int(hits[0]) + 1 if hits.size else None)
+    self.log.setdefault("first5", genes[order[:5]])
     return pred
 
 
-def trace(srun, space, acc: np.ndarray, seed: int, salt: int) -> dict:
-  every = space.enumerate()
+def trace(srun, space, every: np.ndarray, pool: np.ndarray, acc: np.ndarray, seed: int,
+          salt: int) -> dict:
   best = float(np.nanmax(acc))
   ref_rows = np.random.default_rng([seed, K, salt]).choice(space.size(), K, replace=False)
   if (acc[ref_rows] == best).any():
     return {"reference_at_optimum": True}  # the protocol's count ends at K: no walk
-  pool, _ = rank.enumerate_pool(space)
-  positions: list = []
+  log = {"positions": []}
   out = feedback.walk(
-      space, lambda g, v: _Recording(srun.predictor(g, v), space, acc, best, positions),
+      space, lambda g, v: _Recording(srun.predictor(g, v), space, acc, best, log),
       pool, ref_genes=every[ref_rows], ref_scores=acc[ref_rows],
       measure=lambda g: acc[int(space.index(g[None])[0])], budget=MAX_PICKS,
       stop=lambda v: v == best)
-  first = rank.guided(space, srun.predictor(every[ref_rows], acc[ref_rows]), pool,
-                      space.size(), k=5, minimize=False, ref_genes=every[ref_rows])
   optima = every[acc == best]
-  return {"picks": [float(v) for v in out.measured], "optimum_position": positions,
+  return {"picks": [float(v) for v in out.measured], "optimum_position": log["positions"],
           "reached": bool(out.measured.size and out.measured[-1] == best),
-          "first5_edits_to_optimum": [int((optima != g).sum(1).min()) for g in first.genes]}
+          "first5_edits_to_optimum": [int((optima != g).sum(1).min()) for g in log["first5"]]}
 
 
 def run(out, *, surrogates, seeds=range(5), data_dir=None) -> dict:
   out = reports.out_dir(out)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  every = space.enumerate()
+  pool, _ = rank.enumerate_pool(space)
   report = {"k": K, "max_picks": MAX_PICKS, "pool": "all", "targets": {},
             "machine": reports.machine()}
   for target, pattern in transfer.TARGETS.items():
     srun = stage.load(Path(surrogates) / f"excl_{transfer.slug((pattern,))}", space="nb201")
     acc = tasks[target].by_row()
     salt = zlib.crc32(target.encode())
-    report["targets"][target] = {str(s): trace(srun, space, acc, s, salt) for s in seeds}
+    report["targets"][target] = {str(s): trace(srun, space, every, pool, acc, s, salt)
+                                  for s in seeds}
     reports.write_outputs(out, "feedback_trace", report, format_table, _plot)
   return report
 

@@ -22,7 +22,7 @@ training tasks):
               task takes the posterior of the family whose evidence on the K
               references is highest (`family_map`) or the evidence-weighted mean
               (`family_mix`);
-  jitter      the untied prior with its diagonal jitter also chosen by evidence.
+  jitter      the untied prior with extra diagonal jitter, chosen by evidence.
 
 Training tasks, validation split and reference draws are exactly those of
 `pnag eval families` (draws 0-2 are its draws; more draws add seeds 3, 4, ...).
@@ -48,35 +48,16 @@ from pnag_jax.training import surrogate as trainer
 
 K = 10
 BAR = 0.90
-JITTERS = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
+JITTERS = (0.0, 1e-3, 1e-2, 3e-2, 1e-1)  # added to the prior's own PRIOR_JITTER
 VARIANTS = ("untied", "shipped", "tied", "family_map", "family_mix", "jitter")
 
 
-def _weights(x: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
-  z = (scores - scores.mean()) / scores.std()
-  return np.linalg.lstsq(x[rows], z, rcond=None)[0]
-
-
-def _gaussian(fits: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-  w = np.stack(fits)
-  return w.mean(0), np.cov(w.T)
-
-
-def _posterior(mean, cov, a, z, jitters) -> tuple[float, np.ndarray]:
-  """(log evidence, posterior mean) at the evidence-best (jitter, noise) of the grids."""
-  best = None
-  r = z - a @ mean
-  for j in jitters:
-    c = cov + j * np.eye(mean.size)
-    gram = a @ c @ a.T
-    for noise in linear_lib.NOISE_GRID:
-      cz = gram + noise * np.eye(z.size)
-      _, logdet = np.linalg.slogdet(cz)
-      solved = np.linalg.solve(cz, r)
-      evidence = -0.5 * r @ solved - 0.5 * logdet
-      if best is None or evidence > best[0]:
-        best = (evidence, mean + c @ a.T @ solved)
-  return best
+def _posterior(prior: dict, a: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
+  """(log evidence, posterior mean weights) of one Gaussian prior, as the library's."""
+  w, _, evidence = linear_lib.gaussian_posterior(
+      jnp.asarray(prior["mean"]), jnp.asarray(prior["cov"]), jnp.asarray(a, jnp.float32),
+      jnp.asarray(z, jnp.float32), jnp.ones(len(z), jnp.float32))
+  return float(evidence), np.asarray(w, np.float64)
 
 
 def _pairwise(space, genes: np.ndarray) -> np.ndarray:
@@ -99,21 +80,19 @@ def run(out, *, data_dir=None, draws: int = 10) -> dict:
   for device, pattern in families.devices(tasks).items():
     cfg = stage.make_config("quick", "nb201", 0, (pattern,), ())
     train, _, excluded = trainer.split_tasks(cfg, tasks)
-    fits, by_family = [], {}
-    for name in train:
-      data = tasks[name].data()
-      if not linear_lib.usable_tasks([(data.genes, data.scores)]):
-        continue
-      w = _weights(x, np.asarray(space.index(data.genes)), np.asarray(data.scores, np.float64))
-      fits.append(w)
-      by_family.setdefault(tasks[name].family, []).append(w)
-    fitted = linear_lib.fit_prior(space, [(tasks[n].data().genes, tasks[n].data().scores)
-                                          for n in train])
+    data = {n: (tasks[n].data().genes, tasks[n].data().scores) for n in train}
+    fitted = linear_lib.fit_prior(space, data.values())
     priors = {"untied": {k: fitted[k] for k in ("mean", "cov")},
-              "shipped": {k: fitted[k] for pair in linear_lib.HYPOTHESES for k in pair},
+              "shipped": linear_lib.gaussians(fitted),
               "tied": {"mean": fitted["tied_mean"], "cov": fitted["tied_cov"]}}
-    components = {f: _gaussian(w) for f, w in sorted(by_family.items()) if len(w) >= 2}
-    mean, cov = _gaussian(fits)
+    by_family = {}
+    for n in train:
+      by_family.setdefault(tasks[n].family, []).append(data[n])
+    components = [linear_lib.fit_prior(space, pairs) for _, pairs in sorted(by_family.items())
+                  if linear_lib.usable_tasks(pairs) >= 2]
+    # The untied prior with more jitter on its diagonal (it already holds PRIOR_JITTER).
+    jittered = [{"mean": fitted["mean"], "cov": fitted["cov"] + j * np.eye(fitted["mean"].size)}
+                for j in JITTERS]
     rho = {v: [] for v in VARIANTS}
     ceiling = {}
     for i, name in enumerate(excluded):
@@ -134,13 +113,13 @@ def run(out, *, data_dir=None, draws: int = 10) -> dict:
                                          jnp.asarray(a, jnp.float32),
                                          jnp.asarray(z, jnp.float32), jnp.ones(K, bool))
           preds[v] = x[reps] @ np.asarray(w, np.float64)
-        fitted = [_posterior(m, c + linear_lib.PRIOR_JITTER * np.eye(m.size), a, z, (0.0,))
-                  for m, c in components.values()]
-        evidence = np.array([e for e, _ in fitted])
-        preds["family_map"] = x[reps] @ fitted[int(evidence.argmax())][1]
+        fits = [_posterior(c, a, z) for c in components]
+        evidence = np.array([e for e, _ in fits])
+        preds["family_map"] = x[reps] @ fits[int(evidence.argmax())][1]
         p = np.exp(evidence - evidence.max())
-        preds["family_mix"] = x[reps] @ sum(pi * wi for pi, (_, wi) in zip(p / p.sum(), fitted))
-        preds["jitter"] = x[reps] @ _posterior(mean, cov, a, z, JITTERS)[1]
+        preds["family_mix"] = x[reps] @ sum(pi * wi for pi, (_, wi) in zip(p / p.sum(), fits))
+        preds["jitter"] = x[reps] @ max((_posterior(j, a, z) for j in jittered),
+                                        key=lambda f: f[0])[1]
         for v in VARIANTS:
           rho[v].append(float(scipy.stats.spearmanr(preds[v], y[reps]).statistic))
     report["devices"][device] = {

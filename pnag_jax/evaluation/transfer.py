@@ -144,20 +144,13 @@ def _ar_pool(sampler, run2, ref_genes, ref_acc, *, q: float, key, num: int):
   return rank.draw_pool(sampler, key, num, cond)
 
 
-def _draw_order(space, pool: np.ndarray, ref_genes: np.ndarray) -> np.ndarray:
-  """The pool's first arch of each isomorphism class, in draw order, less the refs'."""
-  first = rank.first_of_each_class(space, pool)
-  ref_keys = set(map(tuple, rank.iso_keys(space, ref_genes).tolist()))
-  keys = rank.iso_keys(space, pool[first])
-  return pool[first[[tuple(k) not in ref_keys for k in keys.tolist()]]]
-
-
-def _as_picks(space, rows: np.ndarray, valid: np.ndarray, ref_genes: np.ndarray) -> np.ndarray:
-  """Rows of an order over the whole space, trained as picks are: strictly valid cells
-  (`valid` bool[size]), each isomorphism class once (its first cell in the order), no
-  reference's class."""
-  rows = rows[valid[rows]]
-  return np.asarray(space.index(_draw_order(space, space.enumerate()[rows], ref_genes)))
+def _as_picks(space, genes_all: np.ndarray, rows: np.ndarray, valid: np.ndarray,
+              ref_genes: np.ndarray) -> np.ndarray:
+  """Rows of an order over the whole space (`genes_all`), trained as picks are: strictly
+  valid cells (`valid` bool[size]), each isomorphism class once (its first cell in the
+  order), no reference's class."""
+  cand, _ = rank.candidates(space, genes_all[rows[valid[rows]]], ref_genes=ref_genes)
+  return np.asarray(space.index(cand))
 
 
 def _ci95(x) -> float:
@@ -279,7 +272,7 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
         ar_unique.append(int(rank.first_of_each_class(space, pool_genes).size))
         for g in ar_guides:
           if g == "ar":
-            order = _draw_order(space, pool_genes, ref_genes)[:CAP]
+            order = rank.candidates(space, pool_genes, ref_genes=ref_genes)[0][:CAP]
           else:
             order = rank.guided(space, predictors["pnag"], pool_genes, drawn, k=CAP,
                                 minimize=False, ref_genes=ref_genes).genes
@@ -288,7 +281,7 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
           _record(rows[g], *_walk(np.asarray(space.index(order)), acc, k, ref_best), ref_acc)
       name, order = baselines.table_oracle_order(oracle_tables, ref_rows, ref_acc)
       # The table orders all cells; retraining an isomorphic copy is no new pick.
-      order = _as_picks(space, order, valid, ref_genes)
+      order = _as_picks(space, genes_all, order, valid, ref_genes)
       oracle_tasks.append(name)
       _record(rows["table_oracle"], *_walk(order, acc, k, ref_best), ref_acc)
     entry["K"][str(k)] = _summary(k, *[rows["pnag"][c] for c in

@@ -23,7 +23,7 @@ def test_draw_order_keeps_first_of_each_class_and_drops_the_references():
   genes = space.enumerate()
   # Rows 10..19 drawn twice, then 30..39, two of which are the references.
   pool = np.concatenate([genes[10:20], genes[10:20], genes[30:40]])
-  order = transfer._draw_order(space, pool, genes[30:32])  # pylint: disable=protected-access
+  order, _ = rank.candidates(space, pool, ref_genes=genes[30:32])
   got = [tuple(k) for k in rank.iso_keys(space, order).tolist()]
   assert len(got) == len(set(got)) and len(got) >= 8  # each class once
   ref_keys = {tuple(k) for k in rank.iso_keys(space, genes[30:32]).tolist()}
@@ -51,7 +51,7 @@ def test_a_table_order_is_trained_as_picks_are():
   valid = np.asarray(space.strict_valid(*space.encode(genes)))
   rows = np.arange(space.size())[::-1]  # a table's order: every cell, here last first
   refs = genes[np.flatnonzero(valid)[[100, 5000]]]
-  got = transfer._as_picks(space, rows, valid, refs)  # pylint: disable=protected-access
+  got = transfer._as_picks(space, genes, rows, valid, refs)  # pylint: disable=protected-access
   keys = [tuple(k) for k in rank.iso_keys(space, genes[got]).tolist()]
   ref_keys = {tuple(k) for k in rank.iso_keys(space, refs).tolist()}
   classes = {tuple(k) for k in rank.iso_keys(space, genes[valid]).tolist()}

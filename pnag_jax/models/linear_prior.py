@@ -48,6 +48,13 @@ NOISE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 PRIOR_JITTER = 1e-4
 #: A task is fitted on at least this many archs (below it, its fit is mostly noise).
 MIN_ROWS = 50
+#: (mean, cov) keys of each hypothesis a prior may hold, untied first.
+HYPOTHESES = (("mean", "cov"), ("tied_mean", "tied_cov"))
+
+
+def gaussians(prior: dict) -> dict:
+  """The prior's (mean, cov) arrays of every hypothesis it holds, by key."""
+  return {k: prior[k] for pair in HYPOTHESES for k in pair if k in prior}
 
 
 def num_features(space: SearchSpace) -> int:
@@ -117,15 +124,17 @@ def fit_prior(space: SearchSpace, tasks: Iterable[tuple[np.ndarray, np.ndarray]]
   if len(fits) < 2:
     raise ValueError(f"a linear prior needs at least 2 tasks of >= {MIN_ROWS} archs, "
                      f"got {len(fits)}")
-  w = np.stack([np.linalg.lstsq(x, z, rcond=None)[0] for x, z in fits])
-  out = {"mean": w.mean(0).astype(np.float32),
-         "cov": (np.cov(w.T) + PRIOR_JITTER * np.eye(f)).astype(np.float32),
-         "tasks": np.asarray(len(fits), np.int64)}
-  if space.alike_genes:
-    m = tie_map(space).astype(np.float64)
+
+  def gaussian(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fits on the features `x @ m`, as a Gaussian over the one-hot weights."""
     u = np.stack([np.linalg.lstsq(x @ m, z, rcond=None)[0] for x, z in fits])
-    out["tied_mean"] = (m @ u.mean(0)).astype(np.float32)
-    out["tied_cov"] = (m @ np.cov(u.T) @ m.T + PRIOR_JITTER * np.eye(f)).astype(np.float32)
+    return ((m @ u.mean(0)).astype(np.float32),
+            (m @ np.cov(u.T) @ m.T + PRIOR_JITTER * np.eye(f)).astype(np.float32))
+
+  out = {"tasks": np.asarray(len(fits), np.int64)}
+  out.update(zip(HYPOTHESES[0], gaussian(np.eye(f))))
+  if space.alike_genes:
+    out.update(zip(HYPOTHESES[1], gaussian(tie_map(space).astype(np.float64))))
   return out
 
 
@@ -137,13 +146,10 @@ def _log_evidence(c: jax.Array, r: jax.Array) -> jax.Array:
   return -0.5 * a @ a - jnp.log(jnp.diagonal(chol)).sum()
 
 
-#: (mean, cov) keys of each hypothesis a prior may hold, untied first.
-HYPOTHESES = (("mean", "cov"), ("tied_mean", "tied_cov"))
-
-
-def _posterior_of(mean: jax.Array, cov: jax.Array, a: jax.Array, z: jax.Array,
+def gaussian_posterior(mean: jax.Array, cov: jax.Array, a: jax.Array, z: jax.Array,
                   m: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(posterior mean weights, chosen noise variance, its log evidence) of one Gaussian."""
+  """(posterior mean weights, chosen noise variance, its log evidence) under one Gaussian
+  prior; `a` holds the masked references' features, `m` the mask as 0/1."""
   r = (z - a @ mean) * m
   gram = a @ cov @ a.T
 
@@ -174,7 +180,7 @@ def posterior(prior: dict, feats: jax.Array, z: jax.Array, mask: jax.Array
   chex.assert_shape(prior["mean"], (f,))
   m = mask.astype(feats.dtype)
   a = feats * m[:, None]
-  fits = [_posterior_of(prior[mu], prior[c], a, z, m) for mu, c in HYPOTHESES if mu in prior]
+  fits = [gaussian_posterior(prior[mu], prior[c], a, z, m) for mu, c in HYPOTHESES if mu in prior]
   w = jnp.stack([fit[0] for fit in fits])
   noise = jnp.stack([fit[1] for fit in fits])
   # Evidences are log densities of the same references, so they compare directly.

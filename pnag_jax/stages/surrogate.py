@@ -356,8 +356,7 @@ def linear_predictor(space: SearchSpace, prior: dict, ref_genes: np.ndarray,
                      ref_scores: np.ndarray) -> LinearPredictor:
   """Binds references (as `predictor` takes them) to the linear prior `prior`."""
   genes, scores, mask = _padded_refs(ref_genes, ref_scores)
-  arrays = {k: jnp.asarray(prior[k]) for pair in linear_lib.HYPOTHESES for k in pair
-            if k in prior}
+  arrays = {k: jnp.asarray(v) for k, v in linear_lib.gaussians(prior).items()}
   return LinearPredictor(space, linear_task_state(arrays, genes, scores, mask, space=space))
 
 
@@ -372,8 +371,7 @@ def save_linear_prior(workdir: str | Path, prior: dict, excluded_tasks, train_ta
   about = json.dumps({"excluded_tasks": list(excluded_tasks), "train_tasks": list(train_tasks)})
   tmp = path.with_name(path.name + ".tmp")
   with tmp.open("wb") as f:
-    np.savez(f, **{k: prior[k] for pair in linear_lib.HYPOTHESES for k in pair if k in prior},
-             tasks=prior["tasks"], about=np.asarray(about))
+    np.savez(f, **linear_lib.gaussians(prior), tasks=prior["tasks"], about=np.asarray(about))
   os.replace(tmp, path)
   return path
 
