@@ -35,14 +35,35 @@ def test_meta_training_transfers_to_a_dataset_it_never_read(nb201_surrogate, dat
   assert "cifar10_test_acc" in run.excluded_tasks and len(run.excluded_tasks) == 26
   assert all("cifar10" in n and "cifar100" not in n for n in run.excluded_tasks)
   assert set(report["spearman_by_k"]) == {"2", "10"}
+  # The held-out tasks' first picks: far above the median arch, none past the optimum.
+  assert set(report["top1_quantile_by_k"]) == set(report["top10_quantile_by_k"]) == {"2", "10"}
+  for k in ("2", "10"):
+    assert 0.5 < report["top1_quantile_by_k"][k] <= report["top10_quantile_by_k"][k] <= 1.0
   target = tasks_lib.builtin_tasks("nb201", data_dir)["cifar10_test_acc"].by_row()
   trained = _spearman_from_refs(run.model, run.params, target, run.space, 10, (0, 1, 2))
   _, fresh = stage.init(run.cfg)
   untrained = _spearman_from_refs(run.model, fresh, target, run.space, 10, (0, 1, 2))
   # 6,466 isomorphism classes, K = 10 references of a dataset never read in training.
-  print(f"Spearman, K=10, CIFAR-10 never read: trained {trained:.3f}, untrained {untrained:.3f}")
+  print(f"Spearman, K=10, CIFAR-10 never read: trained {trained:.3f}, untrained {untrained:.3f}; "
+        f"held-out first-pick quantiles {report['top1_quantile_by_k']}")
   assert trained > 0.75, trained
   assert untrained < trained - 0.3, (untrained, trained)
+
+
+def test_pick_quantiles_read_the_picks_a_user_would_train():
+  scores = np.arange(100, dtype=np.float32)  # arch i scores i: 99 is the optimum
+  refs = np.array([99, 3])
+  # A perfect predictor cannot pick the optimum, already a reference: it picks 98.
+  assert trainer.pick_quantiles(scores, scores, refs, minimize=False) == (0.99, 0.99)
+  assert trainer.pick_quantiles(-scores, scores, refs, minimize=False) == (0.01, 0.11)
+  # For latency the lowest is best: the same predictions rank the other way.
+  assert trainer.pick_quantiles(scores, scores, refs, minimize=True) == (1.0, 1.0)
+  # The best of the first 10 counts for top-10, and NaN predictions are never picked.
+  pred = np.where(np.arange(100) == 50, np.nan, -scores)
+  pred[60] = 1e6
+  assert trainer.pick_quantiles(pred, scores, refs, minimize=False) == (0.61, 0.61)
+  assert np.isnan(trainer.pick_quantiles(scores[:2], scores[:2], np.array([0, 1]),
+                                         minimize=False)[0])
 
 
 SYNTHETIC = ("acc_a", "acc_b", "acc_c", "lat_x", "lat_y", "lat_z")
