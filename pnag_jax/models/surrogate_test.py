@@ -1,19 +1,24 @@
-"""The surrogate's set functions, with and without the ridge head: invariant to reference
-order and to padding (jitted)."""
+"""The surrogate's set functions, with and without the ridge head and the task spread:
+invariant to reference order and to padding (jitted)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pnag_jax.models.surrogate import ridge_fit, standardise
+from pnag_jax.models.surrogate import LOG_SPREAD_RANGE, log_spread, ridge_fit, standardise
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import surrogate as stage
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["attention", "ridge"])
+VARIANTS = {"attention": ["ridge=false"], "ridge": ["ridge=true"],
+            "ridge_spread": ["ridge=true", "task_spread=true"]}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
 def model_params(request):
-  return stage.init(stage.make_config("test", "nb201", 0, overrides=[f"ridge={request.param}"]))
+  cfg = stage.make_config("test", "nb201", 0, overrides=VARIANTS[request.param])
+  return cfg, *stage.init(cfg)
 
 
 @jax.jit
@@ -27,6 +32,19 @@ def test_standardise_ignores_padding_and_survives_one_reference():
   assert float(mean) == 2.0 and float(std) == 1.0
   z, mean, std = _standardise(jnp.array([5.0, 0.0]), jnp.array([True, False]))
   assert float(z[0]) == 0.0 and float(mean) == 5.0 and float(std) == 1.0
+
+
+def test_log_spread_is_unit_free_and_ignores_padding():
+  spread = jax.jit(log_spread)
+  mask = jnp.array([True, True, False])
+  got = float(spread(jnp.array([1.0, 3.0, 1e6]), mask))
+  np.testing.assert_allclose(got, np.log(0.5), rtol=1e-6)   # std 1 over mean 2
+  # Any unit, either sign: the same spread. An offset is another task.
+  np.testing.assert_allclose(float(spread(jnp.array([-1e3, -3e3, 7.0]), mask)), got, rtol=1e-5)
+  assert abs(float(spread(jnp.array([101.0, 103.0, 0.0]), mask)) - got) > 3
+  # One reference has no spread, and a zero mean no finite one: both are clipped.
+  assert float(spread(jnp.array([5.0, 0.0]), jnp.array([True, False]))) == LOG_SPREAD_RANGE[0]
+  assert float(spread(jnp.array([-1.0, 1.0]), jnp.array([True, True]))) == LOG_SPREAD_RANGE[1]
 
 
 def test_ridge_fit_is_the_primal_solution_whatever_the_padding():
@@ -47,7 +65,7 @@ def test_ridge_fit_is_the_primal_solution_whatever_the_padding():
 
 
 def test_predictions_are_invariant_to_reference_order_and_padding(model_params):
-  model, params = model_params
+  _, model, params = model_params
   space = get_space("nb201")
   genes = space.enumerate()
   rng = np.random.default_rng(0)
@@ -74,11 +92,18 @@ def test_predictions_are_invariant_to_reference_order_and_padding(model_params):
 
 
 def test_predictions_are_in_the_references_units(model_params):
-  """Affine maps of the reference scores map the predictions alike."""
-  model, params = model_params
+  """Affine maps of the reference scores map the predictions alike; with the task
+  spread, a change of unit does, and an offset is another task."""
+  cfg, model, params = model_params
   genes = get_space("nb201").enumerate()
   refs, queries = genes[:5], genes[100:132]
   scores = np.array([60.0, 70.0, 65.0, 72.0, 50.0], np.float32)
   a = stage.predictor(model, params, refs, scores).scores(queries, chunk=32)
-  b = stage.predictor(model, params, refs, 10 * scores + 3).scores(queries, chunk=32)
-  np.testing.assert_allclose(b, 10 * a + 3, rtol=1e-4)
+  b = stage.predictor(model, params, refs, 10 * scores).scores(queries, chunk=32)
+  np.testing.assert_allclose(b, 10 * a, rtol=1e-4)
+  shifted = stage.predictor(model, params, refs, scores + 30)
+  c = shifted.scores(queries, chunk=32)
+  if cfg.task_spread:
+    assert not np.allclose(c, a + 30, rtol=1e-4)
+  else:
+    np.testing.assert_allclose(c, a + 30, rtol=1e-4)

@@ -61,6 +61,9 @@ class SurrogateConfig:
   hidden: int = 128
   task_dim: int = 64              # the task vector: stage 2's condition
   ridge: bool = True              # a closed-form ridge fit of the references in the head
+  # The task encoder also reads the references' relative spread, log(std / |mean|),
+  # which standardising drops (`models.surrogate.log_spread`).
+  task_spread: bool = False
   # Episodes.
   k_min: int = 1
   k_max: int = 50                 # references per episode, K ~ U{k_min..k_max}
@@ -93,9 +96,9 @@ class SurrogateConfig:
 
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "space", "seed", "exclude", "encoder_init", "dim", "layers", "emb_dim", "hidden", "task_dim",
-      "ridge", "num_val_tasks", "k_max", "queries", "episodes")
+      "ridge", "task_spread", "num_val_tasks", "k_max", "queries", "episodes")
   # Values of keys in checkpoints written before the key existed (`lineage.config_of`).
-  ADDED_KEYS: ClassVar[dict[str, Any]] = {"ridge": False}
+  ADDED_KEYS: ClassVar[dict[str, Any]] = {"ridge": False, "task_spread": False}
 
   def __post_init__(self):
     for name in ("dim", "layers", "emb_dim", "hidden", "task_dim", "queries", "episodes",
@@ -158,13 +161,14 @@ class SurrogateModel:
     return nnx.to_pure_dict(self.template)
 
 
-_DIMS = ("dim", "layers", "emb_dim", "hidden", "task_dim", "ridge")
+_DIMS = ("dim", "layers", "emb_dim", "hidden", "task_dim", "ridge", "task_spread")
 
 
 def _surrogate(space: SearchSpace, dims: dict, rngs: nnx.Rngs) -> Surrogate:
   return Surrogate(num_ops=space.num_ops, num_nodes=space.num_nodes, dim=dims["dim"],
                    num_layers=dims["layers"], emb_dim=dims["emb_dim"], hidden=dims["hidden"],
-                   task_dim=dims["task_dim"], ridge=dims["ridge"], rngs=rngs)
+                   task_dim=dims["task_dim"], ridge=dims["ridge"],
+                   spread=dims["task_spread"], rngs=rngs)
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,9 +225,9 @@ def task_state(params: dict, ref_genes: jax.Array, ref_scores: jax.Array, mask: 
   """Everything prediction needs from the references, computed once per task."""
   net = model.merge(params)
   ref_emb = net.embed(model.space, ref_genes)
-  ref_z, mean, std = standardise(ref_scores, mask)
+  ref_z, mean, std, task = net.encode_task(ref_emb, ref_scores, mask)
   return {"ref_emb": ref_emb, "ref_z": ref_z, "mask": mask, "mean": mean, "std": std,
-          "task": net.task(ref_emb, ref_z, mask)}
+          "task": task}
 
 
 def _predict(params: dict, task: dict, genes: jax.Array, model: SurrogateModel) -> jax.Array:

@@ -38,7 +38,6 @@ from pnag_jax import tasks as tasks_lib
 from pnag_jax.data import DATA_DIR_HELP
 from pnag_jax.errors import PnagError
 from pnag_jax.models import linear_prior as linear_lib
-from pnag_jax.models.surrogate import standardise
 from pnag_jax.spaces import SPACE_NAMES, get_space
 from pnag_jax.stages import lineage
 from pnag_jax.stages import surrogate as stage
@@ -185,8 +184,8 @@ def episode_losses(net, space, genes, scores, mask, loss: LossSettings):
   def one(emb, scores, mask):
     ref_emb, q_emb = emb[:kmax], emb[kmax:]
     ref_s, q_s = scores[:kmax], scores[kmax:]
-    ref_z, mean, std = standardise(ref_s, mask)
-    pred = net.head(q_emb, ref_emb, ref_z, mask, net.task(ref_emb, ref_z, mask))
+    ref_z, mean, std, task = net.encode_task(ref_emb, ref_s, mask)
+    pred = net.head(q_emb, ref_emb, ref_z, mask, task)
     # The ranking target is scale-free: the queries standardised among themselves.
     # Two-sided: the model does not know the task's direction, and the best archs sit
     # at the top for accuracy and at the bottom for latency; both ends must be sharp.
