@@ -42,7 +42,7 @@ def run(surrogates: dict[str, str], out, *, draws: int, data_dir=None) -> dict:
                     + "; ".join(f"{k}: {', '.join(s[1])}" for k, s in splits.items()))
   first = next(iter(runs.values()))
   tasks = tasks_lib.builtin_tasks(first.cfg.space, data_dir)
-  val_tasks = [trainer._arrays(tasks[n]) for n in next(iter(val))]  # pylint: disable=protected-access
+  val_tasks = [trainer.task_arrays(tasks[n]) for n in next(iter(val))]
   binds = {label: functools.partial(stage.predictor, r.model, r.params)
            for label, r in runs.items()}
   if first.linear_prior is not None:

@@ -63,7 +63,8 @@ class TaskArrays(NamedTuple):
   minimize: bool
 
 
-def _arrays(task) -> TaskArrays:
+def task_arrays(task) -> TaskArrays:
+  """A `tasks.Task`'s data as the episodes and the validation read it."""
   data = task.data()
   scores = np.asarray(data.scores, np.float32)
   return TaskArrays(task.name, task.family, np.asarray(data.genes, np.int32), scores,
@@ -339,7 +340,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       state = init_state(params, opt)
     state = jax.device_put(state, jax.devices()[0])
     # Data is read only now, after every check: a refused resume reads nothing.
-    train = [_arrays(tasks[n]) for n in train_names]
+    train = [task_arrays(tasks[n]) for n in train_names]
     members = family_members(train)
     out_dir.mkdir(parents=True, exist_ok=True)
     # A pure function of the training tasks, so a resume (or a rerun of a finished
@@ -379,7 +380,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     if end < cfg.steps:
       return {"steps": end, "stopped_early": True}
 
-  val = [_arrays(tasks[n]) for n in val_names]
+  val = [task_arrays(tasks[n]) for n in val_names]
   ev = evaluate(cfg, functools.partial(stage.predictor, model, state["ema"]), val)
   prior = stage.load_linear_prior(workdir, space, excluded)
   linear = None

@@ -200,7 +200,7 @@ def test_encoder_can_start_from_stage1_and_says_so(tmp_path, untrained_run, stag
 
 @pytest.mark.parametrize("name", ["acc_a", "lat_x"])  # maximized, minimized
 def test_fed_back_episodes_end_their_references_at_the_tasks_best(synthetic_tasks, name):
-  task = trainer._arrays(synthetic_tasks((name,))[name])  # pylint: disable=protected-access
+  task = trainer.task_arrays(synthetic_tasks((name,))[name])
   sign = -1 if task.minimize else 1
   cut = np.quantile(sign * task.scores, 1 - trainer.FED_BACK_TOP)
   share = {}
