@@ -32,23 +32,25 @@ LINEAR = "linear prior"
 
 
 def run(surrogates: dict[str, str], out, *, draws: int, data_dir=None) -> dict:
-  out = reports.out_dir(out)
   runs = {label: stage.load(w) for label, w in surrogates.items()}
-  splits = {label: trainer.split_tasks(r.cfg, tasks_lib.builtin_tasks(r.cfg.space, data_dir))
-            for label, r in runs.items()}
-  val = {tuple(s[1]) for s in splits.values()}
-  if len(val) != 1:
-    raise PnagError("the surrogates hold out different validation tasks: "
-                    + "; ".join(f"{k}: {', '.join(s[1])}" for k, s in splits.items()))
   first = next(iter(runs.values()))
+  if len({r.cfg.space for r in runs.values()}) != 1:
+    raise PnagError("the surrogates are of different spaces: "
+                    + "; ".join(f"{k}: {r.cfg.space}" for k, r in runs.items()))
   tasks = tasks_lib.builtin_tasks(first.cfg.space, data_dir)
-  val_tasks = [trainer.task_arrays(tasks[n]) for n in next(iter(val))]
+  splits = {label: trainer.split_tasks(r.cfg, tasks)[1] for label, r in runs.items()}
+  if len({tuple(v) for v in splits.values()}) != 1:
+    raise PnagError("the surrogates hold out different validation tasks: "
+                    + "; ".join(f"{k}: {', '.join(v)}" for k, v in splits.items()))
+  val_names = splits[next(iter(runs))]
+  val_tasks = [trainer.task_arrays(tasks[n]) for n in val_names]
+  out = reports.out_dir(out)  # only once the runs are known to compare
   binds = {label: functools.partial(stage.predictor, r.model, r.params)
            for label, r in runs.items()}
   if first.linear_prior is not None:
     binds[LINEAR] = functools.partial(stage.linear_predictor, first.space, first.linear_prior)
   ks = first.cfg.eval_ks
-  report = {"ks": list(ks), "draws": draws, "val_tasks": list(next(iter(val))),
+  report = {"ks": list(ks), "draws": draws, "val_tasks": list(val_names),
             "metrics": list(trainer.METRICS), "surrogates": {}, "machine": reports.machine()}
   for label, bind in binds.items():
     per_task = {t.name: trainer.rank_metrics(bind, t, ks, seed=first.cfg.seed,
@@ -62,6 +64,7 @@ def run(surrogates: dict[str, str], out, *, draws: int, data_dir=None) -> dict:
         "settings": _settings(runs[label].cfg) if label in runs else {},
         "by_k": by_k,
         "per_task": {t: {str(k): v for k, v in r.items()} for t, r in per_task.items()}}
+    # After every surrogate, so a long run that is killed keeps the rows it finished.
     reports.write_outputs(out, "surrogate_picks", report, format_table, _plot)
   return report
 
