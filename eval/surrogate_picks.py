@@ -42,7 +42,7 @@ def run(surrogates: dict[str, str], out, *, draws: int, data_dir=None) -> dict:
   if len({tuple(v) for v in splits.values()}) != 1:
     raise PnagError("the surrogates hold out different validation tasks: "
                     + "; ".join(f"{k}: {', '.join(v)}" for k, v in splits.items()))
-  val_names = splits[next(iter(runs))]
+  val_names = next(iter(splits.values()))
   val_tasks = [trainer.task_arrays(tasks[n]) for n in val_names]
   out = reports.out_dir(out)  # only once the runs are known to compare
   binds = {label: functools.partial(stage.predictor, r.model, r.params)

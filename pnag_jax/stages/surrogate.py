@@ -77,9 +77,9 @@ class SurrogateConfig:
   # Loss: listwise ranking (ListNet) + Huber regression on standardised scores.
   rank_weight: float = 1.0
   rank_target: str = "rank"       # ListNet target from "rank" (place) or "score" (standardised)
-  # In places for "rank" (in stds for "score": set it with rank_target). 4 over 2: on the
-  # held-out tasks of both seeds' leave-dataset-out surrogates, better first picks at
-  # K = 10 and Spearman +0.04 (README, "The ListNet temperature").
+  # In places for "rank"; 4 over 2: on the held-out tasks of both seeds' leave-dataset-out
+  # surrogates, better first picks at K = 10 and Spearman +0.04 (README, "The ListNet
+  # temperature"). For "score" it is in stds, where 4 was never measured: set both together.
   rank_temperature: float = 4.0
   reg_weight: float = 0.1
   # Optimisation.
