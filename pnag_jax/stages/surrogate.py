@@ -67,7 +67,14 @@ class SurrogateConfig:
   # Episodes.
   k_min: int = 1
   k_max: int = 50                 # references per episode, K ~ U{k_min..k_max}
+  # "uniform" over k_min..k_max, or "log": K = floor(exp(U[ln k_min, ln(k_max + 1)))),
+  # which spends most episodes on the few references users measure (P(K <= 10) = 0.60
+  # for 1..50, against 0.20).
+  k_sampling: str = "uniform"
   queries: int = 48
+  # Half of each episode's queries come from the task's two tails, each this share of
+  # its archs: picking the best needs the top of the ranking right.
+  tail_share: float = 0.02
   episodes: int = 12              # episodes per step
   task_sampling: str = "family"   # "family": a family, then one of its tasks; "task"
   # Share of episodes in which the last m ~ U{1..K} references come from the task's
@@ -110,6 +117,10 @@ class SurrogateConfig:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.rank_target not in ("score", "rank"):
       raise PnagError(f"rank_target must be 'score' or 'rank', got {self.rank_target!r}")
+    if self.k_sampling not in ("uniform", "log"):
+      raise PnagError(f"k_sampling must be 'uniform' or 'log', got {self.k_sampling!r}")
+    if not 0.0 < self.tail_share <= 0.5:
+      raise PnagError(f"tail_share must be in (0, 0.5], got {self.tail_share}")
     if self.task_sampling not in ("family", "task"):
       raise PnagError(f"task_sampling must be 'family' or 'task', got {self.task_sampling!r}")
     if self.k_max < self.k_min:

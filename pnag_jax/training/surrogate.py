@@ -2,9 +2,10 @@
 
   pnag train surrogate --workdir runs/nb201 --space nb201 --exclude 'cifar10(?!0)'
 
-An episode is one training task, K references drawn uniformly (K ~ U{k_min..k_max}, as
-a user measures them) and Q queries: half drawn uniformly, a quarter from each 2% tail
-of the task's scores, because picking the best arch needs the top of the ranking
+An episode is one training task, K references drawn uniformly (K ~ U{k_min..k_max}, or
+log-uniform with `k_sampling=log`; the references themselves uniform, as a user
+measures them) and Q queries: half drawn uniformly, a quarter from each tail (the
+task's best and worst `tail_share`, 2%), because picking the best arch needs the top of the ranking
 right, and uniform queries almost never reach it. The loss is ListNet (listwise
 ranking, a low-temperature target on the queries' scores) plus a Huber regression on
 the scores standardised by the references, which is the unit predictions are in.
@@ -45,8 +46,6 @@ from pnag_jax.stages.surrogate import SurrogateConfig, SurrogateModel
 
 # What `report.json` gives per K on the validation tasks (`<metric>_by_k`).
 METRICS = ("spearman", "kendall", "top1_quantile", "top10_quantile")
-# Fraction of each tail the hard queries come from.
-TAIL = 0.02
 # Fraction of a task, at its best end, that `fed_back_refs` episodes' last references
 # are drawn from: where a feedback walk's picks land (`guidance/feedback.py`).
 FED_BACK_TOP = 0.05
@@ -94,6 +93,15 @@ def family_members(tasks: list[TaskArrays]) -> list[list[int]]:
   return [[i for i, t in enumerate(tasks) if t.family == f] for f in families]
 
 
+def draw_ks(cfg: SurrogateConfig, rng: np.random.Generator, b: int) -> np.ndarray:
+  """Each episode's number of references, in k_min..k_max."""
+  if cfg.k_sampling == "uniform":
+    return rng.integers(cfg.k_min, cfg.k_max + 1, b)
+  u = rng.uniform(np.log(cfg.k_min), np.log(cfg.k_max + 1), b)
+  # The clip only guards float rounding at the upper end.
+  return np.clip(np.floor(np.exp(u)).astype(np.int64), cfg.k_min, cfg.k_max)
+
+
 def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[list[int]],
                   step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(genes int32[B, K_max+Q, G], scores float32[B, K_max+Q], ref mask bool[B, K_max]).
@@ -111,11 +119,11 @@ def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[l
                       for f in rng.integers(0, len(members), b)])
   else:
     which = rng.integers(0, len(tasks), b)
-  ks = rng.integers(cfg.k_min, cfg.k_max + 1, b)
+  ks = draw_ks(cfg, rng, b)
   for e, t in enumerate(which):
     task = tasks[t]
     n = task.scores.shape[0]
-    tail = max(1, int(np.ceil(TAIL * n)))
+    tail = max(1, int(np.ceil(cfg.tail_share * n)))
     idx[e, :kmax + q_uniform] = rng.choice(n, kmax + q_uniform, replace=n < kmax + q_uniform)
     idx[e, kmax + q_uniform:] = np.concatenate([
         task.order[rng.integers(0, tail, q // 4)],

@@ -224,3 +224,33 @@ def test_fed_back_episodes_end_their_references_at_the_tasks_best(synthetic_task
   assert share[1.0] == 1.0 and share[0.0] < 0.3
   with pytest.raises(PnagError, match=r"fed_back_refs must be a share in \[0, 1\]"):
     stage.make_config("test", "nb201", 0, (), ("fed_back_refs=1.5",))
+
+
+def test_log_k_sampling_spends_most_episodes_on_few_references():
+  rng = np.random.default_rng(0)
+  cfg = {s: stage.make_config("test", "nb201", 0, (), (f"k_sampling={s}", "k_min=1",
+                                                       "k_max=50"))
+         for s in ("uniform", "log")}
+  ks = {s: trainer.draw_ks(c, rng, 20_000) for s, c in cfg.items()}
+  for k in ks.values():
+    assert k.min() == 1 and k.max() == 50  # both reach both ends
+  # P(K <= 10): 10/50 uniform; ln(11) / ln(51) = 0.61 log-uniform.
+  assert abs(np.mean(ks["uniform"] <= 10) - 0.20) < 0.02
+  assert abs(np.mean(ks["log"] <= 10) - 0.61) < 0.02
+  with pytest.raises(PnagError, match="k_sampling must be 'uniform' or 'log'"):
+    stage.make_config("test", "nb201", 0, (), ("k_sampling=geometric",))
+
+
+@pytest.mark.parametrize("share", [0.02, 0.005])
+def test_hard_queries_come_from_the_tails_share(synthetic_tasks, share):
+  task = trainer.task_arrays(synthetic_tasks(("acc_a",))["acc_a"])
+  cfg = stage.make_config("test", "nb201", 0, (), (f"tail_share={share}",))
+  genes, scores, mask = trainer.episode_batch(cfg, [task], [[0]], 0)
+  q = cfg.queries
+  hard = scores[:, mask.shape[1] + q - 2 * (q // 4):]
+  lo, hi = np.quantile(task.scores, [share, 1 - share])
+  # A quarter of the queries at or below the task's bottom `share`, a quarter at or
+  # above its top one (ties at the cut allowed).
+  assert np.all(hard[:, :q // 4] <= lo + 1e-6) and np.all(hard[:, q // 4:] >= hi - 1e-6)
+  with pytest.raises(PnagError, match=r"tail_share must be in \(0, 0.5\]"):
+    stage.make_config("test", "nb201", 0, (), ("tail_share=0",))
