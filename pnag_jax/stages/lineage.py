@@ -56,14 +56,16 @@ def config_of(meta: Mapping[str, Any], cls, *, stage: str, workdir) -> Any:
   check_meta(meta, {"stage": stage}, where=f"workdir {workdir}")
   if not isinstance(meta.get("config"), dict):
     raise CheckpointError(f"workdir {workdir}: {stage} checkpoint has no readable config")
-  values = {**_added_keys(cls), **meta["config"]}
+  values = {**_added_keys(cls, meta["config"]), **meta["config"]}
   return config_lib.from_dict(cls, values, where=f"workdir {workdir}")
 
 
-def _added_keys(cls) -> Mapping[str, Any]:
+def _added_keys(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
   """Keys added to the config class `cls` after checkpoints were written, with the
-  value each had then (`cls.ADDED_KEYS`), which is not always today's default."""
-  return getattr(cls, "ADDED_KEYS", {})
+  value each had then (`cls.ADDED_KEYS`), which is not always today's default. A value
+  that is a function is applied to the `saved` config: for a key split out of another."""
+  return {k: v(saved) if callable(v) else v
+          for k, v in getattr(cls, "ADDED_KEYS", {}).items()}
 
 
 def parent_entry(stage: str, step: int, params: Any) -> dict:
@@ -87,7 +89,8 @@ def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], cls, *,
   Raises:
     CheckpointError: a setting differs; the message names it and both values.
   """
-  saved = {**_added_keys(cls), **(meta.get("frozen") or meta.get("config", {}))}
+  recorded = meta.get("frozen") or meta.get("config", {})
+  saved = {**_added_keys(cls, meta.get("config", recorded)), **recorded}
   for key, want in frozen.items():
     have = saved.get(key)
     if isinstance(have, list):

@@ -79,3 +79,33 @@ def test_a_key_added_later_reads_as_it_was_then():
   lineage.check_frozen(meta, {"ridge": False}, cls, where="W")
   with pytest.raises(ckpt_lib.CheckpointError, match="trained with ridge=False, not True"):
     lineage.check_frozen(meta, {"ridge": True}, cls, where="W")
+
+
+@pytest.mark.parametrize("then, want", [
+    # The first surrogates' config (64544b1): score targets at 0.25 stds, tasks drawn
+    # uniformly, no weight average; none of those keys was saved.
+    ({"rank_temperature": 0.25},
+     {"rank_target": "score", "score_temperature": 0.25, "task_sampling": "task",
+      "ema_decay": 0.0}),
+    # Score mode set by hand while one field held both units: its stds move over.
+    ({"rank_target": "score", "rank_temperature": 3.0, "task_sampling": "family",
+      "ema_decay": 0.99},
+     {"rank_target": "score", "score_temperature": 3.0, "rank_temperature": 3.0}),
+    # Rank mode (the default since d655a89) keeps its places; score mode's default.
+    ({"rank_target": "rank", "rank_temperature": 2.0, "task_sampling": "family",
+      "ema_decay": 0.99},
+     {"rank_target": "rank", "rank_temperature": 2.0, "score_temperature": 2.0}),
+])
+def test_surrogate_configs_saved_before_a_key_existed_read_as_trained(then, want):
+  from pnag_jax.stages import surrogate  # pylint: disable=g-import-not-at-top
+  from pnag_jax.training import surrogate as trainer  # pylint: disable=g-import-not-at-top
+  cls = surrogate.SurrogateConfig
+  added = set(cls.ADDED_KEYS)
+  config = {k: v for k, v in dataclasses.asdict(cls()).items() if k not in added}
+  config.update(then)
+  meta = {"stage": "surrogate", "config": config}
+  cfg = lineage.config_of(meta, cls, stage="surrogate", workdir="W")
+  assert {k: getattr(cfg, k) for k in want} == want
+  # The loss reads the temperature in the unit of the run's target.
+  assert trainer.LossSettings.of(cfg).rank_temperature == (
+      cfg.score_temperature if cfg.rank_target == "score" else cfg.rank_temperature)

@@ -84,10 +84,12 @@ class SurrogateConfig:
   # Loss: listwise ranking (ListNet) + Huber regression on standardised scores.
   rank_weight: float = 1.0
   rank_target: str = "rank"       # ListNet target from "rank" (place) or "score" (standardised)
-  # In places for "rank"; 4 over 2: on the held-out tasks of both seeds' leave-dataset-out
+  # In places, for "rank"; 4 over 2: on the held-out tasks of both seeds' leave-dataset-out
   # surrogates, better first picks at K = 10 and Spearman +0.04 (README, "The ListNet
-  # temperature"). For "score" it is in stds, where 4 was never measured: set both together.
+  # temperature").
   rank_temperature: float = 4.0
+  # In stds, for "score": a separate field, since a place and a std are not one unit.
+  score_temperature: float = 2.0
   reg_weight: float = 0.1
   # Optimisation.
   learning_rate: float = 2e-3
@@ -107,8 +109,16 @@ class SurrogateConfig:
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "space", "seed", "exclude", "encoder_init", "dim", "layers", "emb_dim", "hidden", "task_dim",
       "ridge", "task_spread", "num_val_tasks", "k_max", "queries", "episodes")
-  # Values of keys in checkpoints written before the key existed (`lineage.config_of`).
-  ADDED_KEYS: ClassVar[dict[str, Any]] = {"ridge": False, "task_spread": False}
+  # Values of keys in checkpoints written before the key existed (`lineage.config_of`),
+  # where they differ from today's default; a function reads the rest of the saved config.
+  # The first surrogates sampled tasks uniformly, had score targets and no weight average;
+  # score mode kept its temperature in `rank_temperature` until `score_temperature`.
+  ADDED_KEYS: ClassVar[dict[str, Any]] = {
+      "ridge": False, "task_spread": False, "task_sampling": "task", "rank_target": "score",
+      "ema_decay": 0.0,
+      "score_temperature": lambda saved: (
+          saved.get("rank_temperature", 2.0)
+          if saved.get("rank_target", "score") == "score" else 2.0)}
 
   def __post_init__(self):
     for name in ("dim", "layers", "emb_dim", "hidden", "task_dim", "queries", "episodes",
@@ -117,6 +127,9 @@ class SurrogateConfig:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.rank_target not in ("score", "rank"):
       raise PnagError(f"rank_target must be 'score' or 'rank', got {self.rank_target!r}")
+    for name in ("rank_temperature", "score_temperature"):
+      if not getattr(self, name) > 0:
+        raise PnagError(f"{name} must be > 0, got {getattr(self, name)}")
     if self.k_sampling not in ("uniform", "log"):
       raise PnagError(f"k_sampling must be 'uniform' or 'log', got {self.k_sampling!r}")
     if not 0.0 < self.tail_share <= 0.5:

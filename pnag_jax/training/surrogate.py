@@ -155,7 +155,9 @@ class LossSettings(NamedTuple):
 
   @classmethod
   def of(cls, cfg: SurrogateConfig) -> "LossSettings":
-    return cls(cfg.rank_weight, cfg.rank_temperature, cfg.reg_weight, cfg.rank_target)
+    """`rank_temperature` here is in the target's unit: places, or stds for "score"."""
+    temperature = cfg.rank_temperature if cfg.rank_target == "rank" else cfg.score_temperature
+    return cls(cfg.rank_weight, temperature, cfg.reg_weight, cfg.rank_target)
 
 
 class OptimizerSettings(NamedTuple):

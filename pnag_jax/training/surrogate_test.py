@@ -254,3 +254,15 @@ def test_hard_queries_come_from_the_tails_share(synthetic_tasks, share):
   assert np.all(hard[:, :q // 4] <= lo + 1e-6) and np.all(hard[:, q // 4:] >= hi - 1e-6)
   with pytest.raises(PnagError, match=r"tail_share must be in \(0, 0.5\]"):
     stage.make_config("test", "nb201", 0, (), ("tail_share=0",))
+
+
+def test_each_ranking_target_reads_its_own_temperature():
+  def temperature(*overrides):
+    return trainer.LossSettings.of(stage.make_config("test", "nb201", 0, (), overrides))
+  # Places for the rank target, stds for the score target; neither moves the other.
+  assert temperature("rank_temperature=3").rank_temperature == 3.0
+  assert temperature("rank_temperature=3", "rank_target=score").rank_temperature == 2.0
+  assert temperature("score_temperature=0.5", "rank_target=score").rank_temperature == 0.5
+  assert temperature("score_temperature=0.5").rank_temperature == 4.0
+  with pytest.raises(PnagError, match="score_temperature must be > 0, got 0.0"):
+    stage.make_config("test", "nb201", 0, (), ("score_temperature=0",))
