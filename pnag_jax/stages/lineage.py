@@ -16,6 +16,7 @@ a one-line `CheckpointError` instead of a model silently built on something else
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any, Mapping
@@ -68,6 +69,11 @@ def _added_keys(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
           for k, v in getattr(cls, "ADDED_KEYS", {}).items()}
 
 
+def _defaults(cls) -> dict[str, Any]:
+  return {f.name: f.default for f in dataclasses.fields(cls)
+          if f.default is not dataclasses.MISSING}
+
+
 def parent_entry(stage: str, step: int, params: Any) -> dict:
   """How a child records the parent run it is built on."""
   return {"stage": stage, "step": int(step), "params_sha256": params_sha256(params)}
@@ -84,13 +90,15 @@ def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], cls, *,
 
   Checkpoints from before lineage was recorded have no `frozen`; their config holds
   the same keys. A key that the config class `cls` gained later reads as it was then
-  (`_added_keys`), as in `config_of`.
+  (`_added_keys`), and any other missing key as today's default, as in `config_of`.
 
   Raises:
     CheckpointError: a setting differs; the message names it and both values.
   """
-  recorded = meta.get("frozen") or meta.get("config", {})
-  saved = {**_added_keys(cls, meta.get("config", recorded)), **recorded}
+  config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+  # As `config_of` reads it: today's defaults, then the added keys' values of the time,
+  # then what was saved (the frozen block wins; it is absent before lineage).
+  saved = {**_defaults(cls), **_added_keys(cls, config), **config, **(meta.get("frozen") or {})}
   for key, want in frozen.items():
     have = saved.get(key)
     if isinstance(have, list):

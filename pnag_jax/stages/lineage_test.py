@@ -92,9 +92,9 @@ def test_a_key_added_later_reads_as_it_was_then():
       "ema_decay": 0.99},
      {"rank_target": "score", "score_temperature": 3.0, "rank_temperature": 3.0}),
     # Rank mode (the default since d655a89) keeps its places; score mode's default.
-    ({"rank_target": "rank", "rank_temperature": 2.0, "task_sampling": "family",
+    ({"rank_target": "rank", "rank_temperature": 4.0, "task_sampling": "family",
       "ema_decay": 0.99},
-     {"rank_target": "rank", "rank_temperature": 2.0, "score_temperature": 2.0}),
+     {"rank_target": "rank", "rank_temperature": 4.0, "score_temperature": 2.0}),
 ])
 def test_surrogate_configs_saved_before_a_key_existed_read_as_trained(then, want):
   from pnag_jax.stages import surrogate  # pylint: disable=g-import-not-at-top
@@ -109,3 +109,19 @@ def test_surrogate_configs_saved_before_a_key_existed_read_as_trained(then, want
   # The loss reads the temperature in the unit of the run's target.
   assert trainer.LossSettings.of(cfg).rank_temperature == (
       cfg.score_temperature if cfg.rank_target == "score" else cfg.rank_temperature)
+
+
+def test_a_frozen_block_saved_before_a_key_existed_still_resumes():
+  # d655a89's surrogates froze no `encoder_init` (then always ""); resuming one must
+  # compare against what `config_of` reads, not against a missing value.
+  from pnag_jax.stages import surrogate  # pylint: disable=g-import-not-at-top
+  cls = surrogate.SurrogateConfig
+  cfg = cls()
+  frozen = {k: v for k, v in cfg.frozen().items() if k not in ("encoder_init", "ridge")}
+  config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("encoder_init",
+                                                                          "ridge")}
+  for meta in ({"config": config, "frozen": frozen}, {"config": None, "frozen": frozen}):
+    lineage.check_frozen(meta, {**cfg.frozen(), "ridge": False}, cls, where="W")
+    with pytest.raises(ckpt_lib.CheckpointError, match="trained with encoder_init='', not 'x'"):
+      lineage.check_frozen(meta, {**cfg.frozen(), "ridge": False, "encoder_init": "x"}, cls,
+                           where="W")

@@ -66,9 +66,9 @@ class SurrogateConfig:
   task_spread: bool = False
   # Episodes.
   k_min: int = 1
-  k_max: int = 50                 # references per episode, K ~ U{k_min..k_max}
+  k_max: int = 50                 # references per episode, K in k_min..k_max
   # "uniform" over k_min..k_max, or "log": K = floor(exp(U[ln k_min, ln(k_max + 1)))),
-  # which spends most episodes on the few references users measure (P(K <= 10) = 0.60
+  # which spends most episodes on the few references users measure (P(K <= 10) = 0.61
   # for 1..50, against 0.20).
   k_sampling: str = "uniform"
   queries: int = 48

@@ -98,7 +98,7 @@ def draw_ks(cfg: SurrogateConfig, rng: np.random.Generator, b: int) -> np.ndarra
   if cfg.k_sampling == "uniform":
     return rng.integers(cfg.k_min, cfg.k_max + 1, b)
   u = rng.uniform(np.log(cfg.k_min), np.log(cfg.k_max + 1), b)
-  # The clip only guards float rounding at the upper end.
+  # The clip only guards float rounding at either end (exp(ln 5) < 5).
   return np.clip(np.floor(np.exp(u)).astype(np.int64), cfg.k_min, cfg.k_max)
 
 

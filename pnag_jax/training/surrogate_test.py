@@ -245,13 +245,18 @@ def test_log_k_sampling_spends_most_episodes_on_few_references():
 def test_hard_queries_come_from_the_tails_share(synthetic_tasks, share):
   task = trainer.task_arrays(synthetic_tasks(("acc_a",))["acc_a"])
   cfg = stage.make_config("test", "nb201", 0, (), (f"tail_share={share}",))
-  genes, scores, mask = trainer.episode_batch(cfg, [task], [[0]], 0)
   q = cfg.queries
-  hard = scores[:, mask.shape[1] + q - 2 * (q // 4):]
+  hard = np.concatenate([trainer.episode_batch(cfg, [task], [[0]], step)[1]
+                         for step in range(4)])[:, -2 * (q // 4):]
+  bottom, top = hard[:, :q // 4].ravel(), hard[:, q // 4:].ravel()
   lo, hi = np.quantile(task.scores, [share, 1 - share])
   # A quarter of the queries at or below the task's bottom `share`, a quarter at or
-  # above its top one (ties at the cut allowed).
-  assert np.all(hard[:, :q // 4] <= lo + 1e-6) and np.all(hard[:, q // 4:] >= hi - 1e-6)
+  # above its top one (ties at the cut allowed)...
+  assert np.all(bottom <= lo + 1e-6) and np.all(top >= hi - 1e-6)
+  # ... drawn across the whole tail, not from its extreme: about half of each lies in
+  # the tail's inner half.
+  lo_mid, hi_mid = np.quantile(task.scores, [share / 2, 1 - share / 2])
+  assert 0.3 < np.mean(bottom > lo_mid) < 0.7 and 0.3 < np.mean(top < hi_mid) < 0.7
   with pytest.raises(PnagError, match=r"tail_share must be in \(0, 0.5\]"):
     stage.make_config("test", "nb201", 0, (), ("tail_share=0",))
 
