@@ -117,8 +117,9 @@ class SurrogateConfig:
       "ridge": False, "task_spread": False, "task_sampling": "task", "rank_target": "score",
       "ema_decay": 0.0,
       "score_temperature": lambda saved: (
-          saved.get("rank_temperature", 2.0)
-          if saved.get("rank_target", "score") == "score" else 2.0)}
+          saved.get("rank_temperature", SurrogateConfig.score_temperature)
+          if saved.get("rank_target", "score") == "score"
+          else SurrogateConfig.score_temperature)}
 
   def __post_init__(self):
     for name in ("dim", "layers", "emb_dim", "hidden", "task_dim", "queries", "episodes",

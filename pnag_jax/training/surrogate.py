@@ -5,10 +5,11 @@
 An episode is one training task, K references drawn uniformly (K ~ U{k_min..k_max}, or
 log-uniform with `k_sampling=log`; the references themselves uniform, as a user
 measures them) and Q queries: half drawn uniformly, a quarter from each tail (the
-task's best and worst `tail_share`, 2%), because picking the best arch needs the top of the ranking
-right, and uniform queries almost never reach it. The loss is ListNet (listwise
-ranking, a low-temperature target on the queries' scores) plus a Huber regression on
-the scores standardised by the references, which is the unit predictions are in.
+task's best and worst `tail_share`, 2%), because picking the best arch needs the top
+of the ranking right, and uniform queries almost never reach it. The loss is ListNet
+(listwise ranking, a low-temperature target on the queries' scores) plus a Huber
+regression on the scores standardised by the references, which is the unit
+predictions are in.
 
 Tasks matching `--exclude` are never read: they are dropped by name before any data
 is loaded (`tasks.select_tasks`), and their names are frozen into every checkpoint,
