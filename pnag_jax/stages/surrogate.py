@@ -81,6 +81,11 @@ class SurrogateConfig:
   # best 5%, as when trained picks are fed back (`--guide feedback`); 0 keeps them all
   # uniform, as a user's first measurements are.
   fed_back_refs: float = 0.0
+  # Share of episodes whose task is an interpolation of two training tasks of one family
+  # over the same archs, lambda * z_a + (1 - lambda) * z_b with lambda ~ U(0, 1) (task
+  # augmentation, as MLTI): a new task lies between the training tables, and one table
+  # per episode only ever asks the model to recognise a table it was trained on.
+  task_mix: float = 0.0
   # Loss: listwise ranking (ListNet) + Huber regression on standardised scores.
   rank_weight: float = 1.0
   rank_target: str = "rank"       # ListNet target from "rank" (place) or "score" (standardised)
@@ -141,6 +146,8 @@ class SurrogateConfig:
       raise PnagError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min})")
     if not 0.0 <= self.fed_back_refs <= 1.0:
       raise PnagError(f"fed_back_refs must be a share in [0, 1], got {self.fed_back_refs}")
+    if not 0.0 <= self.task_mix <= 1.0:
+      raise PnagError(f"task_mix must be a share in [0, 1], got {self.task_mix}")
 
   def frozen(self) -> dict[str, Any]:
     return {k: getattr(self, k) for k in self.FROZEN_ON_RESUME}

@@ -2,14 +2,14 @@
 
   pnag train surrogate --workdir runs/nb201 --space nb201 --exclude 'cifar10(?!0)'
 
-An episode is one training task, K references drawn uniformly (K ~ U{k_min..k_max}, or
-log-uniform with `k_sampling=log`; the references themselves uniform, as a user
-measures them) and Q queries: half drawn uniformly, a quarter from each tail (the
-task's best and worst `tail_share`, 2%), because picking the best arch needs the top
-of the ranking right, and uniform queries almost never reach it. The loss is ListNet
-(listwise ranking, a low-temperature target on the queries' scores) plus a Huber
-regression on the scores standardised by the references, which is the unit
-predictions are in.
+An episode is one training task (or, with `task_mix`, an interpolation of two), K
+references drawn uniformly (K ~ U{k_min..k_max}, or log-uniform with
+`k_sampling=log`; the references themselves uniform, as a user measures them) and Q
+queries: half drawn uniformly, a quarter from each tail (the task's best and worst
+`tail_share`, 2%), because picking the best arch needs the top of the ranking right,
+and uniform queries almost never reach it. The loss is ListNet (listwise ranking, a
+low-temperature target on the queries' scores) plus a Huber regression on the scores
+standardised by the references, which is the unit predictions are in.
 
 Tasks matching `--exclude` are never read: they are dropped by name before any data
 is loaded (`tasks.select_tasks`), and their names are frozen into every checkpoint,
@@ -94,6 +94,33 @@ def family_members(tasks: list[TaskArrays]) -> list[list[int]]:
   return [[i for i, t in enumerate(tasks) if t.family == f] for f in families]
 
 
+def mix_partners(tasks: list[TaskArrays]) -> list[list[int]]:
+  """Per task, the indices of the tasks it may be interpolated with (`task_mix`).
+
+  A partner is of the same family and direction and scores the same archs in the same
+  order, so the two score vectors can be mixed element by element.
+  """
+  return [[j for j, b in enumerate(tasks)
+           if j != i and b.family == a.family and b.minimize == a.minimize
+           and np.array_equal(b.genes, a.genes)]
+          for i, a in enumerate(tasks)]
+
+
+def mixed_task(a: TaskArrays, b: TaskArrays, lam: float) -> TaskArrays:
+  """`lam` of `a` and `1 - lam` of `b`, each standardised over its whole table.
+
+  Standardised first, so that neither task's unit (% against ms) sets the mix; the
+  episode standardises the result again by its references, as for any task.
+  """
+  def z(t):
+    s = t.scores.astype(np.float64)
+    return (s - s.mean()) / (s.std() + 1e-12)
+
+  scores = (lam * z(a) + (1.0 - lam) * z(b)).astype(np.float32)
+  return TaskArrays(f"{a.name}+{b.name}", a.family, a.genes, scores,
+                    np.argsort(scores, kind="stable"), a.minimize)
+
+
 def draw_ks(cfg: SurrogateConfig, rng: np.random.Generator, b: int) -> np.ndarray:
   """Each episode's number of references, in k_min..k_max."""
   if cfg.k_sampling == "uniform":
@@ -104,10 +131,12 @@ def draw_ks(cfg: SurrogateConfig, rng: np.random.Generator, b: int) -> np.ndarra
 
 
 def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[list[int]],
-                  step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  step: int, partners: list[list[int]] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(genes int32[B, K_max+Q, G], scores float32[B, K_max+Q], ref mask bool[B, K_max]).
 
-  `members` is `family_members(tasks)`, computed once per run.
+  `members` is `family_members(tasks)` and `partners` `mix_partners(tasks)` (read only
+  when `task_mix` > 0), both computed once per run.
   """
   rng = np.random.default_rng([cfg.seed, 11, step])
   b, kmax, q = cfg.episodes, cfg.k_max, cfg.queries
@@ -121,8 +150,17 @@ def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[l
   else:
     which = rng.integers(0, len(tasks), b)
   ks = draw_ks(cfg, rng, b)
-  for e, t in enumerate(which):
-    task = tasks[t]
+  episode_tasks = [tasks[t] for t in which]
+  if cfg.task_mix:
+    # Drawn only when the option is on, so that without it the stream is the one before.
+    if partners is None:
+      partners = mix_partners(tasks)
+    mix, lams = rng.random(b) < cfg.task_mix, rng.uniform(0.0, 1.0, b)
+    for e, t in enumerate(which):
+      if mix[e] and partners[t]:
+        other = tasks[partners[t][rng.integers(0, len(partners[t]))]]
+        episode_tasks[e] = mixed_task(tasks[t], other, float(lams[e]))
+  for e, task in enumerate(episode_tasks):
     n = task.scores.shape[0]
     tail = max(1, int(np.ceil(cfg.tail_share * n)))
     idx[e, :kmax + q_uniform] = rng.choice(n, kmax + q_uniform, replace=n < kmax + q_uniform)
@@ -140,8 +178,8 @@ def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[l
       free = best_end[~np.isin(best_end, np.concatenate([idx[e, :ks[e] - m], idx[e, kmax:]]))]
       m = min(m, free.size)
       idx[e, ks[e] - m:ks[e]] = rng.choice(free, m, replace=False)
-  genes = np.stack([tasks[t].genes[i] for t, i in zip(which, idx)])
-  scores = np.stack([tasks[t].scores[i] for t, i in zip(which, idx)])
+  genes = np.stack([t.genes[i] for t, i in zip(episode_tasks, idx)])
+  scores = np.stack([t.scores[i] for t, i in zip(episode_tasks, idx)])
   return genes, scores, np.arange(kmax)[None, :] < ks[:, None]
 
 
@@ -353,6 +391,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     # Data is read only now, after every check: a refused resume reads nothing.
     train = [task_arrays(tasks[n]) for n in train_names]
     members = family_members(train)
+    partners = mix_partners(train) if cfg.task_mix else None
     out_dir.mkdir(parents=True, exist_ok=True)
     # A pure function of the training tasks, so a resume (or a rerun of a finished
     # run, which is how runs from before it get one) writes the same prior.
@@ -369,7 +408,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
                desc=f"surrogate {space.name}", dynamic_ncols=True)
     with (out_dir / "metrics.jsonl").open("a") as log:
       for step in bar:
-        genes, scores, mask = episode_batch(cfg, train, members, step)
+        genes, scores, mask = episode_batch(cfg, train, members, step, partners)
         state, metrics = train_step(state, genes, scores, mask, model=model, loss=loss,
                                     opt=opt)
         done = step + 1

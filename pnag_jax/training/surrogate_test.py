@@ -271,3 +271,39 @@ def test_each_ranking_target_reads_its_own_temperature():
   assert temperature("score_temperature=0.5").rank_temperature == 4.0
   with pytest.raises(PnagError, match="score_temperature must be > 0, got 0.0"):
     stage.make_config("test", "nb201", 0, (), ("score_temperature=0",))
+
+
+def test_mixed_episodes_interpolate_two_tasks_of_a_family(synthetic_tasks):
+  made = synthetic_tasks(("acc_a", "acc_b", "lat_x"))
+  tasks = [trainer.task_arrays(made[n]) for n in ("acc_a", "acc_b", "lat_x")]
+  # A task over other archs (a subset, as the zero-cost tables are) is no partner.
+  a = tasks[0]
+  subset = trainer.TaskArrays("acc_sub", a.family, a.genes[:500], a.scores[:500],
+                              np.argsort(a.scores[:500]), False)
+  tasks.append(subset)
+  # Minimized latency is no partner of a maximized accuracy either.
+  assert trainer.mix_partners(tasks) == [[1], [0], [], []]
+
+  row = {tuple(g): i for i, g in enumerate(a.genes)}
+  z = np.stack([(t.scores - t.scores.mean()) / t.scores.std() for t in tasks[:2]], 1)
+  cfg = {p: stage.make_config("test", "nb201", 0, (), (f"task_mix={p}",)) for p in (0, 1)}
+  lams = []
+  for step in range(3):
+    for p in (0, 1):
+      genes, scores, mask = trainer.episode_batch(cfg[p], tasks[:2], [[0, 1]], step)
+      for g, s in zip(genes, scores):
+        i = np.array([row[tuple(x)] for x in g])
+        if p == 0:  # one task, its own scores
+          assert any(np.array_equal(s, t.scores[i]) for t in tasks[:2])
+          continue
+        # Every mixed score is lam * z_a + (1 - lam) * z_b with one lam in [0, 1] ...
+        lam = np.linalg.lstsq(z[i, :1] - z[i, 1:], s - z[i, 1], rcond=None)[0][0]
+        np.testing.assert_allclose(s, lam * z[i, 0] + (1 - lam) * z[i, 1], atol=1e-4)
+        lams.append(lam)
+        # ... and the hard queries come from the mixed task's own top tail.
+        mixed = lam * z[:, 0] + (1 - lam) * z[:, 1]
+        top = s[-(cfg[p].queries // 4):]
+        assert np.all(top >= np.quantile(mixed, 1 - cfg[p].tail_share) - 1e-4)
+  assert 0.0 <= min(lams) < 0.3 and 0.7 < max(lams) <= 1.0
+  with pytest.raises(PnagError, match=r"task_mix must be a share in \[0, 1\]"):
+    stage.make_config("test", "nb201", 0, (), ("task_mix=1.5",))
