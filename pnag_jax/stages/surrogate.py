@@ -81,10 +81,9 @@ class SurrogateConfig:
   # best 5%, as when trained picks are fed back (`--guide feedback`); 0 keeps them all
   # uniform, as a user's first measurements are.
   fed_back_refs: float = 0.0
-  # Share of episodes whose task is an interpolation of two training tasks of one family
-  # over the same archs, lambda * z_a + (1 - lambda) * z_b with lambda ~ U(0, 1) (task
-  # augmentation, as MLTI): a new task lies between the training tables, and one table
-  # per episode only ever asks the model to recognise a table it was trained on.
+  # Share of episodes whose task interpolates two training tasks of one family over the
+  # same archs, lambda * z_a + (1 - lambda) * z_b, lambda ~ U(0, 1) (README, "Task
+  # interpolation"; measured, not adopted).
   task_mix: float = 0.0
   # Loss: listwise ranking (ListNet) + Huber regression on standardised scores.
   rank_weight: float = 1.0
@@ -148,6 +147,11 @@ class SurrogateConfig:
       raise PnagError(f"fed_back_refs must be a share in [0, 1], got {self.fed_back_refs}")
     if not 0.0 <= self.task_mix <= 1.0:
       raise PnagError(f"task_mix must be a share in [0, 1], got {self.task_mix}")
+    if self.task_mix and self.task_spread:
+      # A mix is in table-standardised units, centred near 0: log(std / |mean|) of its
+      # references would be noise, so the spread input would be trained on nothing.
+      raise PnagError("task_mix and task_spread cannot be combined: a mixed task has no "
+                      "meaningful spread (std / |mean|)")
 
   def frozen(self) -> dict[str, Any]:
     return {k: getattr(self, k) for k in self.FROZEN_ON_RESUME}

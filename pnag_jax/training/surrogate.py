@@ -106,17 +106,28 @@ def mix_partners(tasks: list[TaskArrays]) -> list[list[int]]:
           for i, a in enumerate(tasks)]
 
 
-def mixed_task(a: TaskArrays, b: TaskArrays, lam: float) -> TaskArrays:
-  """`lam` of `a` and `1 - lam` of `b`, each standardised over its whole table.
+class MixTables(NamedTuple):
+  """What `task_mix` episodes read, computed once per run (`mix_tables`)."""
 
-  Standardised first, so that neither task's unit (% against ms) sets the mix; the
-  episode standardises the result again by its references, as for any task.
-  """
+  partners: list[list[int]]  # `mix_partners`
+  # Each task's scores standardised over its whole table, so that neither task's unit
+  # (% against ms) sets a mix; an episode standardises the mix again by its references.
+  z: list[np.ndarray]
+
+
+def mix_tables(tasks: list[TaskArrays]) -> MixTables:
   def z(t):
     s = t.scores.astype(np.float64)
     return (s - s.mean()) / (s.std() + 1e-12)
 
-  scores = (lam * z(a) + (1.0 - lam) * z(b)).astype(np.float32)
+  return MixTables(mix_partners(tasks), [z(t) for t in tasks])
+
+
+def mixed_task(tasks: list[TaskArrays], tables: MixTables, i: int, j: int,
+               lam: float) -> TaskArrays:
+  """`lam` of task `i` and `1 - lam` of task `j`, both standardised over their tables."""
+  a, b = tasks[i], tasks[j]
+  scores = (lam * tables.z[i] + (1.0 - lam) * tables.z[j]).astype(np.float32)
   return TaskArrays(f"{a.name}+{b.name}", a.family, a.genes, scores,
                     np.argsort(scores, kind="stable"), a.minimize)
 
@@ -131,11 +142,11 @@ def draw_ks(cfg: SurrogateConfig, rng: np.random.Generator, b: int) -> np.ndarra
 
 
 def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[list[int]],
-                  step: int, partners: list[list[int]] | None = None
+                  step: int, mixing: MixTables | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(genes int32[B, K_max+Q, G], scores float32[B, K_max+Q], ref mask bool[B, K_max]).
 
-  `members` is `family_members(tasks)` and `partners` `mix_partners(tasks)` (read only
+  `members` is `family_members(tasks)` and `mixing` `mix_tables(tasks)` (needed only
   when `task_mix` > 0), both computed once per run.
   """
   rng = np.random.default_rng([cfg.seed, 11, step])
@@ -153,13 +164,14 @@ def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[l
   episode_tasks = [tasks[t] for t in which]
   if cfg.task_mix:
     # Drawn only when the option is on, so that without it the stream is the one before.
-    if partners is None:
-      partners = mix_partners(tasks)
+    if mixing is None:
+      raise ValueError("episode_batch: task_mix > 0 needs mixing=mix_tables(tasks)")
     mix, lams = rng.random(b) < cfg.task_mix, rng.uniform(0.0, 1.0, b)
     for e, t in enumerate(which):
-      if mix[e] and partners[t]:
-        other = tasks[partners[t][rng.integers(0, len(partners[t]))]]
-        episode_tasks[e] = mixed_task(tasks[t], other, float(lams[e]))
+      partners = mixing.partners[t]
+      if mix[e] and partners:
+        other = partners[rng.integers(0, len(partners))]
+        episode_tasks[e] = mixed_task(tasks, mixing, t, other, float(lams[e]))
   for e, task in enumerate(episode_tasks):
     n = task.scores.shape[0]
     tail = max(1, int(np.ceil(cfg.tail_share * n)))
@@ -391,7 +403,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     # Data is read only now, after every check: a refused resume reads nothing.
     train = [task_arrays(tasks[n]) for n in train_names]
     members = family_members(train)
-    partners = mix_partners(train) if cfg.task_mix else None
+    mixing = mix_tables(train) if cfg.task_mix else None
     out_dir.mkdir(parents=True, exist_ok=True)
     # A pure function of the training tasks, so a resume (or a rerun of a finished
     # run, which is how runs from before it get one) writes the same prior.
@@ -408,7 +420,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
                desc=f"surrogate {space.name}", dynamic_ncols=True)
     with (out_dir / "metrics.jsonl").open("a") as log:
       for step in bar:
-        genes, scores, mask = episode_batch(cfg, train, members, step, partners)
+        genes, scores, mask = episode_batch(cfg, train, members, step, mixing)
         state, metrics = train_step(state, genes, scores, mask, model=model, loss=loss,
                                     opt=opt)
         done = step + 1

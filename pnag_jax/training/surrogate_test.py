@@ -1,5 +1,6 @@
 """Meta-training: transfer to a never-read dataset, bit-identical resume, frozen exclusions."""
 
+import hashlib
 import json
 
 import jax
@@ -273,37 +274,81 @@ def test_each_ranking_target_reads_its_own_temperature():
     stage.make_config("test", "nb201", 0, (), ("score_temperature=0",))
 
 
-def test_mixed_episodes_interpolate_two_tasks_of_a_family(synthetic_tasks):
+def test_mix_partners_share_family_direction_and_archs(synthetic_tasks):
   made = synthetic_tasks(("acc_a", "acc_b", "lat_x"))
   tasks = [trainer.task_arrays(made[n]) for n in ("acc_a", "acc_b", "lat_x")]
-  # A task over other archs (a subset, as the zero-cost tables are) is no partner.
-  a = tasks[0]
-  subset = trainer.TaskArrays("acc_sub", a.family, a.genes[:500], a.scores[:500],
-                              np.argsort(a.scores[:500]), False)
-  tasks.append(subset)
+  a, b = tasks[:2]
+  order = np.argsort(b.scores)
+  tasks += [
+      # Other archs (a subset, as the zero-cost tables are), or the same archs in
+      # another order: scores cannot be mixed element by element.
+      a._replace(name="acc_sub", genes=a.genes[:500], scores=a.scores[:500],
+                 order=np.argsort(a.scores[:500])),
+      a._replace(name="acc_rev", genes=a.genes[::-1], scores=b.scores, order=order),
+      # Another family over the same archs.
+      a._replace(name="acc_other", family="other", scores=b.scores, order=order)]
   # Minimized latency is no partner of a maximized accuracy either.
-  assert trainer.mix_partners(tasks) == [[1], [0], [], []]
+  assert trainer.mix_partners(tasks) == [[1], [0], [], [], [], []]
 
-  row = {tuple(g): i for i, g in enumerate(a.genes)}
-  z = np.stack([(t.scores - t.scores.mean()) / t.scores.std() for t in tasks[:2]], 1)
-  cfg = {p: stage.make_config("test", "nb201", 0, (), (f"task_mix={p}",)) for p in (0, 1)}
-  lams = []
-  for step in range(3):
-    for p in (0, 1):
-      genes, scores, mask = trainer.episode_batch(cfg[p], tasks[:2], [[0, 1]], step)
-      for g, s in zip(genes, scores):
+
+@pytest.mark.parametrize("names", [("acc_a", "acc_b"), ("lat_x", "lat_y")])
+def test_mixed_episodes_interpolate_two_tasks_of_a_family(synthetic_tasks, names):
+  made = synthetic_tasks(names)
+  tasks = [trainer.task_arrays(made[n]) for n in names]
+  minimize = tasks[0].minimize
+  sign = -1 if minimize else 1
+  row = {tuple(g): i for i, g in enumerate(tasks[0].genes)}
+  z = np.stack([(t.scores - t.scores.mean()) / t.scores.std() for t in tasks], 1)
+  tables = trainer.mix_tables(tasks)
+  lams, mixed_share = [], {}
+  for p in (0.0, 0.5, 1.0):
+    cfg = stage.make_config("test", "nb201", 0, (), (f"task_mix={p}", "fed_back_refs=1"))
+    q, mixed = cfg.queries // 4, []
+    for step in range(4):
+      genes, scores, mask = trainer.episode_batch(cfg, tasks, [[0, 1]], step, tables)
+      for g, s, k in zip(genes, scores, mask.sum(1)):
         i = np.array([row[tuple(x)] for x in g])
-        if p == 0:  # one task, its own scores
-          assert any(np.array_equal(s, t.scores[i]) for t in tasks[:2])
+        if any(np.array_equal(s, t.scores[i]) for t in tasks):  # one task, as it is
+          mixed.append(False)
           continue
+        mixed.append(True)
         # Every mixed score is lam * z_a + (1 - lam) * z_b with one lam in [0, 1] ...
         lam = np.linalg.lstsq(z[i, :1] - z[i, 1:], s - z[i, 1], rcond=None)[0][0]
         np.testing.assert_allclose(s, lam * z[i, 0] + (1 - lam) * z[i, 1], atol=1e-4)
         lams.append(lam)
-        # ... and the hard queries come from the mixed task's own top tail.
-        mixed = lam * z[:, 0] + (1 - lam) * z[:, 1]
-        top = s[-(cfg[p].queries // 4):]
-        assert np.all(top >= np.quantile(mixed, 1 - cfg[p].tail_share) - 1e-4)
+        # ... its hard queries come from the mix's own tails, and the fed-back last
+        # reference from the mix's best 5%, at the end the task's direction makes best.
+        mix = sign * (lam * z[:, 0] + (1 - lam) * z[:, 1])
+        lo, hi, best = np.quantile(mix, [cfg.tail_share, 1 - cfg.tail_share,
+                                         1 - trainer.FED_BACK_TOP])
+        hard = sign * s[-2 * q:]
+        worst_end, best_end = (hard[q:], hard[:q]) if minimize else (hard[:q], hard[q:])
+        assert np.all(worst_end <= lo + 1e-4) and np.all(best_end >= hi - 1e-4)
+        assert sign * s[k - 1] >= best - 1e-4
+    mixed_share[p] = np.mean(mixed)
+  assert mixed_share[0.0] == 0.0 and mixed_share[1.0] == 1.0
+  assert 0.25 < mixed_share[0.5] < 0.75
   assert 0.0 <= min(lams) < 0.3 and 0.7 < max(lams) <= 1.0
+  cfg = stage.make_config("test", "nb201", 0, (), ("task_mix=1",))
+  with pytest.raises(ValueError, match="needs mixing=mix_tables"):
+    trainer.episode_batch(cfg, tasks, [[0, 1]], 0)
   with pytest.raises(PnagError, match=r"task_mix must be a share in \[0, 1\]"):
     stage.make_config("test", "nb201", 0, (), ("task_mix=1.5",))
+  with pytest.raises(PnagError, match="task_mix and task_spread cannot be combined"):
+    stage.make_config("test", "nb201", 0, (), ("task_mix=0.5", "task_spread=true"))
+
+
+def test_the_episode_stream_is_the_one_the_reports_were_trained_on(synthetic_tasks):
+  # Options added later (`task_mix`) must not draw from the generator when off: every
+  # committed surrogate report was trained on this stream. The digest is of f833f42's
+  # episodes (archs and masks: scores are a function of the archs).
+  made = synthetic_tasks(("acc_a", "lat_x"))
+  tasks = [trainer.task_arrays(made[n]) for n in ("acc_a", "lat_x")]
+  digest = hashlib.sha256()
+  for overrides in ((), ("fed_back_refs=0.5",), ("k_sampling=log",), ("task_sampling=task",)):
+    cfg = stage.make_config("test", "nb201", 0, (), overrides)
+    for step in range(3):
+      genes, _, mask = trainer.episode_batch(cfg, tasks, [[0, 1]], step)
+      digest.update(genes.tobytes())
+      digest.update(mask.tobytes())
+  assert digest.hexdigest()[:16] == "be0d339f50953abb"
