@@ -57,16 +57,18 @@ def config_of(meta: Mapping[str, Any], cls, *, stage: str, workdir) -> Any:
   check_meta(meta, {"stage": stage}, where=f"workdir {workdir}")
   if not isinstance(meta.get("config"), dict):
     raise CheckpointError(f"workdir {workdir}: {stage} checkpoint has no readable config")
-  values = {**_added_keys(cls, meta["config"]), **meta["config"]}
-  return config_lib.from_dict(cls, values, where=f"workdir {workdir}")
+  return config_lib.from_dict(cls, _as_trained(cls, meta["config"]),
+                              where=f"workdir {workdir}")
 
 
-def _added_keys(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
-  """Keys added to the config class `cls` after checkpoints were written, with the
-  value each had then (`cls.ADDED_KEYS`), which is not always today's default. A value
-  that is a function is applied to the `saved` config: for a key split out of another."""
-  return {k: v(saved) if callable(v) else v
-          for k, v in getattr(cls, "ADDED_KEYS", {}).items()}
+def _as_trained(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+  """A saved `cls` config with the keys added to `cls` since, at the value each had
+  then (`cls.ADDED_KEYS`, not always today's default). A value that is a function is
+  applied to the saved config: for a key split out of another. Both `config_of` and
+  `check_frozen` read a checkpoint through this, so the two cannot disagree."""
+  added = {k: v(saved) if callable(v) else v
+           for k, v in getattr(cls, "ADDED_KEYS", {}).items()}
+  return {**added, **saved}
 
 
 def _defaults(cls) -> dict[str, Any]:
@@ -90,15 +92,15 @@ def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], cls, *,
 
   Checkpoints from before lineage was recorded have no `frozen`; their config holds
   the same keys. A key that the config class `cls` gained later reads as it was then
-  (`_added_keys`), and any other missing key as today's default, as in `config_of`.
+  (`_as_trained`), and any other missing key as today's default, as in `config_of`.
 
   Raises:
     CheckpointError: a setting differs; the message names it and both values.
   """
   config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-  # As `config_of` reads it: today's defaults, then the added keys' values of the time,
-  # then what was saved (the frozen block wins; it is absent before lineage).
-  saved = {**_defaults(cls), **_added_keys(cls, config), **config, **(meta.get("frozen") or {})}
+  # As `config_of` reads it (today's defaults fill what `_as_trained` does not, as
+  # `from_dict` does); the frozen block wins, and is absent before lineage.
+  saved = {**_defaults(cls), **_as_trained(cls, config), **(meta.get("frozen") or {})}
   for key, want in frozen.items():
     have = saved.get(key)
     if isinstance(have, list):
