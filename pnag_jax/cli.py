@@ -135,8 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
   train = sub.add_parser(
       "train", help="train a stage (resumes from the latest checkpoint)",
       description="Train one stage of PNAG under WORKDIR/<stage>; rerunning the same "
-                  "command resumes from the latest checkpoint. Stage 2 (the conditional "
-                  "transformer) is not built yet.",
+                  "command resumes from the latest checkpoint.",
       epilog=f"spaces: {', '.join(SPACE_NAMES)}\n\nexample:\n  pnag train stage1 "
              "--space nb201 --workdir runs/nb201 --preset quick")
   _add_registry(train, "stage", TRAIN_STAGES, "stages")

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.stats
 
 from pnag_jax import tasks as tasks_lib
+from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
 from pnag_jax.evaluation import transfer
 from pnag_jax.guidance import adapt, baselines, rank
@@ -86,6 +87,8 @@ def _study(root, exclude, tasks, *, preset, overrides, data_dir, ks, seeds, spac
 def run(out, *, data_dir=None, preset: str = "quick", overrides=(), seeds=(0, 1, 2),
         ks=(2, 5, 10, 20, 50), families=FAMILIES, leave_one_device_out: bool = True,
         surrogates=None, adapt_steps: int = 0) -> dict:
+  if not seeds:
+    raise PnagError("families needs at least one seed")
   out = reports.out_dir(out)
   root = Path(surrogates) if surrogates else out / "surrogates"
   space = get_space("nb201")
@@ -182,7 +185,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
   r = run(args.out, data_dir=args.data_dir, preset=args.preset, overrides=args.set,
-          seeds=tuple(range(args.seeds)),
+          seeds=transfer.seed_range(args.seeds),
           families=tuple(f for f in args.families.split(",") if f) if args.families
           else FAMILIES,
           leave_one_device_out=not args.no_devices, surrogates=args.surrogates,

@@ -54,6 +54,7 @@ from pnag_jax.data import DATA_DIR_HELP
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
 from pnag_jax.guidance import adapt, baselines, feedback, rank
+from pnag_jax.guidance import run as guided
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import stage2 as stage2_lib
 from pnag_jax.stages import surrogate as stage
@@ -325,6 +326,9 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     # K references leave CAP - K trained picks to find the optimum with.
     if not 1 <= k < CAP:
       raise PnagError(f"K must be in [1, {CAP - 1}] references, got {k}")
+  if not seeds:
+    raise PnagError("transfer needs at least one seed")
+  draws = guided.parse_pool(str(pool))
   extra = tuple(g for g in GUIDES[1:] if g in guides)
   ar_guides = tuple(g for g in extra if g in AR_GUIDES)
   out = reports.out_dir(out)
@@ -338,7 +342,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     if sampler.space.name != "nb201":
       raise PnagError(f"transfer needs an NB201 stage-1 run; {workdir} is {sampler.space.name}")
     for s in seeds:
-      pools[s] = rank.draw_pool(sampler, jax.random.key(s), int(pool))
+      pools[s] = rank.draw_pool(sampler, jax.random.key(s), draws)
   root = Path(surrogates) if surrogates else out / "surrogates"
   report = {"preset": preset, "pool": pool, "stage1_workdir": str(workdir),
             "seeds": list(seeds), "ks": list(ks), "surrogate_overrides": list(overrides),
@@ -425,6 +429,24 @@ def _plot(report: dict, path: Path) -> None:
   reports.save_figure(fig, path)
 
 
+def seed_range(n: int) -> tuple[int, ...]:
+  """Seeds 0..n-1 from `--seeds n`; none would leave a report of NaNs."""
+  if n < 1:
+    raise PnagError(f"--seeds must be >= 1, got {n}")
+  return tuple(range(n))
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+  """Reference counts from `--ks`, e.g. "2,5,10"."""
+  try:
+    ks = tuple(int(k) for k in text.split(","))
+  except ValueError:
+    ks = ()
+  if not ks or min(ks) < 1:
+    raise PnagError(f"--ks must be comma-separated positive integers, got {text!r}")
+  return ks
+
+
 def add_surrogate_arguments(p: argparse.ArgumentParser, name: str, seeds: int) -> None:
   """Options every protocol that meta-trains surrogates shares: output, data, preset."""
   p.add_argument("--out", required=True, help=f"directory for {name}.{{json,md,png}}")
@@ -473,9 +495,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-  ks = tuple(int(k) for k in args.ks.split(","))
   r = run(args.workdir, args.out, data_dir=args.data_dir, preset=args.preset,
-          seeds=tuple(range(args.seeds)), ks=ks, pool=args.pool,
+          seeds=seed_range(args.seeds), ks=parse_ks(args.ks), pool=args.pool,
           targets=tuple(args.targets.split(",")) if args.targets else tuple(TARGETS),
           surrogates=args.surrogates,
           overrides=args.set, scratch_steps=args.scratch_steps, adapt_steps=args.adapt_steps,

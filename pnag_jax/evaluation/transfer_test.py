@@ -93,3 +93,22 @@ def test_bad_settings_fail_before_any_work(kw, fragment, tmp_path):
   with pytest.raises(PnagError, match=re.escape(fragment)):
     transfer.run(tmp_path / "no_run", out, **kw)
   assert not out.exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("transfer", "--workdir", "W", "--ks", "2,x"), "--ks must be comma-separated positive"),
+    (("transfer", "--workdir", "W", "--ks", "0"), "--ks must be comma-separated positive"),
+    (("transfer", "--workdir", "W", "--seeds", "0"), "--seeds must be >= 1, got 0"),
+    (("transfer", "--workdir", "W", "--pool", "lots"), "--pool must be a positive number"),
+    (("objectives", "--pool", "1000"), "give --workdir, or --pool all"),
+    (("objectives", "--pool", "1e400"), "--pool must be a positive number"),
+    (("objectives", "--seeds", "-1"), "--seeds must be >= 1, got -1"),
+    (("families", "--seeds", "0"), "--seeds must be >= 1, got 0"),
+])
+def test_eval_commands_refuse_bad_settings_in_one_line_before_any_work(args, fragment,
+                                                                        tmp_path, pnag_main):
+  # Each would otherwise meta-train surrogates for minutes, then fail or report NaNs.
+  out = tmp_path / "out"
+  code, _, err = pnag_main("eval", *args, "--out", out)
+  assert code == 2 and err.count("\n") == 1 and fragment in err, err
+  assert not out.exists()

@@ -37,7 +37,7 @@ def test_table_oracle_picks_the_agreeing_table_and_its_best_rows():
   name, order = baselines.table_oracle_order(tables, refs, target[refs])
   assert name == "same"
   assert list(order[:3]) == list(np.argsort(-target)[:3])
-  # A minimised target prefers the reversed table.
+  # Minimising -target ranks the archs as `same` does (its lowest are `same`'s highest).
   name, _ = baselines.table_oracle_order(tables, refs, -target[refs], maximize=False)
   assert name == "same"
 

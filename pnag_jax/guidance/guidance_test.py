@@ -147,6 +147,7 @@ def test_bad_input_is_one_line_and_leaves_no_file(nb201_surrogate, refs_csv, tmp
       (("generate", "--workdir", tmp_path / "none", "--refs", refs_csv, "--pool", "all"),
        "no surrogate"),
       (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "lots"), "--pool"),
+      (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "1e400"), "--pool"),
       (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "all",
         "--constraint", "lat_nowhere<=3"), "unknown task"),
       (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "all",

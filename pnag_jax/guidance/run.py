@@ -31,7 +31,7 @@ def parse_pool(text: str) -> int | str:
     return text
   try:
     n = int(float(text)) if "e" in text.lower() else int(text)
-  except ValueError:
+  except (ValueError, OverflowError):  # OverflowError: "1e400" is an infinite float
     n = 0
   if n <= 0:
     raise PnagError(f"--pool must be a positive number of draws or 'all', got {text!r}")

@@ -26,7 +26,9 @@ from flax import nnx
 from pnag_jax.models.encoder import MessagePassingLayer
 
 # A single reference (or equal scores) has no spread; predictions then sit in the
-# references' units around their mean, which is all that can be said.
+# references' units around their mean, which is all that can be said. Below a mean of 1
+# the floor is relative: a task in tiny units (6e-8 +- 1e-8) still has a spread, while
+# float32 cannot resolve a spread of 1e-6 of the mean anyway.
 MIN_STD = 1e-6
 
 
@@ -47,7 +49,7 @@ def _moments(scores: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
 def standardise(scores: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(z, mean, std) of `scores float[..., K]` over the `mask`ed entries (std 1 if none)."""
   mean, std = _moments(scores, mask)
-  std = jnp.where(std < MIN_STD, 1.0, std)
+  std = jnp.where(std <= MIN_STD * jnp.minimum(1.0, jnp.abs(mean)), 1.0, std)
   return (scores - mean) / std * mask.astype(scores.dtype), mean[..., 0], std[..., 0]
 
 

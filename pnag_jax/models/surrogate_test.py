@@ -99,8 +99,12 @@ def test_predictions_are_in_the_references_units(model_params):
   refs, queries = genes[:5], genes[100:132]
   scores = np.array([60.0, 70.0, 65.0, 72.0, 50.0], np.float32)
   a = stage.predictor(model, params, refs, scores).scores(queries, chunk=32)
-  b = stage.predictor(model, params, refs, 10 * scores).scores(queries, chunk=32)
-  np.testing.assert_allclose(b, 10 * a, rtol=1e-4)
+  # Any unit float32 holds: a rescale maps the predictions alike, whatever its size.
+  for scale in (10.0, 1e-9, 1e15):
+    b = stage.predictor(model, params, refs, scale * scores).scores(queries, chunk=32)
+    np.testing.assert_allclose(b, scale * a, rtol=1e-4)
+  with pytest.raises(stage.PnagError, match="rescale the task's unit"):
+    stage.predictor(model, params, refs, 1e19 * scores)
   shifted = stage.predictor(model, params, refs, scores + 30)
   c = shifted.scores(queries, chunk=32)
   if cfg.task_spread:

@@ -331,13 +331,22 @@ def pow2_at_least(n: int) -> int:
   return 1 << max(0, (n - 1).bit_length())
 
 
+#: Largest reference score in magnitude: 64 squared deviations stay within float32.
+MAX_REF_SCORE = 1e18
+
+
 def _padded_refs(ref_genes: np.ndarray, ref_scores: np.ndarray):
   """(genes, scores, mask) with K padded to a power of two: few compiles serve every K."""
   ref_genes = np.asarray(ref_genes, np.int32)
-  ref_scores = np.asarray(ref_scores, np.float32)
-  if ref_genes.shape[0] < 1 or ref_genes.shape[0] != ref_scores.shape[0]:
+  if ref_genes.shape[0] < 1 or ref_genes.shape[0] != np.shape(ref_scores)[0]:
     raise PnagError(f"need K >= 1 reference archs with one score each, got "
-                    f"{ref_genes.shape[0]} archs and {ref_scores.shape[0]} scores")
+                    f"{ref_genes.shape[0]} archs and {np.shape(ref_scores)[0]} scores")
+  # The moments are taken in float32 on the device: squares of larger scores overflow.
+  if not np.abs(np.asarray(ref_scores, np.float64)).max() <= MAX_REF_SCORE:
+    raise PnagError(f"reference scores must lie within +-{MAX_REF_SCORE:.0e} (got up to "
+                    f"{np.abs(np.asarray(ref_scores, np.float64)).max():.3g}); rescale "
+                    "the task's unit")
+  ref_scores = np.asarray(ref_scores, np.float32)
   k = ref_genes.shape[0]
   kp = pow2_at_least(k)
   mask = np.arange(kp) < k

@@ -4,7 +4,9 @@ A task scores architectures: a name, a score per arch (possibly of a subset of t
 space), and whether lower is better. Stage 3 meta-trains a surrogate over many tasks
 and holds some out (`--exclude`), so a task only names where its data lives:
 `Task.load` reads it when called, and selection works on names alone, so an excluded
-task's file is never read, and a held-out dataset cannot leak into training.
+task's scores are never loaded, and a held-out dataset cannot leak into training. (NB201's
+built-in tables share their CSV files, so a file may be parsed for another column of it;
+an excluded column is never handed out.)
 """
 
 from __future__ import annotations

@@ -187,8 +187,13 @@ def episode_batch(cfg: SurrogateConfig, tasks: list[TaskArrays], members: list[l
       m = int(rng.integers(1, ks[e] + 1))
       top = max(1, int(np.ceil(FED_BACK_TOP * n)))
       best_end = task.order[:top] if task.minimize else task.order[::-1][:top]
-      free = best_end[~np.isin(best_end, np.concatenate([idx[e, :ks[e] - m], idx[e, kmax:]]))]
-      m = min(m, free.size)
+      while True:
+        free = best_end[~np.isin(best_end, np.concatenate([idx[e, :ks[e] - m], idx[e, kmax:]]))]
+        if free.size >= m:
+          break
+        # A small task's best end (NB201's validation accuracies: 37 archs) can hold
+        # fewer free archs than m: more uniform references stay, and they too are taken.
+        m = free.size
       idx[e, ks[e] - m:ks[e]] = rng.choice(free, m, replace=False)
   genes = np.stack([t.genes[i] for t, i in zip(episode_tasks, idx)])
   scores = np.stack([t.scores[i] for t, i in zip(episode_tasks, idx)])
@@ -361,6 +366,32 @@ def _report_by_k(ev: dict) -> dict:
 # ---- the loop ------------------------------------------------------------------------
 
 
+def check_split(meta: dict, split: dict, *, where: str) -> None:
+  """A resumed run must meta-train on, and hold out, the tasks it started with.
+
+  Checkpoints from before the split was recorded are not checked.
+
+  Raises:
+    CheckpointError: the tasks differ; the message names the first few of each side.
+  """
+  saved = meta.get("frozen") or {}
+  for key, now in split.items():
+    if key not in saved or tuple(saved[key]) == tuple(now):
+      continue
+    was = tuple(saved[key])
+    added = _first_few([t for t in now if t not in was])
+    gone = _first_few([t for t in was if t not in now])
+    raise ckpt_lib.CheckpointError(
+        f"{where} was trained with other {key} ({len(was)}, now {len(now)}; new: {added}; "
+        f"gone: {gone}); resume with the same data dir or use a new --workdir")
+
+
+def _first_few(names: list[str], n: int = 5) -> str:
+  if not names:
+    return "none"
+  return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
 def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=None,
                        tasks: dict | None = None, progress: bool = True,
                        stop_after: int | None = None) -> dict:
@@ -374,6 +405,9 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     tasks = tasks_lib.builtin_tasks(space.name, data_dir)
   train_names, val_names, excluded = split_tasks(cfg, tasks)
   frozen = {**cfg.frozen(), "excluded_tasks": tuple(excluded)}
+  # Recorded, and checked on resume where recorded: another data dir (or a table added
+  # to it) would otherwise turn held-out tasks into training tasks halfway.
+  split = {"train_tasks": tuple(train_names), "val_tasks": tuple(val_names)}
   out_dir = Path(workdir) / stage.NAME
   model, params = stage.init(cfg)
   loss = LossSettings.of(cfg)
@@ -390,6 +424,12 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       where = f"workdir {workdir}"
       ckpt_lib.check_meta(meta, {"space": cfg.space, "stage": stage.NAME}, where=where)
       lineage.check_frozen(meta, frozen, SurrogateConfig, where=f"{where}/{stage.NAME}")
+      check_split(meta, split, where=f"{where}/{stage.NAME}")
+      if ckpt.latest_step() > cfg.steps:
+        raise ckpt_lib.CheckpointError(
+            f"{where}/{stage.NAME} is at step {ckpt.latest_step()}, past "
+                        f"steps={cfg.steps}; resume with steps >= {ckpt.latest_step()} "
+                        "or use a new --workdir")
       ema, rest, key, _ = ckpt.restore(
           params_template=state["ema"],
           opt_state_template={"opt": state["opt_state"], "params": state["params"]})
@@ -431,7 +471,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
         if done % cfg.checkpoint_every == 0 or done == end:
           meta = lineage.stage_meta(stage=stage.NAME, space=space.name,
                                     config=config_lib.to_dict(cfg), params=state["ema"],
-                                    frozen=frozen)
+                                    frozen={**frozen, **split})
           if encoder_source is not None:
             meta["encoder_init"] = encoder_source
           ckpt.save(done, state["ema"], {"opt": state["opt_state"], "params": state["params"]},

@@ -162,6 +162,24 @@ def test_resuming_with_other_exclusions_is_refused(tmp_path, pnag_main, syntheti
                                tmp_path, tasks=tasks, progress=False)
 
 
+def test_resuming_on_other_tasks_or_past_its_steps_is_refused(tmp_path, synthetic_tasks):
+  cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
+  trainer.train_and_evaluate(cfg, tmp_path, tasks=synthetic_tasks(SYNTHETIC), progress=False,
+                             stop_after=3)
+  # Another data dir with one table more: the held-out tasks would be drawn anew, and
+  # tasks trained on would be reported as held out.
+  more = synthetic_tasks((*SYNTHETIC, "acc_d"))
+  with pytest.raises(stage.ckpt_lib.CheckpointError, match=r"other (train|val)_tasks") as e:
+    trainer.train_and_evaluate(cfg, tmp_path, tasks=more, progress=False)
+  assert "\n" not in str(e.value) and "acc_d" in str(e.value)
+  with pytest.raises(stage.ckpt_lib.CheckpointError, match="at step 3, past steps=2"):
+    trainer.train_and_evaluate(cfg.__class__(**{**cfg.__dict__, "steps": 2}), tmp_path,
+                               tasks=synthetic_tasks(SYNTHETIC), progress=False)
+  # Nothing was written by the refused resumes: the same tasks still finish the run.
+  trainer.train_and_evaluate(cfg, tmp_path, tasks=synthetic_tasks(SYNTHETIC), progress=False)
+  assert stage.load(tmp_path).step == 6
+
+
 def test_an_exclusion_that_matches_nothing_is_an_error(tmp_path, data_dir, pnag_main):
   code, _, err = pnag_main("train", "surrogate", "--workdir", tmp_path / "w", "--space",
                            "nb201", "--exclude", "cifar1O", "--data-dir", data_dir)
@@ -225,6 +243,18 @@ def test_fed_back_episodes_end_their_references_at_the_tasks_best(synthetic_task
   assert share[1.0] == 1.0 and share[0.0] < 0.3
   with pytest.raises(PnagError, match=r"fed_back_refs must be a share in \[0, 1\]"):
     stage.make_config("test", "nb201", 0, (), ("fed_back_refs=1.5",))
+
+
+def test_fed_back_references_stay_distinct_on_a_task_with_a_small_best_end(synthetic_tasks):
+  # 600 archs: a best 5% of 30, fewer than the up to 50 references to replace.
+  full = trainer.task_arrays(synthetic_tasks(("acc_a",))["acc_a"])
+  genes, scores = full.genes[:600], full.scores[:600]
+  task = full._replace(genes=genes, scores=scores, order=np.argsort(scores, kind="stable"))
+  cfg = stage.make_config("test", "nb201", 0, (), ("fed_back_refs=1", "k_min=40", "k_max=50"))
+  for step in range(20):
+    genes, _, mask = trainer.episode_batch(cfg, [task], [[0]], step)
+    for e, k in enumerate(mask.sum(1)):
+      assert len({tuple(g) for g in genes[e, :k]}) == k, (step, e)
 
 
 def test_log_k_sampling_spends_most_episodes_on_few_references():
