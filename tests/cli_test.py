@@ -67,7 +67,8 @@ def test_every_option_has_help_defaults_and_an_example():
 def test_train_help_lists_the_stages_and_the_spaces(pnag_main):
   code, out, _ = pnag_main("train", "--help")
   assert code == 0
-  assert "stage1" in out and "not built yet" in out
+  assert all(stage in out for stage in ("stage1", "stage2", "surrogate"))
+  assert "not built yet" not in out  # every stage listed trains
   assert "nb201, mbv3, mbv3_r, darts, autoformer, autoformer_base" in out
 
 
@@ -91,6 +92,10 @@ def test_bad_input_from_the_console_is_one_line_without_traceback(pnag):
     (("train", "stage1", "--space", "nb202", "--workdir", "/tmp/x"), "unknown search space"),
     (("train", "stage1", "--workdir", "/tmp/x", "--set", "dim=abc"), "expected int"),
     (("train", "stage1", "--workdir", "/tmp/x", "--preset", "fast"), "invalid choice"),
+    (("eval", "vun", "--out", "/tmp/x", "--num", "0"), "--num and --seeds must be >= 1"),
+    (("eval", "vun", "--out", "/tmp/x", "--seeds", "0"), "--num and --seeds must be >= 1"),
+    (("eval", "ofa", "--workdir", "/tmp/x", "--out", "/tmp/x", "--ratio", "600"),
+     "--ratio 600 leaves the guided search no calls"),
 ])
 def test_bad_input_is_one_line(pnag_main, args, fragment):
   code, _, err = pnag_main(*args)

@@ -63,6 +63,13 @@ def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
   if saved is not None and saved.space != "mbv3_r":
     raise PnagError(f"pnag eval ofa searches OFA subnets with their resolution: it needs a "
                     f"stage 1 of space mbv3_r, and {workdir} is {saved.space!r}")
+  evo_cfg = evolution.EvolutionConfig(generations=generations)
+  evo_calls = evo_cfg.calls()
+  calls = evo_cfg.calls(evo_calls // ratio // evo_cfg.population - 1)  # whole generations
+  if calls < 1:
+    raise PnagError(f"--ratio {ratio} leaves the guided search no calls: the evolution "
+                    f"makes {evo_calls:,} in {generations} generations of "
+                    f"{evo_cfg.population}; lower --ratio or raise --generations")
   out = reports.out_dir(out)
   s1 = stage1.load(workdir)
   space = s1.space
@@ -71,9 +78,6 @@ def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
     raise PnagError("pnag eval ofa needs OFA's predictor and Note10 tables: a data directory "
                     "holding mbv3/ (--data-dir or $PNAG_DATA_DIR)")
   acc, lat = known["ofa_acc"], known["note10_latency"]
-  evo_cfg = evolution.EvolutionConfig(generations=generations)
-  evo_calls = evo_cfg.calls()
-  calls = evo_cfg.calls(evo_calls // ratio // evo_cfg.population - 1)  # whole generations
   evolve, evo_compile = evolution.compiled(space.gene_cardinalities, acc.device_score,
                                            lat.device_score, evo_cfg)
   sampler = elite.make_sampler(s1, cfg)
@@ -105,7 +109,8 @@ def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
       top = g.genes[:TOP]
       # Equal calls: the evolution after as many whole generations as the guided calls
       # allow; equal time: after the generations its wall time allows.
-      evo_at_calls = float(trace[min(g.calls // evo_cfg.population - 1, generations)])
+      # A search that stopped within the first generation's calls is set against it.
+      evo_at_calls = float(trace[min(max(g.calls // evo_cfg.population - 1, 0), generations)])
       gens_in_time = int(generations * min(g.seconds / evo_seconds, 1.0))
       reach_calls, reach_seconds = _first_reach(g.trace, evo_best)
       guided_at_evo_time = max([b for _, b, s in g.trace if s <= evo_seconds], default=None)

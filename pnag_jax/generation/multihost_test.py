@@ -87,6 +87,12 @@ def test_a_dead_process_is_named_in_the_one_line_reason():
       "--objective", "params"], "--objective does not go with a multi-process run"),
     (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1",
       "--out", "a.txt"], "--out must end in .jsonl or .csv"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1",
+      "--minimize"], "--minimize does not go with a multi-process run"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1",
+      "--budget", "5"], "--budget does not go with a multi-process run"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1",
+      "--seed", str(2**32)], "--seed must be in [0, 2**32 - 1]"),
 ])
 def test_generate_bad_multiprocess_flags_are_one_line(pnag_main, tmp_path, args, fragment):
   base = {"--workdir": str(tmp_path), "--num": "10", "--out": str(tmp_path / "a.csv")}

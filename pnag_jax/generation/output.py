@@ -46,6 +46,8 @@ def check_output(path: str | Path, kind: str | None = None) -> Path:
     raise PnagError(f"output format must be one of {', '.join(FORMATS)}, got {kind!r}")
   if not path.parent.is_dir():
     raise PnagError(f"output directory {path.parent} does not exist")
+  if path.is_dir():
+    raise PnagError(f"output {path} is a directory; give a file name")
   return path
 
 
@@ -131,6 +133,9 @@ class ArchWriter:
     self._file.close()
     if exc_type is None:
       os.replace(self._partial, self.path)
+    elif not self.rows:
+      # Failed before its first row: the partial file holds nothing worth keeping.
+      self._partial.unlink(missing_ok=True)
 
   def write(self, chunk: Generated) -> None:
     genes = np.asarray(chunk.genes)

@@ -74,6 +74,18 @@ def test_bad_output_paths(tmp_path):
     ArchWriter(tmp_path / "a.txt", space)
   with pytest.raises(PnagError, match="does not exist"):
     ArchWriter(tmp_path / "nope" / "a.csv", space)
+  (tmp_path / "d.csv").mkdir()
+  with pytest.raises(PnagError, match="is a directory"):
+    ArchWriter(tmp_path / "d.csv", space)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
+
+
+def test_a_run_failing_before_its_first_row_leaves_no_partial(tmp_path):
+  path = tmp_path / "a.csv"
+  with pytest.raises(PnagError):
+    with ArchWriter(path, get_space("nb201")):
+      raise PnagError("refused")
+  assert not list(tmp_path.iterdir())
 
 
 def test_nb201_without_tables_writes_strings_and_validity_only(tmp_path):

@@ -109,9 +109,21 @@ def is_current(part_file: Path, expected: dict) -> bool:
 
 
 def manifest(out: str | Path, sidecars: list[dict], **summary: Any) -> dict:
-  """The manifest of `out` from every part's sidecar, in part order."""
+  """The manifest of `out` from every part's sidecar, in part order.
+
+  Raises:
+    PnagError: the parts are not one run's (a process had another seed, --num, model,
+      setting or data dir): the manifest would only fail at the merge, naming no cause.
+  """
   sidecars = sorted(sidecars, key=lambda s: s["part"])
   first = sidecars[0]
+  for s in sidecars[1:]:
+    differ = [f"{k} {s[k]} (process 0: {first[k]})" for k in ("run", "seed", "num", "parts")
+              if s[k] != first[k]]
+    if differ:
+      raise PnagError(f"process {s['part']} generated another run than process 0: "
+                      f"{', '.join(differ)}; no manifest written; rerun every process with "
+                      "the same command, workdir and data dir")
   entries = [{"file": part_path(out, s["part"], s["parts"]).name,
               **{k: s[k] for k in ("start", "stop", "count", "bytes", "sha256")}}
              for s in sidecars]
@@ -142,6 +154,21 @@ def _check_sidecar(out: Path, man: dict, entry: dict, i: int) -> Path:
   return part_file
 
 
+def _manifest_entries(man: dict, man_file: Path) -> list[dict]:
+  """The manifest's part entries, once its fields have the types a merge reads."""
+  entries = man.get("part_files")
+  fields = {"num": int, "parts": int, "seed": int, "run": str}
+  ok = isinstance(entries, list) and all(isinstance(man.get(k), t) for k, t in fields.items())
+  ok = ok and all(
+      isinstance(e, dict) and isinstance(e.get("file"), str) and e["file"] == Path(e["file"]).name
+      and all(isinstance(e.get(k), int) for k in ("start", "stop", "count"))
+      and isinstance(e.get("sha256"), str) for e in entries)
+  if not ok:
+    raise PnagError(f"{man_file} is malformed (a field is missing or of the wrong type); "
+                    "rerun the generate command to write it again")
+  return entries
+
+
 def merge(out: str | Path) -> dict:
   """Checks every part of `out` against the manifest and writes `out`; returns the manifest.
 
@@ -153,8 +180,10 @@ def merge(out: str | Path) -> dict:
   if not man_file.is_file():
     raise PnagError(f"no manifest {man_file}: the multi-process run did not finish "
                     "(rerun it; it keeps the parts already written)")
+  if out.is_dir():
+    raise PnagError(f"output {out} is a directory; give a file name")
   man = read_json(man_file, "manifest", MANIFEST_FORMAT)
-  entries = man["part_files"]
+  entries = _manifest_entries(man, man_file)
   if [(e["start"], e["stop"]) for e in entries] != [
       block(man["num"], man["parts"], i) for i in range(man["parts"])]:
     raise PnagError(f"{man_file} does not list parts 0 .. {man['parts'] - 1} in order")

@@ -147,3 +147,42 @@ def test_run_id_changes_with_every_input():
     ids.add(parts.run_id(**{**base, k: v}))
   assert len(ids) == 6
   assert parts.run_id(**base) == parts.run_id(**dict(reversed(base.items())))
+
+
+def test_process_zero_writes_no_manifest_for_parts_of_different_runs(tmp_path):
+  # As when one process ran with another --num or data dir: every part is written, and
+  # the manifest must say which process differs, not leave it to the merge.
+  out, other = tmp_path / "archs.csv", tmp_path / "other.csv"
+  _write_run(out, 10, 2, run="r0")
+  _write_run(other, 10, 2, run="r1")
+  sidecars = [json.loads(parts.sidecar_path(parts.part_path(f, i, 2)).read_text())
+              for f, i in ((out, 0), (other, 1))]
+  with pytest.raises(PnagError, match=r"process 1 generated another run than process 0: "
+                                      r"run r1 \(process 0: r0\); no manifest written"):
+    parts.manifest(out, sidecars)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda m: m.pop("part_files"),
+    lambda m: m.update(parts="2"),
+    lambda m: m["part_files"][1].update(file="../elsewhere.csv"),
+    lambda m: m["part_files"][0].pop("sha256"),
+])
+def test_merge_refuses_a_malformed_manifest_in_one_line(tmp_path, damage):
+  out = tmp_path / "archs.csv"
+  _write_run(out, 10, 2)
+  man = json.loads(parts.manifest_path(out).read_text())
+  damage(man)
+  parts.write_json(parts.manifest_path(out), man)
+  with pytest.raises(PnagError, match="is malformed") as e:
+    parts.merge(out)
+  assert "\n" not in str(e.value) and not out.exists()
+
+
+def test_merge_onto_a_directory_is_refused_before_writing(tmp_path):
+  out = tmp_path / "archs.csv"
+  _write_run(out, 10, 2)
+  out.mkdir()
+  with pytest.raises(PnagError, match="is a directory"):
+    parts.merge(out)
+  assert not (tmp_path / "archs.csv.partial").exists()

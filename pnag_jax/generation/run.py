@@ -19,7 +19,7 @@ from pnag_jax.errors import PnagError
 from pnag_jax.generation import multihost, output, parts
 from pnag_jax.generation.output import ArchWriter, check_output, output_format
 from pnag_jax.generation.priors import PRIORS
-from pnag_jax.generation.sampler import Sampler, SamplerConfig
+from pnag_jax.generation.sampler import Sampler, SamplerConfig, check_range
 from pnag_jax.guidance.adapt import PREDICTORS
 from pnag_jax.stages import stage1
 
@@ -83,7 +83,8 @@ def generate_to_file(workdir: str | Path, num: int, seed: int, out: str | Path,
   """
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
-  output_format(out)  # a bad name fails before the model loads
+  check_range(num, seed=seed)
+  check_output(out)  # a bad name fails before the model loads
   _, sampler = load_sampler(workdir, cfg, devices)
   tables = tables_or_note(sampler.space.name, data_dir)
   t0 = time.perf_counter()
@@ -125,6 +126,7 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
   """
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
+  check_range(num, seed=seed)
   kind = output_format(check_output(out))
   if launch.single:
     return generate_to_file(workdir, num, seed, out, cfg, data_dir, progress, cond)
@@ -312,6 +314,7 @@ def main(args: argparse.Namespace) -> None:
   for flag in ("workdir", "num", "out"):
     if getattr(args, flag) is None:
       raise PnagError(f"--{flag} is required")
+  check_range(max(args.num, 0), seed=args.seed)
   launch = _launch(args)
   cfg = SamplerConfig(prior=args.prior, temperature=args.temperature,
                       cfg_scale=args.cfg_scale, top_k=args.top_k, top_p=args.top_p,
@@ -324,7 +327,8 @@ def main(args: argparse.Namespace) -> None:
     for flag, given in (("--refs", args.refs), ("--objective", args.objective),
                         ("--target", args.target is not None),
                         ("--params", args.params is not None),
-                        ("--flops", args.flops is not None)) + ranking:
+                        ("--flops", args.flops is not None), ("--minimize", args.minimize),
+                        ("--budget", args.budget != 10_000)) + ranking:
       if given:
         raise PnagError(f"{flag} does not go with a multi-process run (it generates "
                         "from the prior, unconditioned)")

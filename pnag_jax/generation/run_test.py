@@ -54,3 +54,10 @@ def test_bad_requests_fail_before_loading(tmp_path):
     run_lib.generate_to_file(tmp_path, 5, 0, tmp_path / "a.txt", SamplerConfig())
   with pytest.raises(PnagError, match="no stage-1 checkpoints"):
     run_lib.load_sampler(tmp_path / "nothing")
+  # JAX keys keep a seed's low 32 bits: 2**32 + 5 would silently draw seed 5's archs.
+  for seed in (2**32 + 5, -1):
+    with pytest.raises(PnagError, match=r"--seed must be in \[0, 2\*\*32 - 1\]"):
+      run_lib.generate_to_file(tmp_path, 5, seed, tmp_path / "a.csv", SamplerConfig())
+  with pytest.raises(PnagError, match="at most 2\*\*32 - 1 architectures per seed"):
+    run_lib.generate_to_file(tmp_path, 2**32, 0, tmp_path / "a.csv", SamplerConfig())
+  assert not list(tmp_path.iterdir())

@@ -49,6 +49,24 @@ from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 _BATCH = "batch"
 
 
+#: Architecture indices and seeds are folded into 32-bit PRNG keys.
+MAX_INDEX = 2**32 - 1
+
+
+def check_range(num: int, *, start: int = 0, seed: int | None = None) -> None:
+  """Architectures `start .. start + num - 1` of `seed` can be drawn, or a one-line error.
+
+  Keys are `fold_in(key(seed), i)`: JAX keeps a seed's low 32 bits, so seeds 5 and
+  2**32 + 5 would draw the same archs, and an index past 2**32 - 1 wraps.
+  """
+  if num < 0 or start < 0:
+    raise PnagError(f"architecture range must be >= 0, got start {start}, num {num}")
+  if start + num > MAX_INDEX:
+    raise PnagError(f"at most 2**32 - 1 architectures per seed, got {start + num}")
+  if seed is not None and not 0 <= seed <= MAX_INDEX:
+    raise PnagError(f"--seed must be in [0, 2**32 - 1], got {seed}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
   """How to generate; the user-facing settings, checked on construction.
@@ -277,10 +295,7 @@ class Sampler:
     The next chunk is dispatched before the current one is copied to the host, so the
     device and the host transfer overlap.
     """
-    if num < 0 or start < 0:
-      raise PnagError(f"architecture range must be >= 0, got start {start}, num {num}")
-    if start + num >= 2**32:
-      raise PnagError(f"at most 2**32 - 1 architectures per seed, got {start + num}")
+    check_range(num, start=start)
     cs = self.chunk_size
     starts = list(range(start, start + num, cs))
     pending = self.chunk(key, starts[0], cond) if starts else None

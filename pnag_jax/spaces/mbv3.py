@@ -45,9 +45,6 @@ _NUM_GENES = 2 * NUM_LAYERS + NUM_STAGES
 _FIRST_LAYER_OP = 2
 SKIP_OP = 11
 
-# Far above any sensible spelling of an OFA dict (the canonical one is ~150 chars);
-# keeps a pasted blob from costing unbounded parse time.
-
 _NATIVE_KEYS = (("ks", KERNEL_SIZES, NUM_LAYERS), ("e", EXPAND_RATIOS, NUM_LAYERS),
                 ("d", DEPTHS, NUM_STAGES))
 

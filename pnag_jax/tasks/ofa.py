@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import zipfile
 from pathlib import Path
 
 import jax
@@ -131,9 +132,10 @@ def _latency_tables(table_dir: Path) -> tuple[np.ndarray, np.ndarray]:
       raise PnagError(f"cannot read the Note10 latency table {path}: {err}") from err
 
     def ms(key, path=path, table=table):
-      if key not in table:
-        raise PnagError(f"the Note10 table {path} has no entry {key!r}")
-      return float(table[key]["mean"])
+      try:
+        return float(table[key]["mean"])
+      except (KeyError, TypeError, ValueError):
+        raise PnagError(f"the Note10 table {path} has no mean latency for {key!r}") from None
 
     f = (r + 1) // 2
     fixed[ri] = ms(f"Conv-input:{r}x{r}x3-output:{f}x{f}x{_FIRST_WIDTH}") + ms(
@@ -252,7 +254,8 @@ class OFAModels:
       with np.load(path) as z:
         params = {k: jnp.asarray(z[k], jnp.float32) for k in
                   ("w0", "b0", "w1", "b1", "w2", "b2", "w3", "b3")}
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+      # A truncated .npz is a bad zip (or an EOF) to numpy, not an OSError.
       raise PnagError(f"cannot read OFA's accuracy predictor {path}: {err}") from err
     fixed, per_slot = _latency_tables(mbv3_dir / "note10")
     return cls(params, fixed, per_slot)

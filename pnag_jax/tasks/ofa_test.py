@@ -64,6 +64,25 @@ def test_a_missing_table_is_a_one_line_error(tmp_path):
     ofa.OFAModels.from_dir(tmp_path)
 
 
+def test_corrupt_predictor_and_latency_tables_are_one_line_errors(tmp_path, data_dir):
+  import shutil  # pylint: disable=g-import-not-at-top
+  good = data_dir / "mbv3"
+  truncated = tmp_path / "truncated"
+  shutil.copytree(good, truncated)
+  npz = truncated / "ofa_acc_predictor.npz"
+  npz.write_bytes(npz.read_bytes()[:200])
+  with pytest.raises(PnagError, match="cannot read OFA's accuracy predictor") as e:
+    ofa.OFAModels.from_dir(truncated)
+  assert "\n" not in str(e.value)
+  no_mean = tmp_path / "no_mean"
+  shutil.copytree(good, no_mean)
+  table = sorted((no_mean / "note10").glob("*_lookup_table.yaml"))[0]
+  table.write_text(table.read_text().replace("mean:", "median:", 1))
+  with pytest.raises(PnagError, match="has no mean latency for") as e:
+    ofa.OFAModels.from_dir(no_mean)
+  assert "\n" not in str(e.value)
+
+
 def test_gene_functions_match_on_mbv3_r_genes(reference, models):
   # The jit-able functions on mbv3_r genes (what searches run on device) agree with
   # the reference values too, through the space's own parser.
