@@ -92,11 +92,14 @@ def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGET
   for name in task_names:
     if name not in known:
       raise PnagError(f"unknown task {name!r}; see `pnag tasks --space {space.name}`")
-  out = reports.out_dir(out)
   valid = valid_rows(space)
+  if not 1 <= k <= int(valid.sum()):
+    raise PnagError(f"--k must be in [1, {int(valid.sum()):,}] (the strictly valid archs "
+                    f"references are drawn from), got {k}")
   genes_all = space.enumerate()
   sampler = Sampler.from_run(run1, SamplerConfig(prior="ar", cfg_scale=cfg_scale,
                                                  chunk_size=min(num, 1000)))
+  out = reports.out_dir(out)  # once the settings are known to be good
   key = jax.random.key(seed)
   report = {"workdir": str(workdir), "space": space.name, "num": num, "k": k, "seed": seed,
             "cfg_scale": cfg_scale, "targets": list(targets),
@@ -160,9 +163,9 @@ def budget_sweep(run2, out, *, num: int, seed: int, cfg_scale: float,
   import math  # pylint: disable=g-import-not-at-top
   space = run2.stage1.space
   counts = counts or run2.cfg.budget_keys[:1]
-  out = reports.out_dir(out)
   sampler = Sampler.from_run(run2.stage1, SamplerConfig(prior="ar", cfg_scale=cfg_scale,
                                                         chunk_size=min(num, 1000)))
+  out = reports.out_dir(out)  # once the settings are known to be good
   key = jax.random.key(seed)
   report = {"workdir": str(run2.workdir), "space": space.name, "num": num, "seed": seed,
             "cfg_scale": cfg_scale, "condition": "budget", "tolerance": TOLERANCE,

@@ -328,7 +328,8 @@ def main(args: argparse.Namespace) -> None:
                         ("--target", args.target is not None),
                         ("--params", args.params is not None),
                         ("--flops", args.flops is not None), ("--minimize", args.minimize),
-                        ("--budget", args.budget != 10_000)) + ranking:
+                        ("--budget", args.budget != 10_000),
+                        ("--cfg-scale", args.cfg_scale != 0)) + ranking:
       if given:
         raise PnagError(f"{flag} does not go with a multi-process run (it generates "
                         "from the prior, unconditioned)")
@@ -384,6 +385,11 @@ def main(args: argparse.Namespace) -> None:
     for flag, given in (("--minimize", args.minimize),) + ranking:
       if given:
         raise PnagError(f"{flag} needs --refs (guided generation)")
+    if args.cfg_scale:
+      # Without a condition both halves of the guided batch are the null one: twice the
+      # compute for the same logits.
+      raise PnagError("--cfg-scale guides the ar prior toward a condition: give --target "
+                      "with --refs, or --params/--flops")
   r = generate_to_file(args.workdir, args.num, args.seed, args.out, cfg,
                        data_dir=args.data_dir, cond=cond)
   _print_file(r, f"{f', target quantile {args.target:g}' if args.target is not None else ''}"

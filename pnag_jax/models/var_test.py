@@ -102,6 +102,28 @@ def test_guidance_ramp_and_first_scale_equals_conditional():
   assert (guided[:, 9:] != plain[:, 9:]).any()
 
 
+def test_guided_greedy_tokens_are_the_argmax_of_the_mixed_logits():
+  net, codebook = _model(cond_dim=5), _codebook()
+  c = net.condition(jax.random.normal(jax.random.key(4), (3, 5)), jnp.zeros((3,), bool))
+  null = net.condition(None, jnp.ones((3,), bool))
+  tokens = jax.jit(lambda k: var.generate(net, codebook, k, c, cfg_scale=3.0,
+                                          temperature=0.0))(jax.random.key(0))
+  forward = jax.jit(lambda t, cond: net(var.teacher_inputs(t, codebook, SCALES), cond))
+  cond_logits, null_logits = forward(tokens, c), forward(tokens, null)
+  # Scale by scale, (1 + w_t) * conditional - w_t * null, by hand: a flipped sign or a
+  # swapped half would pick other tokens.
+  start, flipped_differs = 0, False
+  for t, n in enumerate(SCALES):
+    w = var.guidance_weight(3.0, t, len(SCALES))
+    part = slice(start, start + n * n)
+    mixed = (1 + w) * cond_logits[:, part] - w * null_logits[:, part]
+    np.testing.assert_array_equal(tokens[:, part], jnp.argmax(mixed, -1))
+    flipped = (1 + w) * null_logits[:, part] - w * cond_logits[:, part]
+    flipped_differs |= bool((jnp.argmax(flipped, -1) != tokens[:, part]).any())
+    start += n * n
+  assert flipped_differs
+
+
 def test_generate_is_decoding_argmax_at_temperature_zero():
   net, codebook = _model(), _codebook()
   cond = net.condition(None, jnp.ones((2,), bool))

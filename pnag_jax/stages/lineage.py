@@ -110,6 +110,36 @@ def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], cls, *,
                             "resume with the same settings or use a new --workdir")
 
 
+def check_recorded(meta: Mapping[str, Any], recorded: Mapping[str, tuple[str, ...]], *,
+                   where: str) -> None:
+  """A resumed run must read the tasks it started with (`recorded`: name lists that the
+  run derived from its data dir, saved in its `frozen` block).
+
+  Another data dir, or a table added to it, would otherwise change them halfway: a
+  held-out task trained on, or conditions drawn from another bank. Checkpoints from
+  before a list was recorded are not checked for it.
+
+  Raises:
+    CheckpointError: a list differs; the message names the first few of each side.
+  """
+  saved = meta.get("frozen") or {}
+  for key, now in recorded.items():
+    if key not in saved or tuple(saved[key]) == tuple(now):
+      continue
+    was = tuple(saved[key])
+    added = _first_few([t for t in now if t not in was])
+    gone = _first_few([t for t in was if t not in now])
+    raise CheckpointError(
+        f"{where} was trained with other {key} ({len(was)}, now {len(now)}; new: {added}; "
+        f"gone: {gone}); resume with the same data dir or use a new --workdir")
+
+
+def _first_few(names: list[str], n: int = 5) -> str:
+  if not names:
+    return "none"
+  return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
 def check_parents(meta: Mapping[str, Any], workdir: str | Path, *, where: str,
                   load_parent) -> dict[str, Any]:
   """Loads each recorded parent at its recorded step and checks its params' hash.

@@ -20,8 +20,8 @@ Conditions (`condition`):
 * `budget`: a parameter count and/or a FLOP count (multiply-adds), exact from the
   project's own formulas (`tasks.costs`) at the paper-size network. For each count
   of `budgets` the vector holds a flag for whether it was given (a user may give
-  either or both), then its log, scaled to [0, 1] over the range of stage 1's
-  training archs (0 where not given). The range is recorded in the checkpoint, and a
+  either or both); then, for each, its log, scaled to [0, 1] over the range of stage
+  1's training archs (0 where not given). All flags come first, then all logs. The range is recorded in the checkpoint, and a
   budget outside it is refused.
 """
 
@@ -138,6 +138,14 @@ class Stage2Config:
       raise PnagError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
     if not 0.0 <= self.cond_drop <= 1.0:
       raise PnagError(f"cond_drop must be in [0, 1], got {self.cond_drop}")
+    for name in ("eval_every", "checkpoint_every", "log_every", "task_bank"):
+      if getattr(self, name) < 1:
+        raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("eval_size", "max_steps", "warmup_steps"):
+      if getattr(self, name) < 0:
+        raise PnagError(f"{name} must be >= 0, got {getattr(self, name)}")
+    if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+      raise PnagError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
 
   @property
   def budget_keys(self) -> tuple[str, ...]:

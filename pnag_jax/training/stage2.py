@@ -314,6 +314,8 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
     budget_conditions.check_space(cfg, run1.space)
   srun = _load_surrogate(cfg, run1, workdir)
   space = run1.space
+  if srun is not None:
+    task_conditions.check_space(cfg, space)
   out_dir = Path(workdir) / stage2.NAME
   codebook = jnp.asarray(run1.params["codebook"], jnp.float32)
   base_key = jax.random.fold_in(jax.random.key(cfg.seed), 5)
@@ -336,6 +338,12 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
       conditions = task_conditions.build(cfg, run1, srun, data.train_genes,
                                          data.heldout_genes, data_dir, tasks=tasks)
       tables = {"bank": conditions.bank, "quantile": conditions.train_quantile}
+      # Read from the data dir, so recorded and checked: a resume on another data dir
+      # would draw its conditions from another bank.
+      frozen["condition_tasks"] = conditions.names
+      if resuming:
+        lineage.check_recorded(ckpt.read_meta(), {"condition_tasks": conditions.names},
+                               where=f"stage 2 in {workdir}")
       held_cond = heldout_conditions(cfg, conditions, heldout.shape[0])
     elif cfg.condition == "budget":
       budgets = budget_conditions.build(cfg, run1, data.train_genes, data.heldout_genes)
@@ -356,6 +364,11 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
           params_template=state["params"], opt_state_template=state["opt_state"])
       state = {"params": params, "opt_state": opt_state}
       start = ckpt.latest_step()
+      if start > total:
+        raise ckpt_lib.CheckpointError(
+            f"stage 2 in {workdir} is at step {start}, past this run's {total} steps; "
+            f"resume with max_steps >= {start} (or the epochs that give it) or use a "
+            "new --workdir")
     best = None
     if cfg.keep_best:
       # Two kept: a step past `start` (saved before a kill) goes, its predecessor stays.

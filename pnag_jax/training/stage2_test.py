@@ -108,6 +108,14 @@ def test_resume_refuses_other_settings_and_a_changed_stage1(nb201_stage2, stage2
   cfg = stage2_recipe.stage2_config()
   with pytest.raises(ckpt_lib.CheckpointError, match="width=32, not 48"):
     stage2_recipe.train_stage2(workdir, cfg.replace(width=48))
+  # A step limit below the checkpoint's would report the limit and serve the later step.
+  with pytest.raises(ckpt_lib.CheckpointError, match="is at step 12, past this run's 6 steps"):
+    stage2_recipe.train_stage2(workdir, cfg.replace(max_steps=6))
+  # Another data dir (here: one task fewer) would draw the conditions from another bank.
+  fewer = stage2_recipe._synthetic_tasks(("acc_a", "lat_x", "lat_z"))  # pylint: disable=protected-access
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match=r"other condition_tasks \(3, now 2; new: none; gone: acc_b\)"):
+    training.train_and_evaluate(cfg, workdir, tasks=fewer, progress=False)
   # Stage 1 trained on underneath (a new step with other params): stage 2 is stale.
   moved = jax.tree.map(lambda x: x + 1.0, nb201_untrained.params)
   stage1_saver(nb201_untrained.__class__(**{**nb201_untrained.__dict__, "params": moved}),
@@ -154,6 +162,16 @@ def test_config_errors_are_one_line():
   with pytest.raises(PnagError,
                      match=r"batch_size \(16\) must be a multiple of micro_batches \(3\)"):
     stage2.make_config("test", overrides=["micro_batches=3"])
+  # Each would fail later with a traceback (a zero modulus, an empty bank) or train on
+  # silently (a NaN model, a negative evaluation slice).
+  for bad, fragment in (("eval_every=0", "eval_every must be >= 1"),
+                        ("log_every=0", "log_every must be >= 1"),
+                        ("checkpoint_every=0", "checkpoint_every must be >= 1"),
+                        ("task_bank=0", "task_bank must be >= 1"),
+                        ("eval_size=-5", "eval_size must be >= 0"),
+                        ("learning_rate=nan", "learning_rate must be finite and > 0")):
+    with pytest.raises(PnagError, match=fragment):
+      stage2.make_config("test", overrides=[bad])
 
 
 def test_task_condition_without_a_surrogate_says_how_to_train_one(nb201_workdir):

@@ -366,32 +366,6 @@ def _report_by_k(ev: dict) -> dict:
 # ---- the loop ------------------------------------------------------------------------
 
 
-def check_split(meta: dict, split: dict, *, where: str) -> None:
-  """A resumed run must meta-train on, and hold out, the tasks it started with.
-
-  Checkpoints from before the split was recorded are not checked.
-
-  Raises:
-    CheckpointError: the tasks differ; the message names the first few of each side.
-  """
-  saved = meta.get("frozen") or {}
-  for key, now in split.items():
-    if key not in saved or tuple(saved[key]) == tuple(now):
-      continue
-    was = tuple(saved[key])
-    added = _first_few([t for t in now if t not in was])
-    gone = _first_few([t for t in was if t not in now])
-    raise ckpt_lib.CheckpointError(
-        f"{where} was trained with other {key} ({len(was)}, now {len(now)}; new: {added}; "
-        f"gone: {gone}); resume with the same data dir or use a new --workdir")
-
-
-def _first_few(names: list[str], n: int = 5) -> str:
-  if not names:
-    return "none"
-  return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
-
-
 def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=None,
                        tasks: dict | None = None, progress: bool = True,
                        stop_after: int | None = None) -> dict:
@@ -424,7 +398,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       where = f"workdir {workdir}"
       ckpt_lib.check_meta(meta, {"space": cfg.space, "stage": stage.NAME}, where=where)
       lineage.check_frozen(meta, frozen, SurrogateConfig, where=f"{where}/{stage.NAME}")
-      check_split(meta, split, where=f"{where}/{stage.NAME}")
+      lineage.check_recorded(meta, split, where=f"{where}/{stage.NAME}")
       if ckpt.latest_step() > cfg.steps:
         raise ckpt_lib.CheckpointError(
             f"{where}/{stage.NAME} is at step {ckpt.latest_step()}, past "

@@ -59,6 +59,17 @@ def oriented_quantiles(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
   return np.clip((lo + hi - 1) / 2.0 / max(n - 1, 1), 0.0, 1.0)
 
 
+def check_space(cfg: Stage2Config, space) -> None:
+  """The task condition can be built on `space` with `cfg`'s reference counts."""
+  if not space.enumerable:
+    raise PnagError(f"the task condition needs every arch's score and quantile; space "
+                    f"{space.name!r} is not enumerable (NB201 is)")
+  n = int(valid_rows(space).sum())
+  if cfg.k_max > n:
+    raise PnagError(f"k_max ({cfg.k_max}) exceeds the {n:,} strictly valid archs of "
+                    f"{space.name} that references are drawn from")
+
+
 def build(cfg: Stage2Config, run1: Stage1Run, srun, train_genes: np.ndarray,
           heldout_genes: np.ndarray, data_dir=None, tasks: dict | None = None
           ) -> TaskConditions:
@@ -71,9 +82,7 @@ def build(cfg: Stage2Config, run1: Stage1Run, srun, train_genes: np.ndarray,
   if srun.space.name != space.name:
     raise PnagError(f"the surrogate is of space {srun.space.name!r}, stage 1 of "
                     f"{space.name!r}")
-  if not space.enumerable:
-    raise PnagError(f"the task condition needs every arch's score and quantile; space "
-                    f"{space.name!r} is not enumerable (NB201 is)")
+  check_space(cfg, space)
   if tasks is None:
     tasks = tasks_lib.builtin_tasks(space.name, data_dir)
   kept, _ = tasks_lib.select_tasks(tasks, srun.cfg.exclude)

@@ -59,3 +59,21 @@ def test_conditional_sampling_is_deterministic_and_checks_the_vector(nb201_stage
       jax.random.key(0), 8, cond).genes)
   with pytest.raises(AssertionError):
     sampler.generate(jax.random.key(0), 8, cond[:-1])
+
+
+def test_bad_reference_counts_and_an_unconditioned_cfg_are_refused_in_one_line(
+    nb201_stage2, tmp_path, pnag_main):
+  workdir, _ = nb201_stage2
+  cfg = stage2.make_config("test", overrides=["condition=task", "k_max=100000"])
+  with pytest.raises(stage2.PnagError, match=r"k_max \(100000\) exceeds the [\d,]+ strictly"):
+    task_conditions.check_space(cfg, get_space("nb201"))
+  out = tmp_path / "out"
+  code, _, err = pnag_main("eval", "conditional", "--workdir", workdir, "--out", out,
+                           "--k", "100000")
+  assert code == 2 and "--k must be in [1, " in err and len(err.strip().splitlines()) == 1
+  assert not out.exists()
+  # No condition: both halves of the guided batch would be the null one.
+  code, _, err = pnag_main("generate", "--workdir", workdir, "--num", "4", "--prior", "ar",
+                           "--cfg-scale", "2", "--out", tmp_path / "a.csv")
+  assert code == 2 and "--cfg-scale guides the ar prior toward a condition" in err
+  assert not list(tmp_path.iterdir())
