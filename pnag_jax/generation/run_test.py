@@ -58,6 +58,6 @@ def test_bad_requests_fail_before_loading(tmp_path):
   for seed in (2**32 + 5, -1):
     with pytest.raises(PnagError, match=r"--seed must be in \[0, 2\*\*32 - 1\]"):
       run_lib.generate_to_file(tmp_path, 5, seed, tmp_path / "a.csv", SamplerConfig())
-  with pytest.raises(PnagError, match="at most 2\*\*32 - 1 architectures per seed"):
+  with pytest.raises(PnagError, match=r"at most 2\*\*32 - 1 architectures per seed"):
     run_lib.generate_to_file(tmp_path, 2**32, 0, tmp_path / "a.csv", SamplerConfig())
   assert not list(tmp_path.iterdir())
