@@ -28,6 +28,16 @@ C = TypeVar("C")
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
 
+#: PRNG seeds: JAX keeps a seed's low 32 bits, so a larger one would repeat a smaller.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int, name: str = "seed") -> None:
+  """A one-line error unless `seed` is in [0, 2**32 - 1], as numpy and JAX read it alike."""
+  if not 0 <= seed <= MAX_SEED:
+    raise PnagError(f"{name} must be in [0, 2**32 - 1], got {seed}")
+
+
 def _parse(kind: Any, raw: str, key: str) -> Any:
   """`raw` as a value of the annotation `kind`."""
   origin, args = typing.get_origin(kind), typing.get_args(kind)

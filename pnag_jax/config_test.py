@@ -1,6 +1,7 @@
 """The config mechanism every stage shares: presets, typed overrides, JSON round trips."""
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -85,3 +86,27 @@ def test_stage1_presets_and_checks():
     stage1.make_config("quick", overrides=["scc_variant=other"])
   with pytest.raises(PnagError, match="dim must be >= 1"):
     stage1.make_config("quick", overrides=["dim=0"])
+  # Each would fail later with a traceback (a zero modulus, numpy's negative seed) or
+  # train silently on something else (a NaN model, seed 2**32 + 5 as seed 5).
+  for bad, fragment in (("log_every=0", "log_every must be >= 1"),
+                        ("eval_every=0", "eval_every must be >= 1"),
+                        ("checkpoint_every=0", "checkpoint_every must be >= 1"),
+                        ("heldout_size=0", "heldout_size must be >= 1"),
+                        ("seed=-3", "seed must be in [0, 2**32 - 1], got -3"),
+                        (f"seed={2**32 + 5}", "seed must be in [0, 2**32 - 1]"),
+                        ("scc_t_max=-5", "scc_t_max must be -1"),
+                        ("learning_rate=nan", "learning_rate must be finite and > 0")):
+    with pytest.raises(PnagError, match=re.escape(fragment)):
+      stage1.make_config("quick", overrides=[bad])
+  with pytest.raises(PnagError, match=r"scc_t_max \(99\) exceeds the 6 MSQ steps of nb201"):
+    stage1.step_weights(stage1.make_config("quick", overrides=["scc_t_max=99"]), 6)
+
+
+def test_every_stage_refuses_a_seed_that_jax_would_wrap():
+  from pnag_jax.stages import stage2, surrogate  # pylint: disable=g-import-not-at-top
+  for make in (lambda s: stage2.make_config("test", overrides=[f"seed={s}"]),
+               lambda s: surrogate.make_config("test", "nb201", s)):
+    make(2**32 - 1)
+    for seed in (2**32, -1):
+      with pytest.raises(PnagError, match=re.escape("seed must be in [0, 2**32 - 1]")):
+        make(seed)

@@ -22,8 +22,9 @@ def dense_to_graphs_tuple(ops: jax.Array, adj: jax.Array, edge_budget: int) -> j
   Args:
     ops: int[B, N] node-op ids; they become `nodes`.
     adj: bool[B, N, N] strictly upper-triangular adjacency.
-    edge_budget: edge slots per graph. Graphs with more edges than this (only
-      invalid ones) keep their first `edge_budget * B` edges in row-major order.
+    edge_budget: edge slots per graph. The B * edge_budget slots are one pool filled
+      in row-major order: a graph with more edges than this (only an invalid one can
+      have them) takes slots of the graphs after it, which then lose edges.
 
   Returns:
     A GraphsTuple with B+1 graphs (the last is padding), B*N+1 nodes and

@@ -29,8 +29,8 @@ class MessagePassingLayer(nnx.Module):
 
     def update_edge_fn(edges, sent, received, globals_):
       del edges, globals_
-      # Padding slots are self-loops on the padding node; zeroing their messages keeps
-      # the padding node's state at its input value, which nothing reads anyway.
+      # Padding slots are self-loops on the padding node: zeroed, no message of theirs
+      # reaches a real node (the padding node's own state is never read).
       return jax.nn.gelu(self.edge_mlp(jnp.concatenate([sent, received], -1))) * edge_mask
 
     def update_node_fn(nodes, sent_agg, received_agg, globals_):

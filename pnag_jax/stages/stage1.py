@@ -1,7 +1,7 @@
 """Stage 1, the VQ-VAE over architecture graphs: its config, model, init and load.
 
   cfg = make_config("quick", space="nb201", overrides=["codebook_size=128"])
-  model, params = init(get_space(cfg.space), cfg)      # fresh params (pure dict)
+  model, params = init(cfg)                            # fresh params (pure dict)
   run = load("runs/nb201")                             # a trained run, no optimizer
   vqvae = run.model.merge(run.params)                  # an nnx module, e.g. inside jit
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -82,9 +83,20 @@ class Stage1Config:
                       f"got {self.scc_variant!r}")
     if self.eval_size < 0:
       raise PnagError(f"eval_size must be >= 0 (0: every arch), got {self.eval_size}")
-    for name in ("dim", "encoder_layers", "decoder_hidden", "codebook_size", "batch_size"):
+    for name in ("dim", "encoder_layers", "decoder_hidden", "codebook_size", "batch_size",
+                 "epochs", "train_size", "heldout_size", "eval_every", "checkpoint_every",
+                 "log_every"):
       if getattr(self, name) < 1:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("max_steps", "warmup_steps"):
+      if getattr(self, name) < 0:
+        raise PnagError(f"{name} must be >= 0, got {getattr(self, name)}")
+    config_lib.check_seed(self.seed)
+    if self.scc_t_max < -1:
+      raise PnagError(f"scc_t_max must be -1 (all steps) or a step count >= 0, "
+                      f"got {self.scc_t_max}")
+    if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+      raise PnagError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
 
   def replace(self, **kw) -> "Stage1Config":
     return dataclasses.replace(self, **kw)
@@ -118,6 +130,9 @@ def make_config(preset: str = "quick", space: str = "nb201", seed: int = 0,
 def step_weights(cfg: Stage1Config, num_steps: int) -> np.ndarray:
   """float32[T]: the loss weight of each MSQ step's VQ term (`msq.scc_weights`)."""
   t_max = num_steps if cfg.scc_t_max < 0 else cfg.scc_t_max
+  if t_max > num_steps:
+    raise PnagError(f"scc_t_max ({cfg.scc_t_max}) exceeds the {num_steps} MSQ steps of "
+                    f"{cfg.space}")
   return msq.scc_weights(num_steps, t_max, cfg.scc_lambda)
 
 

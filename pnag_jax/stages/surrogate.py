@@ -126,6 +126,7 @@ class SurrogateConfig:
           else SurrogateConfig.score_temperature)}
 
   def __post_init__(self):
+    config_lib.check_seed(self.seed)
     for name in ("dim", "layers", "emb_dim", "hidden", "task_dim", "queries", "episodes",
                  "steps", "k_min"):
       if getattr(self, name) < 1:

@@ -84,6 +84,10 @@ def test_resume_refuses_another_space_other_settings_and_corrupt_checkpoints(tmp
   with pytest.raises(ckpt_lib.CheckpointError,
                      match="was trained with codebook_size=16, not 32; resume with the same"):
     training.train_and_evaluate(cfg.replace(codebook_size=32), tmp_path, progress=False)
+  # A step limit below the checkpoint's would report the limit and keep the later step.
+  with pytest.raises(ckpt_lib.CheckpointError, match="is at step 4, past this run's 2 steps"):
+    training.train_and_evaluate(cfg.replace(max_steps=2), tmp_path, progress=False)
+  assert json.loads((tmp_path / "stage1" / "config.json").read_text())["max_steps"] == 12
   # Wreck every data file of the saved params: resuming must fail with one clear line.
   params_dir = next((tmp_path / "stage1" / "checkpoints").glob("*/params"))
   for f in params_dir.rglob("*"):
