@@ -96,12 +96,23 @@ def test_bad_input_from_the_console_is_one_line_without_traceback(pnag):
     (("eval", "vun", "--out", "/tmp/x", "--seeds", "0"), "--num and --seeds must be >= 1"),
     (("eval", "ofa", "--workdir", "/tmp/x", "--out", "/tmp/x", "--ratio", "600"),
      "--ratio 600 leaves the guided search no calls"),
+    (("eval", "quality", "--workdir", "/tmp/x", "--out", "/tmp/x", "--seeds", "0"),
+     "--num and --seeds must be >= 1"),
 ])
 def test_bad_input_is_one_line(pnag_main, args, fragment):
   code, _, err = pnag_main(*args)
   assert code == 2
   assert fragment in err
   assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_protocol_refused_for_its_run_leaves_no_out_directory(pnag_main, tmp_path):
+  out = tmp_path / "out"
+  for args, fragment in ((("quality", "--workdir", tmp_path / "none"), "no stage-1 checkpoints"),
+                         (("vun", "--run", f"nb201={tmp_path / 'none'}"), "no stage-1")):
+    code, _, err = pnag_main("eval", *args, "--out", out)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists(), args
 
 
 def test_train_arch_bad_input_is_one_line(pnag_main, tmp_path):

@@ -91,6 +91,10 @@ def _cifar10(root: Path) -> tuple[np.ndarray, ...]:
   return x_tr, parts[-1][0], y_tr, parts[-1][1]
 
 
+#: The largest class id: a classifier of more classes would not fit in memory anyway.
+MAX_LABEL = 1_000_000
+
+
 def _checked(name, x_tr, x_te, y_tr, y_te) -> tuple[np.ndarray, ...]:
   x_tr, x_te = np.asarray(x_tr), np.asarray(x_te)
   y_tr, y_te = np.asarray(y_tr), np.asarray(y_te)
@@ -108,6 +112,12 @@ def _checked(name, x_tr, x_te, y_tr, y_te) -> tuple[np.ndarray, ...]:
     raise DataError(f"{name}: empty train or test split")
   if min(y_tr.min(), y_te.min()) < 0:
     raise DataError(f"{name}: negative labels")
+  # A class id is a row of the classifier: past int32 it would wrap into another class.
+  if max(y_tr.max(), y_te.max()) > MAX_LABEL:
+    raise DataError(f"{name}: labels must be class ids up to {MAX_LABEL:,}, got "
+                    f"{max(y_tr.max(), y_te.max()):,}")
+  if not (np.isfinite(x_tr).all() and np.isfinite(x_te).all()):
+    raise DataError(f"{name}: images hold NaN or infinite values")
   return x_tr, x_te, y_tr.astype(np.int32), y_te.astype(np.int32)
 
 

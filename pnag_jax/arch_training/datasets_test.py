@@ -68,6 +68,15 @@ def test_malformed_files(tmp_path):
   np.savez(p, x_train=np.zeros((20, 8, 8)), y_train=np.zeros(20, int))
   with pytest.raises(DataError, match="lacks x_test, y_test"):
     datasets.load_dataset(f"npz:{p}")
+  # A label past int32 once wrapped into another class (2**32 + 1 trained as class 1).
+  np.savez(p, x_train=np.zeros((20, 8, 8)), y_train=np.r_[np.zeros(19, int), 2**32 + 1],
+           x_test=np.zeros((5, 8, 8)), y_test=np.zeros(5, int))
+  with pytest.raises(DataError, match="labels must be class ids up to 1,000,000"):
+    datasets.load_dataset(f"npz:{p}")
+  np.savez(p, x_train=np.full((20, 8, 8), np.nan), y_train=np.zeros(20, int),
+           x_test=np.zeros((5, 8, 8)), y_test=np.zeros(5, int))
+  with pytest.raises(DataError, match="NaN or infinite"):
+    datasets.load_dataset(f"npz:{p}")
   (tmp_path / "junk.npz").write_bytes(b"not an archive")
   with pytest.raises(DataError, match="cannot read"):
     datasets.load_dataset(f"npz:{tmp_path / 'junk.npz'}")

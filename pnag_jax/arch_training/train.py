@@ -24,10 +24,11 @@ from tqdm.auto import tqdm
 
 import pnag_jax
 from pnag_jax import checkpoint as ckpt_lib
+from pnag_jax import config as config_lib
 from pnag_jax.arch_training.datasets import Dataset, load_dataset
 from pnag_jax.errors import PnagError
 from pnag_jax.networks import registry, stats
-from pnag_jax.networks.functional import batch_stats_of, merge_pure, split_pure
+from pnag_jax.networks.functional import batch_stats_of, merge_pure, rng_counts_of, split_pure
 from pnag_jax.spaces import get_space
 
 STAGE = "train_arch"
@@ -59,19 +60,19 @@ def make_steps(graphdef, templates, tx: optax.GradientTransformation):
 
   def train_step(state, x, y):
     def loss_fn(params):
-      model = merge_pure(graphdef, templates, {"params": params,
-                                               "batch_stats": state["model"]["batch_stats"]})
+      model = merge_pure(graphdef, templates, {**state["model"], "params": params})
       model.train()
       logits = model(x)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      new_stats = batch_stats_of(model)
-      return loss, (new_stats, jnp.mean(jnp.argmax(logits, -1) == y))
+      # Dropout advanced its streams' counts: carried, so the next step draws anew.
+      rest = {"batch_stats": batch_stats_of(model), "rng_counts": rng_counts_of(model)}
+      return loss, (rest, jnp.mean(jnp.argmax(logits, -1) == y))
 
-    (loss, (new_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (rest, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["model"]["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["model"]["params"])
     params = optax.apply_updates(state["model"]["params"], updates)
-    new_state = {"model": {"params": params, "batch_stats": new_stats}, "opt_state": opt_state}
+    new_state = {"model": {"params": params, **rest}, "opt_state": opt_state}
     return new_state, {"loss": loss, "accuracy": acc}
 
   def eval_step(model_state, x, y, mask):
@@ -115,6 +116,9 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
   if cfg.epochs < 1 or cfg.batch_size < 1:
     raise PnagError(f"epochs and batch size must be positive, got {cfg.epochs}, "
                     f"{cfg.batch_size}")
+  if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
+    raise PnagError(f"--lr must be finite and > 0, got {cfg.learning_rate}")
+  config_lib.check_seed(cfg.seed, "--seed")
   space = get_space(cfg.space)
   genes = space.from_string(cfg.arch)
   ops, adj = space.encode(genes)

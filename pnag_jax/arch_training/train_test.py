@@ -79,3 +79,11 @@ def test_bad_input(tmp_path):
   with pytest.raises(PnagError, match="epochs"):
     train_arch(ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=0), tmp_path,
                progress=False)
+  # Checked before anything is written: a NaN rate only failed as "diverged" after it.
+  for kw, match in (({"learning_rate": float("nan")}, "--lr must be finite and > 0"),
+                    ({"seed": -1}, r"--seed must be in \[0, 2\*\*32 - 1\]"),
+                    ({"seed": 2**64}, r"--seed must be in \[0, 2\*\*32 - 1\]")):
+    with pytest.raises(PnagError, match=match):
+      train_arch(ArchTrainConfig(space="nb201", arch=NONE_CELL, **kw), tmp_path / "w",
+                 progress=False)
+  assert not (tmp_path / "w").exists()

@@ -71,19 +71,27 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[li
     raise DataError(f"cannot read {str(path)!r}: {e}") from None
   if not rows:
     raise DataError(f"{str(path)!r} is empty")
-  header, body = rows[0], rows[1:]
+  # A blank line (a trailing newline too many) is no row.
+  header, body = rows[0], [r for r in rows[1:] if r]
   missing = [c for c in required if c not in header]
   if missing:
     raise DataError(f"{path.name} lacks column(s) {', '.join(missing)}")
   return header, body
 
 
-def _float_column(path: Path, header, body, name: str) -> np.ndarray:
+def _float_column(path: Path, header, body, name: str, *, finite: bool = True) -> np.ndarray:
+  """Column `name` as float64; with `finite`, NaN and infinities are refused (a score
+  of inf would be every task's optimum)."""
   j = header.index(name)
   try:
-    return np.array([float(r[j]) for r in body], np.float64)
+    values = np.array([float(r[j]) for r in body], np.float64)
   except (ValueError, IndexError) as e:
     raise DataError(f"{path.name}: column {name} has a bad value ({e})") from None
+  if finite and not np.isfinite(values).all():
+    r = int(np.flatnonzero(~np.isfinite(values))[0])
+    raise DataError(f"{path.name}, data row {r + 1}: column {name} is {body[r][j]!r}, "
+                    "not a finite number")
+  return values
 
 
 def _codes_of_rows(path: Path, header, body) -> tuple[np.ndarray, np.ndarray]:
@@ -172,9 +180,21 @@ class NB201Data:
     header, body = _read_csv(path, ("dataset", "nb201_index", "arch_str", "params", "flops"))
     codes, _ = _codes_of_rows(path, header, body)
     datasets = np.array([r[header.index("dataset")] for r in body])
+    unknown = sorted(set(datasets.tolist()) - set(ZC_DATASETS))
+    if unknown:
+      raise DataError(f"{path.name}: unknown dataset {unknown[0]!r} (known: "
+                      f"{', '.join(ZC_DATASETS)})")
+    pairs = {}
+    for r, pair in enumerate(zip(datasets.tolist(), codes.tolist())):
+      if pair in pairs:
+        raise DataError(f"{path.name}, data rows {pairs[pair] + 1} and {r + 1}: the same "
+                        f"cell twice for {pair[0]}")
+      pairs[pair] = r
     out = {}
-    for c in header[3:]:
-      values = _float_column(path, header, body, c)
+    keys = ("dataset", "nb201_index", "arch_str")
+    for c in (c for c in header if c not in keys):
+      # Zero-cost proxies are raw scores, where NASLib has -inf (nwot of one cell).
+      values = _float_column(path, header, body, c, finite=not c.startswith("zc_"))
       for ds in ZC_DATASETS:
         col = np.full(nb201_space.NUM_CELLS, np.nan, np.float32)
         sel = datasets == ds

@@ -1,5 +1,6 @@
 """NB201 tables: alignment with the space's encoding, known figures, clear errors."""
 
+import csv
 import shutil
 
 import jax
@@ -103,9 +104,49 @@ def test_missing_directory_file_and_column(tmp_path, data_dir, monkeypatch):
   (bad / "nb201_accuracy.csv").write_text("\n".join([header] + broken))
   with pytest.raises(DataError, match="bad value"):
     NB201Data.from_dir(tmp_path).metric("cifar10_test_acc")
+  # An infinite accuracy would be every task's optimum.
+  broken = rows[:]
+  broken[7] = broken[7].replace(broken[7].split(",")[8], "inf", 1)
+  (bad / "nb201_accuracy.csv").write_text("\n".join([header] + broken))
+  with pytest.raises(DataError, match="data row 8: column cifar10_test_acc is 'inf', not a"):
+    NB201Data.from_dir(tmp_path).metric("cifar10_test_acc")
+  # A trailing blank line is no row.
+  (bad / "nb201_accuracy.csv").write_text(src.read_text() + "\n\n")
+  assert NB201Data.from_dir(tmp_path).metric("cifar10_test_acc").shape == (15625,)
   # Optional file absent: its metrics error clearly, the accuracies still load.
   shutil.copy(src, bad / "nb201_accuracy.csv")
   d = NB201Data.from_dir(tmp_path)
   assert d.metric("cifar10_test_acc").shape == (15625,)
   with pytest.raises(DataError, match="missing NB201 data file"):
     d.metric("lat_titanx_1")
+
+
+def test_the_zero_cost_subset_is_read_by_column_name(tmp_path, data_dir):
+  src = data_dir / "nb201" / "nb201_naslib_zc_subset.csv"
+  header, *rows = src.read_text().splitlines()
+  cols = header.split(",")
+  # The same table with its columns in another order reads the same.
+  order = [cols.index(c) for c in ("params", "dataset", "arch_str", "nb201_index")]
+  order += [i for i in range(len(cols)) if i not in order]
+  bad = tmp_path / "nb201"
+  bad.mkdir()
+  for name in ("nb201_accuracy.csv",):
+    shutil.copy(data_dir / "nb201" / name, bad / name)
+  def write(lines):
+    (bad / src.name).write_text("\n".join(lines) + "\n")
+  split = [next(csv.reader([r])) for r in rows]
+  write([",".join(cols[i] for i in order)] +
+        [",".join(f'"{r[i]}"' if "," in r[i] or "|" in r[i] else r[i] for i in order)
+         for r in split])
+  ref, got = NB201Data.from_dir(data_dir), NB201Data.from_dir(tmp_path)
+  for key in ("cifar10/params", "cifar100/val_accuracy", "ImageNet16-120/zc_nwot"):
+    np.testing.assert_array_equal(got.metric(key), ref.metric(key))
+  with pytest.raises(DataError):
+    got.metric("cifar10/nb201_index")
+  # Unknown datasets and a cell listed twice for one dataset are refused.
+  write([header] + [rows[0].replace(split[0][0], "svhn", 1)] + rows[1:])
+  with pytest.raises(DataError, match="unknown dataset 'svhn'"):
+    NB201Data.from_dir(tmp_path).metric("cifar10/params")
+  write([header] + rows + rows[:1])
+  with pytest.raises(DataError, match="the same cell twice"):
+    NB201Data.from_dir(tmp_path).metric("cifar10/params")

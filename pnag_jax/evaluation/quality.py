@@ -27,12 +27,14 @@ LABELS = {"cifar10_test_acc": "CIFAR-10", "cifar100_test_acc": "CIFAR-100",
 
 def run(workdir: str, out: str | Path, *, data_dir: str | None = None, num: int = 100,
         seeds=(0,), prior: str = "codes") -> dict:
-  out = reports.out_dir(out)
+  if num < 1 or not seeds:
+    raise PnagError(f"--num and --seeds must be >= 1, got {num} and {len(seeds)}")
   data = NB201Data.from_dir(data_dir)
   trained = stage1.load(workdir)
   if trained.space.name != "nb201":
     raise PnagError(f"quality needs an NB201 run; {workdir} holds {trained.space.name}")
   gen = Sampler.from_run(trained, SamplerConfig(prior=prior, chunk_size=num))
+  out = reports.out_dir(out)  # once the run and settings are known to be good
   space = trained.space
   sample = jax.jit(space.sample, static_argnums=1)
   groups = {"random": [], "generated": []}

@@ -114,16 +114,22 @@ def run(runs: dict[str, str], out: str | Path, *, spaces: tuple[str, ...] = (),
       default config's training set).
     constrained: add a code-prior row with constrained decoding, beside the raw rows.
   """
+  names = list(dict.fromkeys(list(runs) + list(spaces)))
+  loaded = {}
+  for name in names:  # every run checked before --out is made
+    space = get_space(name)
+    if name in runs:
+      loaded[name] = stage1.load(runs[name])
+      if loaded[name].space.name != space.name:
+        raise PnagError(f"workdir {runs[name]} holds a {loaded[name].space.name} run, "
+                        f"not {name}")
   out = reports.out_dir(out)
   report = {"protocol": "paper Table 6: %d archs x %d seeds" % (num, len(seeds)),
             "machine": reports.machine(), "spaces": {}}
-  names = list(dict.fromkeys(list(runs) + list(spaces)))
   for name in names:
     space = get_space(name)
     if name in runs:
-      trained = stage1.load(runs[name])
-      if trained.space.name != space.name:
-        raise PnagError(f"workdir {runs[name]} holds a {trained.space.name} run, not {name}")
+      trained = loaded[name]
       train = trained.train_genes()
     else:
       trained, train = None, stage1.datasets(stage1.make_config("paper", name))[0]

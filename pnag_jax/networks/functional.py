@@ -11,24 +11,41 @@ from flax import nnx
 
 
 def split_pure(model: nnx.Module):
-  """(graphdef, {"params", "batch_stats"} as pure dicts, templates for `merge_pure`)."""
-  graphdef, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-  pure = {"params": nnx.to_pure_dict(params), "batch_stats": nnx.to_pure_dict(batch_stats)}
-  return graphdef, pure, (params, batch_stats, rest)
+  """(graphdef, {"params", "batch_stats", "rng_counts"} as pure dicts, templates for
+  `merge_pure`).
+
+  The random streams' counts are state like the batch statistics: a train step that
+  merged the templates' counts every time would draw the same dropout masks at every
+  step. Their keys are fixed at build time and stay in the templates.
+  """
+  graphdef, params, batch_stats, counts, rest = nnx.split(model, nnx.Param, nnx.BatchStat,
+                                                          nnx.RngCount, ...)
+  pure = {"params": nnx.to_pure_dict(params), "batch_stats": nnx.to_pure_dict(batch_stats),
+          "rng_counts": nnx.to_pure_dict(counts)}
+  return graphdef, pure, (params, batch_stats, counts, rest)
 
 
 def merge_pure(graphdef, templates, pure: dict) -> nnx.Module:
-  """A fresh module holding `pure`'s arrays (traced or concrete)."""
-  params_t, stats_t, rest = templates
+  """A fresh module holding `pure`'s arrays (traced or concrete); without "rng_counts",
+  its random streams start where the templates' do."""
+  params_t, stats_t, counts_t, rest = templates
   params = jax.tree.map(lambda x: x, params_t)  # copies: filled in place below
   batch_stats = jax.tree.map(lambda x: x, stats_t)
+  counts = jax.tree.map(lambda x: x, counts_t)
   nnx.replace_by_pure_dict(params, pure["params"])
   nnx.replace_by_pure_dict(batch_stats, pure["batch_stats"])
-  return nnx.merge(graphdef, params, batch_stats, jax.tree.map(lambda x: x, rest))
+  if "rng_counts" in pure:
+    nnx.replace_by_pure_dict(counts, pure["rng_counts"])
+  return nnx.merge(graphdef, params, batch_stats, counts, jax.tree.map(lambda x: x, rest))
 
 
 def batch_stats_of(model: nnx.Module) -> dict:
   return nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+
+def rng_counts_of(model: nnx.Module) -> dict:
+  """The random streams' counts after a forward pass: the next step's start."""
+  return nnx.to_pure_dict(nnx.state(model, nnx.RngCount))
 
 
 class RunningStat(nnx.BatchStat):

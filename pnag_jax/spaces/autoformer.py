@@ -33,9 +33,6 @@ from pnag_jax.spaces import base, parsing
 
 Array = jax.Array
 
-# The canonical JSON is a few hundred characters; the cap keeps a pasted blob from
-# costing unbounded parse time.
-
 _CANONICAL_KEYS = ("embed_dim", "depth", "mlp_ratio", "num_heads")
 _AUTOFORMER_KEYS = ("layer_num", "embed_dim", "mlp_ratio", "num_heads")
 

@@ -17,7 +17,7 @@ Conditions (`condition`):
   space's strictly valid archs (q = 1: the best). An unseen task is only a set of
   references. Stage 2 then records the surrogate as a second parent and inherits its
   exclusions: the tasks the surrogate never read, stage 2 never reads either.
-* `budget`: a parameter count and/or a FLOP count (multiply-adds), exact from the
+* `budget`: a parameter count and/or a FLOP count (multiply-adds), counted by the
   project's own formulas (`tasks.costs`) at the paper-size network. For each count
   of `budgets` the vector holds a flag for whether it was given (a user may give
   either or both); then, for each, its log, scaled to [0, 1] over the range of stage

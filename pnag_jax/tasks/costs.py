@@ -1,4 +1,4 @@
-"""Exact parameter and FLOP counts of the project's own networks, as tasks and constraints.
+"""Parameter and FLOP counts of the project's own networks, as tasks and constraints.
 
 `params_of` / `flops_of` count the network that `pnag_jax.networks.registry` builds at
 its default (paper) size, for 10 classes and the space's default input (`INPUT_SHAPES`).
@@ -7,8 +7,11 @@ filter 100,000 generated cells in milliseconds.
 
 What is counted:
 
-* params: trainable parameters (`stats.count_params`; BatchNorm statistics excluded).
-* FLOPs: multiply-adds (MACs), i.e. the FLOPs XLA's cost analysis reports for one
+* params: trainable parameters (`stats.count_params`; BatchNorm statistics excluded),
+  exact.
+* FLOPs: multiply-adds (MACs), to float32 precision (XLA's cost analysis rounds its
+  totals; NB201's stored terms are differences of such totals, so the formula and a
+  full build can differ by a few MACs in 1e8), i.e. the FLOPs it reports for one
   inference forward pass of one image divided by 2, over the forward as JAX lowers it
   (`jit(...).lower(...).cost_analysis()`). Lowering drops computations that cannot
   reach the logits (e.g. an NB201 edge whose target node never reaches the cell
@@ -18,7 +21,7 @@ What is counted:
   pool-heavy NB201 cells). The lowered count depends on the network alone, not on
   XLA's optimisation passes, which is what a benchmark column should be.
 
-NB201 is counted exactly without building a network per cell. Parameters are a base
+NB201 is counted without building a network per cell. Parameters are a base
 plus one term per edge op: every edge owns its op's weights. FLOPs are a base plus,
 per live edge, its op's term, plus one elementwise add per extra non-zero term
 summed at a live node; a disconnected cell's output ignores its input, so only the
@@ -316,7 +319,8 @@ def params_of(space: SearchSpace | str, genes) -> np.ndarray:
 
 
 def flops_of(space: SearchSpace | str, genes) -> np.ndarray:
-  """Exact multiply-adds (MACs = XLA FLOPs / 2) of one forward pass per arch, float64[n].
+  """Multiply-adds (MACs = XLA FLOPs / 2, to float32 precision) of one forward pass per
+  arch, float64[n].
 
   See the module docstring for what is counted. NB201 is a formula; the other spaces
   lower each network abstractly (tens of seconds per arch on a small CPU).
