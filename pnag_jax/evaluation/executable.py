@@ -41,6 +41,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from pnag_jax import config as config_lib
 from pnag_jax.errors import ArchStringError, PnagError
 from pnag_jax.evaluation import reports
 from pnag_jax.generation import SamplerConfig, load_sampler
@@ -187,7 +188,9 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
     raise PnagError("give exactly one of --workdir, --from-file or --random")
   if constrained and not workdir:
     raise PnagError("--constrained applies to generated archs (--workdir) only")
-  out = reports.out_dir(out)
+  if num < 1:
+    raise PnagError(f"--num must be >= 1, got {num}")
+  config_lib.check_seed(seed, "--seed")
   cache: dict = {}
   report = {"full_size": full_size, "jit": jit, "constrained": constrained, "num": num,
             "seed": seed, "groups": {}}
@@ -238,7 +241,7 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
   report["distinct_networks_checked"] = sum(r["built"] for r in cache.values())
   report["wall_s"] = round(time.perf_counter() - start, 1)
   report["machine"] = reports.machine()
-  reports.write_json(out / "executable.json", report)
+  reports.write_json(reports.out_dir(out) / "executable.json", report)
   return report
 
 

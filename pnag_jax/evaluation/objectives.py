@@ -52,6 +52,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
     raise PnagError(f"--pool {pool} draws from a stage-1 run: give --workdir, or --pool all")
   if not seeds:
     raise PnagError("objectives needs at least one seed")
+  if adapt_steps < 0:
+    raise PnagError(f"--adapt-steps must be >= 0, got {adapt_steps}")
   out = reports.out_dir(out)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)

@@ -82,6 +82,10 @@ def _with_efficiency(rows: list[dict], axis: str) -> list[dict]:
 def run(workdir: str, out: str | Path, *, devices=DEVICES, processes=PROCESSES,
         chunk_sizes=CHUNK_SIZES, num: int = 2**20, process_devices: int = 1,
         repeats: int = 3, progress: bool = True) -> dict:
+  # The workers load the run; checked here too (this process imports no JAX), so a
+  # wrong --workdir leaves no --out behind.
+  if not (Path(workdir) / "stage1").is_dir():
+    raise PnagError(f"no stage-1 run under {workdir}; train one with `pnag train stage1`")
   out = reports.out_dir(out)
   device_rows, skipped = [], []
   for n in devices:

@@ -30,7 +30,7 @@ from pnag_jax.evaluation import reports
 from pnag_jax.generation import SamplerConfig, load_sampler
 from pnag_jax.generation.steps import step_validity
 from pnag_jax.spaces import get_space
-from pnag_jax.stages.stage1 import make_config
+from pnag_jax.stages.stage1 import make_config, read_config
 from pnag_jax.training import stage1 as stage1_training
 
 #: The reduced budgets (issue 3's documented budget for MBV3, shortened).
@@ -46,22 +46,32 @@ def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,
         progress: bool = True) -> dict:
   if space_name not in BUDGETS:
     raise PnagError(f"scc-ablation supports {', '.join(BUDGETS)}, not {space_name!r}")
-  out = reports.out_dir(out)
+  if num < 1 or not seeds:
+    raise PnagError(f"--num and --seeds must be >= 1, got {num} and {len(seeds)}")
   space = get_space(space_name)
   data = NB201Data.from_dir(data_dir) if space_name == "nb201" else None
   overrides = list(BUDGETS[space_name]) + list(extra_overrides)
   t_steps = len(make_config("quick", space_name, 0, overrides).scales(space.num_nodes))
   t_max_values = list(range(t_steps + 1)) if t_max_values is None else list(t_max_values)
-  if any(not 0 <= t <= t_steps for t in t_max_values):
-    raise PnagError(f"t_max values must be in 0..{t_steps}")
+  if not t_max_values or any(not 0 <= t <= t_steps for t in t_max_values):
+    raise PnagError(f"t_max values must be in 0..{t_steps}, at least one")
+  out = reports.out_dir(out)  # once the settings are known to be good
   results = []
   for t_max in t_max_values:
     for seed in seeds:
       cfg = make_config("quick", space_name, seed, overrides + [f"scc_t_max={t_max}"])
       workdir = out / "runs" / f"tmax{t_max}_seed{seed}"
       rep_path = workdir / "stage1" / "report.json"
-      rep = (json.loads(rep_path.read_text()) if rep_path.exists()
-             else stage1_training.train_and_evaluate(cfg, workdir, progress=False))
+      if rep_path.exists():
+        # A finished run is reused only if it was trained as this report will say.
+        saved = read_config(workdir)
+        if saved != cfg:
+          raise PnagError(f"{workdir} holds a run trained with other settings than "
+                          f"t_max={t_max}, seed {seed} and {' '.join(overrides)}; remove it "
+                          "or use another --out")
+        rep = json.loads(rep_path.read_text())
+      else:
+        rep = stage1_training.train_and_evaluate(cfg, workdir, progress=False)
       trained, gen = load_sampler(workdir, SamplerConfig(chunk_size=num))
       g = gen.generate(jax.random.key(seed), num)
       fmt_t, strict_t = step_validity(gen, trained.params, jax.random.key(seed), num)

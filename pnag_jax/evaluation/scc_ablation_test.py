@@ -12,7 +12,7 @@ _SHORT = ("max_steps=10", "checkpoint_every=10", "dim=8", "decoder_hidden=32",
           "encoder_layers=1", "codebook_size=16", "eval_size=256")
 
 
-def test_ablation_writes_every_t_max_and_resumes(tmp_path, data_dir):
+def test_ablation_writes_every_t_max_and_resumes(tmp_path, data_dir, monkeypatch):
   rep = scc_ablation.run("nb201", tmp_path, seeds=(0,), t_max_values=(0, 6), num=200,
                          data_dir=str(data_dir), progress=False, extra_overrides=_SHORT)
   for name in ("scc_ablation.json", "scc_ablation.md", "scc_ablation.png"):
@@ -25,10 +25,18 @@ def test_ablation_writes_every_t_max_and_resumes(tmp_path, data_dir):
   configs = [json.loads((tmp_path / "runs" / f"tmax{t}_seed0" / "stage1" / "config.json"
                          ).read_text()) for t in (0, 6)]
   assert [c["scc_t_max"] for c in configs] == [0, 6] and configs[0]["max_steps"] == 10
-  # A rerun reuses the finished runs instead of training again.
+  # A rerun reuses the finished runs instead of training again: training would fail.
+  def no_training(*args, **kw):
+    raise AssertionError("a finished run was trained again")
+  monkeypatch.setattr(scc_ablation.stage1_training, "train_and_evaluate", no_training)
   again = scc_ablation.run("nb201", tmp_path, seeds=(0,), t_max_values=(0,), num=200,
                            data_dir=str(data_dir), progress=False, extra_overrides=_SHORT)
   assert again["results"][0]["heldout_exact_match"] == rep["results"][0]["heldout_exact_match"]
+  # But not one trained otherwise than the report would say.
+  with pytest.raises(PnagError, match="holds a run trained with other settings"):
+    scc_ablation.run("nb201", tmp_path, seeds=(0,), t_max_values=(0,), num=200,
+                     data_dir=str(data_dir), progress=False,
+                     extra_overrides=(*_SHORT, "max_steps=7"))
 
 
 def test_bad_requests(tmp_path):
@@ -36,3 +44,8 @@ def test_bad_requests(tmp_path):
     scc_ablation.run("darts", tmp_path)
   with pytest.raises(PnagError, match=r"t_max values must be in 0..6"):
     scc_ablation.run("nb201", tmp_path, t_max_values=(7,))
+  with pytest.raises(PnagError, match=r"--num and --seeds must be >= 1"):
+    scc_ablation.run("nb201", tmp_path / "o", seeds=())
+  with pytest.raises(PnagError, match=r"at least one"):
+    scc_ablation.run("nb201", tmp_path / "o", t_max_values=())
+  assert not (tmp_path / "o").exists()

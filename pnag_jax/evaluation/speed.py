@@ -135,9 +135,11 @@ def run(workdir: str, out: str | Path, *, max_log2: int = 20, paths: dict | None
   exceed `max_call_seconds`, or when its compiled program exceeds the memory budget;
   both are recorded under `skipped`.
   """
-  out = reports.out_dir(out)
+  if max_log2 < 0:
+    raise PnagError(f"--max-log2 must be >= 0 (batch 1 only), got {max_log2}")
   paths = default_paths(workdir) if paths is None else paths
   trained = stage1.load(workdir)
+  out = reports.out_dir(out)  # once the run is known to load
   peak = matmul_peak_gflops()
   budget = int(available_bytes() * memory_fraction)
   key = jax.random.key(0)

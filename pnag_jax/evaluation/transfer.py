@@ -328,10 +328,15 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
       raise PnagError(f"K must be in [1, {CAP - 1}] references, got {k}")
   if not seeds:
     raise PnagError("transfer needs at least one seed")
+  if adapt_steps < 0 or scratch_steps < 0:
+    raise PnagError(f"--adapt-steps and --scratch-steps must be >= 0, got {adapt_steps} and "
+                    f"{scratch_steps}")
   draws = guided.parse_pool(str(pool))
   extra = tuple(g for g in GUIDES[1:] if g in guides)
   ar_guides = tuple(g for g in extra if g in AR_GUIDES)
-  out = reports.out_dir(out)
+  if ar_guides:  # checked now: the ar guides only build their sampler after stage 2
+    from pnag_jax.generation import SamplerConfig  # pylint: disable=g-import-not-at-top
+    SamplerConfig(prior="ar", cfg_scale=cfg_scale)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
   pools = {"all": rank.enumerate_pool(space)}
@@ -343,6 +348,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
       raise PnagError(f"transfer needs an NB201 stage-1 run; {workdir} is {sampler.space.name}")
     for s in seeds:
       pools[s] = rank.draw_pool(sampler, jax.random.key(s), draws)
+  out = reports.out_dir(out)  # once the settings and the run are known to be good
   root = Path(surrogates) if surrogates else out / "surrogates"
   report = {"preset": preset, "pool": pool, "stage1_workdir": str(workdir),
             "seeds": list(seeds), "ks": list(ks), "surrogate_overrides": list(overrides),
