@@ -2,8 +2,9 @@
 
 The masks are read off the space itself: the (node, op) pairs and the edges that
 occur in valid architectures, from a large fixed sample of the space's own uniform
-sampler (every op a node may carry has probability >= 1/12 per draw in the four
-spaces, so 8192 draws miss none). With the mask applied, every output is
+sampler (every op a node may carry has probability >= 1/100 per draw in every
+registered space, MBV3's rarest pair being 0.0100, so 8192 draws miss one with
+probability below e^-80). With the mask applied, every output is
 format-valid; fixed-adjacency spaces also get their one adjacency, and spaces with
 structured edges decode them through `SearchSpace.constrained_decode` (DARTS: each op
 node reads exactly one input, the pairs of a node distinct inputs).

@@ -342,10 +342,15 @@ def main(args: argparse.Namespace) -> None:
                         ("--flops", args.flops is not None), ("--minimize", args.minimize),
                         ("--pool", args.pool != "100000"), ("--adapt-steps", args.adapt_steps),
                         ("--predictor", args.predictor != "network"),
-                        ("--prior", args.prior != "codes")):
+                        ("--prior", args.prior != "codes"),
+                        ("--temperature", args.temperature is not None),
+                        ("--constrained", args.constrained),
+                        ("--chunk-size", args.chunk_size != _defaults()["chunk_size"]),
+                        ("--cfg-scale", args.cfg_scale != 0), ("--top-k", args.top_k != 0),
+                        ("--top-p", args.top_p != 1.0)):
       if given:
         raise PnagError(f"{flag} does not go with --objective (the search iterates the "
-                        "code prior, and the task gives the direction)")
+                        "code prior with its own settings, and the task gives the direction)")
     from pnag_jax.guidance import run as guided  # pylint: disable=g-import-not-at-top
     guided.print_search(guided.search_to_file(
         args.workdir, objective=args.objective, out=args.out, num=args.num,

@@ -28,7 +28,8 @@ class Constraint:
   bound: float
 
   def __str__(self) -> str:
-    return f"{self.task}{self.op}{self.bound:g}"
+    # Every digit the user gave (":g" would print params<=1234567 as 1.23457e+06).
+    return f"{self.task}{self.op}{self.bound:.15g}"
 
 
 def parse(text: str, known: dict) -> Constraint:
@@ -46,7 +47,8 @@ def parse(text: str, known: dict) -> Constraint:
   if name not in known:
     raise PnagError(f"--constraint {text!r}: unknown task {name!r} (see pnag tasks)")
   try:
-    value = float(bound)
+    # Python reads "1_0" as 10: a typo, most likely, so not a number here.
+    value = float(bound) if "_" not in bound else float("nan")
   except ValueError:
     value = float("nan")
   if not np.isfinite(value):

@@ -104,6 +104,13 @@ def test_generate_objective_end_to_end(nb201_workdir, tmp_path, pnag_main, data_
     (["--objective", "params", "--prior", "latent"], "--prior does not go with --objective"),
     (["--budget", "5"], "--budget caps the calls of an --objective search"),
     (["--objective", "params", "--constraint", "nope<=1"], "unknown task 'nope'"),
+    # A subset table: most archs have no score, and a search would rank NaNs.
+    (["--objective", "cifar10_val_acc"], "scores 724 of the 15,625 nb201 archs"),
+    (["--objective", "params", "--constraint", "cifar100_val_acc>=60"], "scores 7"),
+    # Sampler settings the search does not read are refused, not ignored.
+    (["--objective", "params", "--temperature", "0"], "--temperature does not go with"),
+    (["--objective", "params", "--constrained"], "--constrained does not go with"),
+    (["--objective", "params", "--chunk-size", "7"], "--chunk-size does not go with"),
 ])
 def test_generate_objective_errors(nb201_workdir, tmp_path, pnag_main, data_dir, args, fragment):
   out = tmp_path / "top.jsonl"

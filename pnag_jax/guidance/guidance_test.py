@@ -113,7 +113,7 @@ def test_guided_pool_from_the_stage1_prior(nb201_surrogate, nb201_workdir, refs_
   assert "4,096 draws" in stdout
   lines = out.read_text().splitlines()
   assert 1 <= len(lines) <= 5
-  # Another seed, another pool; the same seed, the same file.
+  # The same seed, the same pool and the same file.
   code, _, _ = pnag_main("generate", "--workdir", workdir, "--refs", refs_csv, "--pool",
                          "4096", "--num", "5", "--constrained", "--out",
                          tmp_path / "again.jsonl")

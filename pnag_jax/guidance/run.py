@@ -167,6 +167,13 @@ def function_task(known: dict, name: str, space, flag: str):
   if not task.is_function and not space.enumerable:
     raise PnagError(f"{flag} {name!r} is a table task; it has no value for arbitrary "
                     f"{space.name} archs")
+  if not task.is_function:
+    # A subset table (NB201's validation accuracies) has no score for most archs: a
+    # search would rank NaNs.
+    scored = int(np.isfinite(task.by_row()).sum())
+    if scored < space.size():
+      raise PnagError(f"{flag} {name!r} scores {scored:,} of the {space.size():,} "
+                      f"{space.name} archs; choose a task that scores every arch")
   return task
 
 

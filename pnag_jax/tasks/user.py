@@ -43,7 +43,9 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[li
       rows = list(csv.reader(f))
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise DataError(f"cannot read {path.name} as CSV: {_one_line(e)}") from None
-  if not rows or not any(rows[0]):
+  while rows and not any(field.strip() for field in rows[0]):
+    rows = rows[1:]  # blank lines above the header
+  if not rows:
     raise DataError(f"{path.name} is empty (expected a header with column(s) "
                     f"{', '.join(required)})")
   header = [c.strip() for c in rows[0]]
@@ -51,6 +53,9 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[li
   if missing:
     raise DataError(f"{path.name} lacks column(s) {', '.join(missing)}; its header is "
                     f"{_one_line(','.join(header), 120)}")
+  twice = [c for c in required if header.count(c) > 1]
+  if twice:
+    raise DataError(f"{path.name} has column {twice[0]!r} twice; which one is meant?")
   return header, rows[1:]
 
 

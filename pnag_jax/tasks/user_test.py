@@ -39,6 +39,11 @@ def test_reads_a_task(tmp_path):
   assert read_task_csv(path, _SPACE, name="mine").name == "mine"
 
 
+def test_blank_lines_above_the_header_are_skipped(tmp_path):
+  path = _write(tmp_path, f'\n\narch,score\n"{_A}",1\n"{_B}",2\n')
+  assert len(read_task_csv(path, "nb201").data()) == 2
+
+
 def test_isomorphs_are_not_merged(tmp_path):
   cells = _SPACE.enumerate()
   canon = np.asarray(_SPACE.canonicalize(cells))
@@ -61,6 +66,9 @@ def test_isomorphs_are_not_merged(tmp_path):
     (f'arch,score\n"{_A}",1\n"{_A}",1\n', "1 distinct arch"),
     (f'arch,score\n"{_A}",3\n"{_B}",3.0\n', "all 2 scores are equal"),
     (f'arch,score\n"{_A}",1\n"{_B}",2\n"{_A}",1.1\n', "data rows 1 and 3 hold the same arch"),
+    (f'arch,score,score\n"{_A}",1,5\n"{_B}",2,6\n', "has column 'score' twice"),
+    (f'arch,score,arch\n"{_A}",1,"{_B}"\n"{_B}",2,"{_A}"\n', "has column 'arch' twice"),
+    ("\n\n", "is empty"),
 ])
 def test_bad_task_files_are_one_line(tmp_path, text, match):
   path = _write(tmp_path, text)
