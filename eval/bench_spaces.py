@@ -65,6 +65,8 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--out", default="eval/reports/bench_spaces.json")
   args = parser.parse_args()
+  if args.repeats < 1 or min(args.batch_sizes) < 1:
+    parser.error("--repeats and every --batch-sizes must be >= 1")
 
   report = {
       "benchmark": "bench_spaces",

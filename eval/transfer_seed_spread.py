@@ -122,6 +122,9 @@ def main() -> None:
                  help="surrogate config override for every seed; repeatable")
   p.add_argument("--data-dir", default=None)
   args = p.parse_args()
+  for flag in ("seeds", "protocol_seeds", "k", "pool"):
+    if getattr(args, flag) < 1:
+      p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
 
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", args.data_dir)
