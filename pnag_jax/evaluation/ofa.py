@@ -5,8 +5,9 @@
 For each Note10 latency budget and seed, both methods maximise OFA's predicted
 accuracy (`ofa_acc`) subject to `note10_latency <= budget`:
 
-* **evolution**: OFA's tutorial search (`guidance.evolution`: population 100, 500
-  generations, 50,100 predictor calls), compiled once ahead of time, so its compile
+* **evolution**: OFA's evolutionary search (`guidance.evolution`: population 100, 500
+  generations, 50,100 predictor calls; a block's kernel size and expansion mutate
+  together), compiled once ahead of time, so its compile
   time is reported apart from its runs;
 * **guided**: `pnag generate --objective` (`guidance.elite`), with a budget of
   1/`--ratio` of the evolution's calls.
@@ -34,6 +35,7 @@ from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import executable, reports
 from pnag_jax.guidance import elite, evolution
+from pnag_jax.spaces import mbv3
 from pnag_jax.stages import stage1
 
 BUDGETS_MS = (15, 20, 25, 30, 40)
@@ -63,7 +65,8 @@ def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
   if saved is not None and saved.space != "mbv3_r":
     raise PnagError(f"pnag eval ofa searches OFA subnets with their resolution: it needs a "
                     f"stage 1 of space mbv3_r, and {workdir} is {saved.space!r}")
-  evo_cfg = evolution.EvolutionConfig(generations=generations)
+  # OFA redraws a block's kernel size and expansion on one coin.
+  evo_cfg = evolution.EvolutionConfig(generations=generations, linked=mbv3.NUM_LAYERS)
   evo_calls = evo_cfg.calls()
   calls = evo_cfg.calls(evo_calls // ratio // evo_cfg.population - 1)  # whole generations
   if calls < 1:

@@ -1,15 +1,21 @@
 """Once-for-All's evolutionary search, reimplemented from its description, in JAX.
 
-OFA's tutorial picks a subnet under a latency budget with this loop (population 100,
-parent ratio 0.25, mutation probability 0.1, mutation ratio 0.5, 500 generations):
+OFA's `EvolutionFinder` (`ofa/nas/search_algorithm`, with `MobileNetArchEncoder`'s
+mutation) picks a subnet under a latency budget with this loop (population 100, parent
+ratio 0.25, mutation probability 0.1, resolution mutation probability 0.5, mutation
+ratio 0.5, 500 generations):
 
   init     100 random subnets, each redrawn until it meets the constraint; score all;
   repeat   parents = the best 25 of the population;
-           50 children by mutation: a random parent, each gene redrawn with
-             probability 0.1 (the resolution with 0.5), redone until feasible;
+           50 children by mutation: a random parent; each block's kernel size and
+             expansion redrawn together with probability 0.1, each stage's depth with
+             0.1, the resolution with 0.5; redone until feasible;
            50 by crossover: two random parents, each gene from either, redone until
              feasible;
            score the 100 children; population = parents + children.
+
+(The tutorial's copy, `ofa/tutorial/evolution_finder.py`, mutates the resolution with
+0.1; `EvolutionConfig.last_gene_mutate_prob` sets it.)
 
 Every gene is drawn uniformly from its choices (OFA samples depths uniformly too, not
 by the number of networks of each depth). The loop is one `lax.scan` over
@@ -39,7 +45,12 @@ from pnag_jax.tasks.base import DeviceScore
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig:
   """OFA's defaults; `mutate_prob` per gene, `last_gene_mutate_prob` for OFA's
-  resolution (the last gene of `mbv3_r`; None: the same as the others)."""
+  resolution (the last gene of `mbv3_r`; None: the same as the others).
+
+  `linked` pairs genes i and linked + i for i < linked, which then mutate on one coin:
+  OFA redraws a block's kernel size and expansion together, and MBV3's genes hold the
+  20 kernel sizes, then the 20 expansions (`linked=20`). 0 links none.
+  """
 
   population: int = 100
   parent_ratio: float = 0.25
@@ -47,6 +58,7 @@ class EvolutionConfig:
   mutate_prob: float = 0.1
   last_gene_mutate_prob: float | None = 0.5
   generations: int = 500
+  linked: int = 0
 
   def __post_init__(self):
     if self.population < 2 or self.generations < 0:
@@ -55,6 +67,17 @@ class EvolutionConfig:
     if not (0 < self.parent_ratio <= 1 and 0 <= self.mutation_ratio <= 1):
       raise PnagError("evolution's parent ratio must be in (0, 1] and its mutation ratio "
                       "in [0, 1]")
+    if self.linked < 0:
+      raise PnagError(f"linked must be >= 0, got {self.linked}")
+
+  def coins(self, num_genes: int) -> np.ndarray:
+    """int[G]: the mutation coin each gene reads (linked genes share their pair's)."""
+    if 2 * self.linked > num_genes:
+      raise PnagError(f"linked={self.linked} pairs need {2 * self.linked} genes, the space "
+                      f"has {num_genes}")
+    coin = np.arange(num_genes)
+    coin[self.linked:2 * self.linked] = np.arange(self.linked)
+    return coin
 
   @property
   def num_parents(self) -> int:
@@ -108,6 +131,7 @@ def _search(key, objective_arrays, constraint_arrays, bound, *, cfg: EvolutionCo
   g = len(card)
   p, n_par, n_mut = cfg.population, cfg.num_parents, cfg.num_mutants
   probs = jnp.full((g,), cfg.mutate_prob, jnp.float32)
+  coins = jnp.asarray(cfg.coins(g))
   if cfg.last_gene_mutate_prob is not None:
     probs = probs.at[-1].set(cfg.last_gene_mutate_prob)
 
@@ -134,7 +158,7 @@ def _search(key, objective_arrays, constraint_arrays, bound, *, cfg: EvolutionCo
 
     def mutate(k):
       k_u, k_new = jax.random.split(k)
-      redraw = jax.random.uniform(k_u, (n_mut, g)) < probs
+      redraw = jax.random.uniform(k_u, (n_mut, g))[:, coins] < probs
       return jnp.where(redraw, _uniform_genes(k_new, (n_mut,), cards), parents[which])
 
     n_cross = p - n_mut
