@@ -93,13 +93,24 @@ def make(cls: type[C], presets: Mapping[str, Mapping[str, Any]], preset: str,
   """
   if preset not in presets:
     raise PnagError(f"unknown preset {preset!r}; presets: {', '.join(presets)}")
-  return cls(**{**presets[preset], **fields, **parse_overrides(cls, overrides)})
+  return _checked_new(cls(**{**presets[preset], **fields, **parse_overrides(cls, overrides)}))
 
 
 def with_overrides(cfg: C, overrides: Sequence[str], *, where: str) -> C:
   """`cfg` with `key=value` overrides applied and checked (a resumed run's config)."""
   cls = type(cfg)
-  return from_dict(cls, {**to_dict(cfg), **parse_overrides(cls, overrides)}, where=where)
+  out = from_dict(cls, {**to_dict(cfg), **parse_overrides(cls, overrides)}, where=where)
+  return _checked_new(out) if overrides else out
+
+
+def _checked_new(cfg: C) -> C:
+  """`cfg`, after its class's `check_new()` if it has one: the checks of values a user
+  gives now. They are not run on configs read back (`from_dict`), so a run trained
+  before a check existed still loads; `__post_init__` keeps what no run could train."""
+  check = getattr(cfg, "check_new", None)
+  if check is not None:
+    check()
+  return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

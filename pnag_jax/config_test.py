@@ -91,13 +91,25 @@ def test_stage1_presets_and_checks():
   for bad, fragment in (("log_every=0", "log_every must be >= 1"),
                         ("eval_every=0", "eval_every must be >= 1"),
                         ("checkpoint_every=0", "checkpoint_every must be >= 1"),
-                        ("heldout_size=0", "heldout_size must be >= 1"),
                         ("seed=-3", "seed must be in [0, 2**32 - 1], got -3"),
                         (f"seed={2**32 + 5}", "seed must be in [0, 2**32 - 1]"),
                         ("scc_t_max=-5", "scc_t_max must be -1"),
                         ("learning_rate=nan", "learning_rate must be finite and > 0")):
     with pytest.raises(PnagError, match=re.escape(fragment)):
       stage1.make_config("quick", overrides=[bad])
+  # A sampled space needs held-out archs; NB201's split is fixed, and ignores the size.
+  with pytest.raises(PnagError, match="heldout_size must be >= 1"):
+    stage1.make_config("quick", space="mbv3", overrides=["heldout_size=0"])
+  assert stage1.make_config("quick", overrides=["heldout_size=0"]).heldout_size == 0
+  # A run trained before these checks existed still loads: a config read back is not
+  # held to them (only what no run could train is).
+  old = config.from_dict(stage1.Stage1Config, {"seed": 2**32 + 5, "learning_rate": -1.0},
+                         where="test")
+  assert old.seed == 2**32 + 5
+  with pytest.raises(PnagError, match="seed must be"):
+    config.with_overrides(old, ["max_steps=5"], where="test")
+  with pytest.raises(PnagError, match="log_every must be >= 1"):
+    config.from_dict(stage1.Stage1Config, {"log_every": 0}, where="test")
   with pytest.raises(PnagError, match=r"scc_t_max \(99\) exceeds the 6 MSQ steps of nb201"):
     stage1.step_weights(stage1.make_config("quick", overrides=["scc_t_max=99"]), 6)
 

@@ -115,6 +115,15 @@ def test_a_protocol_refused_for_its_run_leaves_no_out_directory(pnag_main, tmp_p
     assert not out.exists(), args
 
 
+def test_an_out_that_is_a_file_is_refused_before_any_build(pnag_main, tmp_path):
+  out = tmp_path / "a_file"
+  out.write_text("precious\n")
+  code, _, err = pnag_main("eval", "executable", "--random", "--space", "nb201", "--num", "2",
+                           "--out", out)
+  assert code == 2 and "is a file, not a directory" in err and len(err.splitlines()) == 1
+  assert out.read_text() == "precious\n"
+
+
 def test_train_arch_bad_input_is_one_line(pnag_main, tmp_path):
   cell = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
   mismatched = tmp_path / "mismatched.npz"  # 8x8 train images, 9x9 test images

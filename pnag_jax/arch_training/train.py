@@ -155,8 +155,17 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
       ckpt_lib.check_meta(ckpt.read_meta(), {"stage": STAGE, "space": cfg.space,
                                              "config": meta["config"]},
                           where=f"workdir {workdir}")
-      params, opt_state, _, _ = ckpt.restore(params_template=state["model"],
-                                             opt_state_template=state["opt_state"])
+      try:
+        params, opt_state, _, _ = ckpt.restore(params_template=state["model"],
+                                               opt_state_template=state["opt_state"])
+      except ckpt_lib.CheckpointError:
+        # Checkpoints from before the random streams' counts were state have none:
+        # restored without them, the streams restart (as they then did every step).
+        fresh = state["model"]["rng_counts"]
+        params, opt_state, _, _ = ckpt.restore(
+            params_template={k: v for k, v in state["model"].items() if k != "rng_counts"},
+            opt_state_template=state["opt_state"])
+        params = {**params, "rng_counts": fresh}
       state = {"model": params, "opt_state": opt_state}
       start = ckpt.latest_step()
     (workdir / "config.json").write_text(cfg.to_json())

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax.arch_training import train as train_lib
 from pnag_jax.arch_training.train import ArchTrainConfig, train_arch
 from pnag_jax.data import NB201Data
@@ -68,6 +69,23 @@ def test_killed_run_resumes_to_the_same_result(best_run, tmp_path):
   other = ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=2, network=SMALL)
   with pytest.raises(PnagError, match="workdir"):
     train_arch(other, tmp_path / "b", progress=False)
+
+
+def test_a_checkpoint_from_before_the_rng_counts_resumes(best_run, tmp_path, monkeypatch):
+  cfg, straight, _, _ = best_run
+  save = ckpt_lib.StageCheckpointer.save
+
+  def save_as_before(self, step, params, *args, **kw):
+    params = {k: v for k, v in params.items() if k != "rng_counts"}
+    return save(self, step, params, *args, **kw)
+
+  with monkeypatch.context() as m:
+    m.setattr(ckpt_lib.StageCheckpointer, "save", save_as_before)
+    assert train_arch(cfg, tmp_path / "b", progress=False, stop_after_epochs=1)["stopped_early"]
+  resumed = train_arch(cfg, tmp_path / "b", progress=False)
+  # NB201 cells have no dropout: the restarted streams change nothing.
+  assert resumed["resumed_from_epoch"] == 1
+  assert resumed["test_accuracy"] == straight["test_accuracy"]
 
 
 def test_bad_input(tmp_path):

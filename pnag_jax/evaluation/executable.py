@@ -191,6 +191,8 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
   if num < 1:
     raise PnagError(f"--num must be >= 1, got {num}")
   config_lib.check_seed(seed, "--seed")
+  if Path(out).exists() and not Path(out).is_dir():  # found now, not after every build
+    raise PnagError(f"--out {out} is a file, not a directory")
   cache: dict = {}
   report = {"full_size": full_size, "jit": jit, "constrained": constrained, "num": num,
             "seed": seed, "groups": {}}

@@ -83,14 +83,22 @@ class Stage1Config:
                       f"got {self.scc_variant!r}")
     if self.eval_size < 0:
       raise PnagError(f"eval_size must be >= 0 (0: every arch), got {self.eval_size}")
+    # None of these could train: zero steps, or a division by zero in the loop.
     for name in ("dim", "encoder_layers", "decoder_hidden", "codebook_size", "batch_size",
-                 "epochs", "train_size", "heldout_size", "eval_every", "checkpoint_every",
-                 "log_every"):
+                 "epochs", "eval_every", "checkpoint_every", "log_every"):
       if getattr(self, name) < 1:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+  def check_new(self) -> None:
+    """Checks of values given for a new run (`config.make`, `--set`); not run on configs
+    read back, so runs trained before them still load."""
     for name in ("max_steps", "warmup_steps"):
       if getattr(self, name) < 0:
         raise PnagError(f"{name} must be >= 0, got {getattr(self, name)}")
+    if not get_space(self.space).enumerable:  # NB201 has its fixed 50/50 split
+      for name in ("train_size", "heldout_size"):
+        if getattr(self, name) < 1:
+          raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
     config_lib.check_seed(self.seed)
     if self.scc_t_max < -1:
       raise PnagError(f"scc_t_max must be -1 (all steps) or a step count >= 0, "

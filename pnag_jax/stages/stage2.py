@@ -138,10 +138,15 @@ class Stage2Config:
       raise PnagError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
     if not 0.0 <= self.cond_drop <= 1.0:
       raise PnagError(f"cond_drop must be in [0, 1], got {self.cond_drop}")
-    config_lib.check_seed(self.seed)
+    # None of these could train: a division by zero in the loop, or an empty bank.
     for name in ("eval_every", "checkpoint_every", "log_every", "task_bank"):
       if getattr(self, name) < 1:
         raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+  def check_new(self) -> None:
+    """Checks of values given for a new run (`config.make`, `--set`); not run on configs
+    read back, so runs trained before them still load."""
+    config_lib.check_seed(self.seed)
     for name in ("eval_size", "max_steps", "warmup_steps"):
       if getattr(self, name) < 0:
         raise PnagError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -125,8 +125,12 @@ class SurrogateConfig:
           if saved.get("rank_target", "score") == "score"
           else SurrogateConfig.score_temperature)}
 
-  def __post_init__(self):
+  def check_new(self) -> None:
+    """Checks of values given for a new run (`config.make`, `--set`); not run on configs
+    read back, so runs trained before them still load."""
     config_lib.check_seed(self.seed)
+
+  def __post_init__(self):
     for name in ("dim", "layers", "emb_dim", "hidden", "task_dim", "queries", "episodes",
                  "steps", "k_min"):
       if getattr(self, name) < 1:
