@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,19 @@ def check_seed(seed: int, name: str = "seed") -> None:
   """A one-line error unless `seed` is in [0, 2**32 - 1], as numpy and JAX read it alike."""
   if not 0 <= seed <= MAX_SEED:
     raise PnagError(f"{name} must be in [0, 2**32 - 1], got {seed}")
+
+
+def check_learning_rate(value: float, name: str = "learning_rate") -> None:
+  """A one-line error unless `value` is finite and > 0 (a NaN rate trains a NaN model)."""
+  if not (math.isfinite(value) and value > 0):
+    raise PnagError(f"{name} must be finite and > 0, got {value}")
+
+
+def check_at_least(cfg: Any, names: Sequence[str], minimum: int) -> None:
+  """A one-line error for the first of `cfg`'s fields `names` below `minimum`."""
+  for name in names:
+    if getattr(cfg, name) < minimum:
+      raise PnagError(f"{name} must be >= {minimum}, got {getattr(cfg, name)}")
 
 
 def _parse(kind: Any, raw: str, key: str) -> Any:

@@ -116,8 +116,7 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
   if cfg.epochs < 1 or cfg.batch_size < 1:
     raise PnagError(f"epochs and batch size must be positive, got {cfg.epochs}, "
                     f"{cfg.batch_size}")
-  if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
-    raise PnagError(f"--lr must be finite and > 0, got {cfg.learning_rate}")
+  config_lib.check_learning_rate(cfg.learning_rate, "--lr")
   config_lib.check_seed(cfg.seed, "--seed")
   space = get_space(cfg.space)
   genes = space.from_string(cfg.arch)

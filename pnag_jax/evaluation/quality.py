@@ -27,8 +27,7 @@ LABELS = {"cifar10_test_acc": "CIFAR-10", "cifar100_test_acc": "CIFAR-100",
 
 def run(workdir: str, out: str | Path, *, data_dir: str | None = None, num: int = 100,
         seeds=(0,), prior: str = "codes") -> dict:
-  if num < 1 or not seeds:
-    raise PnagError(f"--num and --seeds must be >= 1, got {num} and {len(seeds)}")
+  reports.check_sizes(num, len(seeds))
   data = NB201Data.from_dir(data_dir)
   trained = stage1.load(workdir)
   if trained.space.name != "nb201":

@@ -13,6 +13,12 @@ import jax
 from pnag_jax.errors import PnagError
 
 
+def check_sizes(num: int, num_seeds: int) -> None:
+  """A one-line error unless a protocol has archs and seeds to measure (before `out_dir`)."""
+  if num < 1 or num_seeds < 1:
+    raise PnagError(f"--num and --seeds must be >= 1, got {num} and {num_seeds}")
+
+
 def out_dir(path: str | Path) -> Path:
   path = Path(path)
   try:

@@ -46,8 +46,7 @@ def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,
         progress: bool = True) -> dict:
   if space_name not in BUDGETS:
     raise PnagError(f"scc-ablation supports {', '.join(BUDGETS)}, not {space_name!r}")
-  if num < 1 or not seeds:
-    raise PnagError(f"--num and --seeds must be >= 1, got {num} and {len(seeds)}")
+  reports.check_sizes(num, len(seeds))
   space = get_space(space_name)
   data = NB201Data.from_dir(data_dir) if space_name == "nb201" else None
   overrides = list(BUDGETS[space_name]) + list(extra_overrides)

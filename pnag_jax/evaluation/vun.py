@@ -229,8 +229,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
   for name in args.space:
     get_space(name)
-  if args.num < 1 or args.seeds < 1:
-    raise PnagError(f"--num and --seeds must be >= 1, got {args.num} and {args.seeds}")
+  reports.check_sizes(args.num, args.seeds)
   report = run(_parse_runs(args.run), args.out, spaces=tuple(args.space), num=args.num,
                seeds=tuple(range(args.seeds)))
   print(format_table(report))

@@ -297,11 +297,8 @@ def _launch(args: argparse.Namespace) -> multihost.Launch | None:
   """The multi-process flags as a `Launch`; None for an ordinary run."""
   flags = (args.coordinator, args.num_processes, args.process_id)
   if not args.distributed and all(v is None for v in flags):
-    for flag, value in (("--init-timeout", args.init_timeout),
-                        ("--heartbeat-timeout", args.heartbeat_timeout)):
-      if value != _defaults()[flag[2:].replace("-", "_")]:
-        raise PnagError(f"{flag} is for a multi-process run (--coordinator ... or "
-                        "--distributed)")
+    _refuse(args, ("--init-timeout", "--heartbeat-timeout"),
+            "is for a multi-process run (--coordinator ... or --distributed)")
     return None
   return multihost.Launch(*flags, auto=args.distributed, init_timeout=args.init_timeout,
                           heartbeat_timeout=args.heartbeat_timeout)
@@ -319,62 +316,40 @@ def main(args: argparse.Namespace) -> None:
   cfg = SamplerConfig(prior=args.prior, temperature=args.temperature,
                       cfg_scale=args.cfg_scale, top_k=args.top_k, top_p=args.top_p,
                       constrained=args.constrained, chunk_size=args.chunk_size)
-  ranking = (("--constraint", args.constraint), ("--pool", args.pool != "100000"),
-             ("--adapt-steps", args.adapt_steps), ("--predictor", args.predictor != "network"))
   cond = ()
   budget = args.params is not None or args.flops is not None
   if launch is not None:
-    for flag, given in (("--refs", args.refs), ("--objective", args.objective),
-                        ("--target", args.target is not None),
-                        ("--params", args.params is not None),
-                        ("--flops", args.flops is not None), ("--minimize", args.minimize),
-                        ("--budget", args.budget != 10_000),
-                        ("--cfg-scale", args.cfg_scale != 0)) + ranking:
-      if given:
-        raise PnagError(f"{flag} does not go with a multi-process run (it generates "
-                        "from the prior, unconditioned)")
+    _refuse(args, ("--refs", "--objective", "--target", "--params", "--flops", "--minimize",
+                   "--budget", "--cfg-scale", *_RANKING),
+            "does not go with a multi-process run (it generates from the prior, unconditioned)")
     _print_parts(generate_parts_to_file(args.workdir, args.num, args.seed, args.out, cfg,
                                         launch, data_dir=args.data_dir))
     return
   if args.objective is not None:
-    for flag, given in (("--refs", args.refs), ("--target", args.target is not None),
-                        ("--params", args.params is not None),
-                        ("--flops", args.flops is not None), ("--minimize", args.minimize),
-                        ("--pool", args.pool != "100000"), ("--adapt-steps", args.adapt_steps),
-                        ("--predictor", args.predictor != "network"),
-                        ("--prior", args.prior != "codes"),
-                        ("--temperature", args.temperature is not None),
-                        ("--constrained", args.constrained),
-                        ("--chunk-size", args.chunk_size != _defaults()["chunk_size"]),
-                        ("--cfg-scale", args.cfg_scale != 0), ("--top-k", args.top_k != 0),
-                        ("--top-p", args.top_p != 1.0)):
-      if given:
-        raise PnagError(f"{flag} does not go with --objective (the search iterates the "
-                        "code prior with its own settings, and the task gives the direction)")
+    _refuse(args, ("--refs", "--target", "--params", "--flops", "--minimize", "--pool",
+                   "--adapt-steps", "--predictor", "--prior", "--temperature", "--constrained",
+                   "--chunk-size", "--cfg-scale", "--top-k", "--top-p"),
+            "does not go with --objective (the search iterates the code prior with its own "
+            "settings, and the task gives the direction)")
     from pnag_jax.guidance import run as guided  # pylint: disable=g-import-not-at-top
     guided.print_search(guided.search_to_file(
         args.workdir, objective=args.objective, out=args.out, num=args.num,
         budget=args.budget, constraints=args.constraint, seed=args.seed,
         data_dir=args.data_dir))
     return
-  if args.budget != 10_000:
-    raise PnagError("--budget caps the calls of an --objective search; give --objective")
+  _refuse(args, ("--budget",), "caps the calls of an --objective search; give --objective")
   if budget:
     if args.prior != "ar":
       raise PnagError("--params and --flops condition the stage-2 prior: they need --prior ar")
-    for flag, given in (("--refs", args.refs), ("--target", args.target is not None),
-                        ("--minimize", args.minimize)) + ranking:
-      if given:
-        raise PnagError(f"{flag} does not go with a budget (--params, --flops)")
+    _refuse(args, ("--refs", "--target", "--minimize", *_RANKING),
+            "does not go with a budget (--params, --flops)")
     from pnag_jax.generation import ar_prior  # pylint: disable=g-import-not-at-top
     cond = ar_prior.budget_condition_from_workdir(args.workdir, params=args.params,
                                                   flops=args.flops)
   elif args.target is not None:
     if args.prior != "ar" or args.refs is None:
       raise PnagError("--target conditions the stage-2 prior: it needs --prior ar and --refs")
-    for flag, given in ranking:
-      if given:
-        raise PnagError(f"{flag} ranks a pool; conditional generation (--target) ranks nothing")
+    _refuse(args, _RANKING, "ranks a pool; conditional generation (--target) ranks nothing")
     from pnag_jax.generation import ar_prior  # pylint: disable=g-import-not-at-top
     cond = ar_prior.task_condition_from_file(args.workdir, args.refs, minimize=args.minimize,
                                              target=args.target)
@@ -387,9 +362,7 @@ def main(args: argparse.Namespace) -> None:
         adapt_steps=args.adapt_steps, predictor=args.predictor))
     return
   else:
-    for flag, given in (("--minimize", args.minimize),) + ranking:
-      if given:
-        raise PnagError(f"{flag} needs --refs (guided generation)")
+    _refuse(args, ("--minimize", *_RANKING), "needs --refs (guided generation)")
     if args.cfg_scale:
       # Without a condition both halves of the guided batch are the null one: twice the
       # compute for the same logits.
@@ -423,6 +396,19 @@ def _print_parts(r: dict) -> None:
           f"{100 * r['validity']:.2f}% (strict {100 * r['strict_validity']:.2f}%); "
           f"merge with: pnag generate --merge {r['out']}")
 
+
+
+#: Flags of guided generation's ranking (`--refs`).
+_RANKING = ("--constraint", "--pool", "--adapt-steps", "--predictor")
+
+
+def _refuse(args: argparse.Namespace, flags, why: str) -> None:
+  """A one-line error for the first of `flags` given (other than its default)."""
+  defaults = _defaults()
+  for flag in flags:
+    key = flag[2:].replace("-", "_")
+    if getattr(args, key) != defaults[key]:
+      raise PnagError(f"{flag} {why}")
 
 
 @functools.cache

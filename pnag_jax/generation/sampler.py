@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from pnag_jax import config as config_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.generation import constraints
 from pnag_jax.generation import fused as fused_lib
@@ -49,7 +50,7 @@ from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 _BATCH = "batch"
 
 
-#: Architecture indices and seeds are folded into 32-bit PRNG keys.
+#: Architecture indices are folded into 32-bit PRNG keys.
 MAX_INDEX = 2**32 - 1
 
 
@@ -63,8 +64,8 @@ def check_range(num: int, *, start: int = 0, seed: int | None = None) -> None:
     raise PnagError(f"architecture range must be >= 0, got start {start}, num {num}")
   if start + num > MAX_INDEX:
     raise PnagError(f"at most 2**32 - 1 architectures per seed, got {start + num}")
-  if seed is not None and not 0 <= seed <= MAX_INDEX:
-    raise PnagError(f"--seed must be in [0, 2**32 - 1], got {seed}")
+  if seed is not None:
+    config_lib.check_seed(seed, "--seed")
 
 
 @dataclasses.dataclass(frozen=True)

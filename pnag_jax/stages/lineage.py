@@ -110,6 +110,23 @@ def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], cls, *,
                             "resume with the same settings or use a new --workdir")
 
 
+def check_not_past(step: int, total: int, *, where: str, limit: str, how: str) -> None:
+  """A resumed run may not be shorter than its checkpoint: it would report `total` steps
+  and serve the later step's params.
+
+  Args:
+    step: the checkpoint's step; total: the run's steps now.
+    where, limit, how: for the message: the run, its step limit, and the setting that
+      raises it.
+
+  Raises:
+    CheckpointError: `step` > `total`.
+  """
+  if step > total:
+    raise CheckpointError(f"{where} is at step {step}, past {limit}; resume with {how} >= "
+                          f"{step} or use a new --workdir")
+
+
 def check_recorded(meta: Mapping[str, Any], recorded: Mapping[str, tuple[str, ...]], *,
                    where: str) -> None:
   """A resumed run must read the tasks it started with (`recorded`: name lists that the

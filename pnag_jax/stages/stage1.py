@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -84,27 +83,21 @@ class Stage1Config:
     if self.eval_size < 0:
       raise PnagError(f"eval_size must be >= 0 (0: every arch), got {self.eval_size}")
     # None of these could train: zero steps, or a division by zero in the loop.
-    for name in ("dim", "encoder_layers", "decoder_hidden", "codebook_size", "batch_size",
-                 "epochs", "eval_every", "checkpoint_every", "log_every"):
-      if getattr(self, name) < 1:
-        raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    config_lib.check_at_least(self, ("dim", "encoder_layers", "decoder_hidden",
+                                     "codebook_size", "batch_size", "epochs", "eval_every",
+                                     "checkpoint_every", "log_every"), 1)
 
   def check_new(self) -> None:
     """Checks of values given for a new run (`config.make`, `--set`); not run on configs
     read back, so runs trained before them still load."""
-    for name in ("max_steps", "warmup_steps"):
-      if getattr(self, name) < 0:
-        raise PnagError(f"{name} must be >= 0, got {getattr(self, name)}")
+    config_lib.check_at_least(self, ("max_steps", "warmup_steps"), 0)
     if not get_space(self.space).enumerable:  # NB201 has its fixed 50/50 split
-      for name in ("train_size", "heldout_size"):
-        if getattr(self, name) < 1:
-          raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+      config_lib.check_at_least(self, ("train_size", "heldout_size"), 1)
     config_lib.check_seed(self.seed)
     if self.scc_t_max < -1:
       raise PnagError(f"scc_t_max must be -1 (all steps) or a step count >= 0, "
                       f"got {self.scc_t_max}")
-    if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-      raise PnagError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
+    config_lib.check_learning_rate(self.learning_rate)
 
   def replace(self, **kw) -> "Stage1Config":
     return dataclasses.replace(self, **kw)

@@ -127,10 +127,8 @@ class Stage2Config:
                       f"comma-separated; got {self.budgets!r}")
     if not 1 <= self.k_min <= self.k_max:
       raise PnagError(f"need 1 <= k_min <= k_max, got {self.k_min} and {self.k_max}")
-    for name in ("width", "depth", "heads", "mlp_ratio", "batch_size", "epochs",
-                 "micro_batches"):
-      if getattr(self, name) < 1:
-        raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    config_lib.check_at_least(self, ("width", "depth", "heads", "mlp_ratio", "batch_size",
+                                     "epochs", "micro_batches"), 1)
     if self.batch_size % self.micro_batches:
       raise PnagError(f"batch_size ({self.batch_size}) must be a multiple of "
                       f"micro_batches ({self.micro_batches})")
@@ -139,19 +137,15 @@ class Stage2Config:
     if not 0.0 <= self.cond_drop <= 1.0:
       raise PnagError(f"cond_drop must be in [0, 1], got {self.cond_drop}")
     # None of these could train: a division by zero in the loop, or an empty bank.
-    for name in ("eval_every", "checkpoint_every", "log_every", "task_bank"):
-      if getattr(self, name) < 1:
-        raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    config_lib.check_at_least(self, ("eval_every", "checkpoint_every", "log_every",
+                                     "task_bank"), 1)
 
   def check_new(self) -> None:
     """Checks of values given for a new run (`config.make`, `--set`); not run on configs
     read back, so runs trained before them still load."""
     config_lib.check_seed(self.seed)
-    for name in ("eval_size", "max_steps", "warmup_steps"):
-      if getattr(self, name) < 0:
-        raise PnagError(f"{name} must be >= 0, got {getattr(self, name)}")
-    if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-      raise PnagError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
+    config_lib.check_at_least(self, ("eval_size", "max_steps", "warmup_steps"), 0)
+    config_lib.check_learning_rate(self.learning_rate)
 
   @property
   def budget_keys(self) -> tuple[str, ...]:

@@ -131,10 +131,8 @@ class SurrogateConfig:
     config_lib.check_seed(self.seed)
 
   def __post_init__(self):
-    for name in ("dim", "layers", "emb_dim", "hidden", "task_dim", "queries", "episodes",
-                 "steps", "k_min"):
-      if getattr(self, name) < 1:
-        raise PnagError(f"{name} must be >= 1, got {getattr(self, name)}")
+    config_lib.check_at_least(self, ("dim", "layers", "emb_dim", "hidden", "task_dim",
+                                     "queries", "episodes", "steps", "k_min"), 1)
     if self.rank_target not in ("score", "rank"):
       raise PnagError(f"rank_target must be 'score' or 'rank', got {self.rank_target!r}")
     for name in ("rank_temperature", "score_temperature"):
@@ -347,10 +345,10 @@ def _padded_refs(ref_genes: np.ndarray, ref_scores: np.ndarray):
     raise PnagError(f"need K >= 1 reference archs with one score each, got "
                     f"{ref_genes.shape[0]} archs and {np.shape(ref_scores)[0]} scores")
   # The moments are taken in float32 on the device: squares of larger scores overflow.
-  if not np.abs(np.asarray(ref_scores, np.float64)).max() <= MAX_REF_SCORE:
+  largest = np.abs(np.asarray(ref_scores, np.float64)).max()
+  if not largest <= MAX_REF_SCORE:
     raise PnagError(f"reference scores must lie within +-{MAX_REF_SCORE:.0e} (got up to "
-                    f"{np.abs(np.asarray(ref_scores, np.float64)).max():.3g}); rescale "
-                    "the task's unit")
+                    f"{largest:.3g}); rescale the task's unit")
   ref_scores = np.asarray(ref_scores, np.float32)
   k = ref_genes.shape[0]
   kp = pow2_at_least(k)

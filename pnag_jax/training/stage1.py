@@ -184,11 +184,9 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
     start = 0
     if ckpt.latest_step() is not None:
       _check_resume(ckpt, cfg, workdir)
-      if ckpt.latest_step() > total:
-        raise ckpt_lib.CheckpointError(
-            f"stage 1 in {workdir} is at step {ckpt.latest_step()}, past this run's {total} "
-            f"steps; resume with max_steps >= {ckpt.latest_step()} (`pnag demo`: --steps; or "
-            "the epochs that give it) or use a new --workdir")
+      lineage.check_not_past(ckpt.latest_step(), total, where=f"stage 1 in {workdir}",
+                             limit=f"this run's {total} steps",
+                             how="max_steps (`pnag demo`: --steps; or the epochs that give it)")
       params, opt_state, base_key, _ = ckpt.restore(
           params_template=state["params"], opt_state_template=state["opt_state"])
       state = {"params": params, "opt_state": opt_state}

@@ -278,7 +278,8 @@ def _parents(run1: Stage1Run, srun) -> tuple[dict, ...]:
 
 
 def _check_resume(ckpt, frozen: dict, parents: tuple[dict, ...], space: str,
-                  workdir) -> None:
+                  workdir) -> dict:
+  """The checkpoint's metadata, once it is known to be this run's."""
   meta = ckpt.read_meta()
   where = f"stage 2 in {workdir}"
   ckpt_lib.check_meta(meta, {"stage": stage2.NAME, "space": space}, where=where)
@@ -290,6 +291,7 @@ def _check_resume(ckpt, frozen: dict, parents: tuple[dict, ...], space: str,
       raise ckpt_lib.CheckpointError(
           f"{where} was trained on another {what} than {workdir}/{parent['stage']} holds "
           f"now (step {parent['step']}); retrain stage 2 in a new --workdir")
+  return meta
 
 
 def _load_surrogate(cfg: Stage2Config, run1: Stage1Run, workdir):
@@ -329,7 +331,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
     start = 0
     resuming = ckpt.latest_step() is not None
     if resuming:  # before anything is built: a refused resume costs nothing
-      _check_resume(ckpt, frozen, parents, space.name, workdir)
+      saved_meta = _check_resume(ckpt, frozen, parents, space.name, workdir)
     t_data = time.perf_counter()
     data = datasets(cfg, run1)
     train, heldout = data.train, data.heldout
@@ -342,7 +344,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
       # would draw its conditions from another bank.
       frozen["condition_tasks"] = conditions.names
       if resuming:
-        lineage.check_recorded(ckpt.read_meta(), {"condition_tasks": conditions.names},
+        lineage.check_recorded(saved_meta, {"condition_tasks": conditions.names},
                                where=f"stage 2 in {workdir}")
       held_cond = heldout_conditions(cfg, conditions, heldout.shape[0])
     elif cfg.condition == "budget":
@@ -364,11 +366,9 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
           params_template=state["params"], opt_state_template=state["opt_state"])
       state = {"params": params, "opt_state": opt_state}
       start = ckpt.latest_step()
-      if start > total:
-        raise ckpt_lib.CheckpointError(
-            f"stage 2 in {workdir} is at step {start}, past this run's {total} steps; "
-            f"resume with max_steps >= {start} (or the epochs that give it) or use a "
-            "new --workdir")
+      lineage.check_not_past(start, total, where=f"stage 2 in {workdir}",
+                             limit=f"this run's {total} steps",
+                             how="max_steps (or the epochs that give it)")
     best = None
     if cfg.keep_best:
       # Two kept: a step past `start` (saved before a kill) goes, its predecessor stays.

@@ -399,11 +399,8 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       ckpt_lib.check_meta(meta, {"space": cfg.space, "stage": stage.NAME}, where=where)
       lineage.check_frozen(meta, frozen, SurrogateConfig, where=f"{where}/{stage.NAME}")
       lineage.check_recorded(meta, split, where=f"{where}/{stage.NAME}")
-      if ckpt.latest_step() > cfg.steps:
-        raise ckpt_lib.CheckpointError(
-            f"{where}/{stage.NAME} is at step {ckpt.latest_step()}, past "
-                        f"steps={cfg.steps}; resume with steps >= {ckpt.latest_step()} "
-                        "or use a new --workdir")
+      lineage.check_not_past(ckpt.latest_step(), cfg.steps, where=f"{where}/{stage.NAME}",
+                             limit=f"steps={cfg.steps}", how="steps")
       ema, rest, key, _ = ckpt.restore(
           params_template=state["ema"],
           opt_state_template={"opt": state["opt_state"], "params": state["params"]})

@@ -20,6 +20,7 @@ table columns and formulas); the zero-cost subset's validation accuracies (about
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
+from pnag_jax.spaces import get_space
 from pnag_jax.stages import stage2
 from pnag_jax.stages.stage2 import Stage2Config
 from pnag_jax.stages.stage1 import Stage1Run
@@ -41,10 +43,18 @@ class TaskConditions(NamedTuple):
 
 
 def valid_rows(space) -> np.ndarray:
-  """bool[size]: strict validity of every arch of an enumerable space."""
-  genes = space.enumerate()
-  ops, adj = jax.jit(space.encode)(genes)
-  return np.asarray(jax.jit(space.strict_valid)(ops, adj))
+  """bool[size]: strict validity of every arch of an enumerable space (read-only)."""
+  return _valid_rows(space.name)
+
+
+@functools.cache
+def _valid_rows(name: str) -> np.ndarray:
+  # Once per space: the checks before training and the tables built in it all read it.
+  space = get_space(name)
+  ops, adj = jax.jit(space.encode)(space.enumerate())
+  valid = np.asarray(jax.jit(space.strict_valid)(ops, adj))
+  valid.setflags(write=False)
+  return valid
 
 
 def oriented_quantiles(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
