@@ -32,6 +32,7 @@ import jax
 import numpy as np
 from scipy import stats
 
+from pnag_jax import config as config_lib
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
@@ -67,6 +68,8 @@ def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGET
         data_dir=None, budgets: tuple[str, ...] | None = None) -> dict:
   """The target sweep for each task (default CIFAR-10, K = 10), or the budget sweep of
   a budget-conditioned stage 2; writes conditional.{json,md,png} under `out`."""
+  # numpy reads the whole seed, JAX its low 32 bits: past 2**32 the two would disagree.
+  config_lib.check_seed(seed, "--seed")
   run2 = stage2.load(workdir)
   if run2.cfg.condition == "budget":
     for flag, given in (("--task", task_names), ("--k", k)):

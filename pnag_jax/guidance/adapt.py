@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.errors import PnagError
+from pnag_jax.padding import pow2_at_least
 from pnag_jax.stages import surrogate as stage
 
 #: Adaptation's learning rate, as a fraction of meta-training's: it refines a model
@@ -51,14 +52,19 @@ def fit_on_references(cfg: stage.SurrogateConfig, params: dict, ref_genes: np.nd
   # The step donates its state: train a copy, or the caller's params (a loaded run's,
   # reused for the next task) would be deleted under it.
   state = trainer.init_state(jax.tree.map(jnp.copy, params), opt)
+  # K padded to a power of two, for the context and the queries alike: a feedback walk
+  # adapts at K, K + 1, K + 2, ..., and each new shape would compile the whole step.
+  kp = pow2_at_least(k)
+  pad = np.zeros((EPISODES, kp - k), np.int64)  # row 0 stands in; masked out
+  qmask = np.broadcast_to(np.arange(kp) < k, (EPISODES, kp))
   rng = np.random.default_rng([seed, 13, k])
   for _ in range(steps):
     ctx = np.stack([rng.permutation(k) for _ in range(EPISODES)])
-    take = np.concatenate([ctx, np.tile(np.arange(k), (EPISODES, 1))], 1)
+    take = np.concatenate([ctx, pad, np.tile(np.arange(k), (EPISODES, 1)), pad], 1)
     sizes = rng.integers(1, k + 1, EPISODES)
-    mask = np.arange(k)[None, :] < sizes[:, None]
-    state, _ = trainer.train_step(state, genes[take], scores[take], mask, model=model,
-                                  loss=loss, opt=opt)
+    mask = np.arange(kp)[None, :] < sizes[:, None]
+    state, _ = trainer.train_step(state, genes[take], scores[take], mask, qmask,
+                                  model=model, loss=loss, opt=opt)
   return state["ema"]
 
 

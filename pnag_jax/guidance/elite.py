@@ -51,6 +51,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from pnag_jax import padding
 from pnag_jax.errors import PnagError
 from pnag_jax.generation.sampler import Sampler, SamplerConfig
 from pnag_jax.stages.stage1 import Stage1Run
@@ -128,10 +129,8 @@ def _batched(space, fn, genes: np.ndarray):
   """`fn(space, genes)` on the host, padded to a power of two of at least 1,024 so
   that a few compiled shapes serve every call (candidate counts vary by round)."""
   genes = np.asarray(genes, np.int32)
-  n = len(genes)
-  size = max(1024, 1 << max(n - 1, 1).bit_length())
-  padded = np.concatenate([genes, np.zeros((size - n, genes.shape[1]), np.int32)])
-  return jax.tree.map(lambda a: np.asarray(a)[:n],
+  padded = padding.pad_rows(genes, minimum=1024)
+  return jax.tree.map(lambda a: np.asarray(a)[:len(genes)],
                       jax.device_get(_jitted(space, fn)(padded)))
 
 

@@ -49,7 +49,13 @@ def _moments(scores: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
 def standardise(scores: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(z, mean, std) of `scores float[..., K]` over the `mask`ed entries (std 1 if none)."""
   mean, std = _moments(scores, mask)
-  std = jnp.where(std <= MIN_STD * jnp.minimum(1.0, jnp.abs(mean)), 1.0, std)
+  # Equal scores are tested as such: their float32 mean is off by an ulp, so the std
+  # computed about it is rounding noise (7.6e-6 at 91.52), which would pass the floor
+  # above a mean of 8 and turn every z into +-1.
+  hi = jnp.max(jnp.where(mask, scores, -jnp.inf), -1, keepdims=True)
+  lo = jnp.min(jnp.where(mask, scores, jnp.inf), -1, keepdims=True)
+  flat = (hi <= lo) | (std <= MIN_STD * jnp.minimum(1.0, jnp.abs(mean)))
+  std = jnp.where(flat, 1.0, std)
   return (scores - mean) / std * mask.astype(scores.dtype), mean[..., 0], std[..., 0]
 
 
@@ -164,7 +170,9 @@ class ScoreHead(nnx.Module):
     if ridge:
       self.ridge_feats = nnx.Linear(emb_dim, hidden, rngs=rngs)
       # softplus(0.54) = 1: as strong as one reference's own (unit-norm) feature.
-      self.ridge_lambda = nnx.Param(jnp.full((), 0.54))
+      # A strongly typed float32: a weak-typed leaf comes back strong from the first
+      # step, and the train step would compile a second time.
+      self.ridge_lambda = nnx.Param(jnp.full((), 0.54, jnp.float32))
     estimates = 2 if ridge else 1  # kernel (attention), and ridge
     self.out = _MLP((emb_dim + task_dim + hidden + estimates, hidden, hidden, 1), rngs=rngs)
 

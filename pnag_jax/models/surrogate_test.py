@@ -21,6 +21,15 @@ def model_params(request):
   return cfg, *stage.init(cfg)
 
 
+def test_no_parameter_is_weakly_typed(model_params):
+  # A weak-typed leaf comes back strong from the first optimizer step, so the jitted
+  # train step would compile twice on every fresh run.
+  _, _, params = model_params
+  weak = [jax.tree_util.keystr(p) for p, leaf in jax.tree_util.tree_leaves_with_path(params)
+          if getattr(leaf, "weak_type", False)]
+  assert not weak, weak
+
+
 @jax.jit
 def _standardise(scores, mask):
   return standardise(scores, mask)
@@ -32,6 +41,17 @@ def test_standardise_ignores_padding_and_survives_one_reference():
   assert float(mean) == 2.0 and float(std) == 1.0
   z, mean, std = _standardise(jnp.array([5.0, 0.0]), jnp.array([True, False]))
   assert float(z[0]) == 0.0 and float(mean) == 5.0 and float(std) == 1.0
+
+
+@pytest.mark.parametrize("value, k", [(91.52, 7), (91.52, 20), (3.1e8, 10), (0.9152, 7)])
+def test_equal_scores_have_no_spread_whatever_their_size(value, k):
+  # Their float32 mean is off by an ulp above a mean of about 8: the std about it is
+  # rounding noise, which must not turn the z-scores into +-1.
+  scores = jnp.concatenate([jnp.full((k,), value, jnp.float32), jnp.array([1.0, -7.0])])
+  mask = jnp.arange(k + 2) < k
+  z, _, std = _standardise(scores, mask)
+  assert float(std) == 1.0
+  np.testing.assert_allclose(z, 0.0, atol=1e-6 * value)
 
 
 def test_log_spread_is_unit_free_and_ignores_padding():

@@ -27,6 +27,7 @@ from flax import nnx
 
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
+from pnag_jax.padding import pow2_at_least
 from pnag_jax.errors import PnagError
 from pnag_jax.models import linear_prior as linear_lib
 from pnag_jax.models.surrogate import Surrogate, standardise
@@ -327,11 +328,6 @@ class Predictor:
     """Scores of `genes int[n, G]`, float64[n], `chunk` rows per step on the device."""
     return _scores_of((predict_chunks(self.params, self.task, part, model=self.model), k)
                       for part, k in _pad_rows(genes, chunk))
-
-
-def pow2_at_least(n: int) -> int:
-  """The least power of two >= n: padded sizes that only a handful of compiles serve."""
-  return 1 << max(0, (n - 1).bit_length())
 
 
 #: Largest reference score in magnitude: 64 squared deviations stay within float32.

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from pnag_jax import padding
 from pnag_jax.data import nb201 as nb201_data
 from pnag_jax.data import tables_for
 from pnag_jax.errors import DataError, PnagError
@@ -92,7 +93,11 @@ def _ofa_tasks(space: str, data_dir) -> dict[str, Task]:
   acc_fn = jax.jit(ofa.accuracy_of_genes)
 
   def acc(genes):
-    return np.asarray(acc_fn(models.arrays, with_r(np.asarray(genes))), np.float64)
+    # Candidate counts vary by call (a search round's tail, a constraint's survivors):
+    # padded, a few compiles serve them all.
+    genes = with_r(np.asarray(genes))
+    scores = acc_fn(models.arrays, padding.pad_rows(genes, minimum=1024))
+    return np.asarray(scores, np.float64)[:len(genes)]
 
   def latency(genes):
     return models.note10_latency(*ofa.genes_to_values(with_r(np.asarray(genes))))

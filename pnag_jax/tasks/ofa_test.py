@@ -110,6 +110,13 @@ def test_tasks_of_the_mbv3_spaces(data_dir, reference):
   genes = get_space("mbv3_r").from_native({**tutorial["arch"], "r": tutorial["resolution"]})
   assert acc.score_fn(genes[None])[0] == pytest.approx(0.8171285, abs=1e-5)
   assert lat.score_fn(genes[None])[0] == pytest.approx(24.730, abs=1e-3)
+  # Batches are padded to a power of two; each row keeps its own score.
+  at_low = genes.copy()
+  at_low[-1] = 0
+  batch = np.stack([genes, at_low, genes])
+  np.testing.assert_allclose(acc.score_fn(batch),
+                             [acc.score_fn(g[None])[0] for g in batch], atol=1e-6)
+  assert acc.score_fn(batch)[0] != acc.score_fn(batch)[1]
   # mbv3 has no resolution gene: its subnets are scored at 224 px.
   plain = builtin_tasks("mbv3", data_dir)
   at_224 = genes.copy()

@@ -242,45 +242,68 @@ def make_optimizer(opt: OptimizerSettings) -> optax.GradientTransformation:
                      optax.adamw(lr, weight_decay=opt.weight_decay))
 
 
-def episode_losses(net, space, genes, scores, mask, loss: LossSettings):
-  """Per-episode (ListNet, Huber) of a batch; `net` a `Surrogate` module."""
+def episode_losses(net, space, genes, scores, mask, loss: LossSettings, qmask=None):
+  """Per-episode (ListNet, Huber) of a batch; `net` a `Surrogate` module.
+
+  `genes int[B, K + Q, G]` and `scores float[B, K + Q]` hold each episode's K references
+  (`mask bool[B, K]` marks the real ones) and then its Q queries. `qmask bool[B, Q]` marks
+  the real queries where the caller padded them (adaptation pads K to a power of two);
+  `None`, every query is real.
+  """
   b, m, g = genes.shape
   kmax = mask.shape[1]
   emb = net.embed(space, genes.reshape(b * m, g)).reshape(b, m, -1)
+  one = functools.partial(_episode, net, loss)
+  if qmask is None:
+    # Meta-training's episodes have no padded query. No masking op enters its step:
+    # a where() or a weighted mean changes float rounding, and over 2,000 steps that
+    # is another surrogate than the one the reports were measured on.
+    return jax.vmap(lambda *a: one(*a, None))(
+        emb[:, :kmax], emb[:, kmax:], scores[:, :kmax], scores[:, kmax:], mask)
+  return jax.vmap(one)(
+      emb[:, :kmax], emb[:, kmax:], scores[:, :kmax], scores[:, kmax:], mask, qmask)
 
-  def one(emb, scores, mask):
-    ref_emb, q_emb = emb[:kmax], emb[kmax:]
-    ref_s, q_s = scores[:kmax], scores[kmax:]
-    ref_z, mean, std, task = net.encode_task(ref_emb, ref_s, mask)
-    pred = net.head(q_emb, ref_emb, ref_z, mask, task)
-    # The ranking target is scale-free: the queries standardised among themselves.
-    # Two-sided: the model does not know the task's direction, and the best archs sit
-    # at the top for accuracy and at the bottom for latency; both ends must be sharp.
-    listnet = 0.0
-    for sign in (1.0, -1.0):
-      if loss.rank_target == "rank":
-        # Target mass by place, not by score: the queries' scores near the top differ
-        # by hundredths of a std, and a score-based target would treat them as equal.
-        better = jnp.sum(sign * q_s[None, :] > sign * q_s[:, None], axis=1)
-        target = jax.nn.softmax(-better / loss.rank_temperature)
-      else:
-        q_z = (q_s - q_s.mean()) / (q_s.std() + 1e-6)
-        target = jax.nn.softmax(sign * q_z / loss.rank_temperature)
-      listnet += -jnp.sum(target * jax.nn.log_softmax(sign * pred)) / 2
-    # A few references can have a tiny spread; clipping keeps their targets finite
-    # without letting them dominate the batch.
-    reg = optax.huber_loss(pred, jnp.clip((q_s - mean) / std, -5.0, 5.0)).mean()
-    return listnet, reg
 
-  return jax.vmap(one)(emb, scores, mask)
+def _episode(net, loss: LossSettings, ref_emb, q_emb, ref_s, q_s, mask, qmask):
+  """`episode_losses` of one episode, over its `qmask`ed queries (all, if `None`)."""
+  ref_z, mean, std, task = net.encode_task(ref_emb, ref_s, mask)
+  pred = net.head(q_emb, ref_emb, ref_z, mask, task)
+  if qmask is None:
+    real, mean_of, std_of = (lambda x, fill: x), jnp.mean, jnp.std
+  else:
+    w = qmask.astype(pred.dtype)
+    # A finite fill, not -inf: exp underflows to exactly 0, and 0 * log p stays 0.
+    real = lambda x, fill: jnp.where(qmask, x, fill)  # pylint: disable=unnecessary-lambda-assignment
+    mean_of = lambda x: (x * w).sum() / jnp.maximum(w.sum(), 1.0)  # pylint: disable=unnecessary-lambda-assignment
+    std_of = lambda x: jnp.sqrt(mean_of((x - mean_of(x)) ** 2))  # pylint: disable=unnecessary-lambda-assignment
+  floor = jnp.finfo(pred.dtype).min / 4
+  # The ranking target is scale-free: the queries standardised among themselves.
+  # Two-sided: the model does not know the task's direction, and the best archs sit
+  # at the top for accuracy and at the bottom for latency; both ends must be sharp.
+  listnet = 0.0
+  for sign in (1.0, -1.0):
+    if loss.rank_target == "rank":
+      # Target mass by place, not by score: the queries' scores near the top differ
+      # by hundredths of a std, and a score-based target would treat them as equal.
+      better = jnp.sum(real(sign * q_s[None, :] > sign * q_s[:, None], False), axis=1)
+      target = jax.nn.softmax(real(-better / loss.rank_temperature, floor))
+    else:
+      q_z = (q_s - mean_of(q_s)) / (std_of(q_s) + 1e-6)
+      target = jax.nn.softmax(real(sign * q_z / loss.rank_temperature, floor))
+    log_p = jax.nn.log_softmax(real(sign * pred, floor))
+    listnet += -jnp.sum(real(target * log_p, 0.0)) / 2
+  # A few references can have a tiny spread; clipping keeps their targets finite
+  # without letting them dominate the batch.
+  return listnet, mean_of(optax.huber_loss(pred, jnp.clip((q_s - mean) / std, -5.0, 5.0)))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "loss", "opt"), donate_argnums=0)
-def train_step(state: dict, genes: jax.Array, scores: jax.Array, mask: jax.Array, *,
-               model: SurrogateModel, loss: LossSettings, opt: OptimizerSettings
-               ) -> tuple[dict, dict]:
+def train_step(state: dict, genes: jax.Array, scores: jax.Array, mask: jax.Array,
+               qmask: jax.Array | None = None, *, model: SurrogateModel,
+               loss: LossSettings, opt: OptimizerSettings) -> tuple[dict, dict]:
   def objective(params):
-    listnet, reg = episode_losses(model.merge(params), model.space, genes, scores, mask, loss)
+    listnet, reg = episode_losses(model.merge(params), model.space, genes, scores, mask,
+                                  loss, qmask)
     total = loss.rank_weight * listnet.mean() + loss.reg_weight * reg.mean()
     return total, {"loss": total, "listnet": listnet.mean(), "huber": reg.mean()}
 

@@ -11,6 +11,7 @@ import scipy.stats
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.guidance.rank import first_of_each_class
+from pnag_jax.spaces import get_space
 from pnag_jax.stages import lineage
 from pnag_jax.stages import surrogate as stage
 from pnag_jax.training import surrogate as trainer
@@ -290,6 +291,43 @@ def test_hard_queries_come_from_the_tails_share(synthetic_tasks, share):
   assert 0.3 < np.mean(bottom > lo_mid) < 0.7 and 0.3 < np.mean(top < hi_mid) < 0.7
   with pytest.raises(PnagError, match=r"tail_share must be in \(0, 0.5\]"):
     stage.make_config("test", "nb201", 0, (), ("tail_share=0",))
+
+
+@pytest.mark.parametrize("rank_target", ["rank", "score"])
+def test_padded_references_and_queries_change_neither_losses_nor_gradients(rank_target):
+  # Adaptation pads K, for its context and its queries, to a power of two.
+  cfg = stage.make_config("test", "nb201", 0, (), (f"rank_target={rank_target}",))
+  model, params = stage.init(cfg)
+  loss = trainer.LossSettings.of(cfg)
+  genes_all = get_space("nb201").enumerate()
+  rng = np.random.default_rng(0)
+  k = 3
+  genes = genes_all[rng.choice(len(genes_all), (2, 2 * k), replace=False)]
+  scores = rng.normal(size=(2, 2 * k)).astype(np.float32)
+  mask = np.array([[True, True, False], [True, True, True]])
+
+  @jax.jit
+  def value_and_grad(params, genes, scores, mask, qmask):
+    def total(params):
+      listnet, reg = trainer.episode_losses(model.merge(params), model.space, genes, scores,
+                                            mask, loss, qmask)
+      return listnet.sum() + reg.sum(), (listnet, reg)
+    return jax.value_and_grad(total, has_aux=True)(params)
+
+  (_, want), want_grads = value_and_grad(params, genes, scores, mask, None)
+  # One padded reference and one padded query per episode, with junk behind the masks.
+  junk = genes_all[rng.choice(len(genes_all), (2, 1))]
+  padded_genes = np.concatenate([genes[:, :k], junk, genes[:, k:], junk], 1)
+  big = np.full((2, 1), 1e6, np.float32)
+  padded_scores = np.concatenate([scores[:, :k], big, scores[:, k:], -big], 1)
+  padded_mask = np.concatenate([mask, np.zeros((2, 1), bool)], 1)
+  qmask = np.arange(k + 1)[None].repeat(2, 0) < k
+  (_, got), got_grads = value_and_grad(params, padded_genes, padded_scores, padded_mask, qmask)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               got_grads, want_grads)
+  assert np.isfinite(np.asarray(want[0])).all() and float(want[0].sum()) > 0
 
 
 def test_each_ranking_target_reads_its_own_temperature():

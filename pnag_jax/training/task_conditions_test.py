@@ -72,6 +72,11 @@ def test_bad_reference_counts_and_an_unconditioned_cfg_are_refused_in_one_line(
                            "--k", "100000")
   assert code == 2 and "--k must be in [1, " in err and len(err.strip().splitlines()) == 1
   assert not out.exists()
+  for seed in ("-1", str(2**32 + 5)):
+    code, _, err = pnag_main("eval", "conditional", "--workdir", workdir, "--out", out,
+                             "--seed", seed)
+    assert code == 2 and "--seed must be in [0, 2**32 - 1]" in err, err
+    assert not out.exists()
   # No condition: both halves of the guided batch would be the null one.
   code, _, err = pnag_main("generate", "--workdir", workdir, "--num", "4", "--prior", "ar",
                            "--cfg-scale", "2", "--out", tmp_path / "a.csv")
