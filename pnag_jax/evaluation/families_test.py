@@ -1,10 +1,14 @@
-"""The family study's table oracle reads each allowed table either way up."""
+"""The family study's table oracle reads each allowed table either way up, and only
+allowed ones; each device's regex takes exactly its latency columns."""
+
+import types
 
 import numpy as np
 
 from pnag_jax import tasks as tasks_lib
-from pnag_jax.evaluation import families
+from pnag_jax.evaluation import families, transfer
 from pnag_jax.guidance import baselines
+from pnag_jax.spaces import get_space
 
 
 def _task(name, values, minimize):
@@ -28,3 +32,43 @@ def test_a_latency_target_is_ranked_by_another_devices_latency(monkeypatch):
   assert name == "lat_other"
   rho = np.corrcoef(np.argsort(np.argsort(tables[name])), np.argsort(np.argsort(target)))[0, 1]
   assert rho > 0.9
+
+
+def test_a_studys_oracle_reads_only_the_tables_its_surrogate_could(monkeypatch, tmp_path,
+                                                                   synthetic_tasks):
+  tasks = synthetic_tasks(("acc_a", "acc_b", "lat_x", "lat_y"))
+  # Neither the surrogate nor the Spearman sums are checked here: what the oracle is
+  # handed for each target is.
+  monkeypatch.setattr(transfer, "meta_trained",
+                      lambda root, exclude, **kw: types.SimpleNamespace(workdir=root))
+  oracles = []
+
+  def record(srun, space, target, oracle_tables, *args):
+    del srun, space, target, args
+    oracles.append(set(oracle_tables))
+    return {}
+
+  monkeypatch.setattr(families, "spearman_by_k", record)
+  study = families._study  # pylint: disable=protected-access
+  r = study(tmp_path, "lat_y", tasks, preset="test", overrides=(), data_dir=None, ks=(2,),
+            seeds=(0,), space=get_space("nb201"), reps=np.arange(10), adapt_steps=0)
+  assert list(r["tasks"]) == ["lat_y"]
+  assert oracles == [{"acc_a", "-acc_a", "acc_b", "-acc_b", "lat_x", "-lat_x"}]
+
+
+def test_each_device_regex_takes_exactly_its_latency_columns(data_dir):
+  tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  settings = {"1080ti": ("_1", "_32", "_256"), "2080ti": ("_1", "_32", "_256"),
+              "titanx": ("_1", "_32", "_256"), "titanxp": ("_1", "_32", "_256"),
+              "essential_ph": ("_1",), "gold_6240": ("",), "pixel3": ("",),
+              "samsung_a50": ("",), "samsung_s7": ("",), "silver_4114": ("",),
+              "silver_4210r": ("",)}
+  want = {d: {f"lat_{d}{s}" for s in suffixes} for d, suffixes in settings.items()}
+  patterns = families.devices(tasks)
+  assert set(patterns) == set(want)
+  # As the study uses a pattern: an exclusion. titanx's must not take titanxp's columns.
+  taken = {d: set(tasks_lib.select_tasks(tasks, (p,))[1]) for d, p in patterns.items()}
+  assert taken == want
+  latency = {n for n in tasks if n.startswith("lat_")}
+  assert len(latency) == 19 and set().union(*taken.values()) == latency
+  assert sum(map(len, taken.values())) == 19  # a partition: no column taken twice

@@ -1,5 +1,6 @@
 """One target of the Table 1 protocol on the suite's meta-trained surrogate."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -12,10 +13,23 @@ from pnag_jax.guidance import rank
 from pnag_jax.stages import surrogate as stage
 
 
+def _unreadable_but(tasks, exclude, target):
+  """`tasks` with every excluded one but the target failing if read: the protocol reads
+  the target's scores, and no other excluded table."""
+  _, excluded = tasks_lib.select_tasks(tasks, exclude)
+
+  def refuse(name):
+    raise AssertionError(f"excluded task {name} was read")
+
+  return {n: t if n == target or n not in excluded
+          else dataclasses.replace(t, load=lambda n=n: refuse(n)) for n, t in tasks.items()}
+
+
 def test_feedback_row_starts_with_ranks_pick_and_counts_to_the_optimum(nb201_surrogate,
                                                                          data_dir):
   srun = stage.load(nb201_surrogate[0])
-  tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  tasks = _unreadable_but(tasks_lib.builtin_tasks("nb201", data_dir), srun.cfg.exclude,
+                          "cifar10_test_acc")
   pools = {"all": rank.enumerate_pool(srun.space)}
   seeds, k = (0, 1), 5
   pools.update({s: pools["all"] for s in seeds})
@@ -29,6 +43,11 @@ def test_feedback_row_starts_with_ranks_pick_and_counts_to_the_optimum(nb201_sur
   assert all(k <= n <= transfer.CAP for n in fed["to_optimum"])
   assert entry["best"] == float(np.nanmax(tasks["cifar10_test_acc"].by_row()))
   assert set(entry["guides"]) == {"feedback"}
+  # The table oracle reads only what the surrogate could (the other CIFAR-10 tables
+  # were unreadable above); nor does it pick the target, a perfect oracle.
+  oracle = entry["baselines"]["table_oracle"]["K"][str(k)]["tasks"]
+  assert "cifar10_test_acc" in entry["excluded_tasks"] and len(oracle) == len(seeds)
+  assert not set(oracle) & set(entry["excluded_tasks"]), oracle
 
 
 def test_a_kept_surrogate_is_reused_only_with_the_settings_asked_for(nb201_surrogate,

@@ -1,10 +1,12 @@
 """Constraint strings: parsed exactly, printed as given, refused in one line."""
 
+import numpy as np
 import pytest
 
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.guidance import constraints
+from pnag_jax.spaces import get_space
 
 
 @pytest.fixture(scope="module")
@@ -31,3 +33,23 @@ def test_bad_constraints_are_one_line(known, text, fragment):
   with pytest.raises(PnagError, match=fragment) as e:
     constraints.parse(text, known)
   assert "\n" not in str(e.value)
+
+
+def test_each_operator_keeps_exactly_its_side_of_the_bound_and_nan_fails_both():
+  space = get_space("nb201")
+  genes = space.enumerate()[:40]
+  # A table over the first 30 cells only (values 0..29): the last 10 have no value.
+  table = tasks_lib.Task("tab", "synthetic", False, "nb201", "test",
+                         lambda: tasks_lib.TaskData(genes[:30], np.arange(30.0)))
+  known = {"tab": table}
+  values = constraints.values(table, space, genes)
+  assert np.isnan(values[30:]).all()
+  for op, side in (("<=", np.less_equal), (">=", np.greater_equal)):
+    c = constraints.parse(f"tab{op}12", known)
+    ok = constraints.satisfied([c], known, space, genes)
+    # The bound itself meets both; a cell without a value meets neither.
+    np.testing.assert_array_equal(ok, np.concatenate([side(np.arange(30.0), 12),
+                                                      np.zeros(10, bool)]))
+  both = [constraints.parse("tab>=5", known), constraints.parse("tab<=7", known)]
+  np.testing.assert_array_equal(np.flatnonzero(constraints.satisfied(both, known, space,
+                                                                     genes)), [5, 6, 7])

@@ -49,6 +49,9 @@ def test_constraints_hold_and_the_search_is_deterministic(nb201_untrained):
   b = elite.search(nb201_untrained, jax.random.key(3), _matches, feasible, 120, CFG)
   assert feasible(a.genes).all()
   np.testing.assert_array_equal(a.genes, b.genes)
+  # Deterministic in its key, not blind to it: another key, another search.
+  c = elite.search(nb201_untrained, jax.random.key(4), _matches, feasible, 120, CFG)
+  assert not np.array_equal(a.genes, c.genes)
   with pytest.raises(PnagError, match="--budget must be >= 1"):
     elite.search(nb201_untrained, jax.random.key(0), _matches, feasible, 0, CFG)
   with pytest.raises(PnagError, match="no feasible arch"):

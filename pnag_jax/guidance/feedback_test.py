@@ -88,6 +88,8 @@ def test_first_pick_is_the_one_shot_rankings_and_minimize_flips_it():
     t = _truth(g)
     return np.where((t == _truth(pool).max()) | (t == _truth(pool).min()), np.nan, t)
 
+  cand, _ = rank.candidates(SPACE, pool, ref_genes=refs)
+  firsts = {}
   for minimize, fn in itertools.product((False, True), (_truth, nan_at_the_ends)):
     bind = lambda g, s, fn=fn: _Scored(fn)  # noqa: E731
     w = feedback.walk(SPACE, bind, pool, ref_genes=refs, ref_scores=_truth(refs),
@@ -96,6 +98,14 @@ def test_first_pick_is_the_one_shot_rankings_and_minimize_flips_it():
                            minimize=minimize, ref_genes=refs)
     np.testing.assert_array_equal(w.genes, one_shot.genes)
     np.testing.assert_allclose(w.predicted, one_shot.scores)
+    # Agreeing is not enough: both could ignore the direction. The known scorer's
+    # best by the task's direction, NaN never best.
+    scores = fn(cand)
+    best = np.nanargmin(scores) if minimize else np.nanargmax(scores)
+    np.testing.assert_array_equal(w.genes, cand[best][None])
+    firsts[minimize, fn] = tuple(w.genes[0])
+  for fn in (_truth, nan_at_the_ends):
+    assert firsts[False, fn] != firsts[True, fn]
 
 
 def test_stop_budget_and_an_exhausted_pool_end_the_walk():

@@ -55,6 +55,17 @@ def test_predict_writes_one_row_per_arch_in_input_order(nb201_surrogate, refs_cs
   import scipy.stats  # pylint: disable=g-import-not-at-top
   assert scipy.stats.spearmanr(pred, truth).statistic > 0.5
   assert "predicted 300 archs" in out
+  # --minimize changes only the rank column: rank 1 is now the lowest prediction.
+  code, _, err = pnag_main("predict", "--workdir", workdir, "--refs", refs_csv, "--archs",
+                           archs, "--out", tmp_path / "lowest.csv", "--minimize")
+  assert code == 0, err
+  rows = _rows(tmp_path / "lowest.csv")
+  assert [r["arch"] for r in rows] == SPACE.to_strings(genes)
+  np.testing.assert_array_equal([float(r["predicted_score"]) for r in rows], pred)
+  ranks = np.array([int(r["rank"]) for r in rows])
+  assert sorted(ranks) == list(range(1, 301))
+  by_rank = pred[np.argsort(ranks)]
+  assert np.all(np.diff(by_rank) >= 0) and by_rank[0] < by_rank[-1]
   # The run's linear prior instead of the network: same rows, its own ranking.
   code, _, err = pnag_main("predict", "--workdir", workdir, "--refs", refs_csv, "--archs",
                            archs, "--out", tmp_path / "linear.csv", "--predictor", "linear")

@@ -149,10 +149,19 @@ def test_killed_run_resumes_bit_identically(tmp_path, synthetic_tasks):
       a.params)
 
 
+def _files(workdir):
+  """{path: bytes} of everything under the run's surrogate directory."""
+  root = workdir / stage.NAME
+  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+          if p.is_file()}
+
+
 def test_resuming_with_other_exclusions_is_refused(tmp_path, pnag_main, synthetic_tasks):
   tasks = synthetic_tasks(SYNTHETIC)
   cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
   trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False, stop_after=3)
+  before = _files(tmp_path)
+  assert "config.json" in before and "metrics.jsonl" in before
   code, out, err = pnag_main("train", "surrogate", "--workdir", tmp_path, "--exclude",
                              "lat_y")
   assert code == 2 and out == ""
@@ -161,21 +170,26 @@ def test_resuming_with_other_exclusions_is_refused(tmp_path, pnag_main, syntheti
   with pytest.raises(stage.ckpt_lib.CheckpointError, match="exclude"):
     trainer.train_and_evaluate(cfg.__class__(**{**cfg.__dict__, "exclude": ("lat_y",)}),
                                tmp_path, tasks=tasks, progress=False)
+  # A refused resume writes nothing: not its config, not a line of metrics.
+  assert _files(tmp_path) == before
 
 
 def test_resuming_on_other_tasks_or_past_its_steps_is_refused(tmp_path, synthetic_tasks):
   cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
   trainer.train_and_evaluate(cfg, tmp_path, tasks=synthetic_tasks(SYNTHETIC), progress=False,
                              stop_after=3)
+  before = _files(tmp_path)
   # Another data dir with one table more: the held-out tasks would be drawn anew, and
   # tasks trained on would be reported as held out.
   more = synthetic_tasks((*SYNTHETIC, "acc_d"))
   with pytest.raises(stage.ckpt_lib.CheckpointError, match=r"other (train|val)_tasks") as e:
     trainer.train_and_evaluate(cfg, tmp_path, tasks=more, progress=False)
   assert "\n" not in str(e.value) and "acc_d" in str(e.value)
+  assert _files(tmp_path) == before
   with pytest.raises(stage.ckpt_lib.CheckpointError, match="at step 3, past steps=2"):
     trainer.train_and_evaluate(cfg.__class__(**{**cfg.__dict__, "steps": 2}), tmp_path,
                                tasks=synthetic_tasks(SYNTHETIC), progress=False)
+  assert _files(tmp_path) == before
   # Nothing was written by the refused resumes: the same tasks still finish the run.
   trainer.train_and_evaluate(cfg, tmp_path, tasks=synthetic_tasks(SYNTHETIC), progress=False)
   assert stage.load(tmp_path).step == 6

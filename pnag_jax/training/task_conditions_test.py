@@ -24,6 +24,26 @@ def test_oriented_quantiles_rank_the_valid_archs_with_mid_ranks():
   np.testing.assert_allclose(q, [0.75, 0.0, 0.375, 0.375, 1.0, 1.0])
 
 
+def test_a_minimized_tasks_lowest_score_is_its_best_quantile(nb201_stage2, stage2_recipe):
+  run2 = stage2.load(nb201_stage2[0])
+  space = run2.stage1.space
+  genes, valid = space.enumerate(), task_conditions.valid_rows(space)
+  tasks = stage2_recipe.tasks(raising=stage2_recipe.EXCLUDE)
+  # Per task, the valid cells of its lowest and its highest raw score.
+  extremes = {}
+  for name in ("acc_a", "lat_x"):
+    raw = np.where(valid, tasks[name].by_row(), np.nan)
+    extremes[name] = [int(np.nanargmin(raw)), int(np.nanargmax(raw))]
+  rows = np.array(extremes["acc_a"] + extremes["lat_x"])
+  built = task_conditions.build(stage2_recipe.stage2_config(), run2.stage1, run2.surrogate,
+                                genes[rows], genes[rows[:1]], tasks=tasks)
+  q = dict(zip(built.names, built.train_quantile.tolist()))
+  assert tasks["lat_x"].minimize and not tasks["acc_a"].minimize
+  # q = 1 is the best: the highest accuracy, but the lowest latency.
+  np.testing.assert_allclose(q["acc_a"][:2], [0, 1])  # its lowest, its highest
+  np.testing.assert_allclose(q["lat_x"][2:], [1, 0])
+
+
 def test_stage2_inherits_the_surrogates_exclusions_and_lineage(nb201_stage2):
   # `nb201_stage2`'s training would have failed had it read the excluded `lat_z`.
   workdir, report = nb201_stage2
