@@ -94,9 +94,9 @@ def _ofa_tasks(space: str, data_dir) -> dict[str, Task]:
 
   def acc(genes):
     # Candidate counts vary by call (a search round's tail, a constraint's survivors):
-    # padded, a few compiles serve them all.
+    # padded to a power of two, a few compiles serve them all at under twice the rows.
     genes = with_r(np.asarray(genes))
-    scores = acc_fn(models.arrays, padding.pad_rows(genes, minimum=1024))
+    scores = acc_fn(models.arrays, padding.pad_rows(genes))
     return np.asarray(scores, np.float64)[:len(genes)]
 
   def latency(genes):
