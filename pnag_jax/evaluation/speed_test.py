@@ -21,6 +21,9 @@ def test_speed_report(nb201_workdir, tmp_path):
     assert [r["batch"] for r in p["throughput"]] == [2**i for i in range(4)]
     assert p["latency_batch1_ms"] > 0 and p["throughput"][0]["flops_per_arch"] > 0
     assert p["best_archs_per_s"] == max(r["archs_per_s"] for r in p["throughput"])
+    # Batches stop at 8 here; validity is still sampled, at the full size it can afford.
+    v = p["validity_sample"]
+    assert v["sample"] == speed.VALIDITY_SAMPLE and 0 <= v["strict_validity"] <= v["validity"] <= 1
   # The fused table replaces the first layer's matmul: far fewer FLOPs per arch.
   fused, unfused = (rep["paths"][k]["throughput"][-1]["flops_per_arch"]
                     for k in ("codes+fused", "codes+unfused"))

@@ -115,6 +115,8 @@ def run(runs: dict[str, str], out: str | Path, *, spaces: tuple[str, ...] = (),
     constrained: add a code-prior row with constrained decoding, beside the raw rows.
   """
   names = list(dict.fromkeys(list(runs) + list(spaces)))
+  if not names:
+    raise PnagError("nothing to evaluate: give --run SPACE=WORKDIR or --space SPACE")
   loaded = {}
   for name in names:  # every run checked before --out is made
     space = get_space(name)

@@ -52,6 +52,13 @@ def test_a_run_of_another_space_is_refused(nb201_workdir, tmp_path):
     vun.run({"mbv3": str(nb201_workdir)}, tmp_path, num=10, seeds=(0,), progress=False)
 
 
+def test_nothing_to_evaluate_is_one_line_and_leaves_nothing(tmp_path, pnag_main):
+  out = tmp_path / "v"
+  code, _, err = pnag_main("eval", "vun", "--out", out)
+  assert code == 2 and "give --run SPACE=WORKDIR or --space SPACE" in err
+  assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_ar_row_where_the_workdir_holds_a_stage2(nb201_stage2, tmp_path):
   workdir, _ = nb201_stage2
   rep = vun.run({"nb201": str(workdir)}, tmp_path, num=16, seeds=(0,), priors=(),

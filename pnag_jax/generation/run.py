@@ -207,7 +207,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "latent priors")
   p.add_argument("--cfg-scale", type=float, default=0.0,
                  help="ar: classifier-free guidance at the last scale, rising linearly from "
-                      "0 at the first (default 0: none)")
+                      "0 at the first (0: none)")
   p.add_argument("--top-k", type=int, default=0,
                  help="ar: sample among the k most likely codes of each token (0: all)")
   p.add_argument("--top-p", type=float, default=1.0,
@@ -275,7 +275,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            "makes 50,100)")
   guided.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                       help="fine-tune the surrogate on the references for N steps first (test-time "
-                           "adaptation: worth it with tens of references; default 0)")
+                           "adaptation: worth it with tens of references)")
   guided.add_argument("--predictor", choices=PREDICTORS, default="network",
                       help="what ranks the pool: the meta-learned network (default), or the "
                            "surrogate's linear prior, an additive-cost model that ranks costs "

@@ -130,7 +130,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--out", required=True, help="F.csv or F.jsonl: arch, predicted_score, rank")
   p.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                  help="fine-tune the surrogate on the references for N steps first (test-time "
-                 "adaptation: worth it with tens of references; default 0)")
+                 "adaptation: worth it with tens of references)")
   p.add_argument("--predictor", choices=adapt.PREDICTORS, default="network",
                  help="the meta-learned network (default), or the surrogate's linear prior: "
                  "an additive-cost model that ranks costs (latency, energy) of unseen "

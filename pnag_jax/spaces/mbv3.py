@@ -82,11 +82,18 @@ class MBV3Space(base.SearchSpace):
   def from_native(self, d: Any) -> np.ndarray:
     """Parses an OFA dict `{"ks": [20], "e": [20], "d": [5]}` to genes `int32[45]`.
 
+    OFA's `"wid": null` and a resolution of 224 (`"r": 224` or `[224]`), the one mbv3
+    subnets run at, are accepted.
+
     Raises:
       ArchStringError: naming the first problem found.
     """
     if not isinstance(d, dict):
       raise ArchStringError(f"OFA dict: expected a dict, got {type(d).__name__}")
+    d, r = _without_ofa_extras(d)
+    if r is not None and _resolution(r) != RESOLUTIONS[-1]:
+      raise ArchStringError(f"OFA dict: mbv3 subnets run at {RESOLUTIONS[-1]} px, got 'r' = "
+                            f"{parsing.short_repr(r)}; the mbv3_r space searches the resolution")
     expected = [k for k, _, _ in _NATIVE_KEYS]
     missing = [k for k in expected if k not in d]
     unknown = [k for k in d if k not in expected]
@@ -246,6 +253,29 @@ RESOLUTIONS = (160, 176, 192, 208, 224)
 _R = _NUM_GENES  # the resolution gene's index
 
 
+def _without_ofa_extras(d: dict) -> tuple[dict, Any]:
+  """(`d` without OFA's `wid` and `r` keys, `r` as given or None).
+
+  OFA's own subnet dicts carry `"wid": null` (its MobileNetV3 has one width) and, from
+  its tutorial, the resolution; both spaces read them.
+  """
+  if d.get("wid", None) is not None:
+    raise ArchStringError(f"OFA dict: 'wid' must be null (OFA's MobileNetV3 has one "
+                          f"width), got {parsing.short_repr(d['wid'])}")
+  return {k: v for k, v in d.items() if k not in ("r", "wid")}, d.get("r")
+
+
+def _resolution(r: Any) -> int:
+  """The resolution `r` names: an int or OFA's one-element list of one."""
+  given = r
+  if isinstance(r, list) and len(r) == 1:
+    r = r[0]
+  if not parsing.is_int(r) or int(r) not in RESOLUTIONS:
+    raise ArchStringError(f"OFA dict: 'r' = {parsing.short_repr(given)} is not one of "
+                          f"{list(RESOLUTIONS)} (or a one-element list of one)")
+  return int(r)
+
+
 class MBV3ResolutionSpace(MBV3Space):
   """OFA MobileNetV3 searched together with its input resolution, as OFA's tutorial does.
 
@@ -278,21 +308,12 @@ class MBV3ResolutionSpace(MBV3Space):
     """
     if not isinstance(d, dict):
       raise ArchStringError(f"OFA dict: expected a dict, got {type(d).__name__}")
-    if "r" not in d:
+    rest, r = _without_ofa_extras(d)
+    if r is None:
       raise ArchStringError("OFA dict: missing key 'r' (the input resolution, one of "
                             f"{list(RESOLUTIONS)})")
-    if d.get("wid", None) is not None:
-      raise ArchStringError(f"OFA dict: 'wid' must be null (OFA's MobileNetV3 has one "
-                            f"width), got {parsing.short_repr(d['wid'])}")
-    r = d["r"]
-    if isinstance(r, list) and len(r) == 1:
-      r = r[0]
-    if not parsing.is_int(r) or int(r) not in RESOLUTIONS:
-      raise ArchStringError(f"OFA dict: 'r' = {parsing.short_repr(d['r'])} is not one of "
-                            f"{list(RESOLUTIONS)} (or a one-element list of one)")
-    rest = {k: v for k, v in d.items() if k not in ("r", "wid")}
     genes = super().from_native(rest)
-    return np.concatenate([genes, [RESOLUTIONS.index(int(r))]]).astype(np.int32)
+    return np.concatenate([genes, [RESOLUTIONS.index(_resolution(r))]]).astype(np.int32)
 
   def to_native(self, genes: np.ndarray) -> dict[str, Any]:
     """Genes `int[46]` to the OFA dict with `r` (plain Python ints; ks, e, d, r)."""

@@ -314,6 +314,17 @@ def test_resolution_space_native_forms():
   assert SPACE_R.from_native(ofa).tolist() == genes.tolist()
 
 
+def test_mbv3_reads_ofas_spelling_at_its_own_resolution():
+  genes = SPACE.from_native(HAND_DICT)
+  for extra in ({"wid": None}, {"r": 224}, {"r": [224], "wid": None}):
+    assert SPACE.from_native({**HAND_DICT, **extra}).tolist() == genes.tolist()
+  with pytest.raises(ArchStringError, match="mbv3 subnets run at 224 px, got 'r' = 192; "
+                                            "the mbv3_r space searches the resolution"):
+    SPACE.from_native({**HAND_DICT, "r": 192})
+  with pytest.raises(ArchStringError, match="'wid' must be null"):
+    SPACE.from_native({**HAND_DICT, "wid": 1.0})
+
+
 @pytest.mark.parametrize("bad, fragment", [
     ({**HAND_DICT}, "missing key 'r'"),
     ({**HAND_DICT, "r": 200}, "'r' = 200 is not one of [160, 176, 192, 208, 224]"),
