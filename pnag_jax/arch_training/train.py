@@ -30,6 +30,7 @@ from pnag_jax.errors import PnagError
 from pnag_jax.networks import registry, stats
 from pnag_jax.networks.functional import batch_stats_of, merge_pure, rng_counts_of, split_pure
 from pnag_jax.spaces import get_space
+from pnag_jax.stages import lineage
 
 STAGE = "train_arch"
 EVAL_BATCH = 256
@@ -151,9 +152,11 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
   with ckpt_lib.StageCheckpointer(workdir, STAGE, max_to_keep=2) as ckpt:
     start = 0
     if ckpt.latest_step() is not None:
-      ckpt_lib.check_meta(ckpt.read_meta(), {"stage": STAGE, "space": cfg.space,
-                                             "config": meta["config"]},
-                          where=f"workdir {workdir}")
+      saved = ckpt.read_meta()
+      where = f"workdir {workdir}"
+      ckpt_lib.check_meta(saved, {"stage": STAGE, "space": cfg.space}, where=where)
+      # Setting by setting, so the message names the one that changed (e.g. --epochs).
+      lineage.check_frozen(saved, dataclasses.asdict(cfg), ArchTrainConfig, where=where)
       try:
         params, opt_state, _, _ = ckpt.restore(params_template=state["model"],
                                                opt_state_template=state["opt_state"])

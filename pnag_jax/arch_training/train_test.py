@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -67,8 +68,15 @@ def test_killed_run_resumes_to_the_same_result(best_run, tmp_path):
   assert resumed["test_accuracy"] == straight["test_accuracy"]
   assert resumed["history"][-1] == straight["history"][-1]
   other = ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=2, network=SMALL)
-  with pytest.raises(PnagError, match="workdir"):
+  with pytest.raises(PnagError, match="workdir .* was trained with arch="):
     train_arch(other, tmp_path / "b", progress=False)
+  # A changed setting is named, in one line (not two whole configs).
+  with pytest.raises(PnagError) as e:
+    train_arch(dataclasses.replace(cfg, epochs=3, batch_size=32), tmp_path / "b",
+               progress=False)
+  assert str(e.value).endswith(" was trained with epochs=2, not 3; batch_size=64, not 32; "
+                               "resume with the same settings or use a new --workdir")
+  assert "\n" not in str(e.value) and "learning_rate" not in str(e.value)
 
 
 def test_a_checkpoint_from_before_the_rng_counts_resumes(best_run, tmp_path, monkeypatch):

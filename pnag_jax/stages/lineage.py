@@ -7,7 +7,9 @@ Every stage checkpoint's metadata (`meta`) holds
   parents                          per parent stage, the step it was built on and that
                                    step's params_sha256 (empty for stage 1);
   frozen                           the settings a resumed run must share (data split,
-                                   model sizes; for a surrogate, its excluded tasks).
+                                   model sizes; for a surrogate, its excluded tasks);
+  train_seconds                    the training time up to that step, over every
+                                   invocation (a trainer's report reads it on resume).
 
 Loading a stage whose parent changed underneath it (retrained, resumed past the
 recorded step, or another run copied in), or resuming with other frozen settings, is
@@ -41,11 +43,15 @@ def params_sha256(params: Any) -> str:
 
 
 def stage_meta(*, stage: str, space: str, config: Mapping[str, Any], params: Any,
-               frozen: Mapping[str, Any], parents: tuple[dict, ...] = ()) -> dict:
+               frozen: Mapping[str, Any], parents: tuple[dict, ...] = (),
+               train_seconds: float | None = None) -> dict:
   """The metadata saved with each checkpoint step of a stage."""
-  return {"stage": stage, "space": space, "config": dict(config),
+  meta = {"stage": stage, "space": space, "config": dict(config),
           "version": pnag_jax.__version__, "params_sha256": params_sha256(params),
           "parents": list(parents), "frozen": dict(frozen)}
+  if train_seconds is not None:
+    meta["train_seconds"] = float(train_seconds)
+  return meta
 
 
 def config_of(meta: Mapping[str, Any], cls, *, stage: str, workdir) -> Any:
@@ -95,19 +101,26 @@ def check_frozen(meta: Mapping[str, Any], frozen: Mapping[str, Any], cls, *,
   (`_as_trained`), and any other missing key as today's default, as in `config_of`.
 
   Raises:
-    CheckpointError: a setting differs; the message names it and both values.
+    CheckpointError: settings differ; the one line names each and both its values.
   """
   config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
   # As `config_of` reads it (today's defaults fill what `_as_trained` does not, as
   # `from_dict` does); the frozen block wins, and is absent before lineage.
   saved = {**_defaults(cls), **_as_trained(cls, config), **(meta.get("frozen") or {})}
+  differ = []
   for key, want in frozen.items():
-    have = saved.get(key)
-    if isinstance(have, list):
-      have = tuple(have)
+    have = _tuples(saved.get(key))
     if have != want:
-      raise CheckpointError(f"{where} was trained with {key}={have!r}, not {want!r}; "
-                            "resume with the same settings or use a new --workdir")
+      differ.append(f"{key}={have!r}, not {want!r}")
+  if differ:
+    raise CheckpointError(f"{where} was trained with {'; '.join(differ)}; resume with the "
+                          "same settings or use a new --workdir")
+
+
+def _tuples(value: Any) -> Any:
+  """`value` with JSON's lists turned back into tuples, at any depth (a config's
+  `tuple[tuple[str, object], ...]` comes back from JSON as lists of lists)."""
+  return tuple(map(_tuples, value)) if isinstance(value, list) else value
 
 
 def check_not_past(step: int, total: int, *, where: str, limit: str, how: str) -> None:

@@ -32,6 +32,15 @@ def test_check_frozen_names_the_setting():
     lineage.check_frozen(meta, {"dim": 16}, stage1.Stage1Config, where="workdir W")
   with pytest.raises(ckpt_lib.CheckpointError, match=r"excluded=\('cifar10',\), not \(\)"):
     lineage.check_frozen(meta, {"excluded": ()}, stage1.Stage1Config, where="workdir W")
+  # Every setting that differs, in one line.
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match="^workdir W was trained with dim=32, not 16; space='nb201', not "
+                           "'mbv3'; resume with the same settings or use a new --workdir$"):
+    lineage.check_frozen(meta, {"dim": 16, "space": "mbv3", "excluded": ("cifar10",)},
+                         stage1.Stage1Config, where="workdir W")
+  # JSON gives back a tuple of pairs as lists of lists: the same setting.
+  lineage.check_frozen({"config": {"network": [["channels", 8]]}},
+                       {"network": (("channels", 8),)}, stage1.Stage1Config, where="W")
   # Checkpoints from before lineage: the config holds the same keys.
   lineage.check_frozen({"config": {"dim": 32}}, {"dim": 32}, stage1.Stage1Config, where="W")
 

@@ -58,7 +58,9 @@ class Stage1Config:
   weight_decay: float = 1e-4
   batch_size: int = 256
   epochs: int = 300
-  max_steps: int = 0              # > 0 caps the run regardless of epochs
+  # > 0 caps the run regardless of epochs; 0 (the default, and the paper preset's) is
+  # no cap: every epoch is trained.
+  max_steps: int = 0
   warmup_steps: int = 0
   # Data for sampled spaces (enumerable NB201 always uses its seeded 50/50 split).
   train_size: int = 50_000
@@ -91,8 +93,16 @@ class Stage1Config:
     """Checks of values given for a new run (`config.make`, `--set`); not run on configs
     read back, so runs trained before them still load."""
     config_lib.check_at_least(self, ("max_steps", "warmup_steps"), 0)
-    if not get_space(self.space).enumerable:  # NB201 has its fixed 50/50 split
+    space = get_space(self.space)
+    if not space.enumerable:  # NB201 has its fixed 50/50 split
       config_lib.check_at_least(self, ("train_size", "heldout_size"), 1)
+    # `msq.scale_schedule` would clamp more scales than the sizes first_scale..N to all
+    # of them, while the config (and the run's frozen settings) kept the number asked.
+    most = space.num_nodes - min(self.first_scale, space.num_nodes) + 1
+    if self.num_scales > most:
+      raise PnagError(f"num_scales must be <= {most} for {space.name} (scales "
+                      f"{min(self.first_scale, space.num_nodes)}..{space.num_nodes}; 0: all "
+                      f"of them), got {self.num_scales}")
     config_lib.check_seed(self.seed)
     if self.scc_t_max < -1:
       raise PnagError(f"scc_t_max must be -1 (all steps) or a step count >= 0, "

@@ -13,6 +13,7 @@ import pytest
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax.errors import PnagError
+from pnag_jax.spaces import get_space
 from pnag_jax.stages import stage1
 
 
@@ -87,6 +88,25 @@ def test_bad_workdirs_are_one_line_errors(untrained_run, stage1_saver, tmp_path)
   with pytest.raises(ckpt_lib.CheckpointError) as err:
     stage1.load(tmp_path / "d")
   assert "\n" not in str(err.value) and "corrupt" in str(err.value)
+
+
+def test_more_scales_than_the_space_has_sizes_is_refused():
+  # NB201 has N = 8: scales 3..8, six of them. More were clamped to six while the
+  # config and the frozen settings kept the number asked for.
+  assert stage1.make_config("quick", overrides=["num_scales=6"]).scales(8) == (3, 4, 5, 6, 7,
+                                                                              8)
+  with pytest.raises(PnagError, match=r"^num_scales must be <= 6 for nb201 \(scales 3\.\.8; "
+                                      r"0: all of them\), got 99$"):
+    stage1.make_config("quick", overrides=["num_scales=99"])
+  with pytest.raises(PnagError, match="num_scales must be <= 3 for nb201 .scales 6..8"):
+    stage1.make_config("quick", overrides=["first_scale=6", "num_scales=4"])
+  with pytest.raises(PnagError, match="num_scales must be <= 6 for nb201"):  # a resume's --set
+    config_lib.with_overrides(stage1.make_config("quick"), ["num_scales=7"], where="W")
+  n = get_space("mbv3").num_nodes
+  assert len(stage1.make_config("quick", "mbv3", overrides=[f"num_scales={n - 2}"]).scales(
+      n)) == n - 2
+  with pytest.raises(PnagError, match=f"num_scales must be <= {n - 2} for mbv3"):
+    stage1.make_config("quick", "mbv3", overrides=[f"num_scales={n - 1}"])
 
 
 _NO_TRAINER = textwrap.dedent("""

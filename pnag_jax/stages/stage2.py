@@ -87,7 +87,9 @@ class Stage2Config:
   weight_decay: float = 1e-4
   batch_size: int = 256
   epochs: int = 300
-  max_steps: int = 0              # > 0 caps the run regardless of epochs
+  # > 0 caps the run regardless of epochs; 0 (the default, and the paper preset's) is
+  # no cap: every epoch is trained.
+  max_steps: int = 0
   warmup_steps: int = 0
   grad_clip: float = 2.0          # VAR clips at 2
   # The batch's gradient taken in this many equal slices, one after another

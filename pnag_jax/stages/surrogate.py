@@ -245,8 +245,11 @@ def encoder_from_stage1(cfg: SurrogateConfig, params: dict) -> tuple[dict, dict]
       or depth than this surrogate's.
   """
   from pnag_jax.stages import stage1  # pylint: disable=g-import-not-at-top
-  run = stage1.load(cfg.encoder_init)
   where = f"--set encoder_init={cfg.encoder_init}"
+  try:
+    run = stage1.load(cfg.encoder_init)
+  except ckpt_lib.CheckpointError as e:  # say which setting named the path
+    raise ckpt_lib.CheckpointError(f"{where}: {e}") from e
   if run.cfg.space != cfg.space:
     raise PnagError(f"{where}: stage 1 there is space {run.cfg.space!r}, the surrogate "
                     f"{cfg.space!r}")

@@ -1,16 +1,81 @@
-"""The end of every training run: the final metrics row and `report.json`."""
+"""The end of every training run: the final metrics row and `report.json`.
+
+A run's `train_seconds` is the total over every invocation that trained it: each
+checkpoint's metadata carries the total up to its step (`lineage.stage_meta`), and a
+resumed run starts from its checkpoint's (`seconds_before`). A rerun with nothing
+left to train returns the report already written (`finished`) instead of a new one.
+A trainer asks both of `resumed`.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Mapping
+
+REPORT = "report.json"
 
 
 def write_final(out_dir: Path, step: int, report: dict) -> None:
-  """Appends the `final` row to `metrics.jsonl` and writes `report.json` atomically
-  (a reader never sees half a report; a killed run keeps the old one)."""
+  """Appends the `final` row to `metrics.jsonl` and writes `report.json` (`write_report`)."""
   with (out_dir / "metrics.jsonl").open("a") as log:
     log.write(json.dumps({"step": step, "split": "final", **report}) + "\n")
-  tmp = out_dir / "report.json.tmp"
+  write_report(out_dir, report)
+
+
+def write_report(out_dir: Path, report: dict) -> None:
+  """Writes `report.json` atomically (a reader never sees half a report; a killed run
+  keeps the old one)."""
+  tmp = out_dir / f"{REPORT}.tmp"
   tmp.write_text(json.dumps(report, indent=2))
-  tmp.replace(out_dir / "report.json")
+  tmp.replace(out_dir / REPORT)
+
+
+def _read_report(out_dir: Path) -> dict | None:
+  """`report.json`, or None where it is missing or unreadable (then it is rewritten)."""
+  try:
+    report = json.loads((out_dir / REPORT).read_text())
+  except (OSError, ValueError):
+    return None
+  return report if isinstance(report, dict) else None
+
+
+def resumed(meta: Mapping[str, Any], out_dir: Path, step: int, total: int,
+            config_json: str) -> tuple[dict | None, float]:
+  """What a run resuming from checkpoint `step` (of `total`) carries over:
+  (`finished`'s report, to return as it is, or None; `seconds_before`)."""
+  done = finished(out_dir, total, config_json) if step == total else None
+  return done, seconds_before(meta, out_dir, step)
+
+
+def seconds_before(meta: Mapping[str, Any], out_dir: Path, step: int) -> float:
+  """The training seconds of every invocation before this one, up to checkpoint `step`.
+
+  The time of steps past the last checkpoint of a killed invocation is not counted:
+  they are trained again, and that time is. Checkpoints saved before the total was
+  recorded have none: for them it is the `train_seconds` of a `report.json` written at
+  that same step (which covered only that run's last invocation), else 0.
+  """
+  if "train_seconds" in meta:
+    return float(meta["train_seconds"])
+  old = _read_report(out_dir)
+  if old is not None and old.get("steps") == step:
+    return float(old.get("train_seconds") or 0.0)
+  return 0.0
+
+
+def finished(out_dir: Path, step: int, config_json: str) -> dict | None:
+  """The report of a run already finished at `step` with this config, else None.
+
+  A rerun with nothing left to train returns it unchanged: a new one would repeat the
+  final evaluation for the same figures. Call it before the run rewrites
+  `config.json`; another config (e.g. another `eval_size`) gets a new report.
+  """
+  report = _read_report(out_dir)
+  if report is None or report.get("steps") != step:
+    return None
+  try:
+    same = (out_dir / "config.json").read_text() == config_json
+  except OSError:
+    return None
+  return report if same else None

@@ -48,6 +48,11 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
   return perm[i * batch_size:(i + 1) * batch_size]
 
 
+#: How `max_steps` reads, in `--help` (stage 1 and stage 2 alike): 0 is a setting, not an error.
+MAX_STEPS_HELP = ("max_steps: > 0 caps the run at that many steps; 0 (the default, and the "
+                  "paper preset's) is no cap: every epoch is trained.")
+
+
 def num_steps(cfg: Stage1Config, n_train: int) -> int:
   total = cfg.epochs * (n_train // cfg.batch_size)
   return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
@@ -152,11 +157,13 @@ def evaluate(model: Stage1Model, params: dict, genes: np.ndarray) -> dict:
 # ---- the loop ------------------------------------------------------------------------
 
 
-def _check_resume(ckpt: ckpt_lib.StageCheckpointer, cfg: Stage1Config, workdir) -> None:
+def _check_resume(ckpt: ckpt_lib.StageCheckpointer, cfg: Stage1Config, workdir) -> dict:
+  """The checkpoint's metadata, once it is known to be this run's."""
   meta = ckpt.read_meta()
   where = f"workdir {workdir}"
   ckpt_lib.check_meta(meta, {"space": cfg.space, "stage": stage1.NAME}, where=where)
   lineage.check_frozen(meta, cfg.frozen(), Stage1Config, where=where)
+  return meta
 
 
 def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool = True,
@@ -165,7 +172,8 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
 
   Writes `workdir/stage1/{config.json, metrics.jsonl, report.json, checkpoints/}`.
   `stop_after` ends the run early after that many total steps, as a kill would
-  (tests use it to check resume); no report is written then.
+  (tests use it to check resume); no report is written then. A run already finished
+  with this config returns its report as it is (`reports.finished`).
   """
   space = get_space(cfg.space)
   out_dir = Path(workdir) / stage1.NAME
@@ -181,16 +189,19 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
 
   with ckpt_lib.StageCheckpointer(workdir, stage1.NAME, max_to_keep=2,
                                   save_interval_steps=1) as ckpt:
-    start = 0
+    start, seconds_before = 0, 0.0
     if ckpt.latest_step() is not None:
-      _check_resume(ckpt, cfg, workdir)
-      lineage.check_not_past(ckpt.latest_step(), total, where=f"stage 1 in {workdir}",
+      start = ckpt.latest_step()
+      meta = _check_resume(ckpt, cfg, workdir)
+      lineage.check_not_past(start, total, where=f"stage 1 in {workdir}",
                              limit=f"this run's {total} steps",
                              how="max_steps (`pnag demo`: --steps; or the epochs that give it)")
+      report, seconds_before = reports.resumed(meta, out_dir, start, total, cfg.to_json())
+      if report is not None:
+        return report
       params, opt_state, base_key, _ = ckpt.restore(
           params_template=state["params"], opt_state_template=state["opt_state"])
       state = {"params": params, "opt_state": opt_state}
-      start = ckpt.latest_step()
     # Restored arrays come back committed to a device; fresh ones are not. Commit both
     # alike, so a resumed run hits the same compiled step as a fresh one.
     state, base_key = jax.device_put((state, base_key), jax.devices()[0])
@@ -217,10 +228,11 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
         if done % cfg.checkpoint_every == 0 or done == end:
           meta = lineage.stage_meta(stage=stage1.NAME, space=space.name,
                                     config=config_lib.to_dict(cfg), params=state["params"],
-                                    frozen=cfg.frozen())
+                                    frozen=cfg.frozen(),
+                                    train_seconds=seconds_before + time.perf_counter() - t0)
           ckpt.save(done, state["params"], state["opt_state"], base_key, meta, force=True)
         log.flush()
-    train_seconds = time.perf_counter() - t0
+    train_seconds = seconds_before + time.perf_counter() - t0
     ckpt.wait_until_finished()
     if end < total:
       return {"steps": end, "stopped_early": True}
@@ -280,7 +292,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.epilog = ("example:\n  pnag train stage1 --space nb201 --workdir runs/nb201 --preset quick"
               "\n  pnag train stage1 --space mbv3 --workdir runs/mbv3 --set num_scales=6 "
               "--set dim=16\n\nconfig keys for --set: "
-              + ", ".join(config_lib.field_types(Stage1Config)))
+              + ", ".join(config_lib.field_types(Stage1Config))
+              + "\n\n" + MAX_STEPS_HELP)
   p.add_argument("--workdir", required=True, help="run directory; stage 1 goes to WORKDIR/stage1")
   p.add_argument("--space", default=None,
                  help=f"search space of a new run ({', '.join(SPACE_NAMES)}; default: nb201); "

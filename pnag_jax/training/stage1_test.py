@@ -121,3 +121,35 @@ def test_the_cli_config_of_a_new_and_a_resumed_run(untrained_run, stage1_saver, 
     training.config_for(tmp_path / "w", preset=None, space=None, seed=0)
   with pytest.raises(PnagError, match="unknown search space 'nb202'"):
     training.config_for(tmp_path / "x", preset=None, space="nb202", seed=None)
+
+
+def _bytes(workdir, *names):
+  return {n: (workdir / "stage1" / n).read_bytes() for n in names}
+
+
+def test_train_seconds_total_every_invocation_and_a_finished_run_keeps_its_report(
+    tmp_path, step_clock):
+  step_clock(training)  # 1 s per step: train_seconds counts the steps trained
+  cfg = stage1.make_config("quick", overrides=TINY)
+  training.train_and_evaluate(cfg, tmp_path, progress=False, stop_after=6)
+  # The total so far rides in the checkpoint, so a kill loses none of it.
+  assert stage1.load(tmp_path).meta["train_seconds"] == 6.0
+  report = training.train_and_evaluate(cfg, tmp_path, progress=False)
+  assert report["train_seconds"] == 12.0 and report["resumed_from"] == 6
+  # Nothing left to train (`pnag demo` on a finished run): the report stays as it was.
+  kept = _bytes(tmp_path, "report.json", "metrics.jsonl", "config.json")
+  assert training.train_and_evaluate(cfg, tmp_path, progress=False) == report
+  assert _bytes(tmp_path, "report.json", "metrics.jsonl", "config.json") == kept
+  # Another final evaluation asked for: a new report, still of the whole run's time.
+  other = training.train_and_evaluate(cfg.replace(eval_size=128), tmp_path, progress=False)
+  assert other["num_evaluated"] == 128 and other["resumed_from"] == 12
+  assert other["train_seconds"] == 12.0
+
+
+def test_max_steps_zero_is_documented_as_no_cap(pnag_main):
+  cfg = stage1.make_config("quick", overrides=["max_steps=0", "epochs=3", "batch_size=100"])
+  assert training.num_steps(cfg, 1000) == 30  # every epoch
+  for stage in ("stage1", "stage2"):
+    code, out, _ = pnag_main("train", stage, "--help")
+    assert code == 0 and "0 (the default, and the paper preset's) is no cap" in " ".join(
+        out.split()), stage

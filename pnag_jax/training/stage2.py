@@ -40,7 +40,7 @@ from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 from pnag_jax.stages.stage2 import Stage2Config, Stage2Model
 from pnag_jax.training import budget_conditions, task_conditions
 from pnag_jax.training import reports
-from pnag_jax.training.stage1 import batch_indices
+from pnag_jax.training.stage1 import MAX_STEPS_HELP, batch_indices
 
 CHUNK = 512
 
@@ -309,7 +309,8 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
   tables (`data_dir`, else `$PNAG_DATA_DIR`; or `tasks`, name -> Task, as the surrogate
   trainer takes them), less the surrogate's exclusions.
   Writes `workdir/stage2/{config.json, metrics.jsonl, report.json, checkpoints/}`.
-  `stop_after` ends the run after that many total steps, as a kill would.
+  `stop_after` ends the run after that many total steps, as a kill would. A run already
+  finished with this config returns its report as it is (`reports.finished`).
   """
   run1 = stage1.load(workdir)
   if cfg.condition == "budget":  # before anything is built or written
@@ -328,7 +329,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
 
   with contextlib.ExitStack() as stack:
     ckpt = stack.enter_context(ckpt_lib.StageCheckpointer(workdir, stage2.NAME, max_to_keep=2))
-    start = 0
+    start, seconds_before = 0, 0.0
     resuming = ckpt.latest_step() is not None
     if resuming:  # before anything is built: a refused resume costs nothing
       saved_meta = _check_resume(ckpt, frozen, parents, space.name, workdir)
@@ -369,6 +370,10 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
       lineage.check_not_past(start, total, where=f"stage 2 in {workdir}",
                              limit=f"this run's {total} steps",
                              how="max_steps (or the epochs that give it)")
+      report, seconds_before = reports.resumed(saved_meta, out_dir, start, total,
+                                               cfg.to_json())
+      if report is not None:
+        return report
     best = None
     if cfg.keep_best:
       # Two kept: a step past `start` (saved before a kill) goes, its predecessor stays.
@@ -381,10 +386,15 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.to_json())
 
-    meta = functools.partial(lineage.stage_meta, stage=stage2.NAME, space=space.name,
-                             config=config_lib.to_dict(cfg), frozen=frozen, parents=parents)
     end = total if stop_after is None else min(total, stop_after)
     t0 = time.perf_counter()
+
+    def meta(params):
+      return lineage.stage_meta(stage=stage2.NAME, space=space.name,
+                                config=config_lib.to_dict(cfg), frozen=frozen, parents=parents,
+                                params=params,
+                                train_seconds=seconds_before + time.perf_counter() - t0)
+
     bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
                desc=f"stage2 {space.name}", dynamic_ncols=True)
     with (out_dir / "metrics.jsonl").open("a") as log:
@@ -413,7 +423,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
           ckpt.save(done, state["params"], state["opt_state"], base_key,
                     meta(params=state["params"]), force=True)
         log.flush()
-    train_seconds = time.perf_counter() - t0
+    train_seconds = seconds_before + time.perf_counter() - t0
     ckpt.wait_until_finished()
     kept = None
     if best is not None:
@@ -500,7 +510,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "same command resumes.")
   p.epilog = ("example:\n  pnag train stage2 --workdir runs/nb201 --preset quick\n"
               "  pnag train stage2 --workdir runs/nb201 --preset quick --set condition=task\n\n"
-              "config keys for --set: " + ", ".join(config_lib.field_types(Stage2Config)))
+              "config keys for --set: " + ", ".join(config_lib.field_types(Stage2Config))
+              + "\n\n" + MAX_STEPS_HELP)
   p.add_argument("--workdir", required=True,
                  help="a run directory holding stage1/; stage 2 goes to WORKDIR/stage2")
   p.add_argument("--preset", choices=tuple(stage2.PRESETS), default=None,

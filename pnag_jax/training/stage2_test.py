@@ -37,14 +37,23 @@ def test_test_preset_learns_and_reports(nb201_stage2):
   assert run2.step == 12 and run2.stage1.step == 0
 
 
-def test_killed_run_resumes_bit_identically(nb201_stage2, stage2_recipe, tmp_path):
+def test_killed_run_resumes_bit_identically(nb201_stage2, stage2_recipe, tmp_path,
+                                            step_clock):
   straight, _ = nb201_stage2
+  step_clock(training)  # 1 s per step: train_seconds counts the steps trained
   workdir = shutil.copytree(straight, tmp_path / "w", ignore=shutil.ignore_patterns("stage2"))
   assert stage2_recipe.train_stage2(workdir, stop_after=6) == {"steps": 6,
                                                                "stopped_early": True}
   assert not (workdir / "stage2" / "report.json").exists()
   report = stage2_recipe.train_stage2(workdir)
   assert report["resumed_from"] == 6 and report["steps"] == 12
+  # Both invocations' time: the first's rides in the checkpoint it saved at step 6.
+  assert report["train_seconds"] == 12.0
+  # A rerun with nothing left to train returns that report and writes nothing.
+  files = ("report.json", "metrics.jsonl", "config.json")
+  kept = {f: (workdir / "stage2" / f).read_bytes() for f in files}
+  assert stage2_recipe.train_stage2(workdir) == report
+  assert {f: (workdir / "stage2" / f).read_bytes() for f in files} == kept
   # The killed run's evaluation at step 6 is in the resumed run's curve, once.
   assert [r["step"] for r in report["heldout_curve"]] == [6, 12]
   jax.tree.map(np.testing.assert_array_equal, stage2.load(straight).params,

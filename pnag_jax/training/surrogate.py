@@ -37,13 +37,14 @@ from tqdm.auto import tqdm
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax import tasks as tasks_lib
-from pnag_jax.data import DATA_DIR_HELP
+from pnag_jax.data import DATA_DIR_HELP, ENV_VAR, has_tables, tables_for
 from pnag_jax.errors import PnagError
 from pnag_jax.models import linear_prior as linear_lib
 from pnag_jax.spaces import SPACE_NAMES, get_space
 from pnag_jax.stages import lineage
 from pnag_jax.stages import surrogate as stage
 from pnag_jax.stages.surrogate import SurrogateConfig, SurrogateModel
+from pnag_jax.training import reports
 
 # What `report.json` gives per K on the validation tasks (`<metric>_by_k`).
 METRICS = ("spearman", "kendall", "top1_quantile", "top10_quantile")
@@ -386,6 +387,16 @@ def _report_by_k(ev: dict) -> dict:
   return {f"{m}_by_k": {str(k): v[m] for k, v in ev["by_k"].items()} for m in METRICS}
 
 
+def _linear_report(cfg: SurrogateConfig, space, workdir, excluded: list[str],
+                   val: list[TaskArrays]) -> dict | None:
+  """`report.json`'s `linear_prior`: the validation through the linear prior, if any."""
+  prior = stage.load_linear_prior(workdir, space, excluded)
+  if prior is None:
+    return None
+  return {"tasks": int(prior["tasks"]), **_report_by_k(evaluate(
+      cfg, functools.partial(stage.linear_predictor, space, prior), val))}
+
+
 # ---- the loop ------------------------------------------------------------------------
 
 
@@ -395,10 +406,19 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
   """Meta-trains (resuming from the latest checkpoint) into `workdir/surrogate`.
 
   `tasks` (name -> `tasks.Task`) defaults to the space's built-in tasks; tests pass
-  their own to prove that excluded ones are never loaded.
+  their own to prove that excluded ones are never loaded. A run already finished with
+  this config returns its report as it is (`reports.finished`), after refitting a
+  missing linear prior (and then only the prior's figures are measured again).
   """
   space = get_space(cfg.space)
   if tasks is None:
+    if has_tables(space.name) and tables_for(space.name, data_dir) is None:
+      # Without them only the formula tasks (params, flops) are left, and split_tasks
+      # would only say that too few tasks are allowed. (To become the tasks package's
+      # shared "needs the NB201 tables" helper once it exists.)
+      raise PnagError(f"meta-training on {space.name} needs the NB201 tables, and none "
+                      f"were found: pass --data-dir (a directory holding nb201/) or set "
+                      f"${ENV_VAR}")
     tasks = tasks_lib.builtin_tasks(space.name, data_dir)
   train_names, val_names, excluded = split_tasks(cfg, tasks)
   frozen = {**cfg.frozen(), "excluded_tasks": tuple(excluded)}
@@ -412,10 +432,15 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
   state = init_state(params, opt)
   key = jax.random.key(cfg.seed)  # unused by the step; kept for the checkpoint layout
   encoder_source = None  # where the arch encoder started: the stage-1 run and step
+  if cfg.encoder_init and stage.read_meta(workdir) is None:
+    # A new run's, read before the checkpointer creates W/surrogate/checkpoints: a bad
+    # path leaves nothing behind. A resumed run has its encoder in its checkpoint.
+    params, encoder_source = stage.encoder_from_stage1(cfg, params)
+    state = init_state(params, opt)
 
   with ckpt_lib.StageCheckpointer(workdir, stage.NAME, max_to_keep=2,
                                   save_interval_steps=1) as ckpt:
-    start = 0
+    start, seconds_before, done_report = 0, 0.0, None
     if ckpt.latest_step() is not None:
       meta = ckpt.read_meta()
       where = f"workdir {workdir}"
@@ -430,9 +455,9 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       state = {"params": rest["params"], "opt_state": rest["opt"], "ema": ema}
       start = ckpt.latest_step()
       encoder_source = meta.get("encoder_init")
-    elif cfg.encoder_init:
-      params, encoder_source = stage.encoder_from_stage1(cfg, params)
-      state = init_state(params, opt)
+      # Before config.json is rewritten; a finished run returns once its prior is there.
+      done_report, seconds_before = reports.resumed(meta, out_dir, start, cfg.steps,
+                                                    cfg.to_json())
     state = jax.device_put(state, jax.devices()[0])
     # Data is read only now, after every check: a refused resume reads nothing.
     train = [task_arrays(tasks[n]) for n in train_names]
@@ -441,11 +466,20 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     out_dir.mkdir(parents=True, exist_ok=True)
     # A pure function of the training tasks, so a resume (or a rerun of a finished
     # run, which is how runs from before it get one) writes the same prior.
+    refit = False
     if not stage.linear_prior_path(workdir).is_file():
       fitted = [(t.genes, t.scores) for t in train]
       if linear_lib.usable_tasks(fitted) >= 2:
         stage.save_linear_prior(workdir, linear_lib.fit_prior(space, fitted), excluded,
                                 train_names)
+        refit = True
+    if done_report is not None:
+      # The network is unchanged, so are its figures: only a new prior's are measured.
+      if refit:
+        done_report["linear_prior"] = _linear_report(
+            cfg, space, workdir, excluded, [task_arrays(tasks[n]) for n in val_names])
+        reports.write_report(out_dir, done_report)
+      return done_report
     (out_dir / "config.json").write_text(cfg.to_json())
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -465,24 +499,20 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
         if done % cfg.checkpoint_every == 0 or done == end:
           meta = lineage.stage_meta(stage=stage.NAME, space=space.name,
                                     config=config_lib.to_dict(cfg), params=state["ema"],
-                                    frozen={**frozen, **split})
+                                    frozen={**frozen, **split},
+                                    train_seconds=seconds_before + time.perf_counter() - t0)
           if encoder_source is not None:
             meta["encoder_init"] = encoder_source
           ckpt.save(done, state["ema"], {"opt": state["opt_state"], "params": state["params"]},
                     key, meta, force=True)
         log.flush()
-    train_seconds = time.perf_counter() - t0
+    train_seconds = seconds_before + time.perf_counter() - t0
     ckpt.wait_until_finished()
     if end < cfg.steps:
       return {"steps": end, "stopped_early": True}
 
   val = [task_arrays(tasks[n]) for n in val_names]
   ev = evaluate(cfg, functools.partial(stage.predictor, model, state["ema"]), val)
-  prior = stage.load_linear_prior(workdir, space, excluded)
-  linear = None
-  if prior is not None:
-    linear = {"tasks": int(prior["tasks"]), **_report_by_k(evaluate(
-        cfg, functools.partial(stage.linear_predictor, space, prior), val))}
   report = {
       "space": space.name,
       "steps": cfg.steps,
@@ -495,13 +525,11 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       "val_tasks": val_names,
       **_report_by_k(ev),
       # The same validation tasks and references, through the linear prior instead.
-      "linear_prior": linear,
+      "linear_prior": _linear_report(cfg, space, workdir, excluded, val),
       "per_task": {t: {str(k): v for k, v in r.items()} for t, r in ev["per_task"].items()},
       "device": str(jax.devices()[0]),
   }
-  tmp = out_dir / "report.json.tmp"
-  tmp.write_text(json.dumps(report, indent=2))
-  tmp.replace(out_dir / "report.json")
+  reports.write_report(out_dir, report)
   return report
 
 

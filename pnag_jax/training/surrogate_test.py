@@ -105,6 +105,9 @@ def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic
   before = stage.load(tmp_path)
   refs = before.space.enumerate()[:6]
   path.unlink()  # as a run trained before the prior existed
+  report_path = tmp_path / stage.NAME / "report.json"
+  report = json.loads(report_path.read_text())
+  report_path.write_text(json.dumps({**report, "linear_prior": None}))  # as its report was
   old = stage.load(tmp_path)
   assert old.linear_prior is None
   with pytest.raises(stage.PnagError, match="pnag train surrogate --workdir"):
@@ -112,7 +115,11 @@ def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic
   code, _, err = pnag_main("predict", "--workdir", tmp_path, "--refs", tmp_path / "r.csv",
                            "--archs", tmp_path / "a.csv", "--predictor", "nope")
   assert code == 2 and "--predictor" in err
-  trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False)
+  with pytest.MonkeyPatch.context() as m:
+    # The network is unchanged: a finished run's rerun does not validate it again.
+    m.setattr(stage, "predictor", lambda *a: pytest.fail("the network was validated again"))
+    assert trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False) == report
+  assert json.loads(report_path.read_text()) == report  # the prior's figures back too
   again = stage.load(tmp_path)
   assert path.read_bytes() == kept  # a pure function of the training tasks
   assert lineage.params_sha256(again.params) == lineage.params_sha256(before.params)
@@ -132,14 +139,21 @@ def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic
     stage.load(tmp_path)
 
 
-def test_killed_run_resumes_bit_identically(tmp_path, synthetic_tasks):
+def test_killed_run_resumes_bit_identically(tmp_path, synthetic_tasks, step_clock):
+  step_clock(trainer)  # 1 s per step: train_seconds counts the steps trained
   tasks = synthetic_tasks(SYNTHETIC)
   cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
   trainer.train_and_evaluate(cfg, tmp_path / "a", tasks=tasks, progress=False)
   stopped = trainer.train_and_evaluate(cfg, tmp_path / "b", tasks=tasks, progress=False,
                                        stop_after=3)
   assert stopped == {"steps": 3, "stopped_early": True}
-  trainer.train_and_evaluate(cfg, tmp_path / "b", tasks=tasks, progress=False)
+  report = trainer.train_and_evaluate(cfg, tmp_path / "b", tasks=tasks, progress=False)
+  # Both invocations' time: the first's rides in the checkpoint it saved at step 3.
+  assert report["train_seconds"] == 6.0 and report["resumed_from"] == 3
+  # A rerun with nothing left to train returns that report and writes nothing.
+  kept = _files(tmp_path / "b")
+  assert trainer.train_and_evaluate(cfg, tmp_path / "b", tasks=tasks, progress=False) == report
+  assert _files(tmp_path / "b") == kept
   a, b = stage.load(tmp_path / "a"), stage.load(tmp_path / "b")
   assert a.step == b.step == 6
   assert lineage.params_sha256(a.params) == lineage.params_sha256(b.params)
@@ -202,6 +216,14 @@ def test_an_exclusion_that_matches_nothing_is_an_error(tmp_path, data_dir, pnag_
   assert not (tmp_path / "w").exists()
 
 
+def test_without_the_nb201_tables_it_says_how_to_give_them(tmp_path, pnag_main, monkeypatch):
+  monkeypatch.delenv("PNAG_DATA_DIR", raising=False)
+  code, out, err = pnag_main("train", "surrogate", "--workdir", tmp_path / "w")
+  assert code == 2 and out == "" and err.count("\n") == 1, err
+  assert "needs the NB201 tables" in err and "--data-dir" in err and "$PNAG_DATA_DIR" in err
+  assert not (tmp_path / "w").exists()
+
+
 def test_encoder_can_start_from_stage1_and_says_so(tmp_path, untrained_run, stage1_saver,
                                                    synthetic_tasks):
   tasks = synthetic_tasks(SYNTHETIC)
@@ -226,10 +248,15 @@ def test_encoder_can_start_from_stage1_and_says_so(tmp_path, untrained_run, stag
                              atol=2 * run.cfg.learning_rate)
   del model
   for bad, match in ((["dim=16"], "dim=8, layers=1; set the surrogate's"),
-                     ([f"encoder_init={tmp_path / 'none'}"], "no stage-1 checkpoints")):
+                     ([f"encoder_init={tmp_path / 'none'}"],
+                      "^--set encoder_init=.*/none: no stage-1 checkpoints")):
     cfg = stage.make_config("test", "nb201", 0, ("lat_z",), [*tiny, *bad])
     with pytest.raises(stage.PnagError, match=match):
       stage.encoder_from_stage1(cfg, stage.init(cfg)[1])
+    # The trainer checks it before creating anything: no empty checkpoints left behind.
+    with pytest.raises(stage.PnagError, match=match):
+      trainer.train_and_evaluate(cfg, tmp_path / "bad", tasks=tasks, progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("name", ["acc_a", "lat_x"])  # maximized, minimized

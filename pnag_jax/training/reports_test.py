@@ -1,0 +1,34 @@
+"""Training reports: the seconds a resumed run already took, a finished run's report."""
+
+import json
+
+from pnag_jax.training import reports
+
+
+def test_seconds_before_reads_the_checkpoint_then_an_old_report(tmp_path):
+  assert reports.seconds_before({"train_seconds": 19.5}, tmp_path, 100) == 19.5
+  # A checkpoint from before the total was recorded, and no report: nothing known.
+  assert reports.seconds_before({}, tmp_path, 100) == 0.0
+  # ... with the report its run wrote at that step: that report's time.
+  reports.write_report(tmp_path, {"steps": 100, "train_seconds": 19.9})
+  assert reports.seconds_before({}, tmp_path, 100) == 19.9
+  assert reports.seconds_before({}, tmp_path, 120) == 0.0  # another step's report
+  assert reports.seconds_before({"train_seconds": 3.0}, tmp_path, 100) == 3.0
+
+
+def test_a_finished_report_is_one_of_that_step_and_config(tmp_path):
+  assert reports.finished(tmp_path, 10, "{}") is None  # no report
+  (tmp_path / "config.json").write_text('{"a": 1}')
+  reports.write_report(tmp_path, {"steps": 10, "x": 1})
+  assert reports.finished(tmp_path, 10, '{"a": 1}') == {"steps": 10, "x": 1}
+  assert reports.finished(tmp_path, 12, '{"a": 1}') is None
+  assert reports.finished(tmp_path, 10, '{"a": 2}') is None
+  # A resume carries both over: the report only when nothing is left to train.
+  assert reports.resumed({"train_seconds": 2.0}, tmp_path, 10, 10, '{"a": 1}') == (
+      {"steps": 10, "x": 1}, 2.0)
+  assert reports.resumed({"train_seconds": 2.0}, tmp_path, 8, 10, '{"a": 1}') == (None, 2.0)
+  (tmp_path / "report.json").write_text('{"steps": 10, "x"')  # a half-written one
+  assert reports.finished(tmp_path, 10, '{"a": 1}') is None
+  reports.write_final(tmp_path, 10, {"steps": 10})
+  assert json.loads((tmp_path / "report.json").read_text()) == {"steps": 10}
+  assert not (tmp_path / "report.json.tmp").exists()
