@@ -218,7 +218,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "cosine schedule), with orbax checkpoints per epoch; rerunning resumes.")
   p.epilog = ("example:\n  pnag train-arch --space nb201 --arch "
               "'|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|"
-              "nor_conv_3x3~1|nor_conv_3x3~2|' --dataset digits --epochs 30 "
+              "nor_conv_3x3~1|nor_conv_1x1~2|' --dataset digits --epochs 15 "
               "--workdir runs/arch1")
   p.add_argument("--space", required=True, help="the architecture's search space")
   p.add_argument("--arch", required=True, help="the native architecture string")

@@ -270,6 +270,10 @@ def load(workdir: str | Path, step: int | None = None) -> Stage1Run:
   """
   workdir = Path(workdir)
   if not checkpoint_dir(workdir).is_dir():
+    if (workdir / "checkpoints").is_dir() and workdir.name == NAME:
+      # The stage's own folder: training there would nest a second run inside it.
+      raise ckpt_lib.CheckpointError(
+          f"{workdir} is a run's {NAME}/ folder; give the run's workdir, {workdir.parent}")
     raise ckpt_lib.CheckpointError(
         f"no stage-1 checkpoints under {workdir} "
         f"(train first: pnag train stage1 --workdir {workdir})")

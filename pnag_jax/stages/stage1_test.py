@@ -72,6 +72,10 @@ def test_bad_workdirs_are_one_line_errors(untrained_run, stage1_saver, tmp_path)
   stage1_saver(run, tmp_path / "a", step=3)
   with pytest.raises(ckpt_lib.CheckpointError, match=r"no checkpoint for step 5 .*\[3\]"):
     stage1.load(tmp_path / "a", step=5)
+  # The stage's own folder is not a workdir: training there would nest a second run.
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match=f"is a run's stage1/ folder; give the run's workdir, {tmp_path / 'a'}$"):
+    stage1.load(tmp_path / "a" / "stage1")
   other = {"stage": "stage2", "space": "nb201", "config": {}}
   stage1_saver(run, tmp_path / "b", meta=other)
   with pytest.raises(ckpt_lib.CheckpointError, match="trained for stage 'stage2', not 'stage1'"):
