@@ -94,6 +94,8 @@ def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGET
   known = tasks_lib.builtin_tasks(space.name, data_dir)
   for name in task_names:
     if name not in known:
+      # Without the tables only formula tasks are known: a table task's name is no typo.
+      tasks_lib.require_tables(known, f"task {name!r}")
       raise PnagError(f"unknown task {name!r}; see `pnag tasks --space {space.name}`")
   valid = valid_rows(space)
   if not 1 <= k <= int(valid.sum()):

@@ -104,10 +104,14 @@ def run(out, *, data_dir=None, preset: str = "quick", overrides=(), seeds=(0, 1,
     raise PnagError("families needs at least one seed")
   if adapt_steps < 0:
     raise PnagError(f"--adapt-steps must be >= 0, got {adapt_steps}")
-  out = reports.out_dir(out)
-  root = Path(surrogates) if surrogates else out / "surrogates"
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  tasks_lib.require_tables(tasks, "pnag eval families")
+  for fam in families:
+    # A pattern that matches nothing fails now, not after the surrogates before it.
+    tasks_lib.select_tasks(tasks, (fam,))
+  out = reports.out_dir(out)
+  root = Path(surrogates) if surrogates else out / "surrogates"
   reps = rank.first_of_each_class(space, space.enumerate())
   common = dict(preset=preset, overrides=overrides, data_dir=data_dir, ks=ks, seeds=seeds,
                 space=space, reps=reps, adapt_steps=adapt_steps)

@@ -72,3 +72,14 @@ def test_each_device_regex_takes_exactly_its_latency_columns(data_dir):
   latency = {n for n in tasks if n.startswith("lat_")}
   assert len(latency) == 19 and set().union(*taken.values()) == latency
   assert sum(map(len, taken.values())) == 19  # a partition: no column taken twice
+
+
+def test_a_family_that_matches_no_task_is_refused_before_any_output(tmp_path, data_dir,
+                                                                    pnag_main):
+  # Checked up front: it once failed after --out was made and the surrogates of the
+  # families before it were meta-trained.
+  out = tmp_path / "out"
+  code, _, err = pnag_main("eval", "families", "--families", "pgd,nope", "--data-dir",
+                           data_dir, "--preset", "test", "--out", out)
+  assert code == 2 and "--exclude 'nope' matches no task" in err, err
+  assert len(err.strip().splitlines()) == 1 and not out.exists()

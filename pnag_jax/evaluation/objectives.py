@@ -22,7 +22,8 @@ import numpy as np
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
-from pnag_jax.evaluation.transfer import add_surrogate_arguments, meta_trained, seed_range
+from pnag_jax.evaluation.transfer import (add_surrogate_arguments, meta_trained, nb201_sampler,
+                                          seed_range)
 from pnag_jax.guidance import adapt, rank
 from pnag_jax.guidance import run as guided
 from pnag_jax.spaces import get_space
@@ -45,7 +46,6 @@ def measured_rows(size: int, seed: int, objective: str, num: int) -> np.ndarray:
 def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
         num_refs: int = 50, num_picks: int = 20, pool="all", surrogates=None,
         overrides=(), adapt_steps: int = 0) -> dict:
-  from pnag_jax.generation.run import load_sampler  # pylint: disable=g-import-not-at-top
   # Checked before any output or surrogate: meta-training takes minutes.
   draws = guided.parse_pool(str(pool))
   if draws != "all" and workdir is None:
@@ -54,18 +54,23 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
     raise PnagError("objectives needs at least one seed")
   if adapt_steps < 0:
     raise PnagError(f"--adapt-steps must be >= 0, got {adapt_steps}")
-  out = reports.out_dir(out)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  tasks_lib.require_tables(tasks, "pnag eval objectives")
+  missing = [t for t in OBJECTIVES.values() if t not in tasks]
+  if missing:  # the robustness table is optional in a data directory
+    raise PnagError("pnag eval objectives needs the NB201 robustness columns "
+                    f"{', '.join(missing)} (nb201/nb201_robustness.csv)")
+  if draws == "all":
+    pools = {s: rank.enumerate_pool(space) for s in seeds}
+  else:
+    sampler = nb201_sampler(workdir, "objectives")
+    pools = {s: rank.draw_pool(sampler, jax.random.key(s), draws) for s in seeds}
+  out = reports.out_dir(out)  # once the settings, the tables and the run are known good
   srun = meta_trained(Path(surrogates) if surrogates else out / "surrogates", EXCLUDE,
                       preset=preset, seed=0, overrides=overrides, data_dir=data_dir)
   every = space.enumerate()
   values = {o: tasks[t].by_row() for o, t in OBJECTIVES.items()}
-  if draws == "all":
-    pools = {s: rank.enumerate_pool(space) for s in seeds}
-  else:
-    _, sampler = load_sampler(workdir)
-    pools = {s: rank.draw_pool(sampler, jax.random.key(s), draws) for s in seeds}
   per_seed = []
   for s in seeds:
     table = {}

@@ -1,4 +1,7 @@
-"""Table 5's measured cells: each objective and seed draws its own, reproducibly."""
+"""Table 5's measured cells: each objective and seed draws its own, reproducibly; the
+robustness columns it needs are checked before any output."""
+
+import shutil
 
 import numpy as np
 
@@ -17,3 +20,17 @@ def test_each_objective_and_seed_measures_its_own_cells():
       assert len(np.intersect1d(draws[a], draws[b])) < 5, (a, b)
   np.testing.assert_array_equal(objectives.measured_rows(15625, 0, "apgd", 50),
                                 draws[0, "apgd"])
+
+
+def test_tables_without_the_robustness_columns_are_refused_before_any_output(
+    tmp_path, data_dir, pnag_main):
+  # The accuracy table alone is a valid data directory; objectives reads robustness.
+  (tmp_path / "nb201").mkdir()
+  shutil.copy(data_dir / "nb201" / "nb201_accuracy.csv", tmp_path / "nb201")
+  out = tmp_path / "out"
+  code, _, err = pnag_main("eval", "objectives", "--data-dir", tmp_path, "--preset", "test",
+                           "--out", out)
+  assert code == 2 and err == ("pnag: error: pnag eval objectives needs the NB201 robustness "
+                               "columns rob_cifar10_clean, rob_cifar10_apgd_eps1, "
+                               "rob_cifar10_fgsm_eps1 (nb201/nb201_robustness.csv)\n"), err
+  assert not out.exists()

@@ -56,6 +56,7 @@ from pnag_jax.evaluation import reports
 from pnag_jax.guidance import adapt, baselines, feedback, rank
 from pnag_jax.guidance import run as guided
 from pnag_jax.spaces import get_space
+from pnag_jax.stages import stage1
 from pnag_jax.stages import stage2 as stage2_lib
 from pnag_jax.stages import surrogate as stage
 
@@ -115,6 +116,21 @@ def meta_trained(root: Path, exclude: tuple[str, ...], *, preset: str, seed: int
     raise PnagError(f"{workdir} holds a surrogate trained with {', '.join(differ)}; remove "
                     "it or use another --surrogates")
   return run
+
+
+def nb201_sampler(workdir, protocol: str):
+  """The sampler of `workdir`'s stage 1, which must be NB201's: the protocols look its
+  draws up in NB201's tables (another space's genes would not even broadcast).
+
+  The space is read from the run's config first, so another space's weights are never
+  restored for nothing.
+  """
+  from pnag_jax.generation.run import load_sampler  # pylint: disable=g-import-not-at-top
+  saved = stage1.read_config(workdir)
+  if saved is not None and saved.space != "nb201":
+    raise PnagError(f"{protocol} needs an NB201 stage-1 run; {workdir} is {saved.space}")
+  _, sampler = load_sampler(workdir)
+  return sampler
 
 
 def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...], *,
@@ -311,7 +327,6 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
         adapt_steps: int = 0, guides=("rank",), target_q: float = 0.99,
         ar_pool: int = 1000, cfg_scale: float = 0.0, stage2_preset: str = "quick",
         stage2_overrides=()) -> dict:
-  from pnag_jax.generation.run import load_sampler  # pylint: disable=g-import-not-at-top
   for t in targets:
     if t not in TARGETS:
       raise PnagError(f"unknown target {t!r}; targets: {', '.join(TARGETS)}")
@@ -339,13 +354,12 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     SamplerConfig(prior="ar", cfg_scale=cfg_scale)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  tasks_lib.require_tables(tasks, "pnag eval transfer")
   pools = {"all": rank.enumerate_pool(space)}
   if pool == "all":
     pools.update({s: pools["all"] for s in seeds})
   else:
-    _, sampler = load_sampler(workdir)
-    if sampler.space.name != "nb201":
-      raise PnagError(f"transfer needs an NB201 stage-1 run; {workdir} is {sampler.space.name}")
+    sampler = nb201_sampler(workdir, "transfer")
     for s in seeds:
       pools[s] = rank.draw_pool(sampler, jax.random.key(s), draws)
   out = reports.out_dir(out)  # once the settings and the run are known to be good

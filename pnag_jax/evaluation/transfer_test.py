@@ -126,3 +126,31 @@ def test_eval_commands_refuse_bad_settings_in_one_line_before_any_work(args, fra
   code, _, err = pnag_main("eval", *args, "--out", out)
   assert code == 2 and err.count("\n") == 1 and fragment in err, err
   assert not out.exists()
+
+
+@pytest.mark.parametrize("protocol", ["objectives", "transfer"])
+def test_a_stage1_run_of_another_space_is_refused_before_any_work(protocol, mbv3_r_workdir,
+                                                                  tmp_path, pnag_main):
+  # Its draws would be looked up in NB201's tables: a broadcasting traceback, and in
+  # objectives only after meta-training the surrogate.
+  out = tmp_path / "out"
+  code, _, err = pnag_main("eval", protocol, "--workdir", mbv3_r_workdir, "--pool", "1000",
+                           "--preset", "test", "--out", out)
+  assert code == 2 and err == (f"pnag: error: {protocol} needs an NB201 stage-1 run; "
+                               f"{mbv3_r_workdir} is mbv3_r\n"), err
+  assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [("objectives",), ("transfer", "--workdir", "W"),
+                                  ("families",)])
+def test_the_nb201_protocols_without_the_tables_say_so(args, tmp_path, pnag_main,
+                                                       monkeypatch):
+  # Without them these failed on a missing column (a KeyError) or blamed the pattern
+  # that matched none of them, some after creating --out.
+  monkeypatch.setenv("PNAG_DATA_DIR", str(tmp_path))  # set, but holding no nb201/
+  out = tmp_path / "out"
+  code, _, err = pnag_main("eval", *args, "--preset", "test", "--out", out)
+  assert code == 2 and err == (f"pnag: error: pnag eval {args[0]} needs the NB201 tables: a "
+                               "data directory holding nb201/ (--data-dir or "
+                               "$PNAG_DATA_DIR)\n"), err
+  assert not out.exists()

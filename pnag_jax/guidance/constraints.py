@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.spaces.base import SearchSpace
 
@@ -45,6 +46,8 @@ def parse(text: str, known: dict) -> Constraint:
                     "e.g. 'lat_pixel3<=5' or 'params<=1e6'")
   name, op, bound = m.groups()
   if name not in known:
+    # Without the tables only formula tasks are known: a table task's name is no typo.
+    tasks_lib.require_tables(known, f"--constraint {text!r}: task {name!r}")
     raise PnagError(f"--constraint {text!r}: unknown task {name!r} (see pnag tasks)")
   try:
     # Python reads "1_0" as 10: a typo, most likely, so not a number here.
@@ -53,17 +56,29 @@ def parse(text: str, known: dict) -> Constraint:
     value = float("nan")
   if not np.isfinite(value):
     raise PnagError(f"--constraint {text!r}: the bound {bound!r} is not a finite number")
-  task = known[name]
-  if task.extremes is not None:
-    lowest, highest = task.extremes()
-    unit = f" {task.unit}" if task.unit else ""
-    if op == "<=" and value < lowest:
-      raise PnagError(f"--constraint {text!r}: no {task.space} arch meets it; the smallest "
-                      f"achievable {name} is {lowest:.6g}{unit}")
-    if op == ">=" and value > highest:
-      raise PnagError(f"--constraint {text!r}: no {task.space} arch meets it; the largest "
-                      f"achievable {name} is {highest:.6g}{unit}")
+  check_bound(known[name], op, value, f"--constraint {text!r}")
   return Constraint(name, op, value)
+
+
+def check_bound(task, op: str, bound: float, what: str) -> None:
+  """A one-line error, led by `what`, where no arch of the space meets `task op bound`.
+
+  Exact where the task knows its extremes (`Task.extremes`); otherwise nothing is
+  checked here.
+
+  Raises:
+    PnagError: `bound` lies beyond the task's lowest (`<=`) or highest (`>=`) score.
+  """
+  if task.extremes is None:
+    return
+  lowest, highest = task.extremes()
+  unit = f" {task.unit}" if task.unit else ""
+  if op == "<=" and bound < lowest:
+    raise PnagError(f"{what}: no {task.space} arch meets it; the smallest achievable "
+                    f"{task.name} is {lowest:.6g}{unit}")
+  if op == ">=" and bound > highest:
+    raise PnagError(f"{what}: no {task.space} arch meets it; the largest achievable "
+                    f"{task.name} is {highest:.6g}{unit}")
 
 
 def values(task, space: SearchSpace, genes: np.ndarray) -> np.ndarray:

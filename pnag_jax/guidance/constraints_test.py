@@ -35,6 +35,17 @@ def test_bad_constraints_are_one_line(known, text, fragment):
   assert "\n" not in str(e.value)
 
 
+def test_a_table_task_without_the_tables_names_them_not_a_typo(tmp_path, monkeypatch):
+  monkeypatch.setenv("PNAG_DATA_DIR", str(tmp_path))  # set, but holding no nb201/
+  bare = tasks_lib.builtin_tasks("nb201")
+  with pytest.raises(PnagError) as e:
+    constraints.parse("lat_pixel3<=5", bare)
+  assert str(e.value) == ("--constraint 'lat_pixel3<=5': task 'lat_pixel3' needs the NB201 "
+                          "tables: a data directory holding nb201/ (--data-dir or "
+                          "$PNAG_DATA_DIR)")
+  assert constraints.parse("params<=1e6", bare).bound == 1e6  # formulas need no tables
+
+
 def test_each_operator_keeps_exactly_its_side_of_the_bound_and_nan_fails_both():
   space = get_space("nb201")
   genes = space.enumerate()[:40]

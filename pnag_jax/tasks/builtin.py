@@ -18,7 +18,7 @@ import numpy as np
 
 from pnag_jax import padding
 from pnag_jax.data import nb201 as nb201_data
-from pnag_jax.data import tables_for
+from pnag_jax.data import ENV_VAR, has_tables, tables_for
 from pnag_jax.errors import DataError, PnagError
 from pnag_jax.spaces import get_space
 from pnag_jax.tasks import costs, ofa
@@ -172,3 +172,21 @@ def builtin_tasks(space: str, data_dir: str | os.PathLike | None = None) -> dict
   tasks.update(_formula_tasks(space))
   return tasks
 
+
+
+def require_tables(tasks: dict[str, Task], what: str) -> None:
+  """A one-line error where `tasks`, a space's built-in ones, came without its tables.
+
+  Without a data directory `builtin_tasks` lists a space's formula tasks alone, and
+  not finding one is no error there. A command that reads a table task would then fail
+  far from the cause (a KeyError, an `--exclude` that matches no task, an "unknown
+  task"): it calls this first, with `what` naming itself or the task it wants.
+
+  Raises:
+    PnagError: a space of `tasks` has benchmark tables, but none of its table tasks
+      is in `tasks`.
+  """
+  for space in sorted({t.space for t in tasks.values()}):
+    if has_tables(space) and all(t.is_function for t in tasks.values() if t.space == space):
+      raise PnagError(f"{what} needs the {space.upper()} tables: a data directory holding "
+                      f"{space}/ (--data-dir or ${ENV_VAR})")

@@ -10,7 +10,7 @@ import pytest
 from pnag_jax.data import NB201Data
 from pnag_jax.errors import DataError, PnagError
 from pnag_jax.spaces import get_space
-from pnag_jax.tasks import builtin_tasks, select_tasks
+from pnag_jax.tasks import builtin_tasks, require_tables, select_tasks
 
 _BEST_C10 = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
              "|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|")
@@ -104,3 +104,17 @@ def test_non_nb201_function_tasks_have_no_table():
       tasks[name].data()
   with pytest.raises(PnagError, match="unknown search space"):
     builtin_tasks("nope")
+
+
+def test_require_tables_names_what_needs_them(tmp_path, data_dir, monkeypatch):
+  monkeypatch.setenv("PNAG_DATA_DIR", str(tmp_path))  # set, but holding no nb201/
+  bare = builtin_tasks("nb201")
+  assert list(bare) == ["params", "flops"]
+  with pytest.raises(PnagError) as e:
+    require_tables(bare, "pnag eval x")
+  assert str(e.value) == ("pnag eval x needs the NB201 tables: a data directory holding "
+                          "nb201/ (--data-dir or $PNAG_DATA_DIR)")
+  require_tables(builtin_tasks("nb201", data_dir), "pnag eval x")
+  # Spaces without benchmark tables need none; OFA's files are a function task's.
+  require_tables(builtin_tasks("darts"), "pnag eval x")
+  require_tables(builtin_tasks("mbv3_r"), "pnag eval x")
