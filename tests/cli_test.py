@@ -60,6 +60,8 @@ def test_every_option_has_help_defaults_and_an_example():
       if action.option_strings and not (d is None or d is False or d == []
                                         or d is argparse.SUPPRESS):
         assert f"(default: {d})" in " ".join(text.split()), (path, action.dest)
+        # The formatter adds it: written in the help too, it would print twice.
+        assert "default" not in action.help, (path, action.dest)
     if path == ("generate",):  # a zero default is still shown
       assert "(default: 0)" in " ".join(text.split())
 

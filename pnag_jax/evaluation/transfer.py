@@ -496,13 +496,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "task and --target-q, in draw order), ar+rank (that pool ranked by the "
                       "surrogate)")
   p.add_argument("--target-q", type=float, default=0.99,
-                 help="the ar guides' target quantile (default: 0.99)")
+                 help="the ar guides' target quantile")
   p.add_argument("--ar-pool", type=int, default=1000,
-                 help="stage-2 draws per seed and K for the ar guides (default: 1000)")
+                 help="stage-2 draws per seed and K for the ar guides")
   p.add_argument("--cfg-scale", type=float, default=0.0,
-                 help="the ar guides' classifier-free guidance scale (default: 0, off)")
+                 help="the ar guides' classifier-free guidance scale (0: off)")
   p.add_argument("--stage2-preset", choices=tuple(stage2_lib.PRESETS), default="quick",
-                 help="preset of a stage 2 the ar guides have to train (default: quick)")
+                 help="preset of a stage 2 the ar guides have to train")
   p.add_argument("--stage2-set", action="append", default=[], metavar="KEY=VALUE",
                  help="stage-2 config override for one the ar guides train; repeatable")
   p.add_argument("--ks", default="2,5,10", help="reference counts K")

@@ -277,7 +277,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="fine-tune the surrogate on the references for N steps first (test-time "
                            "adaptation: worth it with tens of references)")
   guided.add_argument("--predictor", choices=PREDICTORS, default="network",
-                      help="what ranks the pool: the meta-learned network (default), or the "
+                      help="what ranks the pool: the meta-learned network, or the "
                            "surrogate's linear prior, an additive-cost model that ranks costs "
                            "(latency, energy) of unseen devices better")
 

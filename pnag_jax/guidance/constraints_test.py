@@ -6,6 +6,7 @@ import pytest
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.guidance import constraints
+from pnag_jax.guidance import run as guidance_run
 from pnag_jax.spaces import get_space
 
 
@@ -44,6 +45,10 @@ def test_a_table_task_without_the_tables_names_them_not_a_typo(tmp_path, monkeyp
                           "tables: a data directory holding nb201/ (--data-dir or "
                           "$PNAG_DATA_DIR)")
   assert constraints.parse("params<=1e6", bare).bound == 1e6  # formulas need no tables
+  # The same for `pnag generate --objective`.
+  with pytest.raises(PnagError, match=r"^--objective 'lat_pixel3' needs the NB201 tables"):
+    guidance_run.function_task(bare, "lat_pixel3", get_space("nb201"), "--objective")
+  assert guidance_run.function_task(bare, "params", get_space("nb201"), "--objective").is_function
 
 
 def test_each_operator_keeps_exactly_its_side_of_the_bound_and_nan_fails_both():

@@ -132,7 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="fine-tune the surrogate on the references for N steps first (test-time "
                  "adaptation: worth it with tens of references)")
   p.add_argument("--predictor", choices=adapt.PREDICTORS, default="network",
-                 help="the meta-learned network (default), or the surrogate's linear prior: "
+                 help="the meta-learned network, or the surrogate's linear prior: "
                  "an additive-cost model that ranks costs (latency, energy) of unseen "
                  "devices better")
 
@@ -158,6 +158,8 @@ def print_guided(r: dict) -> None:
 def function_task(known: dict, name: str, space, flag: str):
   """The known task `name`, which must score any arch (a function, not a table)."""
   if name not in known:
+    # Without the tables only formula tasks are known: a table task's name is no typo.
+    tasks_lib.require_tables(known, f"{flag} {name!r}")
     funcs = [n for n, t in known.items() if t.is_function]
     hint = (" (OFA's ofa_acc and note10_latency need the data directory's mbv3/: "
             "--data-dir or $PNAG_DATA_DIR)" if space.name.startswith("mbv3") else "")

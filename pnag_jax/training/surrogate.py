@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax import tasks as tasks_lib
-from pnag_jax.data import DATA_DIR_HELP, ENV_VAR, has_tables, tables_for
+from pnag_jax.data import DATA_DIR_HELP
 from pnag_jax.errors import PnagError
 from pnag_jax.models import linear_prior as linear_lib
 from pnag_jax.spaces import SPACE_NAMES, get_space
@@ -412,14 +412,10 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
   """
   space = get_space(cfg.space)
   if tasks is None:
-    if has_tables(space.name) and tables_for(space.name, data_dir) is None:
-      # Without them only the formula tasks (params, flops) are left, and split_tasks
-      # would only say that too few tasks are allowed. (To become the tasks package's
-      # shared "needs the NB201 tables" helper once it exists.)
-      raise PnagError(f"meta-training on {space.name} needs the NB201 tables, and none "
-                      f"were found: pass --data-dir (a directory holding nb201/) or set "
-                      f"${ENV_VAR}")
     tasks = tasks_lib.builtin_tasks(space.name, data_dir)
+    # Without them only the formula tasks (params, flops) are left, and split_tasks
+    # would only say that too few tasks are allowed.
+    tasks_lib.require_tables(tasks, f"meta-training on {space.name}")
   train_names, val_names, excluded = split_tasks(cfg, tasks)
   frozen = {**cfg.frozen(), "excluded_tasks": tuple(excluded)}
   # Recorded, and checked on resume where recorded: another data dir (or a table added
