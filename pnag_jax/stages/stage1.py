@@ -96,13 +96,17 @@ class Stage1Config:
     space = get_space(self.space)
     if not space.enumerable:  # NB201 has its fixed 50/50 split
       config_lib.check_at_least(self, ("train_size", "heldout_size"), 1)
-    # `msq.scale_schedule` would clamp more scales than the sizes first_scale..N to all
-    # of them, while the config (and the run's frozen settings) kept the number asked.
-    most = space.num_nodes - min(self.first_scale, space.num_nodes) + 1
+    # `msq.scale_schedule` would clamp a first scale past N, or more scales than the
+    # sizes first_scale..N, while the config (and the run's frozen settings) kept the
+    # values asked.
+    n = space.num_nodes
+    if self.first_scale > n:
+      raise PnagError(f"first_scale must be <= {n} for {space.name} (its node count), "
+                      f"got {self.first_scale}")
+    most = n - self.first_scale + 1
     if self.num_scales > most:
       raise PnagError(f"num_scales must be <= {most} for {space.name} (scales "
-                      f"{min(self.first_scale, space.num_nodes)}..{space.num_nodes}; 0: all "
-                      f"of them), got {self.num_scales}")
+                      f"{self.first_scale}..{n}; 0: all of them), got {self.num_scales}")
     config_lib.check_seed(self.seed)
     if self.scc_t_max < -1:
       raise PnagError(f"scc_t_max must be -1 (all steps) or a step count >= 0, "

@@ -94,9 +94,9 @@ def test_bad_workdirs_are_one_line_errors(untrained_run, stage1_saver, tmp_path)
   assert "\n" not in str(err.value) and "corrupt" in str(err.value)
 
 
-def test_more_scales_than_the_space_has_sizes_is_refused():
-  # NB201 has N = 8: scales 3..8, six of them. More were clamped to six while the
-  # config and the frozen settings kept the number asked for.
+def test_scales_beyond_the_spaces_sizes_are_refused():
+  # NB201 has N = 8: scales 3..8, six of them. More, or a first scale past 8, were
+  # clamped while the config and the frozen settings kept the values asked for.
   assert stage1.make_config("quick", overrides=["num_scales=6"]).scales(8) == (3, 4, 5, 6, 7,
                                                                               8)
   with pytest.raises(PnagError, match=r"^num_scales must be <= 6 for nb201 \(scales 3\.\.8; "
@@ -104,6 +104,9 @@ def test_more_scales_than_the_space_has_sizes_is_refused():
     stage1.make_config("quick", overrides=["num_scales=99"])
   with pytest.raises(PnagError, match="num_scales must be <= 3 for nb201 .scales 6..8"):
     stage1.make_config("quick", overrides=["first_scale=6", "num_scales=4"])
+  with pytest.raises(PnagError, match=r"^first_scale must be <= 8 for nb201 \(its node count\), "
+                                      r"got 9$"):
+    stage1.make_config("quick", overrides=["first_scale=9"])
   with pytest.raises(PnagError, match="num_scales must be <= 6 for nb201"):  # a resume's --set
     config_lib.with_overrides(stage1.make_config("quick"), ["num_scales=7"], where="W")
   n = get_space("mbv3").num_nodes
