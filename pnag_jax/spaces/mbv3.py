@@ -91,9 +91,9 @@ class MBV3Space(base.SearchSpace):
     if not isinstance(d, dict):
       raise ArchStringError(f"OFA dict: expected a dict, got {type(d).__name__}")
     d, r = _without_ofa_extras(d)
-    if r is not None and _resolution(r) != RESOLUTIONS[-1]:
+    if r is not None and r != RESOLUTIONS[-1]:
       raise ArchStringError(f"OFA dict: mbv3 subnets run at {RESOLUTIONS[-1]} px, got 'r' = "
-                            f"{parsing.short_repr(r)}; the mbv3_r space searches the resolution")
+                            f"{r}; the mbv3_r space searches the resolution")
     expected = [k for k, _, _ in _NATIVE_KEYS]
     missing = [k for k in expected if k not in d]
     unknown = [k for k in d if k not in expected]
@@ -253,8 +253,8 @@ RESOLUTIONS = (160, 176, 192, 208, 224)
 _R = _NUM_GENES  # the resolution gene's index
 
 
-def _without_ofa_extras(d: dict) -> tuple[dict, Any]:
-  """(`d` without OFA's `wid` and `r` keys, `r` as given or None).
+def _without_ofa_extras(d: dict) -> tuple[dict, int | None]:
+  """(`d` without OFA's `wid` and `r` keys, the resolution `r` names, or None if absent).
 
   OFA's own subnet dicts carry `"wid": null` (its MobileNetV3 has one width) and, from
   its tutorial, the resolution; both spaces read them.
@@ -262,7 +262,8 @@ def _without_ofa_extras(d: dict) -> tuple[dict, Any]:
   if d.get("wid", None) is not None:
     raise ArchStringError(f"OFA dict: 'wid' must be null (OFA's MobileNetV3 has one "
                           f"width), got {parsing.short_repr(d['wid'])}")
-  return {k: v for k, v in d.items() if k not in ("r", "wid")}, d.get("r")
+  r = _resolution(d["r"]) if "r" in d else None
+  return {k: v for k, v in d.items() if k not in ("r", "wid")}, r
 
 
 def _resolution(r: Any) -> int:
@@ -313,7 +314,7 @@ class MBV3ResolutionSpace(MBV3Space):
       raise ArchStringError("OFA dict: missing key 'r' (the input resolution, one of "
                             f"{list(RESOLUTIONS)})")
     genes = super().from_native(rest)
-    return np.concatenate([genes, [RESOLUTIONS.index(_resolution(r))]]).astype(np.int32)
+    return np.concatenate([genes, [RESOLUTIONS.index(r)]]).astype(np.int32)
 
   def to_native(self, genes: np.ndarray) -> dict[str, Any]:
     """Genes `int[46]` to the OFA dict with `r` (plain Python ints; ks, e, d, r)."""

@@ -323,6 +323,8 @@ def test_mbv3_reads_ofas_spelling_at_its_own_resolution():
     SPACE.from_native({**HAND_DICT, "r": 192})
   with pytest.raises(ArchStringError, match="'wid' must be null"):
     SPACE.from_native({**HAND_DICT, "wid": 1.0})
+  with pytest.raises(ArchStringError, match="'r' = None is not one of"):
+    SPACE.from_native({**HAND_DICT, "r": None})
 
 
 @pytest.mark.parametrize("bad, fragment", [
@@ -330,6 +332,7 @@ def test_mbv3_reads_ofas_spelling_at_its_own_resolution():
     ({**HAND_DICT, "r": 200}, "'r' = 200 is not one of [160, 176, 192, 208, 224]"),
     ({**HAND_DICT, "r": [192, 224]}, "'r' = [192, 224] is not one of"),
     ({**HAND_DICT, "r": True}, "'r' = True is not one of"),
+    ({**HAND_DICT, "r": None}, "'r' = None is not one of"),
     ({**HAND_DICT, "r": 192, "wid": 1.2}, "'wid' must be null"),
     ({**HAND_DICT, "r": 192, "w": 1}, "unknown keys ['w']"),
     ({"ks": [3] * 19, "e": [3] * 20, "d": [2] * 5, "r": 160}, "'ks' must have 20 entries"),

@@ -9,11 +9,19 @@ A trainer asks both of `resumed`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
 
 REPORT = "report.json"
+#: The report's own record of its config: `config.json` is rewritten when a run starts,
+#: before its report is, so a kill in between leaves the two of different configs.
+CONFIG_HASH = "config_sha256"
+
+
+def _sha256(text: str) -> str:
+  return hashlib.sha256(text.encode()).hexdigest()
 
 
 def write_final(out_dir: Path, step: int, report: dict) -> None:
@@ -25,7 +33,10 @@ def write_final(out_dir: Path, step: int, report: dict) -> None:
 
 def write_report(out_dir: Path, report: dict) -> None:
   """Writes `report.json` atomically (a reader never sees half a report; a killed run
-  keeps the old one)."""
+  keeps the old one), marked with the hash of the `config.json` it was measured under."""
+  config = out_dir / "config.json"
+  if config.is_file():
+    report = {**report, CONFIG_HASH: _sha256(config.read_text())}
   tmp = out_dir / f"{REPORT}.tmp"
   tmp.write_text(json.dumps(report, indent=2))
   tmp.replace(out_dir / REPORT)
@@ -74,7 +85,10 @@ def finished(out_dir: Path, step: int, config_json: str) -> dict | None:
   report = _read_report(out_dir)
   if report is None or report.get("steps") != step:
     return None
-  try:
+  if CONFIG_HASH in report:
+    made_under = report.pop(CONFIG_HASH)  # the file's bookkeeping, not a figure
+    return report if made_under == _sha256(config_json) else None
+  try:  # a report written before it carried its config's hash
     same = (out_dir / "config.json").read_text() == config_json
   except OSError:
     return None

@@ -20,15 +20,22 @@ def test_a_finished_report_is_one_of_that_step_and_config(tmp_path):
   assert reports.finished(tmp_path, 10, "{}") is None  # no report
   (tmp_path / "config.json").write_text('{"a": 1}')
   reports.write_report(tmp_path, {"steps": 10, "x": 1})
-  assert reports.finished(tmp_path, 10, '{"a": 1}') == {"steps": 10, "x": 1}
+  done = reports.finished(tmp_path, 10, '{"a": 1}')
+  assert done == {"steps": 10, "x": 1}  # as written, without the file's config hash
+  assert reports.CONFIG_HASH in json.loads((tmp_path / "report.json").read_text())
   assert reports.finished(tmp_path, 12, '{"a": 1}') is None
   assert reports.finished(tmp_path, 10, '{"a": 2}') is None
+  # A run of another config rewrites config.json first and is killed before its report:
+  # the old report is still not that config's.
+  (tmp_path / "config.json").write_text('{"a": 2}')
+  assert reports.finished(tmp_path, 10, '{"a": 2}') is None
+  (tmp_path / "config.json").write_text('{"a": 1}')
   # A resume carries both over: the report only when nothing is left to train.
   assert reports.resumed({"train_seconds": 2.0}, tmp_path, 10, 10, '{"a": 1}') == (
-      {"steps": 10, "x": 1}, 2.0)
+      done, 2.0)
   assert reports.resumed({"train_seconds": 2.0}, tmp_path, 8, 10, '{"a": 1}') == (None, 2.0)
   (tmp_path / "report.json").write_text('{"steps": 10, "x"')  # a half-written one
   assert reports.finished(tmp_path, 10, '{"a": 1}') is None
   reports.write_final(tmp_path, 10, {"steps": 10})
-  assert json.loads((tmp_path / "report.json").read_text()) == {"steps": 10}
+  assert json.loads((tmp_path / "report.json").read_text())["steps"] == 10
   assert not (tmp_path / "report.json.tmp").exists()

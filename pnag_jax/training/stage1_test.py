@@ -127,6 +127,10 @@ def _bytes(workdir, *names):
   return {n: (workdir / "stage1" / n).read_bytes() for n in names}
 
 
+def _killed(*args, **kwargs):
+  raise KeyboardInterrupt  # as a kill at that point
+
+
 def test_train_seconds_total_every_invocation_and_a_finished_run_keeps_its_report(
     tmp_path, step_clock):
   step_clock(training)  # 1 s per step: train_seconds counts the steps trained
@@ -140,8 +144,15 @@ def test_train_seconds_total_every_invocation_and_a_finished_run_keeps_its_repor
   kept = _bytes(tmp_path, "report.json", "metrics.jsonl", "config.json")
   assert training.train_and_evaluate(cfg, tmp_path, progress=False) == report
   assert _bytes(tmp_path, "report.json", "metrics.jsonl", "config.json") == kept
-  # Another final evaluation asked for: a new report, still of the whole run's time.
-  other = training.train_and_evaluate(cfg.replace(eval_size=128), tmp_path, progress=False)
+  # Another final evaluation asked for, and the run killed during it: config.json is
+  # already the new config's, the report still the old one's. The rerun evaluates again:
+  # a new report, still of the whole run's time.
+  new = cfg.replace(eval_size=128)
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(training, "evaluate", _killed)
+    with pytest.raises(KeyboardInterrupt):
+      training.train_and_evaluate(new, tmp_path, progress=False)
+  other = training.train_and_evaluate(new, tmp_path, progress=False)
   assert other["num_evaluated"] == 128 and other["resumed_from"] == 12
   assert other["train_seconds"] == 12.0
 

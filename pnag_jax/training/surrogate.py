@@ -470,8 +470,10 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
                                 train_names)
         refit = True
     if done_report is not None:
-      # The network is unchanged, so are its figures: only a new prior's are measured.
-      if refit:
+      # The network is unchanged, so are its figures: only a new prior's are measured
+      # (or one whose measurement a kill cut short: the prior is saved before it).
+      if refit or (done_report.get("linear_prior") is None
+                   and stage.linear_prior_path(workdir).is_file()):
         done_report["linear_prior"] = _linear_report(
             cfg, space, workdir, excluded, [task_arrays(tasks[n]) for n in val_names])
         reports.write_report(out_dir, done_report)

@@ -14,6 +14,7 @@ from pnag_jax.guidance.rank import first_of_each_class
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import lineage
 from pnag_jax.stages import surrogate as stage
+from pnag_jax.training import reports
 from pnag_jax.training import surrogate as trainer
 
 
@@ -95,6 +96,10 @@ def test_excluded_tasks_are_never_read_and_are_frozen(tmp_path, synthetic_tasks)
   assert np.linalg.matrix_rank(run.linear_prior["tied_cov"] - 1e-4 * np.eye(31), tol=1e-3) <= 6
 
 
+def _killed(*args, **kwargs):
+  raise KeyboardInterrupt  # as a kill at that point
+
+
 def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic_tasks,
                                                              pnag_main):
   tasks = synthetic_tasks(SYNTHETIC, raising=("lat_z",))
@@ -108,6 +113,7 @@ def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic
   report_path = tmp_path / stage.NAME / "report.json"
   report = json.loads(report_path.read_text())
   report_path.write_text(json.dumps({**report, "linear_prior": None}))  # as its report was
+  del report[reports.CONFIG_HASH]  # the file's bookkeeping; not returned
   old = stage.load(tmp_path)
   assert old.linear_prior is None
   with pytest.raises(stage.PnagError, match="pnag train surrogate --workdir"):
@@ -118,8 +124,17 @@ def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic
   with pytest.MonkeyPatch.context() as m:
     # The network is unchanged: a finished run's rerun does not validate it again.
     m.setattr(stage, "predictor", lambda *a: pytest.fail("the network was validated again"))
+    # A kill while the new prior's figures are measured (the prior is saved first)
+    # loses nothing: the next rerun measures them.
+    m.setattr(trainer, "_linear_report", _killed)
+    with pytest.raises(KeyboardInterrupt):
+      trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False)
+    m.undo()
+    m.setattr(stage, "predictor", lambda *a: pytest.fail("the network was validated again"))
+    assert path.is_file()
     assert trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False) == report
-  assert json.loads(report_path.read_text()) == report  # the prior's figures back too
+  saved = json.loads(report_path.read_text())
+  assert saved.pop(reports.CONFIG_HASH) and saved == report  # the prior's figures back too
   again = stage.load(tmp_path)
   assert path.read_bytes() == kept  # a pure function of the training tasks
   assert lineage.params_sha256(again.params) == lineage.params_sha256(before.params)
