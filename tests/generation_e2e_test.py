@@ -15,7 +15,7 @@ import pytest
 def test_demo_trains_generates_and_reports(trained_run):
   workdir, out = trained_run
   assert f"workdir {workdir}" in out
-  assert "[1/3] stage 1 (quick preset): 120 steps" in out
+  assert "[1/3] stage 1 (quick preset): 120 steps, trained in " in out
   assert "generated 5,000 archs" in out
   assert "batch-1 latency" in out
   assert "cifar10_test_acc" in out
