@@ -93,10 +93,8 @@ def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGET
   space = run1.space
   known = tasks_lib.builtin_tasks(space.name, data_dir)
   for name in task_names:
-    if name not in known:
-      # Without the tables only formula tasks are known: a table task's name is no typo.
-      tasks_lib.require_tables(known, f"task {name!r}")
-      raise PnagError(f"unknown task {name!r}; see `pnag tasks --space {space.name}`")
+    tasks_lib.require_known(known, name, f"task {name!r}",
+                            f"unknown task {name!r}; see `pnag tasks --space {space.name}`")
   valid = valid_rows(space)
   if not 1 <= k <= int(valid.sum()):
     raise PnagError(f"--k must be in [1, {int(valid.sum()):,}] (the strictly valid archs "

@@ -50,8 +50,8 @@ from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 _BATCH = "batch"
 
 
-#: Architecture indices are folded into 32-bit PRNG keys.
-MAX_INDEX = 2**32 - 1
+#: Architecture indices are folded into 32-bit PRNG keys, as seeds are.
+MAX_INDEX = config_lib.MAX_SEED
 
 
 def check_range(num: int, *, start: int = 0, seed: int | None = None) -> None:

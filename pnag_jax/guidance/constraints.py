@@ -45,10 +45,8 @@ def parse(text: str, known: dict) -> Constraint:
     raise PnagError(f"--constraint {text!r}: expected TASK<=NUMBER or TASK>=NUMBER, "
                     "e.g. 'lat_pixel3<=5' or 'params<=1e6'")
   name, op, bound = m.groups()
-  if name not in known:
-    # Without the tables only formula tasks are known: a table task's name is no typo.
-    tasks_lib.require_tables(known, f"--constraint {text!r}: task {name!r}")
-    raise PnagError(f"--constraint {text!r}: unknown task {name!r} (see pnag tasks)")
+  tasks_lib.require_known(known, name, f"--constraint {text!r}: task {name!r}",
+                          f"--constraint {text!r}: unknown task {name!r} (see pnag tasks)")
   try:
     # Python reads "1_0" as 10: a typo, most likely, so not a number here.
     value = float(bound) if "_" not in bound else float("nan")

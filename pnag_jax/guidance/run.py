@@ -157,15 +157,13 @@ def print_guided(r: dict) -> None:
 
 def function_task(known: dict, name: str, space, flag: str):
   """The known task `name`, which must score any arch (a function, not a table)."""
-  if name not in known:
-    # Without the tables only formula tasks are known: a table task's name is no typo.
-    tasks_lib.require_tables(known, f"{flag} {name!r}")
-    funcs = [n for n, t in known.items() if t.is_function]
-    hint = (" (OFA's ofa_acc and note10_latency need the data directory's mbv3/: "
-            "--data-dir or $PNAG_DATA_DIR)" if space.name.startswith("mbv3") else "")
-    raise PnagError(f"{flag} {name!r}: unknown task of {space.name}; tasks that score any "
-                    f"arch: {', '.join(funcs)}{hint}")
-  task = known[name]
+  funcs = [n for n, t in known.items() if t.is_function]
+  hint = (" (OFA's ofa_acc and note10_latency need the data directory's mbv3/: "
+          "--data-dir or $PNAG_DATA_DIR)" if space.name.startswith("mbv3") else "")
+  task = tasks_lib.require_known(
+      known, name, f"{flag} {name!r}",
+      f"{flag} {name!r}: unknown task of {space.name}; tasks that score any arch: "
+      f"{', '.join(funcs)}{hint}")
   if not task.is_function and not space.enumerable:
     raise PnagError(f"{flag} {name!r} is a table task; it has no value for arbitrary "
                     f"{space.name} archs")

@@ -190,3 +190,13 @@ def require_tables(tasks: dict[str, Task], what: str) -> None:
     if has_tables(space) and all(t.is_function for t in tasks.values() if t.space == space):
       raise PnagError(f"{what} needs the {space.upper()} tables: a data directory holding "
                       f"{space}/ (--data-dir or ${ENV_VAR})")
+
+
+def require_known(tasks: dict[str, Task], name: str, what: str, unknown: str) -> Task:
+  """`tasks[name]`. Otherwise, as `require_tables`, the tables' message where they are
+  missing (without them only formula tasks are known, so a table task's name is no
+  typo), else `unknown`, the caller's one-line error."""
+  if name not in tasks:
+    require_tables(tasks, what)
+    raise PnagError(unknown)
+  return tasks[name]

@@ -55,11 +55,13 @@ def resumed(meta: Mapping[str, Any], out_dir: Path, step: int, total: int,
             config_json: str) -> tuple[dict | None, float]:
   """What a run resuming from checkpoint `step` (of `total`) carries over:
   (`finished`'s report, to return as it is, or None; `seconds_before`)."""
-  done = finished(out_dir, total, config_json) if step == total else None
-  return done, seconds_before(meta, out_dir, step)
+  report = _read_report(out_dir)
+  done = finished(out_dir, total, config_json, report) if step == total else None
+  return done, seconds_before(meta, out_dir, step, report)
 
 
-def seconds_before(meta: Mapping[str, Any], out_dir: Path, step: int) -> float:
+def seconds_before(meta: Mapping[str, Any], out_dir: Path, step: int,
+                   report: dict | None = None) -> float:
   """The training seconds of every invocation before this one, up to checkpoint `step`.
 
   The time of steps past the last checkpoint of a killed invocation is not counted:
@@ -69,20 +71,22 @@ def seconds_before(meta: Mapping[str, Any], out_dir: Path, step: int) -> float:
   """
   if "train_seconds" in meta:
     return float(meta["train_seconds"])
-  old = _read_report(out_dir)
+  old = _read_report(out_dir) if report is None else report
   if old is not None and old.get("steps") == step:
     return float(old.get("train_seconds") or 0.0)
   return 0.0
 
 
-def finished(out_dir: Path, step: int, config_json: str) -> dict | None:
+def finished(out_dir: Path, step: int, config_json: str,
+             report: dict | None = None) -> dict | None:
   """The report of a run already finished at `step` with this config, else None.
 
   A rerun with nothing left to train returns it unchanged: a new one would repeat the
   final evaluation for the same figures. Call it before the run rewrites
   `config.json`; another config (e.g. another `eval_size`) gets a new report.
+  `report` is `report.json` where the caller has read it already.
   """
-  report = _read_report(out_dir)
+  report = _read_report(out_dir) if report is None else dict(report)
   if report is None or report.get("steps") != step:
     return None
   if CONFIG_HASH in report:

@@ -363,9 +363,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
     model, params = stage2.init(cfg, run1.model, cond_dim)
     state = {"params": params, "opt_state": make_optimizer(opt).init(params)}
     if resuming:
-      params, opt_state, base_key, _ = ckpt.restore(
-          params_template=state["params"], opt_state_template=state["opt_state"])
-      state = {"params": params, "opt_state": opt_state}
+      # Before the restore: a refused resume, or a finished run, needs no weights.
       start = ckpt.latest_step()
       lineage.check_not_past(start, total, where=f"stage 2 in {workdir}",
                              limit=f"this run's {total} steps",
@@ -374,6 +372,9 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
                                                cfg.to_json())
       if report is not None:
         return report
+      params, opt_state, base_key, _ = ckpt.restore(
+          params_template=state["params"], opt_state_template=state["opt_state"])
+      state = {"params": params, "opt_state": opt_state}
     best = None
     if cfg.keep_best:
       # Two kept: a step past `start` (saved before a kill) goes, its predecessor stays.

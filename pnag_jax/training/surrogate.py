@@ -254,14 +254,8 @@ def episode_losses(net, space, genes, scores, mask, loss: LossSettings, qmask=No
   b, m, g = genes.shape
   kmax = mask.shape[1]
   emb = net.embed(space, genes.reshape(b * m, g)).reshape(b, m, -1)
-  one = functools.partial(_episode, net, loss)
-  if qmask is None:
-    # Meta-training's episodes have no padded query. No masking op enters its step:
-    # a where() or a weighted mean changes float rounding, and over 2,000 steps that
-    # is another surrogate than the one the reports were measured on.
-    return jax.vmap(lambda *a: one(*a, None))(
-        emb[:, :kmax], emb[:, kmax:], scores[:, :kmax], scores[:, kmax:], mask)
-  return jax.vmap(one)(
+  # `qmask=None` (a pytree without leaves) reaches `_episode` as it is.
+  return jax.vmap(functools.partial(_episode, net, loss))(
       emb[:, :kmax], emb[:, kmax:], scores[:, :kmax], scores[:, kmax:], mask, qmask)
 
 
@@ -270,6 +264,9 @@ def _episode(net, loss: LossSettings, ref_emb, q_emb, ref_s, q_s, mask, qmask):
   ref_z, mean, std, task = net.encode_task(ref_emb, ref_s, mask)
   pred = net.head(q_emb, ref_emb, ref_z, mask, task)
   if qmask is None:
+    # Meta-training's episodes have no padded query. No masking op enters its step:
+    # a where() or a weighted mean changes float rounding, and over 2,000 steps that
+    # is another surrogate than the one the reports were measured on.
     real, mean_of, std_of = (lambda x, fill: x), jnp.mean, jnp.std
   else:
     w = qmask.astype(pred.dtype)
@@ -454,11 +451,8 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       # Before config.json is rewritten; a finished run returns once its prior is there.
       done_report, seconds_before = reports.resumed(meta, out_dir, start, cfg.steps,
                                                     cfg.to_json())
-    state = jax.device_put(state, jax.devices()[0])
     # Data is read only now, after every check: a refused resume reads nothing.
     train = [task_arrays(tasks[n]) for n in train_names]
-    members = family_members(train)
-    mixing = mix_tables(train) if cfg.task_mix else None
     out_dir.mkdir(parents=True, exist_ok=True)
     # A pure function of the training tasks, so a resume (or a rerun of a finished
     # run, which is how runs from before it get one) writes the same prior.
@@ -479,6 +473,9 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
         reports.write_report(out_dir, done_report)
       return done_report
     (out_dir / "config.json").write_text(cfg.to_json())
+    state = jax.device_put(state, jax.devices()[0])
+    members = family_members(train)
+    mixing = mix_tables(train) if cfg.task_mix else None
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     t0 = time.perf_counter()
