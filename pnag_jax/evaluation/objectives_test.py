@@ -4,7 +4,10 @@ robustness columns it needs are checked before any output."""
 import shutil
 
 import numpy as np
+import pytest
 
+from pnag_jax import tasks as tasks_lib
+from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import objectives
 
 
@@ -34,3 +37,18 @@ def test_tables_without_the_robustness_columns_are_refused_before_any_output(
                                "columns rob_cifar10_clean, rob_cifar10_apgd_eps1, "
                                "rob_cifar10_fgsm_eps1 (nb201/nb201_robustness.csv)\n"), err
   assert not out.exists()
+
+
+def test_each_dataset_names_its_own_columns_and_excludes_itself(data_dir):
+  tasks = tasks_lib.builtin_tasks("nb201", data_dir)
+  for dataset in objectives.DATASETS:
+    named = objectives.objectives_for(dataset)
+    kept, excluded = tasks_lib.select_tasks(tasks, objectives.exclusion_for(dataset))
+    # The surrogate never reads an objective it is scored on, and reads every other
+    # dataset's columns.
+    assert set(named.values()) <= set(excluded)
+    assert all(t.startswith((f"rob_{dataset}_", f"{dataset}_")) for t in excluded), dataset
+    assert all(f"rob_{d}_clean" in kept for d in objectives.DATASETS if d != dataset)
+  assert objectives.OBJECTIVES["fgsm"] == "rob_cifar10_fgsm_eps1"
+  with pytest.raises(PnagError, match="unknown dataset 'cifar1'; datasets: cifar10, "):
+    objectives.objectives_for("cifar1")
