@@ -106,6 +106,7 @@ def test_bad_settings_fail_before_any_work(kw, fragment, tmp_path):
     (("families", "--seeds", "0"), "--seeds must be >= 1, got 0"),
     (("families", "--adapt-steps", "-1"), "--adapt-steps must be >= 0"),
     (("objectives", "--adapt-steps", "-1"), "--adapt-steps must be >= 0"),
+    (("objectives", "--dataset", "cifar1"), "invalid choice: 'cifar1'"),
     (("transfer", "--workdir", "W", "--adapt-steps", "-1"), "--adapt-steps and --scratch-steps"),
     (("transfer", "--workdir", "W", "--scratch-steps", "-1"), "--adapt-steps and --scratch-steps"),
     (("transfer", "--workdir", "W", "--guide", "ar", "--cfg-scale", "nan"), "--cfg-scale must be"),
