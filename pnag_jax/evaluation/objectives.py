@@ -57,7 +57,8 @@ def measured_rows(size: int, seed: int, objective: str, num: int) -> np.ndarray:
   """The `num` cells (table rows) measured for `objective` in `seed`: its own draw.
 
   Salted by a hash of the name. (A salt of its length once gave APGD and FGSM, both 4
-  letters, the same cells.)
+  letters, the same cells.) Not by the dataset: `--dataset` keeps CIFAR-10's draws,
+  so the datasets differ only in their tables and surrogates.
   """
   salt = zlib.crc32(objective.encode())
   return np.random.default_rng([seed, 50, salt]).choice(size, num, replace=False)
