@@ -26,13 +26,14 @@ import numpy as np
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
-from pnag_jax.evaluation.transfer import (TARGETS, add_surrogate_arguments, meta_trained,
-                                          nb201_sampler, seed_range)
+from pnag_jax.evaluation.transfer import (LABELS, TARGETS, add_surrogate_arguments,
+                                          meta_trained, nb201_sampler, seed_range)
 from pnag_jax.guidance import adapt, rank
 from pnag_jax.guidance import run as guided
 from pnag_jax.spaces import get_space
 
-DATASETS = ("cifar10", "cifar100", "imagenet16_120")
+#: The datasets of leave-dataset-out transfer, named as in their tasks.
+DATASETS = tuple(t.removesuffix("_test_acc") for t in TARGETS)
 
 
 def objectives_for(dataset: str) -> dict[str, str]:
@@ -49,8 +50,6 @@ def exclusion_for(dataset: str) -> tuple[str, ...]:
 
 
 OBJECTIVES = objectives_for("cifar10")
-LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet16_120": "ImageNet16-120"}
-EXCLUDE = exclusion_for("cifar10")
 
 
 def measured_rows(size: int, seed: int, objective: str, num: int) -> np.ndarray:
@@ -125,7 +124,7 @@ def _grid(table: dict, stat: str) -> list[list[str]]:
 
 
 def format_table(report: dict) -> str:
-  label = LABELS[report["dataset"]]
+  label = LABELS[f"{report['dataset']}_test_acc"]
   head = ["", *(f"{m} ({t})" for m, t in report["objectives"].items())]
   lines = [f"Objective-specific generation on NB201 / {label} (paper Table 5"
            f"{'' if report['dataset'] == 'cifar10' else ' protocol'}): "
@@ -145,8 +144,8 @@ def format_table(report: dict) -> str:
 def _plot(report: dict, path: Path) -> None:
   plt = reports.figure()
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+  names = list(report["objectives"])
   for ax, stat in zip(axes, ("max", "mean")):
-    names = list(report["objectives"])
     grid = np.array([[report["mean_over_seeds"][o][m][stat] for m in names] for o in names])
     # Per column, how far each set is from the best set on that objective.
     ax.imshow(grid - grid.max(0, keepdims=True), cmap="viridis")

@@ -56,12 +56,11 @@ def resumed(meta: Mapping[str, Any], out_dir: Path, step: int, total: int,
   """What a run resuming from checkpoint `step` (of `total`) carries over:
   (`finished`'s report, to return as it is, or None; `seconds_before`)."""
   report = _read_report(out_dir)
-  done = finished(out_dir, total, config_json, report) if step == total else None
-  return done, seconds_before(meta, out_dir, step, report)
+  done = _finished(report, out_dir, total, config_json) if step == total else None
+  return done, _seconds_before(meta, report, step)
 
 
-def seconds_before(meta: Mapping[str, Any], out_dir: Path, step: int,
-                   report: dict | None = None) -> float:
+def seconds_before(meta: Mapping[str, Any], out_dir: Path, step: int) -> float:
   """The training seconds of every invocation before this one, up to checkpoint `step`.
 
   The time of steps past the last checkpoint of a killed invocation is not counted:
@@ -69,31 +68,36 @@ def seconds_before(meta: Mapping[str, Any], out_dir: Path, step: int,
   recorded have none: for them it is the `train_seconds` of a `report.json` written at
   that same step (which covered only that run's last invocation), else 0.
   """
+  return _seconds_before(meta, _read_report(out_dir), step)
+
+
+def _seconds_before(meta: Mapping[str, Any], report: dict | None, step: int) -> float:
   if "train_seconds" in meta:
     return float(meta["train_seconds"])
-  old = _read_report(out_dir) if report is None else report
-  if old is not None and old.get("steps") == step:
-    return float(old.get("train_seconds") or 0.0)
+  if report is not None and report.get("steps") == step:
+    return float(report.get("train_seconds") or 0.0)
   return 0.0
 
 
-def finished(out_dir: Path, step: int, config_json: str,
-             report: dict | None = None) -> dict | None:
+def finished(out_dir: Path, step: int, config_json: str) -> dict | None:
   """The report of a run already finished at `step` with this config, else None.
 
   A rerun with nothing left to train returns it unchanged: a new one would repeat the
   final evaluation for the same figures. Call it before the run rewrites
   `config.json`; another config (e.g. another `eval_size`) gets a new report.
-  `report` is `report.json` where the caller has read it already.
   """
-  report = _read_report(out_dir) if report is None else dict(report)
+  return _finished(_read_report(out_dir), out_dir, step, config_json)
+
+
+def _finished(report: dict | None, out_dir: Path, step: int, config_json: str) -> dict | None:
   if report is None or report.get("steps") != step:
     return None
+  # The config hash is the file's bookkeeping, not a figure: left out of the report.
+  figures = {k: v for k, v in report.items() if k != CONFIG_HASH}
   if CONFIG_HASH in report:
-    made_under = report.pop(CONFIG_HASH)  # the file's bookkeeping, not a figure
-    return report if made_under == _sha256(config_json) else None
+    return figures if report[CONFIG_HASH] == _sha256(config_json) else None
   try:  # a report written before it carried its config's hash
     same = (out_dir / "config.json").read_text() == config_json
   except OSError:
     return None
-  return report if same else None
+  return figures if same else None
