@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pnag_jax import atomic
+
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
             "with_nb201_metrics": bool(args.data_dir), "machine": platform.platform(),
             "cpu_count": os.cpu_count(), "stdout": shown(r.stdout).strip().splitlines()}
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+  atomic.write_json(args.out, report)
   print(json.dumps({k: v for k, v in report.items() if k != "stdout"}, indent=2))
   return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jax
 
-from pnag_jax import metrics
+from pnag_jax import atomic, metrics
 from pnag_jax.data import NB201Data
 from pnag_jax.data.splits import nb201_split
 from pnag_jax.spaces import get_space, nb201
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     print(json.dumps(row), flush=True)
   report = {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "rows": rows}
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+  atomic.write_json(args.out, report)
   return 0
 
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pnag_jax import atomic
 from pnag_jax.generation import multihost, parts
 
 
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
       "command": f"python eval/bench_multihost.py --workdir {args.workdir} --num {args.num}",
   }
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+  atomic.write_json(args.out, report)
   print(json.dumps({k: v for k, v in report.items() if k not in ("single", "multi")}, indent=2))
   print(f"single {single_wall:.1f} s, {args.processes} x {args.devices} devices "
         f"{multi_wall:.1f} s (+ merge {merge_wall:.1f} s); byte-identical: {identical}")

@@ -10,7 +10,6 @@ as the best of `--repeats` calls with `block_until_ready`. Archs/s = batch / sec
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from pnag_jax import atomic
 from pnag_jax.spaces import SPACE_NAMES, get_space
 
 
@@ -85,9 +85,7 @@ def main() -> None:
     report["spaces"][name] = bench_space(name, args.batch_sizes, args.repeats)
   path = Path(args.out)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(report, indent=2))
-  tmp.replace(path)  # atomic: a killed run never leaves half a report
+  atomic.write_json(path, report)
   print(f"wrote {path}")
 
 

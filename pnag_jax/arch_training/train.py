@@ -23,6 +23,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 import pnag_jax
+from pnag_jax import atomic
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax.arch_training.datasets import Dataset, load_dataset
@@ -170,7 +171,7 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
         params = {**params, "rng_counts": fresh}
       state = {"model": params, "opt_state": opt_state}
       start = ckpt.latest_step()
-    (workdir / "config.json").write_text(cfg.to_json())
+    atomic.write_text(workdir / "config.json", cfg.to_json())
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start * steps_per_epoch,
@@ -207,9 +208,7 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
       "params": num_params, "flops_per_example": flops, "history": history,
       "device": str(jax.devices()[0]),
   }
-  tmp = workdir / "report.json.tmp"
-  tmp.write_text(json.dumps(report, indent=2))
-  tmp.replace(workdir / "report.json")
+  atomic.write_json(workdir / "report.json", report)
   return report
 
 

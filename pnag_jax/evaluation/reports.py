@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import Sequence
 
 import jax
 
+from pnag_jax import atomic
+from pnag_jax.atomic import write_json  # re-exported: every protocol writes its JSON here
 from pnag_jax.errors import PnagError
 
 
@@ -28,18 +29,10 @@ def out_dir(path: str | Path) -> Path:
   return path
 
 
-def write_json(path: Path, obj) -> Path:
-  """Atomic: readers never see half a report, and a killed run keeps the old one."""
-  tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-  os.replace(tmp, path)
-  return path
-
-
 def write_outputs(out: Path, name: str, report: dict, format_table, plot) -> None:
   """`out/name.json`, `name.md` (`format_table(report)`) and `name.png` (`plot(report, path)`)."""
   write_json(out / f"{name}.json", report)
-  (out / f"{name}.md").write_text(format_table(report) + "\n")
+  atomic.write_text(out / f"{name}.md", format_table(report) + "\n")
   plot(report, out / f"{name}.png")
 
 
@@ -51,10 +44,11 @@ def figure():
 
 
 def save_figure(fig, path: Path) -> Path:
-  tmp = path.with_name(path.stem + f".tmp{os.getpid()}" + path.suffix)
-  fig.savefig(tmp, dpi=120, bbox_inches="tight")
-  figure().close(fig)
-  os.replace(tmp, path)
+  try:
+    with atomic.replacing(path) as tmp:
+      fig.savefig(tmp, dpi=120, bbox_inches="tight")
+  finally:
+    figure().close(fig)
   return path
 
 

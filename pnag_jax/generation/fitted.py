@@ -17,7 +17,6 @@ Unseen codewords get probability 0 (log-prob -inf), so they are never drawn.
 from __future__ import annotations
 
 import functools
-import os
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +24,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from pnag_jax import atomic
 from pnag_jax.errors import PnagError
 from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 
@@ -96,11 +96,10 @@ def save_priors(priors: FittedPriors, path: str | Path) -> None:
   """Atomic: a run killed mid-write leaves the previous file (or none), never half of one."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-  np.savez(tmp, version=_VERSION, latent_mean=priors.latent_mean,
-           latent_std=priors.latent_std, code_logprobs=priors.code_logprobs,
-           num_archs=priors.num_archs)
-  os.replace(tmp, path)
+  with atomic.replacing(path) as tmp:
+    np.savez(tmp, version=_VERSION, latent_mean=priors.latent_mean,
+             latent_std=priors.latent_std, code_logprobs=priors.code_logprobs,
+             num_archs=priors.num_archs)
 
 
 def load_priors(path: str | Path, run: Stage1Run | None = None) -> FittedPriors:

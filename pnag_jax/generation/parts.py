@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from pnag_jax import atomic
 from pnag_jax.errors import PnagError
 
 MANIFEST_FORMAT = "pnag-manifest/1"
@@ -71,14 +71,6 @@ def file_sha256(path: str | Path) -> str:
     while block_ := f.read(1 << 22):
       h.update(block_)
   return h.hexdigest()
-
-
-def write_json(path: str | Path, obj: dict) -> None:
-  """Writes `obj` to `path` atomically: a reader sees the old file or the whole new one."""
-  path = Path(path)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2) + "\n")
-  os.replace(tmp, path)
 
 
 def read_json(path: Path, what: str, fmt: str | None = None) -> dict:
@@ -188,20 +180,14 @@ def merge(out: str | Path) -> dict:
       block(man["num"], man["parts"], i) for i in range(man["parts"])]:
     raise PnagError(f"{man_file} does not list parts 0 .. {man['parts'] - 1} in order")
   files = [_check_sidecar(out, man, e, i) for i, e in enumerate(entries)]
-  partial = out.with_name(out.name + ".partial")
-  try:
-    with partial.open("wb") as dst:
-      for f, entry in zip(files, entries):
-        h = hashlib.sha256()
-        with f.open("rb") as src:
-          while data := src.read(1 << 22):
-            dst.write(data)
-            h.update(data)
-        if h.hexdigest() != entry["sha256"]:
-          raise PnagError(f"part {f.name} does not match its sha256 (changed or truncated "
-                          "since it was written): rerun the generate command")
-  except BaseException:
-    partial.unlink(missing_ok=True)
-    raise
-  os.replace(partial, out)
+  with atomic.replacing(out) as tmp, tmp.open("wb") as dst:
+    for f, entry in zip(files, entries):
+      h = hashlib.sha256()
+      with f.open("rb") as src:
+        while data := src.read(1 << 22):
+          dst.write(data)
+          h.update(data)
+      if h.hexdigest() != entry["sha256"]:
+        raise PnagError(f"part {f.name} does not match its sha256 (changed or truncated "
+                        "since it was written): rerun the generate command")
   return man

@@ -6,6 +6,7 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
+from pnag_jax import atomic
 from pnag_jax.errors import PnagError
 from pnag_jax.generation import parts
 
@@ -28,9 +29,9 @@ def _write_run(out, num, count, seed=0, run="r0"):
     side = {"format": parts.SIDECAR_FORMAT, "run": run, "seed": seed, "num": num, "part": i,
             "parts": count, "start": start, "stop": stop, "count": stop - start,
             "bytes": len(text), "sha256": parts.file_sha256(f)}
-    parts.write_json(parts.sidecar_path(f), side)
+    atomic.write_json(parts.sidecar_path(f), side)
     sidecars.append(side)
-  parts.write_json(parts.manifest_path(out), parts.manifest(out, sidecars[::-1]))
+  atomic.write_json(parts.manifest_path(out), parts.manifest(out, sidecars[::-1]))
   return _HEADER + _rows(0, num, seed)
 
 
@@ -96,7 +97,7 @@ def test_merge_refuses_a_part_changed_after_it_was_written(tmp_path):
   part.write_text(part.read_text().replace("a0_7", "a0_8"))
   with pytest.raises(PnagError, match="does not match its sha256"):
     parts.merge(out)
-  assert not out.exists() and not (tmp_path / "archs.csv.partial").exists()
+  assert not out.exists() and not list(tmp_path.glob("archs.tmp*"))
 
 
 def test_merge_refuses_a_sidecar_rewritten_by_another_run(tmp_path):
@@ -173,7 +174,7 @@ def test_merge_refuses_a_malformed_manifest_in_one_line(tmp_path, damage):
   _write_run(out, 10, 2)
   man = json.loads(parts.manifest_path(out).read_text())
   damage(man)
-  parts.write_json(parts.manifest_path(out), man)
+  atomic.write_json(parts.manifest_path(out), man)
   with pytest.raises(PnagError, match="is malformed") as e:
     parts.merge(out)
   assert "\n" not in str(e.value) and not out.exists()
@@ -185,4 +186,4 @@ def test_merge_onto_a_directory_is_refused_before_writing(tmp_path):
   out.mkdir()
   with pytest.raises(PnagError, match="is a directory"):
     parts.merge(out)
-  assert not (tmp_path / "archs.csv.partial").exists()
+  assert not list(tmp_path.glob("archs.tmp*"))

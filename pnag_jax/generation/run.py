@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from pnag_jax import atomic
 from pnag_jax import data as data_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.generation import multihost, output, parts
@@ -162,7 +163,7 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
                "format_valid": counts["format_valid"],
                "seconds": time.perf_counter() - t_part, "host": socket.gethostname(),
                "local_devices": len(sampler.spec.mesh.devices.flat)}
-    parts.write_json(parts.sidecar_path(part_file), sidecar)
+    atomic.write_json(parts.sidecar_path(part_file), sidecar)
   else:
     sidecar = parts.read_json(parts.sidecar_path(part_file), "sidecar")
   multihost.publish(f"part/{pid}", {**sidecar, "regenerated": regenerated})
@@ -178,7 +179,7 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
         validity=sum(s["format_valid"] for s in sidecars) / num,
         strict_validity=valid / num, seconds=time.perf_counter() - t0,
         regenerated_parts=[s["part"] for s in sidecars if s["regenerated"]])
-    parts.write_json(parts.manifest_path(out), man)
+    atomic.write_json(parts.manifest_path(out), man)
     summary["manifest"] = str(parts.manifest_path(out))
     summary["validity"], summary["strict_validity"] = man["validity"], man["strict_validity"]
   multihost.shutdown()

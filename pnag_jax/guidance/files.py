@@ -1,7 +1,7 @@
 """Files of scored architectures (`pnag predict`, guided `pnag generate`).
 
-Rows are written to `F.partial` and renamed when complete, so a failed run leaves no
-output file behind and never clobbers an existing one. Columns: `arch` (the native
+Files are written atomically (`atomic.replacing`), so a failed run leaves no output
+file behind and never clobbers an existing one. Columns: `arch` (the native
 string, which `tasks.read_archs` reads back), `predicted_score`, then any extra
 columns (NB201: the index and the test accuracies when a data directory is given).
 Objective-guided search (`write_records`) writes `arch` and its own columns.
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from pnag_jax import atomic
 from pnag_jax.generation.output import check_output
 
 
@@ -55,17 +55,12 @@ def write_records(path: str | Path, space, genes: np.ndarray,
 
 
 def _write_rows(path: Path, names: list[str], values: list[list]) -> None:
-  """Columns `values` under `names` to `path` (.csv, else .jsonl) via `F.partial`."""
-  partial = path.with_name(path.name + ".partial")
-  try:
-    with partial.open("w", newline="") as f:
-      if path.suffix.lower() == ".csv":
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(names)
-        w.writerows(zip(*values))
-      else:
-        for row in zip(*values):
-          f.write(json.dumps(dict(zip(names, row))) + "\n")
-    os.replace(partial, path)
-  finally:
-    partial.unlink(missing_ok=True)
+  """Columns `values` under `names` to `path` (.csv, else .jsonl), atomically."""
+  with atomic.replacing(path) as tmp, tmp.open("w", newline="") as f:
+    if path.suffix.lower() == ".csv":
+      w = csv.writer(f, lineterminator="\n")
+      w.writerow(names)
+      w.writerows(zip(*values))
+    else:
+      for row in zip(*values):
+        f.write(json.dumps(dict(zip(names, row))) + "\n")

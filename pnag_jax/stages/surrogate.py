@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from pnag_jax import atomic
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax.padding import pow2_at_least
@@ -423,10 +423,8 @@ def save_linear_prior(workdir: str | Path, prior: dict, excluded_tasks, train_ta
   path = linear_prior_path(workdir)
   path.parent.mkdir(parents=True, exist_ok=True)
   about = json.dumps({"excluded_tasks": list(excluded_tasks), "train_tasks": list(train_tasks)})
-  tmp = path.with_name(path.name + ".tmp")
-  with tmp.open("wb") as f:
-    np.savez(f, **linear_lib.gaussians(prior), tasks=prior["tasks"], about=np.asarray(about))
-  os.replace(tmp, path)
+  with atomic.replacing(path) as tmp:
+    np.savez(tmp, **linear_lib.gaussians(prior), tasks=prior["tasks"], about=np.asarray(about))
   return path
 
 

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from pnag_jax import atomic
+
 REPORT = "report.json"
 #: The report's own record of its config: `config.json` is rewritten when a run starts,
 #: before its report is, so a kill in between leaves the two of different configs.
@@ -37,9 +39,7 @@ def write_report(out_dir: Path, report: dict) -> None:
   config = out_dir / "config.json"
   if config.is_file():
     report = {**report, CONFIG_HASH: _sha256(config.read_text())}
-  tmp = out_dir / f"{REPORT}.tmp"
-  tmp.write_text(json.dumps(report, indent=2))
-  tmp.replace(out_dir / REPORT)
+  atomic.write_json(out_dir / REPORT, report)
 
 
 def _read_report(out_dir: Path) -> dict | None:

@@ -38,4 +38,4 @@ def test_a_finished_report_is_one_of_that_step_and_config(tmp_path):
   assert reports.finished(tmp_path, 10, '{"a": 1}') is None
   reports.write_final(tmp_path, 10, {"steps": 10})
   assert json.loads((tmp_path / "report.json").read_text())["steps"] == 10
-  assert not (tmp_path / "report.json.tmp").exists()
+  assert not list(tmp_path.glob("*.tmp*"))

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from pnag_jax import atomic
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax.data import DATA_DIR_HELP, resolve_data_dir
@@ -206,7 +207,7 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
     # alike, so a resumed run hits the same compiled step as a fresh one.
     state, base_key = jax.device_put((state, base_key), jax.devices()[0])
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(cfg.to_json())
+    atomic.write_text(out_dir / "config.json", cfg.to_json())
 
     end = total if stop_after is None else min(total, stop_after)
     t0 = time.perf_counter()

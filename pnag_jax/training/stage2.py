@@ -30,6 +30,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from pnag_jax import atomic
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax.errors import PnagError
@@ -385,7 +386,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
     state, base_key, codebook, tables = jax.device_put((state, base_key, codebook, tables),
                                                        jax.devices()[0])
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(cfg.to_json())
+    atomic.write_text(out_dir / "config.json", cfg.to_json())
 
     end = total if stop_after is None else min(total, stop_after)
     t0 = time.perf_counter()

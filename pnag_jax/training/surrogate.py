@@ -34,6 +34,7 @@ import optax
 import scipy.stats
 from tqdm.auto import tqdm
 
+from pnag_jax import atomic
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax import config as config_lib
 from pnag_jax import tasks as tasks_lib
@@ -472,7 +473,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
             cfg, space, workdir, excluded, [task_arrays(tasks[n]) for n in val_names])
         reports.write_report(out_dir, done_report)
       return done_report
-    (out_dir / "config.json").write_text(cfg.to_json())
+    atomic.write_text(out_dir / "config.json", cfg.to_json())
     state = jax.device_put(state, jax.devices()[0])
     members = family_members(train)
     mixing = mix_tables(train) if cfg.task_mix else None
