@@ -13,12 +13,12 @@ but keeps the same activations alive for the backward pass.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
+from pnag_jax import atomic
 from pnag_jax.evaluation import reports
 from pnag_jax.stages import stage1
 from pnag_jax.stages import stage2
@@ -61,14 +61,14 @@ def main() -> None:
   rows = [step_memory(w, args.batch, m) for w in args.stage1 for m in args.micro_batches]
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "memory.json").write_text(json.dumps(
-      {"rows": rows, "preset": "paper", "machine": reports.machine()}, indent=1))
+  atomic.write_json(out / "memory.json",
+                    {"rows": rows, "preset": "paper", "machine": reports.machine()})
   gib = lambda b: f"{b / 2**30:.2f}"
   lines = ["| space | tokens | batch | micro-batches | temporaries GiB | arguments GiB |",
            "|---|---:|---:|---|---:|---:|"]
   lines += [f"| {r['space']} | {r['tokens']} | {r['batch']} | {r['micro_batches']} | "
             f"{gib(r['temp_bytes'])} | {gib(r['argument_bytes'])} |" for r in rows]
-  (out / "memory.md").write_text("\n".join(lines) + "\n")
+  atomic.write_text(out / "memory.md", "\n".join(lines) + "\n")
   print("\n".join(lines))
 
 

@@ -202,9 +202,15 @@ def compare_generated(old: dict, new: dict) -> tuple[bool, str]:
   return True, "identical"
 
 
+def _priors_files(d: Path) -> list[str]:
+  """`step_<N>.npz` names (not a killed write's `step_<N>.tmp<pid>-<token>.npz`)."""
+  if not d.is_dir():
+    return []
+  return sorted(p.name for p in d.glob("step_*.npz") if p.stem[5:].isdigit())
+
+
 def compare_priors(old_dir: Path, new_dir: Path) -> dict:
-  old_files = sorted(p.name for p in old_dir.glob("step_*.npz")) if old_dir.is_dir() else []
-  new_files = sorted(p.name for p in new_dir.glob("step_*.npz")) if new_dir.is_dir() else []
+  old_files, new_files = _priors_files(old_dir), _priors_files(new_dir)
   out = {"old_files": old_files, "new_files": new_files, "arrays": {}, "differing": []}
   if not old_files or old_files != new_files:
     out["pass"], out["detail"] = False, "different or missing priors files"

@@ -15,6 +15,7 @@ cells. Nothing is trained if the surrogate exists; nothing is tuned.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ TOP = 5  # best cells whose positions are reported, per measured objective
 
 def run(out, surrogates, *, dataset="cifar10", seeds=(0, 1, 2), num_refs=50,
         num_picks=20, data_dir=None) -> dict:
+  t0 = time.perf_counter()
   out = reports.out_dir(out)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
@@ -61,6 +63,7 @@ def run(out, surrogates, *, dataset="cifar10", seeds=(0, 1, 2), num_refs=50,
             "best_positions": [int(p) + 1 for p in best],
             "set_max": float(v[:num_picks].max())}
     report["per_seed"].append(row)
+  report["seconds"] = time.perf_counter() - t0
   reports.write_json(out / "objectives_top.json", report)
   atomic.write_text(out / "objectives_top.md", format_table(report) + "\n")
   return report

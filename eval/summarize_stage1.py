@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from pnag_jax import atomic
+
 
 def _fmt(values: list[float], digits: int) -> str:
   return " ".join(f"{v:.{digits}f}" for v in values)
@@ -38,7 +40,7 @@ def main() -> None:
           f"| {_fmt(r['prefix_error'], 4)} |")
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(rows, indent=2))
+  atomic.write_json(out, rows)
   print(f"wrote {out}")
 
 

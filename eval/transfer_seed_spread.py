@@ -103,8 +103,7 @@ def plot(report: dict, path: Path) -> None:
   ax.set_xlabel("trained archs to the optimum (median)")
   ax.set_ylabel(f"top-1 accuracy, K = {report['k']}")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  reports.save_figure(fig, path)
 
 
 def main() -> None:

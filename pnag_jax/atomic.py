@@ -1,11 +1,12 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never half.
 
-Every report, prior and figure the project writes goes through `replacing`: the
+The library's reports, configs, priors, figures and result files go through `replacing`: the
 bytes go to a temporary sibling (same directory, so `os.replace` is a rename on one
 filesystem), which replaces the target only once it is complete. A write that fails
 or is interrupted by an exception removes the sibling, so it leaves the old file
-(or none) and no debris; a kill -9 can leave only a `*.tmp<pid>*` sibling, never a
-truncated target.
+(or none) and no debris; a kill -9 can leave only a `*.tmp<pid>-<token>*` sibling
+(git ignores them), never a truncated target. There is no fsync: a power cut may
+still lose the last write (the checkpoint manifest, which must survive one, syncs).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,12 +23,13 @@ from typing import Any, Iterator
 def replacing(path: str | Path) -> Iterator[Path]:
   """Yields the temporary path to write; on a clean exit it replaces `path`.
 
-  The temporary name keeps `path`'s suffix, since writers such as `np.savez` and
-  `Figure.savefig` choose or append a format from it; the pid in it keeps two
-  processes writing the same target from sharing one.
+  The temporary name keeps `path`'s suffix, since `Figure.savefig` chooses its format
+  from it (`np.savez` would append ".npz" to a name without it: give it the open
+  file instead). The pid and a random token keep concurrent writers of one target
+  apart: processes on hosts that share a filesystem can have the same pid.
   """
   path = Path(path)
-  tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
+  tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
   try:
     yield tmp
     os.replace(tmp, path)

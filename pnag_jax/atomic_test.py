@@ -32,10 +32,20 @@ def test_an_error_inside_the_block_leaves_no_target_and_no_temporary(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
-def test_the_temporary_keeps_the_suffix_so_savez_writes_where_it_is_told(tmp_path):
-  path = tmp_path / "priors.npz"
-  with atomic.replacing(path) as tmp:
-    assert tmp.suffix == ".npz" and tmp.parent == tmp_path
-    np.savez(tmp, x=np.arange(3))  # would append ".npz" to a name without it
+def test_temporaries_sit_beside_the_target_keep_its_suffix_and_never_coincide(tmp_path):
+  path = tmp_path / "fig.png"
+  with atomic.replacing(path) as a, atomic.replacing(path) as b:
+    assert a.parent == b.parent == tmp_path and a.suffix == b.suffix == ".png"
+    assert a != b  # one pid, two writers: a pid alone would name both the same
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+  assert path.read_bytes() == b"a"  # the outer block finishes last
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def test_savez_through_the_open_file_writes_any_target_name(tmp_path):
+  path = tmp_path / "priors.bin"  # np.savez would append ".npz" to this name
+  with atomic.replacing(path) as tmp, tmp.open("wb") as f:
+    np.savez(f, x=np.arange(3))
   np.testing.assert_array_equal(np.load(path)["x"], np.arange(3))
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["priors.npz"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["priors.bin"]

@@ -96,8 +96,8 @@ def save_priors(priors: FittedPriors, path: str | Path) -> None:
   """Atomic: a run killed mid-write leaves the previous file (or none), never half of one."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  with atomic.replacing(path) as tmp:
-    np.savez(tmp, version=_VERSION, latent_mean=priors.latent_mean,
+  with atomic.replacing(path) as tmp, tmp.open("wb") as f:
+    np.savez(f, version=_VERSION, latent_mean=priors.latent_mean,
              latent_std=priors.latent_std, code_logprobs=priors.code_logprobs,
              num_archs=priors.num_archs)
 

@@ -83,7 +83,7 @@ def test_records_of_mbv3_r_subnets(tmp_path):
   np.testing.assert_array_equal(read_archs(out, "mbv3_r"), genes)
   out = files.write_records(tmp_path / "top.csv", space, genes, {"ofa_acc": [1, 2, 3]})
   assert out.read_text().splitlines()[0] == "arch,ofa_acc"
-  assert not list(tmp_path.glob("*.tmp*"))
+  assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob("*.partial"))
 
 
 def test_generate_objective_end_to_end(nb201_workdir, tmp_path, pnag_main, data_dir):
@@ -120,7 +120,7 @@ def test_generate_objective_errors(nb201_workdir, tmp_path, pnag_main, data_dir,
   code, _, err = pnag_main("generate", "--workdir", nb201_workdir, "--num", "3", "--out", out,
                            "--data-dir", data_dir, *args)
   assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
-  assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+  assert not out.exists() and not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob("*.partial"))
 
 
 def test_gene_marginals_draw_refit_and_neighbours():
