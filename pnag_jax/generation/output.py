@@ -48,6 +48,10 @@ def check_output(path: str | Path, kind: str | None = None) -> Path:
     raise PnagError(f"output directory {path.parent} does not exist")
   if path.is_dir():
     raise PnagError(f"output {path} is a directory; give a file name")
+  # Checked before the work, not found out at the end: creating the temporary sibling
+  # needs write and search permission on the directory.
+  if not os.access(path.parent, os.W_OK | os.X_OK):
+    raise PnagError(f"output directory {path.parent} is not writable")
   return path
 
 
@@ -124,7 +128,10 @@ class ArchWriter:
     self.bytes += len(data)
 
   def __enter__(self) -> "ArchWriter":
-    self._file = self._partial.open("wb")
+    try:
+      self._file = self._partial.open("wb")
+    except OSError as e:  # e.g. a read-only filesystem, which os.access does not see
+      raise PnagError(f"cannot write {self._partial}: {e.strerror}") from e
     if self.kind == ".csv" and self.header:
       self._put(_csv_line(self.columns) + "\n")
     return self

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import jax
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from pnag_jax.data import NB201Data
 from pnag_jax.errors import PnagError
 from pnag_jax.generation.sampler import Generated
-from pnag_jax.generation.output import ArchWriter
+from pnag_jax.generation.output import ArchWriter, check_output
 from pnag_jax.spaces import get_space
 
 
@@ -78,6 +79,22 @@ def test_bad_output_paths(tmp_path):
   with pytest.raises(PnagError, match="is a directory"):
     ArchWriter(tmp_path / "d.csv", space)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
+
+
+def test_an_unwritable_directory_is_refused_before_any_work(tmp_path, monkeypatch):
+  # Root passes every permission check, so the refusal is simulated; the open below is not.
+  real_access = os.access
+  monkeypatch.setattr(os, "access", lambda p, mode: p != tmp_path and real_access(p, mode))
+  with pytest.raises(PnagError, match="is not writable"):
+    check_output(tmp_path / "a.csv")
+
+
+def test_a_file_that_cannot_be_opened_is_a_one_line_error(tmp_path):
+  (tmp_path / "a.csv.partial").mkdir()  # opening it for writing fails, even for root
+  with pytest.raises(PnagError, match="cannot write .*a.csv.partial"):
+    with ArchWriter(tmp_path / "a.csv", get_space("nb201")):
+      pass
+  assert not (tmp_path / "a.csv").exists()
 
 
 def test_a_run_failing_before_its_first_row_leaves_no_partial(tmp_path):

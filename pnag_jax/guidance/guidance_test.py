@@ -151,6 +151,11 @@ def test_bad_input_is_one_line_and_leaves_no_file(nb201_surrogate, refs_csv, tmp
       f'"{s}",{i}\n' for i, s in enumerate(g.to_strings(np.asarray(g.sample(
           jax.random.key(0), 3))))))
   darts_dir = _darts_surrogate(tmp_path / "darts")
+  # An accuracy table offset by 1e8: float32 holds 1e8 to 8, so the order is gone.
+  offset_refs = tmp_path / "offset_refs.csv"
+  rows = _rows(refs_csv)
+  offset_refs.write_text("arch,score\n" + "".join(
+      f'"{r["arch"]}",{float(r["score"]) + 1e8!r}\n' for r in rows))
   out = tmp_path / "out.csv"
   cases = [
       (("generate", "--workdir", workdir, "--refs", darts_refs, "--pool", "all"), "row 1"),
@@ -159,6 +164,9 @@ def test_bad_input_is_one_line_and_leaves_no_file(nb201_surrogate, refs_csv, tmp
        "no surrogate"),
       (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "lots"), "--pool"),
       (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "1e400"), "--pool"),
+      (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "1.5e0"), "--pool"),
+      (("generate", "--workdir", workdir, "--refs", offset_refs, "--pool", "all"),
+       "float32"),
       (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "all",
         "--constraint", "lat_nowhere<=3"), "unknown task"),
       (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "all",
@@ -168,6 +176,8 @@ def test_bad_input_is_one_line_and_leaves_no_file(nb201_surrogate, refs_csv, tmp
       (("predict", "--workdir", workdir, "--refs", refs_csv, "--archs", darts_refs), "row 1"),
       (("predict", "--workdir", workdir, "--refs", refs_csv, "--archs", refs_csv,
         "--predictor", "linear", "--adapt-steps", "3"), "--predictor linear"),
+      (("predict", "--workdir", workdir, "--refs", offset_refs, "--archs", refs_csv),
+       "float32"),
   ]
   for args, needle in cases:
     code, _, err = pnag_main(*args, "--num", "3", "--out", out) if args[0] == "generate" \
@@ -175,3 +185,22 @@ def test_bad_input_is_one_line_and_leaves_no_file(nb201_surrogate, refs_csv, tmp
     assert code == 2, (args, err)
     assert err.count("\n") == 1 and needle in err, (args, err)
     assert not out.exists() and not list(tmp_path.glob("out.csv*")), args
+
+
+def test_an_out_naming_an_input_file_is_refused_and_the_input_kept(nb201_surrogate, refs_csv,
+                                                                   tmp_path, pnag_main):
+  workdir, _ = nb201_surrogate
+  refs = tmp_path / "refs.csv"
+  shutil.copy(refs_csv, refs)
+  archs = tmp_path / "archs.csv"
+  shutil.copy(refs_csv, archs)
+  before = refs.read_bytes()
+  for args, flag in [
+      (("generate", "--workdir", workdir, "--refs", refs, "--pool", "all", "--num", "3",
+        "--out", refs), "--refs"),
+      (("predict", "--workdir", workdir, "--refs", refs, "--archs", archs,
+        "--out", tmp_path / "." / "archs.csv"), "--archs"),
+  ]:
+    code, _, err = pnag_main(*args)
+    assert code == 2 and err.count("\n") == 1 and f"the {flag} file" in err, (args, err)
+  assert refs.read_bytes() == before and archs.read_bytes() == before

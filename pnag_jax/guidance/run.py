@@ -10,7 +10,9 @@ input leaves no file behind.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -30,7 +32,9 @@ def parse_pool(text: str) -> int | str:
   if text == "all":
     return text
   try:
-    n = int(float(text)) if "e" in text.lower() else int(text)
+    f = float(text) if "e" in text.lower() else int(text)
+    # "1e5" is a count; "1.5e0" is not, and is refused rather than truncated to 1.
+    n = int(f) if float(f).is_integer() else 0
   except (ValueError, OverflowError):  # OverflowError: "1e400" is an infinite float
     n = 0
   if n <= 0:
@@ -38,9 +42,19 @@ def parse_pool(text: str) -> int | str:
   return n
 
 
+def _check_not_an_input(out: Path, **inputs) -> None:
+  """`--out` must not name an input file: the output replaces its target."""
+  for flag, path in inputs.items():
+    if out.exists() and Path(path).exists() and os.path.samefile(out, path):
+      raise PnagError(f"--out {out} is the --{flag} file, which the output would "
+                      "replace; give another name")
+
+
 def _refs(run: surrogate.SurrogateRun, path, minimize: bool):
   task = tasks_lib.read_task_csv(path, run.space.name, minimize=minimize)
-  return task, task.data()
+  data = task.data()
+  surrogate.check_resolution(data.scores)
+  return task, data
 
 
 def _table_columns(space, genes: np.ndarray, data_dir) -> dict:
@@ -57,6 +71,7 @@ def guided_to_file(workdir, *, refs, out, num: int, pool: int | str = 100_000, s
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
   out = files.check_output(out)
+  _check_not_an_input(out, refs=refs)
   srun = surrogate.load(workdir)
   space = srun.space
   _, ref = _refs(srun, refs, minimize)
@@ -97,6 +112,7 @@ def predict_to_file(workdir, *, refs, archs, out, minimize: bool = False,
                     adapt_steps: int = 0, predictor: str = "network") -> dict:
   """One row per input arch, in input order: (arch, predicted_score, rank)."""
   out = files.check_output(out)
+  _check_not_an_input(out, refs=refs, archs=archs)
   srun = surrogate.load(workdir)
   space = srun.space
   _, ref = _refs(srun, refs, minimize)

@@ -131,3 +131,20 @@ def test_predictions_are_in_the_references_units(model_params):
     assert not np.allclose(c, a + 30, rtol=1e-4)
   else:
     np.testing.assert_allclose(c, a + 30, rtol=1e-4)
+
+
+def test_scores_float32_cannot_hold_are_refused(model_params):
+  _, model, params = model_params
+  genes = get_space("nb201").enumerate()
+  # The magnitude bound shrinks with K: 1000 squared deviations of 1.8e18 overflow
+  # float32, though 5 of them would not.
+  big = np.where(np.arange(1000) % 2, 9e17, -9e17)
+  stage.predictor(model, params, genes[:5], big[:5])
+  with pytest.raises(stage.PnagError, match="for 1000 references.*rescale the task's unit"):
+    stage.predictor(model, params, genes[:1000], big)
+  # A user's measured scores must differ where float32 can tell.
+  for fine in ([1e8, 1e8 + 1, 1e8], [3e-30, 1e-30, 2e-30]):
+    with pytest.raises(stage.PnagError, match="finer than the surrogate's float32"):
+      stage.check_resolution(np.asarray(fine))
+  for fine_enough in ([93.40, 93.41], [5.0, 5.0], [2e-9, 3e-9], [-1e8, 1e8]):
+    stage.check_resolution(np.asarray(fine_enough))

@@ -333,8 +333,28 @@ class Predictor:
                       for part, k in _pad_rows(genes, chunk))
 
 
-#: Largest reference score in magnitude: 64 squared deviations stay within float32.
-MAX_REF_SCORE = 1e18
+#: The references' moments are taken in float32 on the device. Measured scores whose
+#: spread is below this share of their magnitude lose their order in the cast (float32
+#: keeps about 7 digits).
+MIN_REF_RESOLUTION = 1e-5
+#: A smaller spread squares to below float32's smallest normal number (1.2e-38).
+MIN_REF_SPREAD = 1e-18
+
+
+def check_resolution(scores: np.ndarray) -> None:
+  """A one-line error for a user's scores that float32 cannot tell apart (see above).
+
+  For files of measured scores (`pnag predict`, guided `pnag generate`): there a spread
+  this fine is a unit or an offset, and refusing it beats ranking by rounding noise.
+  Benchmark tables never come near it, and the protocols' reference draws are not
+  checked: equal or near-equal draws are a case the model handles (`standardise`).
+  """
+  scores = np.asarray(scores, np.float64)
+  largest, spread = np.abs(scores).max(), scores.max() - scores.min()
+  if 0 < spread and (spread < MIN_REF_RESOLUTION * largest or spread < MIN_REF_SPREAD):
+    raise PnagError(f"reference scores vary by only {spread:.3g} at a magnitude of "
+                    f"{largest:.3g}, finer than the surrogate's float32 resolves; subtract "
+                    "a constant from the scores or rescale the task's unit")
 
 
 def _padded_refs(ref_genes: np.ndarray, ref_scores: np.ndarray):
@@ -343,14 +363,15 @@ def _padded_refs(ref_genes: np.ndarray, ref_scores: np.ndarray):
   if ref_genes.shape[0] < 1 or ref_genes.shape[0] != np.shape(ref_scores)[0]:
     raise PnagError(f"need K >= 1 reference archs with one score each, got "
                     f"{ref_genes.shape[0]} archs and {np.shape(ref_scores)[0]} scores")
-  # The moments are taken in float32 on the device: squares of larger scores overflow.
-  largest = np.abs(np.asarray(ref_scores, np.float64)).max()
-  if not largest <= MAX_REF_SCORE:
-    raise PnagError(f"reference scores must lie within +-{MAX_REF_SCORE:.0e} (got up to "
-                    f"{largest:.3g}); rescale the task's unit")
-  ref_scores = np.asarray(ref_scores, np.float32)
   k = ref_genes.shape[0]
   kp = pow2_at_least(k)
+  largest = np.abs(np.asarray(ref_scores, np.float64)).max()
+  # K squared deviations, each below (2 * largest)**2, must sum within float32.
+  limit = float(np.sqrt(np.finfo(np.float32).max / (4 * kp)))
+  if not largest <= limit:
+    raise PnagError(f"reference scores must lie within +-{limit:.1e} for {k} references "
+                    f"(got up to {largest:.3g}); rescale the task's unit")
+  ref_scores = np.asarray(ref_scores, np.float32)
   mask = np.arange(kp) < k
   genes = np.concatenate([ref_genes, np.repeat(ref_genes[:1], kp - k, 0)])
   scores = np.concatenate([ref_scores, np.zeros(kp - k, np.float32)])

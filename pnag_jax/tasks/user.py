@@ -70,7 +70,9 @@ def _parse_arch(space: SearchSpace, value, where: str) -> np.ndarray:
   try:
     if isinstance(value, dict) and hasattr(space, "from_native"):
       return np.asarray(space.from_native(value), np.int32)
-    return np.asarray(space.from_string(value), np.int32)
+    # Spaces after a CSV comma belong to no native string ("arch, score" files).
+    return np.asarray(space.from_string(value.strip() if isinstance(value, str) else value),
+                      np.int32)
   except (PnagError, ValueError) as e:
     raise DataError(f"{where}: bad {space.name} arch: {_one_line(e)}") from None
 

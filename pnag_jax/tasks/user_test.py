@@ -39,6 +39,12 @@ def test_reads_a_task(tmp_path):
   assert read_task_csv(path, _SPACE, name="mine").name == "mine"
 
 
+def test_spaces_after_the_commas_are_not_part_of_the_arch(tmp_path):
+  path = _write(tmp_path, f'score, arch\n1, {_A}\n2 , {_B} \n')
+  np.testing.assert_array_equal(read_task_csv(path, "nb201").data().genes,
+                                _SPACE.from_strings([_A, _B]))
+
+
 def test_blank_lines_above_the_header_are_skipped(tmp_path):
   path = _write(tmp_path, f'\n\narch,score\n"{_A}",1\n"{_B}",2\n')
   assert len(read_task_csv(path, "nb201").data()) == 2
