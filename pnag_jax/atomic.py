@@ -18,6 +18,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
+from pnag_jax.errors import PnagError
+
 
 @contextlib.contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
@@ -34,12 +36,18 @@ def replacing(path: str | Path) -> Iterator[Path]:
     yield tmp
     os.replace(tmp, path)
   finally:
-    tmp.unlink(missing_ok=True)
+    # Not a second error on top of the first (a read-only directory refuses both).
+    with contextlib.suppress(OSError):
+      tmp.unlink(missing_ok=True)
 
 
 def write_text(path: str | Path, text: str) -> Path:
-  with replacing(path) as tmp:
-    tmp.write_text(text)
+  """Raises a one-line `PnagError` where the file system refuses (permissions, space)."""
+  try:
+    with replacing(path) as tmp:
+      tmp.write_text(text)
+  except OSError as e:
+    raise PnagError(f"cannot write {path}: {e.strerror or e}") from e
   return Path(path)
 
 

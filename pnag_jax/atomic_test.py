@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pnag_jax import atomic
+from pnag_jax.errors import PnagError
 
 
 def test_write_json_round_trips_and_leaves_only_the_target(tmp_path):
@@ -49,3 +50,10 @@ def test_savez_through_the_open_file_writes_any_target_name(tmp_path):
     np.savez(f, x=np.arange(3))
   np.testing.assert_array_equal(np.load(path)["x"], np.arange(3))
   assert sorted(p.name for p in tmp_path.iterdir()) == ["priors.bin"]
+
+
+def test_a_refusing_file_system_is_a_one_line_error_and_leaves_no_debris(tmp_path):
+  (tmp_path / "report.json").mkdir()  # the rename onto it fails, even for root
+  with pytest.raises(PnagError, match=r"^cannot write .*report\.json: Is a directory$"):
+    atomic.write_json(tmp_path / "report.json", {"a": 1})
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]

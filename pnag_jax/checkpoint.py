@@ -36,10 +36,13 @@ Atomicity (what orbax 0.12.8 does on a local filesystem; see
     new step commits; a kill during that can leave a partial *old* step, never
     a partial newest one.
 
-Verification. Once a save is known to be finished (at the next `save`,
-`wait_until_finished` or `close`), the saving process writes
-`N/pnag_manifest.json`, the size and sha256 of every file of step N, through a
-temporary file and a rename. `read_meta` and `restore` check a step against it
+Verification. `save` returns once the step is committed, and the saving
+process then writes `N/pnag_manifest.json`, the size and sha256 of every file
+of step N, through a temporary file and a rename. (Saves were asynchronous
+once, with the manifest written at the next save: a run killed in between left
+its newest step, the one a rerun resumes from, unverified for a whole
+checkpoint interval. Our steps are small, so waiting for the write costs
+little.) `read_meta` and `restore` check a step against it
 before orbax reads anything, so a damaged step fails with one line naming the
 file. Orbax finding the damage itself is noisier: a failed tensorstore read
 abandons its sibling reads, which later print "Event loop is closed" tracebacks.
@@ -47,6 +50,8 @@ Orbax ignores the file (it finds steps by directory name, items by
 subdirectory). A step without a manifest (saved before manifests existed, or
 killed between orbax's commit and the manifest) is restored unverified: if it
 is damaged the error is still one line, but orbax's tracebacks may follow it.
+Only a kill in the moment between orbax's commit and the manifest's rename
+leaves such a step now.
 No manifest is added to such a step later; that could bless damage.
 """
 
@@ -173,10 +178,9 @@ class StageCheckpointer:
       ...
       ckpt.save(step, params, opt_state, key, meta, force=is_last)
 
-  Saves are asynchronous: `save` returns once arrays are copied to host, and
-  the write finishes in the background. `wait_until_finished` (or leaving the
-  `with` block, or `close`) blocks until every pending save is committed and
-  has its manifest; so does the next `save` that is not skipped.
+  `save` returns once the step is committed and has its manifest (see the
+  module docstring); `wait_until_finished`, leaving the `with` block and
+  `close` are then no-ops for saves, kept for callers that do not assume it.
   """
 
   def __init__(
@@ -257,7 +261,7 @@ class StageCheckpointer:
       meta: dict,
       force: bool = False,
   ) -> bool:
-    """Starts an asynchronous save of one step.
+    """Saves one step, and returns once it is committed and has its manifest.
 
     Args:
       step: Training step; must be larger than any step already saved.
@@ -269,7 +273,7 @@ class StageCheckpointer:
       force: Save even if `step` is off the `save_interval_steps` grid.
 
     Returns:
-      Whether a save was started (False if skipped by the interval policy).
+      Whether the step was saved (False if skipped by the interval policy).
 
     Raises:
       CheckpointError: The checkpointer is read-only, or the disk refused.
@@ -290,10 +294,6 @@ class StageCheckpointer:
         rng=ocp.args.StandardSave({"key_data": jax.random.key_data(rng_key)}),
         meta=ocp.args.JsonSave(meta),
     )
-    if force or self._manager.should_save(step):
-      # Orbax's save waits for the previous save anyway; waiting first lets
-      # that step get its manifest. A skipped save must not block.
-      self.wait_until_finished()
     try:
       started = self._manager.save(step, args=args, force=force)
     except OSError as e:
@@ -301,6 +301,7 @@ class StageCheckpointer:
           f"cannot save step {step} to {self.directory}: {_one_line(e)}") from e
     if started:
       self._unmanifested.add(step)
+      self.wait_until_finished()
     return started
 
   def delete(self, step: int) -> None:

@@ -155,9 +155,9 @@ def test_manifest_lists_every_file_of_every_kept_step(tmp_path):
   with StageCheckpointer(tmp_path, "stage1", max_to_keep=2) as ckpt:
     params, opt_state = _trained_state(steps=0)
     ckpt.save(1, params, opt_state, jax.random.key(0), {}, force=True)
-    ckpt.save(2, params, opt_state, jax.random.key(0), {}, force=True)
-    # Written before the next save starts, not only when the block ends.
+    # Written by the time save returns: a run killed after it leaves a verifiable step.
     assert os.path.isfile(tmp_path / "stage1" / "checkpoints" / "1" / _MANIFEST)
+    ckpt.save(2, params, opt_state, jax.random.key(0), {}, force=True)
     ckpt.save(3, params, opt_state, jax.random.key(0), {}, force=True)
   ckpt_dir = tmp_path / "stage1" / "checkpoints"
   assert sorted(os.listdir(ckpt_dir)) == ["2", "3"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -130,10 +131,23 @@ class SurrogateConfig:
     """Checks of values given for a new run (`config.make`, `--set`); not run on configs
     read back, so runs trained before them still load."""
     config_lib.check_seed(self.seed)
+    config_lib.check_learning_rate(self.learning_rate)
+    config_lib.check_at_least(self, ("warmup_steps",), 0)
+    # A NaN weight or an average that never forgets trains, and reports, a NaN model.
+    for name in ("rank_weight", "reg_weight", "weight_decay"):
+      if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+        raise PnagError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise PnagError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
   def __post_init__(self):
+    # Below 1, the loop divides by zero or the final evaluation has nothing to rank.
     config_lib.check_at_least(self, ("dim", "layers", "emb_dim", "hidden", "task_dim",
-                                     "queries", "episodes", "steps", "k_min"), 1)
+                                     "queries", "episodes", "steps", "k_min",
+                                     "checkpoint_every", "log_every", "num_val_tasks",
+                                     "eval_archs", "eval_repeats"), 1)
+    if not self.eval_ks or min(self.eval_ks) < 1:
+      raise PnagError(f"eval_ks must be one or more K >= 1, got {self.eval_ks}")
     if self.rank_target not in ("score", "rank"):
       raise PnagError(f"rank_target must be 'score' or 'rank', got {self.rank_target!r}")
     for name in ("rank_temperature", "score_temperature"):

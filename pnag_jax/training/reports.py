@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TextIO
 
 from pnag_jax import atomic
 
 REPORT = "report.json"
+METRICS = "metrics.jsonl"
 #: The report's own record of its config: `config.json` is rewritten when a run starts,
 #: before its report is, so a kill in between leaves the two of different configs.
 CONFIG_HASH = "config_sha256"
@@ -28,9 +30,48 @@ def _sha256(text: str) -> str:
 
 def write_final(out_dir: Path, step: int, report: dict) -> None:
   """Appends the `final` row to `metrics.jsonl` and writes `report.json` (`write_report`)."""
-  with (out_dir / "metrics.jsonl").open("a") as log:
+  with open_metrics(out_dir) as log:
     log.write(json.dumps({"step": step, "split": "final", **report}) + "\n")
   write_report(out_dir, report)
+
+
+def open_metrics(out_dir: Path) -> TextIO:
+  """`metrics.jsonl`, opened to append a row per line.
+
+  A row a crash cut short (a full disk, a power cut) has no newline: it is ended first,
+  so the next row starts a line of its own. Readers skip the cut row (`read_metrics`).
+  """
+  path = out_dir / METRICS
+  cut = _ends_mid_line(path)
+  log = path.open("a")
+  if cut:
+    log.write("\n")
+  return log
+
+
+def _ends_mid_line(path: Path) -> bool:
+  try:
+    with path.open("rb") as f:
+      if f.seek(0, os.SEEK_END) == 0:
+        return False
+      f.seek(-1, os.SEEK_END)
+      return f.read(1) != b"\n"
+  except FileNotFoundError:
+    return False
+
+
+def read_metrics(out_dir: Path) -> list[dict]:
+  """The rows of `metrics.jsonl` in file order, without any a crash cut short."""
+  rows = []
+  with (out_dir / METRICS).open() as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(row, dict):
+        rows.append(row)
+  return rows
 
 
 def write_report(out_dir: Path, report: dict) -> None:
@@ -84,7 +125,9 @@ def finished(out_dir: Path, step: int, config_json: str) -> dict | None:
 
   A rerun with nothing left to train returns it unchanged: a new one would repeat the
   final evaluation for the same figures. Call it before the run rewrites
-  `config.json`; another config (e.g. another `eval_size`) gets a new report.
+  `config.json`; another config (e.g. another `eval_size`) gets a new report. Where
+  it returns the report, `config.json` is made that config again: a run of another
+  config killed after rewriting it, or a hand edit, would leave the two disagreeing.
   """
   return _finished(_read_report(out_dir), out_dir, step, config_json)
 
@@ -95,7 +138,12 @@ def _finished(report: dict | None, out_dir: Path, step: int, config_json: str) -
   # The config hash is the file's bookkeeping, not a figure: left out of the report.
   figures = {k: v for k, v in report.items() if k != CONFIG_HASH}
   if CONFIG_HASH in report:
-    return figures if report[CONFIG_HASH] == _sha256(config_json) else None
+    if report[CONFIG_HASH] != _sha256(config_json):
+      return None
+    config = out_dir / "config.json"
+    if not (config.is_file() and config.read_text() == config_json):
+      atomic.write_text(config, config_json)
+    return figures
   try:  # a report written before it carried its config's hash
     same = (out_dir / "config.json").read_text() == config_json
   except OSError:

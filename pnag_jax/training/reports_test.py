@@ -29,7 +29,12 @@ def test_a_finished_report_is_one_of_that_step_and_config(tmp_path):
   # the old report is still not that config's.
   (tmp_path / "config.json").write_text('{"a": 2}')
   assert reports.finished(tmp_path, 10, '{"a": 2}') is None
-  (tmp_path / "config.json").write_text('{"a": 1}')
+  # The rerun of the report's own config returns it, and puts its config.json back.
+  assert reports.finished(tmp_path, 10, '{"a": 1}') == done
+  assert (tmp_path / "config.json").read_text() == '{"a": 1}'
+  (tmp_path / "config.json").unlink()  # or deleted by hand
+  assert reports.finished(tmp_path, 10, '{"a": 1}') == done
+  assert (tmp_path / "config.json").read_text() == '{"a": 1}'
   # A resume carries both over: the report only when nothing is left to train.
   assert reports.resumed({"train_seconds": 2.0}, tmp_path, 10, 10, '{"a": 1}') == (
       done, 2.0)
@@ -39,3 +44,15 @@ def test_a_finished_report_is_one_of_that_step_and_config(tmp_path):
   reports.write_final(tmp_path, 10, {"steps": 10})
   assert json.loads((tmp_path / "report.json").read_text())["steps"] == 10
   assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_a_row_cut_short_is_ended_and_skipped(tmp_path):
+  with reports.open_metrics(tmp_path) as log:
+    log.write(json.dumps({"step": 1, "split": "train"}) + "\n")
+  with (tmp_path / reports.METRICS).open("a") as log:
+    log.write('{"step": 2, "split": "hel')  # a full disk or a power cut, mid-row
+  with reports.open_metrics(tmp_path) as log:
+    log.write(json.dumps({"step": 2, "split": "heldout"}) + "\n")
+  assert reports.read_metrics(tmp_path) == [{"step": 1, "split": "train"},
+                                            {"step": 2, "split": "heldout"}]
+  assert (tmp_path / reports.METRICS).read_text().count("\n") == 3

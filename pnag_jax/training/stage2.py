@@ -244,15 +244,14 @@ def heldout_conditions(cfg: Stage2Config, cond: task_conditions.TaskConditions,
 # ---- the loop ------------------------------------------------------------------------------
 
 
-def heldout_curve(metrics_path: Path) -> list[dict]:
+def heldout_curve(out_dir: Path) -> list[dict]:
   """The periodic held-out NLLs in `metrics.jsonl`, one per step, in step order: the
   curve that shows a model starting to memorise its training archs (a resumed run's
   repeat of a step replaces the killed run's)."""
   by_step = {}
-  with metrics_path.open() as f:
-    for row in map(json.loads, f):
-      if row["split"] == "heldout":
-        by_step[row["step"]] = row["nll_per_token"]
+  for row in reports.read_metrics(out_dir):
+    if row.get("split") == "heldout":
+      by_step[row["step"]] = row["nll_per_token"]
   return [{"step": step, "nll_per_token": nll} for step, nll in sorted(by_step.items())]
 
 
@@ -399,7 +398,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
 
     bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
                desc=f"stage2 {space.name}", dynamic_ncols=True)
-    with (out_dir / "metrics.jsonl").open("a") as log:
+    with reports.open_metrics(out_dir) as log:
       for step in bar:
         idx = batch_indices(cfg.seed, step, train.shape[0], cfg.batch_size)
         state, metrics = train_step(state, train[idx], idx.astype(np.int32), codebook, tables,
@@ -437,7 +436,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
 
   n_eval = min(cfg.eval_size or heldout.shape[0], heldout.shape[0])
   held = evaluate(model, state["params"], codebook, heldout[:n_eval])
-  curve = heldout_curve(out_dir / "metrics.jsonl")
+  curve = heldout_curve(out_dir)
   report = {
       "space": space.name,
       "steps": total,

@@ -482,7 +482,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     t0 = time.perf_counter()
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress,
                desc=f"surrogate {space.name}", dynamic_ncols=True)
-    with (out_dir / "metrics.jsonl").open("a") as log:
+    with reports.open_metrics(out_dir) as log:
       for step in bar:
         genes, scores, mask = episode_batch(cfg, train, members, step, mixing)
         state, metrics = train_step(state, genes, scores, mask, model=model, loss=loss,
@@ -544,8 +544,12 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
   meta = stage.read_meta(workdir)
   if meta is not None:
     saved = lineage.config_of(meta, SurrogateConfig, stage=stage.NAME, workdir=workdir)
+    disagrees = {"space": space is not None and space != saved.space,
+                 "seed": seed is not None and seed != saved.seed,
+                 # The patterns act as a set: their order is no setting.
+                 "exclude": exclude is not None and set(exclude) != set(saved.exclude)}
     for name, given in (("space", space), ("seed", seed), ("exclude", exclude)):
-      if given is not None and given != getattr(saved, name):
+      if disagrees[name]:
         raise PnagError(
             f"workdir {workdir} holds a surrogate trained with {name} "
             f"{getattr(saved, name)!r}; --{name} {given!r} disagrees (resume with the same "

@@ -476,3 +476,31 @@ def test_the_episode_stream_is_the_one_the_reports_were_trained_on(synthetic_tas
       digest.update(genes.tobytes())
       digest.update(mask.tobytes())
   assert digest.hexdigest()[:16] == "be0d339f50953abb"
+
+
+@pytest.mark.parametrize("setting,match", [
+    ("checkpoint_every=0", "checkpoint_every must be >= 1"),
+    ("log_every=0", "log_every must be >= 1"),
+    ("eval_repeats=0", "eval_repeats must be >= 1"),
+    ("learning_rate=nan", "learning_rate must be finite and > 0"),
+    ("learning_rate=-1", "learning_rate must be finite and > 0"),
+    ("reg_weight=nan", "reg_weight must be finite and >= 0"),
+    ("ema_decay=1", r"ema_decay must be in \[0, 1\)"),
+    ("warmup_steps=-1", "warmup_steps must be >= 0"),
+])
+def test_settings_that_cannot_train_are_refused_before_training(setting, match):
+  # Each used to fail mid-run (a division by zero, a failed final evaluation) or to
+  # train and report a NaN model.
+  with pytest.raises(PnagError, match=match):
+    stage.make_config("test", "nb201", 0, (), (setting,))
+
+
+def test_resuming_takes_the_same_exclusions_in_any_order(tmp_path, synthetic_tasks):
+  cfg = stage.make_config("test", "nb201", 0, ("lat_z", "acc_c"), _TINY)
+  trainer.train_and_evaluate(cfg, tmp_path, tasks=synthetic_tasks(SYNTHETIC), progress=False,
+                             stop_after=3)
+  again = trainer.config_for(tmp_path, preset=None, space=None, seed=None,
+                             exclude=("acc_c", "lat_z"))
+  assert again.exclude == ("lat_z", "acc_c")  # the checkpoint's, so its frozen settings hold
+  with pytest.raises(PnagError, match="exclude"):
+    trainer.config_for(tmp_path, preset=None, space=None, seed=None, exclude=("acc_c",))
