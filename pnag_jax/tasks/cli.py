@@ -11,7 +11,8 @@ import argparse
 from pnag_jax.data import DATA_DIR_HELP
 from pnag_jax.spaces import SPACE_NAMES
 from pnag_jax.tasks.base import select_tasks
-from pnag_jax.tasks.builtin import builtin_tasks
+from pnag_jax.errors import PnagError
+from pnag_jax.tasks.builtin import builtin_tasks, require_tables
 
 _COLUMNS = ("name", "family", "direction", "archs", "source")
 
@@ -28,7 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
   tasks = builtin_tasks(args.space, args.data_dir)
-  kept, excluded = select_tasks(tasks, args.exclude)
+  try:
+    kept, excluded = select_tasks(tasks, args.exclude)
+  except PnagError:
+    # Without the tables only formula tasks exist: that is the cause to name, not the
+    # pattern (a regex error would only come next).
+    require_tables(tasks, "pnag tasks --exclude")
+    raise
   rows = [_COLUMNS]
   for task in kept.values():
     archs = "function" if task.is_function else f"{len(task.data())}"

@@ -45,3 +45,13 @@ def test_other_spaces_list_their_formulas(pnag_main):
       ["ofa_acc", "accuracy", "maximize", "function"],
       ["note10_latency", "latency", "minimize", "function"],
       ["params", "params", "minimize", "function"], ["flops", "flops", "minimize", "function"]]
+
+
+def test_exclude_without_the_tables_names_the_missing_tables(pnag_main, monkeypatch):
+  monkeypatch.delenv("PNAG_DATA_DIR", raising=False)
+  code, out, err = pnag_main("tasks", "--space", "nb201", "--exclude", "cifar")
+  assert code == 2 and not out and len(err.strip().splitlines()) == 1
+  assert "needs the NB201 tables" in err, err
+  # A pattern that matches a formula task needs no table.
+  code, out, _ = pnag_main("tasks", "--space", "nb201", "--exclude", "^params$")
+  assert code == 0 and out.splitlines()[-1] == "# excluded 1: params"

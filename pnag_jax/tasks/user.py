@@ -106,6 +106,8 @@ def read_task_csv(path: str | os.PathLike, space: SearchSpace | str, *,
     g = _parse_arch(space, _cell(path, header, row, r, "arch"), where)
     raw = _cell(path, header, row, r, "score")
     try:
+      if "_" in raw:  # Python reads "1_0" as 10: a typo, most likely (as in constraints)
+        raise ValueError(raw)
       score = float(raw.strip())
     except ValueError:
       raise DataError(f"{where}: score {_short(raw)} is not a number") from None

@@ -65,6 +65,7 @@ def test_isomorphs_are_not_merged(tmp_path):
     ("arch,value\nx,1\n", "lacks column.*score"),
     (f'arch,score\n"{_A}",1\n"|bad~0|",2\n', "data row 2: bad nb201 arch"),
     (f'arch,score\n"{_A}",1\n"{_B}",abc\n', "data row 2: score 'abc' is not a number"),
+    (f'arch,score\n"{_A}",1\n"{_B}",1_0\n', "data row 2: score '1_0' is not a number"),
     (f'arch,score\n"{_A}",1\n"{_B}",nan\n', "data row 2: score 'nan' is not finite"),
     (f'arch,score\n"{_A}",1\n"{_B}",-inf\n', "data row 2: score '-inf' is not finite"),
     (f'arch,score\n"{_A}",1\n"{_B}"\n', "data row 2: has 1 field"),
