@@ -163,8 +163,12 @@ def read_arch_file(path: str | Path, space_name: str) -> list[str]:
   path = Path(path)
   if not path.is_file():
     raise PnagError(f"arch file {path} does not exist")
+  try:
+    text = path.read_text()
+  except (OSError, UnicodeDecodeError) as e:
+    raise PnagError(f"cannot read arch file {path} as UTF-8 text: {e}") from None
   archs = []
-  for n, line in enumerate(path.read_text().splitlines(), 1):
+  for n, line in enumerate(text.splitlines(), 1):
     if not line.strip():
       continue
     try:

@@ -88,6 +88,10 @@ def test_bad_input(tmp_path):
     executable.run(tmp_path, random=True, from_file="x.jsonl", space="nb201")
   with pytest.raises(PnagError, match="does not exist"):
     executable.run(tmp_path, from_file=str(tmp_path / "none.jsonl"), space="nb201")
+  binary = tmp_path / "binary.jsonl"
+  binary.write_bytes(b'\xff\xfe{"arch": 1}\n')
+  with pytest.raises(PnagError, match=r"^cannot read arch file .*binary\.jsonl as UTF-8"):
+    executable.run(tmp_path, from_file=str(binary), space="nb201")
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"arch": "|conv~0|"}\n')
   with pytest.raises(PnagError, match="bad.jsonl"):

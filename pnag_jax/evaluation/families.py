@@ -110,6 +110,7 @@ def run(out, *, data_dir=None, preset: str = "quick", overrides=(), seeds=(0, 1,
   for fam in families:
     # A pattern that matches nothing fails now, not after the surrogates before it.
     tasks_lib.select_tasks(tasks, (fam,))
+  transfer.check_settings(preset, overrides)
   out = reports.out_dir(out)
   root = Path(surrogates) if surrogates else out / "surrogates"
   reps = rank.first_of_each_class(space, space.enumerate())

@@ -26,7 +26,7 @@ import numpy as np
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
-from pnag_jax.evaluation.transfer import (LABELS, TARGETS, add_surrogate_arguments,
+from pnag_jax.evaluation.transfer import (LABELS, TARGETS, add_surrogate_arguments, check_settings,
                                           meta_trained, nb201_sampler, seed_range)
 from pnag_jax.guidance import adapt, rank
 from pnag_jax.guidance import run as guided
@@ -87,6 +87,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
   else:
     sampler = nb201_sampler(workdir, "objectives")
     pools = {s: rank.draw_pool(sampler, jax.random.key(s), draws) for s in seeds}
+  check_settings(preset, overrides)
   out = reports.out_dir(out)  # once the settings, the tables and the run are known good
   srun = meta_trained(Path(surrogates) if surrogates else out / "surrogates", exclude,
                       preset=preset, seed=0, overrides=overrides, data_dir=data_dir)

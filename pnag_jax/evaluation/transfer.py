@@ -89,6 +89,12 @@ def slug(patterns) -> str:
   return re.sub(r"[^A-Za-z0-9]+", "_", "-".join(patterns)).strip("_") or "all"
 
 
+def check_settings(preset: str, overrides) -> None:
+  """Parses a protocol's surrogate preset and `--set` before it creates its output
+  directory, so that a typo fails in one line and leaves nothing behind."""
+  stage.make_config(preset, "nb201", 0, (), overrides)
+
+
 def meta_trained(root: Path, exclude: tuple[str, ...], *, preset: str, seed: int,
                  overrides=(), data_dir=None, tasks=None) -> stage.SurrogateRun:
   """The surrogate meta-trained without `exclude`, under `root/<slug>`; trained if absent.
@@ -347,6 +353,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     raise PnagError(f"--adapt-steps and --scratch-steps must be >= 0, got {adapt_steps} and "
                     f"{scratch_steps}")
   draws = guided.parse_pool(str(pool))
+  check_settings(preset, overrides)
   extra = tuple(g for g in GUIDES[1:] if g in guides)
   ar_guides = tuple(g for g in extra if g in AR_GUIDES)
   if ar_guides:  # checked now: the ar guides only build their sampler after stage 2

@@ -119,6 +119,10 @@ def test_bad_settings_fail_before_any_work(kw, fragment, tmp_path):
      "--seed must be in [0, 2**32 - 1]"),
     (("executable", "--workdir", "W"), "no stage-1 checkpoints"),
     (("scc-ablation", "--seeds", "0"), "--num and --seeds must be >= 1"),
+    # A --set typo used to fail only after the output directory was made.
+    (("transfer", "--workdir", "W", "--pool", "all", "--set", "foo=1"), "unknown config key"),
+    (("objectives", "--set", "foo=1"), "unknown config key 'foo'"),
+    (("families", "--set", "steps=0"), "steps must be >= 1"),
 ])
 def test_eval_commands_refuse_bad_settings_in_one_line_before_any_work(args, fragment,
                                                                         tmp_path, pnag_main):

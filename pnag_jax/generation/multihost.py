@@ -97,7 +97,8 @@ def free_local_port() -> int:
 
 def parse_address(address: str) -> tuple[str, int]:
   host, sep, port = address.rpartition(":")
-  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+  # ASCII digits only: str.isdigit() takes "١٢٣٤", which int() reads and gRPC crashes on.
+  if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
     raise PnagError(f"--coordinator must be HOST:PORT, got {address!r}")
   return host.strip("[]"), int(port)
 

@@ -18,6 +18,10 @@ from pnag_jax.generation import multihost
     (dict(coordinator="h:1", num_processes=0, process_id=0), "--num-processes must be positive"),
     (dict(coordinator="h", num_processes=2, process_id=0), "must be HOST:PORT, got 'h'"),
     (dict(coordinator="h:99999", num_processes=2, process_id=0), "must be HOST:PORT"),
+    # Unicode digits: int() read the first and gRPC segfaulted; the second failed in int().
+    (dict(coordinator="h:\u0661\u0662\u0663\u0664", num_processes=2, process_id=0),
+     "must be HOST:PORT"),
+    (dict(coordinator="h:\u00b2", num_processes=2, process_id=0), "must be HOST:PORT"),
     (dict(coordinator="h:1", num_processes=2), "needs all of --coordinator"),
     (dict(coordinator="h:1", auto=True), "--distributed detects the cluster itself"),
     (dict(coordinator="h:1", num_processes=2, process_id=0, heartbeat_timeout=0),

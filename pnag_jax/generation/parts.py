@@ -149,12 +149,15 @@ def _check_sidecar(out: Path, man: dict, entry: dict, i: int) -> Path:
 def _manifest_entries(man: dict, man_file: Path) -> list[dict]:
   """The manifest's part entries, once its fields have the types a merge reads."""
   entries = man.get("part_files")
-  fields = {"num": int, "parts": int, "seed": int, "run": str}
+  fields = {"num": int, "parts": int, "rows": int, "seed": int, "run": str}
   ok = isinstance(entries, list) and all(isinstance(man.get(k), t) for k, t in fields.items())
   ok = ok and all(
       isinstance(e, dict) and isinstance(e.get("file"), str) and e["file"] == Path(e["file"]).name
       and all(isinstance(e.get(k), int) for k in ("start", "stop", "count"))
       and isinstance(e.get("sha256"), str) for e in entries)
+  # A run has at least one part, and its row count is its parts' (else an empty merge
+  # would pass for a whole one).
+  ok = ok and man["parts"] >= 1 and man["rows"] == sum(e["count"] for e in entries)
   if not ok:
     raise PnagError(f"{man_file} is malformed (a field is missing or of the wrong type); "
                     "rerun the generate command to write it again")

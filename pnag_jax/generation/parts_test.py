@@ -168,6 +168,10 @@ def test_process_zero_writes_no_manifest_for_parts_of_different_runs(tmp_path):
     lambda m: m.update(parts="2"),
     lambda m: m["part_files"][1].update(file="../elsewhere.csv"),
     lambda m: m["part_files"][0].pop("sha256"),
+    lambda m: m.pop("rows"),
+    lambda m: m.update(rows="x"),
+    lambda m: m.update(rows=m["rows"] + 1),
+    lambda m: m.update(parts=0, part_files=[]),  # it merged an empty file, with exit 0
 ])
 def test_merge_refuses_a_malformed_manifest_in_one_line(tmp_path, damage):
   out = tmp_path / "archs.csv"

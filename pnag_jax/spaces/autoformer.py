@@ -162,9 +162,10 @@ def _parse_config(config: Any, where: str) -> tuple[int, int, list[Any], list[An
 
   mlp = as_list("mlp_ratio")
   for i, r in enumerate(mlp):
-    if not _is_real(r) or not r > 0 or not _is_finite(r):
+    # The hidden width int(embed_dim * r) must exist too (1e308 is finite, its product not).
+    if not _is_real(r) or not r > 0 or not _is_finite(r) or not _is_finite(embed * r):
       raise ArchStringError(f"mlp_ratio[{i}] = {parsing.short_repr(r)} must be a positive number "
-                            f"for {where}")
+                            f"(with a finite embed_dim * mlp_ratio) for {where}")
   heads = as_list("num_heads")
   for i, h in enumerate(heads):
     if not parsing.is_int(h) or h <= 0:

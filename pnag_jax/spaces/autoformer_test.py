@@ -431,3 +431,10 @@ def test_fuzz_native_dicts(name, config):
     assert str(e)
     return
   np.testing.assert_array_equal(space.from_native(space.to_native(genes)), genes)
+
+
+def test_param_count_refuses_a_hidden_width_that_does_not_exist():
+  # 1e308 is a finite ratio; 192 times it is not, and int() of that overflowed.
+  with pytest.raises(ArchStringError, match=r"mlp_ratio\[0\] = 1e\+308 must be a positive"):
+    get_space("autoformer").param_count(
+        '{"embed_dim": 192, "depth": 1, "mlp_ratio": [1e308], "num_heads": [3]}')

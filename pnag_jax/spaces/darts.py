@@ -239,7 +239,10 @@ def from_native(genotype: Any) -> np.ndarray:
 
 def to_native(genes: Any) -> Genotype:
   """Genes `int[32]` to a `Genotype` with lists of (str, int) pairs and list concats."""
-  g = [int(x) for x in np.asarray(genes).reshape(-1)]
+  genes = np.asarray(genes)
+  if not np.issubdtype(genes.dtype, np.integer):  # int() would read 3.7 as 3
+    raise ArchStringError(f"DARTS genes must be integers, got dtype {genes.dtype}")
+  g = [int(x) for x in genes.reshape(-1)]
   cards = DartsSpace.gene_cardinalities
   if len(g) != len(cards) or not all(0 <= x < c for x, c in zip(g, cards)):
     raise ArchStringError(f"DARTS genes must be {len(cards)} ints in range, got {g}")

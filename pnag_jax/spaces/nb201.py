@@ -168,7 +168,10 @@ class NB201Space(base.SearchSpace):
     return np.asarray(genes, np.int32)
 
   def to_string(self, genes) -> str:
-    g = [int(x) for x in np.asarray(genes).reshape(-1)]
+    genes = np.asarray(genes)
+    if not np.issubdtype(genes.dtype, np.integer):  # int() would read 3.7 as 3
+      raise ArchStringError(f"NB201 genes must be integers, got dtype {genes.dtype}")
+    g = [int(x) for x in genes.reshape(-1)]
     if len(g) != NUM_EDGES or not all(0 <= x < len(OPS) for x in g):
       raise ArchStringError(f"NB201 genes must be {NUM_EDGES} ints in [0, {len(OPS)}), got {g}")
     blocks, a = [], 0

@@ -173,3 +173,13 @@ def test_literature_cell_counts_by_op():
   g = nb201.genes_of_code(np.arange(15625))
   for e in range(6):
     assert collections.Counter(g[:, e].tolist()) == {k: 3125 for k in range(5)}
+
+
+@pytest.mark.parametrize("name", ["nb201", "darts"])
+def test_to_string_refuses_genes_that_are_not_integers(name):
+  space = get_space(name)
+  genes = np.asarray(space.sample(jax.random.key(0), 1))[0]
+  for bad in (genes + 0.7, genes.astype(bool)):  # int() used to read 3.7 as 3
+    with pytest.raises(ArchStringError, match="must be integers"):
+      space.to_string(bad)
+  assert space.from_string(space.to_string(genes.astype(np.int64))).tolist() == genes.tolist()
