@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 from pnag_jax.errors import PnagError
 
@@ -41,13 +41,23 @@ def replacing(path: str | Path) -> Iterator[Path]:
       tmp.unlink(missing_ok=True)
 
 
-def write_text(path: str | Path, text: str) -> Path:
-  """Raises a one-line `PnagError` where the file system refuses (permissions, space)."""
+@contextlib.contextmanager
+def open_replacing(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+  """`replacing(path)`'s temporary, opened: the file a user's output is written to.
+
+  Raises:
+    PnagError: one line, where the file system refuses (permissions, space).
+  """
   try:
-    with replacing(path) as tmp:
-      tmp.write_text(text)
+    with replacing(path) as tmp, tmp.open(mode, **open_kwargs) as f:
+      yield f
   except OSError as e:
     raise PnagError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def write_text(path: str | Path, text: str) -> Path:
+  with open_replacing(path) as f:
+    f.write(text)
   return Path(path)
 
 

@@ -179,8 +179,8 @@ class StageCheckpointer:
       ckpt.save(step, params, opt_state, key, meta, force=is_last)
 
   `save` returns once the step is committed and has its manifest (see the
-  module docstring); `wait_until_finished`, leaving the `with` block and
-  `close` are then no-ops for saves, kept for callers that do not assume it.
+  module docstring), so `wait_until_finished`, leaving the `with` block and
+  `close` find no save in flight; they remain for callers that do not assume it.
   """
 
   def __init__(
@@ -208,9 +208,8 @@ class StageCheckpointer:
     self.stage = stage
     self.directory = os.path.join(self.workdir, stage, "checkpoints")
     self._read_only = read_only
-    # Steps this instance saved that have no manifest yet, and steps already
-    # checked against theirs (`restore` would otherwise hash a step twice).
-    self._unmanifested: set[int] = set()
+    # Steps already checked against their manifest (`restore` would otherwise
+    # hash a step twice).
     self._verified: set[int] = set()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
@@ -300,9 +299,22 @@ class StageCheckpointer:
       raise CheckpointError(
           f"cannot save step {step} to {self.directory}: {_one_line(e)}") from e
     if started:
-      self._unmanifested.add(step)
       self.wait_until_finished()
+      self._add_manifest(step)
     return started
+
+  def _add_manifest(self, step: int) -> None:
+    step_dir = self._step_dir(step)
+    # Orbax's finalize logs some save errors instead of raising them; such a
+    # step was never renamed to its final directory.
+    if not os.path.isdir(step_dir):
+      return
+    try:
+      _write_manifest(step_dir)
+    except OSError as e:
+      raise CheckpointError(
+          f"cannot write the manifest of step {step} in {self.directory}: "
+          f"{_one_line(e)}") from e
 
   def delete(self, step: int) -> None:
     """Removes committed step `step` (e.g. one past where a resumed run restarts)."""
@@ -317,24 +329,12 @@ class StageCheckpointer:
     self._verified.discard(step)
 
   def wait_until_finished(self) -> None:
-    """Blocks until every pending save is committed and has its manifest."""
+    """Blocks until orbax has no save in flight (`save` itself already waits)."""
     try:
       self._manager.wait_until_finished()
     except OSError as e:
       raise CheckpointError(
           f"saving to {self.directory} failed: {_one_line(e)}") from e
-    for step in sorted(self._unmanifested):
-      step_dir = self._step_dir(step)
-      # Orbax's finalize logs some save errors instead of raising them; such a
-      # step was never renamed to its final directory.
-      if os.path.isdir(step_dir):
-        try:
-          _write_manifest(step_dir)
-        except OSError as e:
-          raise CheckpointError(
-              f"cannot write the manifest of step {step} in {self.directory}: "
-              f"{_one_line(e)}") from e
-      self._unmanifested.discard(step)
 
   def close(self) -> None:
     """Waits for pending saves, then releases orbax's threads."""

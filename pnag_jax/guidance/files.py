@@ -17,7 +17,6 @@ from typing import Sequence
 import numpy as np
 
 from pnag_jax import atomic
-from pnag_jax.errors import PnagError
 from pnag_jax.generation.output import check_output
 
 
@@ -57,14 +56,11 @@ def write_records(path: str | Path, space, genes: np.ndarray,
 
 def _write_rows(path: Path, names: list[str], values: list[list]) -> None:
   """Columns `values` under `names` to `path` (.csv, else .jsonl), atomically."""
-  try:
-    with atomic.replacing(path) as tmp, tmp.open("w", newline="") as f:
-      if path.suffix.lower() == ".csv":
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(names)
-        w.writerows(zip(*values))
-      else:
-        for row in zip(*values):
-          f.write(json.dumps(dict(zip(names, row))) + "\n")
-  except OSError as e:  # e.g. a full disk or a read-only filesystem
-    raise PnagError(f"cannot write {path}: {e.strerror}") from e
+  with atomic.open_replacing(path, newline="") as f:
+    if path.suffix.lower() == ".csv":
+      w = csv.writer(f, lineterminator="\n")
+      w.writerow(names)
+      w.writerows(zip(*values))
+    else:
+      for row in zip(*values):
+        f.write(json.dumps(dict(zip(names, row))) + "\n")

@@ -32,9 +32,12 @@ def parse_pool(text: str) -> int | str:
   if text == "all":
     return text
   try:
-    f = float(text) if "e" in text.lower() else int(text)
-    # "1e5" is a count; "1.5e0" is not, and is refused rather than truncated to 1.
-    n = int(f) if float(f).is_integer() else 0
+    if "e" in text.lower():
+      # "1e5" is a count; "1.5e0" is not, and is refused rather than truncated to 1.
+      f = float(text)
+      n = int(f) if f.is_integer() else 0
+    else:
+      n = int(text)
   except (ValueError, OverflowError):  # OverflowError: "1e400" is an infinite float
     n = 0
   if n <= 0:

@@ -544,12 +544,11 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
   meta = stage.read_meta(workdir)
   if meta is not None:
     saved = lineage.config_of(meta, SurrogateConfig, stage=stage.NAME, workdir=workdir)
-    disagrees = {"space": space is not None and space != saved.space,
-                 "seed": seed is not None and seed != saved.seed,
-                 # The patterns act as a set: their order is no setting.
-                 "exclude": exclude is not None and set(exclude) != set(saved.exclude)}
-    for name, given in (("space", space), ("seed", seed), ("exclude", exclude)):
-      if disagrees[name]:
+    # The exclusions act as a set: their order is no setting.
+    for name, given, same in (("space", space, space == saved.space),
+                              ("seed", seed, seed == saved.seed),
+                              ("exclude", exclude, set(exclude or ()) == set(saved.exclude))):
+      if given is not None and not same:
         raise PnagError(
             f"workdir {workdir} holds a surrogate trained with {name} "
             f"{getattr(saved, name)!r}; --{name} {given!r} disagrees (resume with the same "
