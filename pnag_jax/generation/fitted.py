@@ -17,6 +17,7 @@ Unseen codewords get probability 0 (log-prob -inf), so they are never drawn.
 from __future__ import annotations
 
 import functools
+import sys
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -93,10 +94,17 @@ def priors_path(run: Stage1Run) -> Path:
 
 
 def save_priors(priors: FittedPriors, path: str | Path) -> None:
-  """Atomic: a run killed mid-write leaves the previous file (or none), never half of one."""
+  """Atomic: a run killed mid-write leaves the previous file (or none), never half of one.
+
+  Raises:
+    PnagError: one line, where the file system refuses the write.
+  """
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with atomic.replacing(path) as tmp, tmp.open("wb") as f:
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise PnagError(f"cannot write {path}: {e.strerror or e}") from e
+  with atomic.open_replacing(path, "wb") as f:
     np.savez(f, version=_VERSION, latent_mean=priors.latent_mean,
              latent_std=priors.latent_std, code_logprobs=priors.code_logprobs,
              num_archs=priors.num_archs)
@@ -127,10 +135,18 @@ def load_priors(path: str | Path, run: Stage1Run | None = None) -> FittedPriors:
 
 
 def fitted_priors(run: Stage1Run, *, refit: bool = False) -> FittedPriors:
-  """The run's priors: read from beside the checkpoint, or fitted and saved there once."""
+  """The run's priors: read from beside the checkpoint, or fitted and saved there once.
+
+  The file is a cache: a stage-1 run shared read-only still generates, refitting the
+  priors (seconds) each time, and says once on stderr that it could not keep them.
+  """
   path = priors_path(run)
   if path.exists() and not refit:
     return load_priors(path, run)
   priors = fit_priors(run)
-  save_priors(priors, path)
+  try:
+    save_priors(priors, path)
+  except PnagError as e:
+    print(f"pnag: note: {e}; the fitted priors are used without being cached",
+          file=sys.stderr)
   return priors

@@ -44,3 +44,18 @@ def test_corrupt_or_mismatched_priors_fail_in_one_line(nb201_untrained, untraine
   fitted_lib.save_priors(fitted, path)
   with pytest.raises(PnagError, match="do not match the model"):
     fitted_lib.load_priors(path, nb201_untrained)
+
+
+def test_priors_cache_that_cannot_be_written_is_a_note(untrained_run, tmp_path, monkeypatch,
+                                                       capsys):
+  # "stage1" as a plain file: the priors directory cannot be made, even by root.
+  (tmp_path / "stage1").write_text("")
+  run = untrained_run("nb201", tmp_path, dim=8, decoder_hidden=32)
+  quick = fitted_lib.fit_priors(run, run.space.enumerate()[::7])
+  monkeypatch.setattr(fitted_lib, "fit_priors", lambda r: quick)
+  priors = fitted_lib.fitted_priors(run)
+  np.testing.assert_array_equal(priors.code_logprobs, quick.code_logprobs)
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "cannot write" in err and "without being cached" in err
+  with pytest.raises(PnagError, match="cannot write"):
+    fitted_lib.save_priors(quick, tmp_path / "stage1" / "priors" / "step_0.npz")

@@ -458,7 +458,7 @@ def save_linear_prior(workdir: str | Path, prior: dict, excluded_tasks, train_ta
   path = linear_prior_path(workdir)
   path.parent.mkdir(parents=True, exist_ok=True)
   about = json.dumps({"excluded_tasks": list(excluded_tasks), "train_tasks": list(train_tasks)})
-  with atomic.replacing(path) as tmp, tmp.open("wb") as f:
+  with atomic.open_replacing(path, "wb") as f:
     np.savez(f, **linear_lib.gaussians(prior), tasks=prior["tasks"], about=np.asarray(about))
   return path
 

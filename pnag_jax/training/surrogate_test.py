@@ -152,6 +152,12 @@ def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic
   stage.save_linear_prior(tmp_path, again.linear_prior, ["lat_y"], ["acc_a"])
   with pytest.raises(stage.ckpt_lib.CheckpointError, match="fitted without"):
     stage.load(tmp_path)
+  # A file the file system refuses is a one-line error, and leaves no temporary.
+  path.unlink()
+  path.mkdir()
+  with pytest.raises(PnagError, match="cannot write"):
+    stage.save_linear_prior(tmp_path, again.linear_prior, ["lat_z"], ["acc_a"])
+  assert sorted(p.name for p in path.parent.glob("*.tmp*")) == []
 
 
 def test_killed_run_resumes_bit_identically(tmp_path, synthetic_tasks, step_clock):
