@@ -57,6 +57,7 @@ No manifest is added to such a step later; that could bless damage.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -208,6 +209,17 @@ class StageCheckpointer:
     self.stage = stage
     self.directory = os.path.join(self.workdir, stage, "checkpoints")
     self._read_only = read_only
+    if not read_only and os.path.isdir(os.path.join(self.workdir, "checkpoints")):
+      # A stage's own folder given as the workdir: training would nest a second run.
+      raise CheckpointError(f"{self.workdir} is a run's {os.path.basename(self.workdir)}/ "
+                            f"folder; give the run's workdir, {os.path.dirname(self.workdir)}")
+    # What opening creates, to take back where the run fails before its first save:
+    # a refused run (no training steps, a bad data dir) leaves no empty stage folder,
+    # which later commands would take for a run without checkpoints. Only empty
+    # folders are removed, so nothing a run wrote is ever lost.
+    self._created = [] if read_only else [
+        d for d in (self.workdir, os.path.join(self.workdir, stage), self.directory)
+        if not os.path.isdir(d)]
     # Steps already checked against their manifest (`restore` would otherwise
     # hash a step twice).
     self._verified: set[int] = set()
@@ -239,6 +251,10 @@ class StageCheckpointer:
                exc: BaseException | None,
                tb: types.TracebackType | None) -> None:
     self.close()
+    if exc_type is not None:
+      for d in reversed(self._created):
+        with contextlib.suppress(OSError):  # not empty: a step or a file was written
+          os.rmdir(d)
 
   def __repr__(self) -> str:
     return f"StageCheckpointer({self.directory!r})"

@@ -266,6 +266,30 @@ def test_read_only_creates_nothing(tmp_path):
   assert not workdir.exists()
 
 
+def test_a_run_failing_before_its_first_save_leaves_no_folders(tmp_path):
+  (tmp_path / "kept").mkdir()
+  with pytest.raises(ValueError), StageCheckpointer(tmp_path / "new", "stage2"):
+    raise ValueError("refused before any step")
+  assert not (tmp_path / "new").exists()
+  # A workdir that already existed stays; so does anything written into the stage.
+  with pytest.raises(ValueError), StageCheckpointer(tmp_path / "kept", "stage2"):
+    (tmp_path / "kept" / "stage2" / "config.json").write_text("{}")
+    raise ValueError("refused after the config was written")
+  assert sorted(p.name for p in (tmp_path / "kept").rglob("*")) == ["config.json", "stage2"]
+  saved = _save_steps(tmp_path / "w", [1])
+  with pytest.raises(ValueError), StageCheckpointer(tmp_path / "w", "stage1"):
+    raise ValueError("a resumed run that fails")
+  _assert_same_state(_restore(tmp_path / "w"), saved[1])
+
+
+def test_a_stage_folder_is_refused_as_a_workdir(tmp_path):
+  _save_steps(tmp_path, [1])
+  with pytest.raises(CheckpointError,
+                     match=f"is a run's stage1/ folder; give the run's workdir, {tmp_path}$"):
+    StageCheckpointer(tmp_path / "stage1", "stage1")
+  assert not (tmp_path / "stage1" / "stage1").exists()
+
+
 def test_missing_step(tmp_path):
   _save_steps(tmp_path, [1, 2])
   with pytest.raises(CheckpointError, match=r"no checkpoint for step 5 .*\[1, 2\]"):

@@ -45,6 +45,13 @@ def check_learning_rate(value: float, name: str = "learning_rate") -> None:
     raise PnagError(f"{name} must be finite and > 0, got {value}")
 
 
+def check_non_negative(cfg: Any, names: Sequence[str]) -> None:
+  """A one-line error for the first of `cfg`'s fields `names` that is negative (or NaN)."""
+  for name in names:
+    if not getattr(cfg, name) >= 0:  # NaN compares False
+      raise PnagError(f"{name} must be finite and >= 0, got {getattr(cfg, name)}")
+
+
 def check_at_least(cfg: Any, names: Sequence[str], minimum: int) -> None:
   """A one-line error for the first of `cfg`'s fields `names` below `minimum`."""
   for name in names:
@@ -120,10 +127,18 @@ def with_overrides(cfg: C, overrides: Sequence[str], *, where: str) -> C:
 def _checked_new(cfg: C) -> C:
   """`cfg`, after its class's `check_new()` if it has one: the checks of values a user
   gives now. They are not run on configs read back (`from_dict`), so a run trained
-  before a check existed still loads; `__post_init__` keeps what no run could train."""
+  before a check existed still loads; `__post_init__` keeps what no run could train.
+
+  No float setting may be NaN or infinite: `--set weight_decay=nan` trained a NaN model
+  and `grad_clip=nan` turned clipping off, both without a word.
+  """
   check = getattr(cfg, "check_new", None)
   if check is not None:
     check()
+  for f in dataclasses.fields(cfg):
+    value = getattr(cfg, f.name)
+    if isinstance(value, float) and not math.isfinite(value):
+      raise PnagError(f"{f.name} must be finite, got {value}")
   return cfg
 
 

@@ -112,6 +112,7 @@ class Stage1Config:
       raise PnagError(f"scc_t_max must be -1 (all steps) or a step count >= 0, "
                       f"got {self.scc_t_max}")
     config_lib.check_learning_rate(self.learning_rate)
+    config_lib.check_non_negative(self, ("weight_decay", "beta", "beta_kl", "scc_lambda"))
 
   def replace(self, **kw) -> "Stage1Config":
     return dataclasses.replace(self, **kw)

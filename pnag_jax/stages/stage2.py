@@ -148,6 +148,8 @@ class Stage2Config:
     config_lib.check_seed(self.seed)
     config_lib.check_at_least(self, ("eval_size", "max_steps", "warmup_steps"), 0)
     config_lib.check_learning_rate(self.learning_rate)
+    # grad_clip 0 means no clipping (NaN compared False there and meant the same, silently).
+    config_lib.check_non_negative(self, ("weight_decay", "grad_clip"))
 
   @property
   def budget_keys(self) -> tuple[str, ...]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -134,9 +133,7 @@ class SurrogateConfig:
     config_lib.check_learning_rate(self.learning_rate)
     config_lib.check_at_least(self, ("warmup_steps",), 0)
     # A NaN weight or an average that never forgets trains, and reports, a NaN model.
-    for name in ("rank_weight", "reg_weight", "weight_decay"):
-      if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-        raise PnagError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+    config_lib.check_non_negative(self, ("rank_weight", "reg_weight", "weight_decay"))
     if not 0.0 <= self.ema_decay < 1.0:
       raise PnagError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

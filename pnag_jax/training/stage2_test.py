@@ -178,7 +178,10 @@ def test_config_errors_are_one_line():
                         ("checkpoint_every=0", "checkpoint_every must be >= 1"),
                         ("task_bank=0", "task_bank must be >= 1"),
                         ("eval_size=-5", "eval_size must be >= 0"),
-                        ("learning_rate=nan", "learning_rate must be finite and > 0")):
+                        ("learning_rate=nan", "learning_rate must be finite and > 0"),
+                        ("grad_clip=nan", "grad_clip must be finite and >= 0"),
+                        ("weight_decay=-1", "weight_decay must be finite and >= 0"),
+                        ("cond_drop=nan", r"cond_drop must be in \[0, 1\]")):
     with pytest.raises(PnagError, match=fragment):
       stage2.make_config("test", overrides=[bad])
 
