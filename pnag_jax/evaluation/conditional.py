@@ -92,10 +92,14 @@ def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGET
   run1, srun = run2.stage1, run2.surrogate
   space = run1.space
   known = tasks_lib.builtin_tasks(space.name, data_dir)
+  valid = valid_rows(space)
   for name in task_names:
     tasks_lib.require_known(known, name, f"task {name!r}",
                             f"unknown task {name!r}; see `pnag tasks --space {space.name}`")
-  valid = valid_rows(space)
+    # Every task before the first sweep: the references and quantiles need all of them.
+    if np.isnan(known[name].by_row()[valid]).any():
+      raise PnagError(f"task {name!r} has no score for every valid arch; choose a table "
+                      "task with full coverage")
   if not 1 <= k <= int(valid.sum()):
     raise PnagError(f"--k must be in [1, {int(valid.sum()):,}] (the strictly valid archs "
                     f"references are drawn from), got {k}")
@@ -111,9 +115,6 @@ def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGET
   for ti, name in enumerate(task_names):
     task = known[name]
     raw = task.by_row()
-    if np.isnan(raw[valid]).any():
-      raise PnagError(f"task {name!r} has no score for every valid arch; choose a table "
-                      "task with full coverage")
     q_all = oriented_quantiles(-raw if task.minimize else raw, valid)
     rng = np.random.default_rng([seed, 23, ti])
     refs = rng.choice(np.flatnonzero(valid), k, replace=False)

@@ -39,3 +39,17 @@ def test_with_the_tables_a_misspelt_task_is_unknown(task_conditioned, tmp_path, 
                            "--data-dir", data_dir, "--task", "cifar10_tset_acc")
   assert code == 2 and "unknown task 'cifar10_tset_acc'; see `pnag tasks" in err, err
   assert not out.exists()
+
+
+def test_a_task_without_full_coverage_is_refused_before_any_sweep(task_conditioned, tmp_path,
+                                                                  pnag_main, data_dir):
+  del task_conditioned
+  out = tmp_path / "out"
+  # The validation accuracies cover the zero-cost subset only; the first task is fine,
+  # and its sweep once ran before the second was refused.
+  code, _, err = pnag_main("eval", "conditional", "--workdir", "W", "--out", out,
+                           "--data-dir", data_dir, "--task", "cifar10_test_acc",
+                           "--task", "cifar10_val_acc")
+  assert code == 2 and err == ("pnag: error: task 'cifar10_val_acc' has no score for every "
+                               "valid arch; choose a table task with full coverage\n"), err
+  assert not out.exists()

@@ -139,24 +139,45 @@ def nb201_sampler(workdir, protocol: str):
   return sampler
 
 
-def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...], *,
-                       preset: str, overrides=(), data_dir=None) -> stage2_lib.Stage2Run:
-  """The task-conditioned stage 2 of the surrogate workdir `workdir`; trained if absent.
+# Stage-2 settings that change what is logged or how a step is sliced, not the model.
+STAGE2_REPORT_ONLY = ("eval_size", "eval_every", "checkpoint_every", "log_every",
+                      "micro_batches")
+AR_ONLY_DEFAULTS = {"--target-q": 0.99, "--ar-pool": 1000, "--cfg-scale": 0.0,
+                    "--stage2-preset": "quick", "--stage2-set": ()}
 
-  A new one is trained on a copy of `stage1_workdir`'s stage 1. Either way it must
-  have inherited exactly `exclude` from the surrogate beside it.
+
+def stage2_config(preset: str, overrides=()) -> stage2_lib.Stage2Config:
+  """The task-conditioned stage 2 the ar guides train, checked before any work."""
+  if any(o.partition("=")[0].strip() == "condition" for o in overrides):
+    raise PnagError("--stage2-set cannot set condition: the ar guides need condition=task")
+  return stage2_lib.make_config(preset, overrides=("condition=task", *overrides))
+
+
+def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...],
+                       cfg: stage2_lib.Stage2Config, *, data_dir=None) -> stage2_lib.Stage2Run:
+  """The task-conditioned stage 2 of the surrogate workdir `workdir`, trained to its end.
+
+  A new one is trained on a copy of `stage1_workdir`'s stage 1; one killed halfway (no
+  final report) is resumed. It must have inherited exactly `exclude` from the surrogate
+  beside it, and have been trained as `cfg` asks: a report names the preset and
+  --stage2-set it asked for.
   """
   from pnag_jax.training import stage2 as trainer  # pylint: disable=g-import-not-at-top
-  if stage2_lib.read_config(workdir) is None:
+  if not (workdir / stage2_lib.NAME / "report.json").is_file():
     if not (workdir / "stage1").is_dir():
       shutil.copytree(Path(stage1_workdir) / "stage1", workdir / "stage1",
                       ignore=shutil.ignore_patterns("metrics.jsonl"))
-    cfg = stage2_lib.make_config(preset, overrides=("condition=task", *overrides))
     trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, progress=False)
   run2 = stage2_lib.load_conditioned(workdir, "task", "the ar guides need")
   if run2.surrogate.cfg.exclude != tuple(exclude):
     raise PnagError(f"stage 2 in {workdir} sits on a surrogate trained without "
                     f"{run2.surrogate.cfg.exclude}, not {tuple(exclude)}")
+  differ = [f"{f.name}={getattr(run2.cfg, f.name)!r} (asked: {getattr(cfg, f.name)!r})"
+            for f in dataclasses.fields(cfg) if f.name not in STAGE2_REPORT_ONLY
+            and getattr(run2.cfg, f.name) != getattr(cfg, f.name)]
+  if differ:
+    raise PnagError(f"{workdir} holds a stage 2 trained with {', '.join(differ)}; remove "
+                    f"{workdir / stage2_lib.NAME} or use another --surrogates")
   return run2
 
 
@@ -356,9 +377,18 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
   check_settings(preset, overrides)
   extra = tuple(g for g in GUIDES[1:] if g in guides)
   ar_guides = tuple(g for g in extra if g in AR_GUIDES)
+  stage2_cfg = None
   if ar_guides:  # checked now: the ar guides only build their sampler after stage 2
     from pnag_jax.generation import SamplerConfig  # pylint: disable=g-import-not-at-top
     SamplerConfig(prior="ar", cfg_scale=cfg_scale)
+    stage2_cfg = stage2_config(stage2_preset, stage2_overrides)
+  else:
+    given = dict(zip(AR_ONLY_DEFAULTS, (target_q, ar_pool, cfg_scale, stage2_preset,
+                                        tuple(stage2_overrides))))
+    unused = [flag for flag, value in given.items() if value != AR_ONLY_DEFAULTS[flag]]
+    if unused:
+      raise PnagError(f"{', '.join(unused)} only apply to the ar guides (--guide ar or "
+                      "ar+rank)")
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
   tasks_lib.require_tables(tasks, "pnag eval transfer")
@@ -384,8 +414,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
                         overrides=overrides, data_dir=data_dir)
     run2 = None
     if ar_guides:
-      run2 = conditional_stage2(srun.workdir, workdir, exclude, preset=stage2_preset,
-                                overrides=stage2_overrides, data_dir=data_dir)
+      run2 = conditional_stage2(srun.workdir, workdir, exclude, stage2_cfg,
+                                data_dir=data_dir)
     report["targets"][t] = run_target(t, srun, pools, tasks=tasks, seeds=seeds, ks=ks,
                                       scratch_steps=scratch_steps, adapt_steps=adapt_steps,
                                       guides=extra, run2=run2, target_q=target_q,

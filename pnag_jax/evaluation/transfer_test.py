@@ -1,6 +1,7 @@
 """The transfer protocol's stage-2 guides: pools, draw order, which stage 2, bad input."""
 
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -12,6 +13,7 @@ from pnag_jax.generation import Sampler, SamplerConfig
 from pnag_jax.guidance import rank
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import stage2
+from pnag_jax.training import stage2 as stage2_training
 
 # With the other stage-2 tests: one worker, and the sampler compile of
 # task_conditions_test (chunk 8, CFG 2) is shared.
@@ -62,9 +64,10 @@ def test_a_table_order_is_trained_as_picks_are():
 
 
 def test_ar_pool_is_conditioned_and_its_stage2_must_match_the_exclusions(nb201_stage2,
-                                                                       tmp_path):
+                                                                       stage2_recipe):
   workdir, _ = nb201_stage2
-  run2 = transfer.conditional_stage2(workdir, workdir, ("lat_z",), preset="test")
+  cfg = stage2_recipe.stage2_config()
+  run2 = transfer.conditional_stage2(workdir, workdir, ("lat_z",), cfg)
   space = run2.stage1.space
   sampler = Sampler.from_run(run2.stage1, SamplerConfig(prior="ar", chunk_size=8,
                                                         cfg_scale=2.0))
@@ -78,8 +81,39 @@ def test_ar_pool_is_conditioned_and_its_stage2_must_match_the_exclusions(nb201_s
   assert drawn == 16
   np.testing.assert_array_equal(pool, raw[0.99].genes[raw[0.99].valid])
   with pytest.raises(PnagError, match=r"sits on a surrogate trained without \('lat_z',\)"):
-    transfer.conditional_stage2(workdir, workdir, ("cifar10(?!0)",), preset="test")
+    transfer.conditional_stage2(workdir, workdir, ("cifar10(?!0)",), cfg)
   assert stage2.read_config(workdir).condition == "task"
+  # A report names the --stage2-preset and --stage2-set it asked for.
+  with pytest.raises(PnagError, match=r"holds a stage 2 trained with width=32 \(asked: 64\)"):
+    transfer.conditional_stage2(workdir, workdir, ("lat_z",), cfg.replace(width=64))
+
+
+def test_a_killed_stage2_is_resumed_to_its_end(nb201_stage2, stage2_recipe, tmp_path,
+                                               monkeypatch):
+  workdir = shutil.copytree(nb201_stage2[0], tmp_path / "w",
+                            ignore=shutil.ignore_patterns("stage2"))
+  stage2_recipe.train_stage2(workdir, stop_after=6)  # as a kill after step 6 of 12
+  trained = []
+  real = stage2_training.train_and_evaluate
+  monkeypatch.setattr(stage2_training, "train_and_evaluate",
+                      lambda cfg, w, **kw: trained.append(w) or real(
+                          cfg, w, tasks=stage2_recipe.tasks(("lat_z",)), **kw))
+  run2 = transfer.conditional_stage2(workdir, workdir, ("lat_z",),
+                                     stage2_recipe.stage2_config())
+  assert trained == [workdir] and run2.step == 12
+  assert (workdir / "stage2" / "report.json").is_file()
+
+
+def test_stage2_settings_are_checked_before_any_work(tmp_path):
+  out = tmp_path / "out"
+  with pytest.raises(PnagError, match="--stage2-set cannot set condition"):
+    transfer.run(tmp_path / "no_run", out, guides=("ar",), stage2_overrides=("condition=none",))
+  with pytest.raises(PnagError, match="unknown"):
+    transfer.run(tmp_path / "no_run", out, guides=("ar",), stage2_overrides=("widht=3",))
+  with pytest.raises(PnagError, match=re.escape("--cfg-scale, --stage2-set only apply to the "
+                                                "ar guides")):
+    transfer.run(tmp_path / "no_run", out, cfg_scale=3.0, stage2_overrides=("width=3",))
+  assert not out.exists()
 
 
 @pytest.mark.parametrize("kw, fragment", [

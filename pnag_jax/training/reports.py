@@ -92,6 +92,13 @@ def _read_report(out_dir: Path) -> dict | None:
   return report if isinstance(report, dict) else None
 
 
+def final_step(out_dir: Path) -> int | None:
+  """The step of the run's final report (its last step, once finished), or None."""
+  report = _read_report(out_dir)
+  steps = None if report is None else report.get("steps")
+  return steps if isinstance(steps, int) else None
+
+
 def resumed(meta: Mapping[str, Any], out_dir: Path, step: int, total: int,
             config_json: str) -> tuple[dict | None, float]:
   """What a run resuming from checkpoint `step` (of `total`) carries over:

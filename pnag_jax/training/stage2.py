@@ -300,6 +300,16 @@ def _load_surrogate(cfg: Stage2Config, run1: Stage1Run, workdir):
   return surrogate.load(workdir, space=run1.space.name)
 
 
+def _check_finished(workdir, name: str, step: int, command: str) -> None:
+  """Stage 2 is bound to the step it reads (lineage): a stage 1 or surrogate killed
+  halfway would, once resumed, leave it tied to a step that is then rotated out."""
+  done = reports.final_step(Path(workdir) / name)
+  if done != step:
+    raise PnagError(f"{name} in {workdir} is not finished (step {step}, "
+                    f"{'no final report' if done is None else f'its report is of step {done}'}"
+                    f"); finish it first: {command} --workdir {workdir}")
+
+
 def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
                        tasks: dict | None = None, progress: bool = True,
                        stop_after: int | None = None) -> dict:
@@ -313,9 +323,12 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
   finished with this config returns its report as it is (`reports.finished`).
   """
   run1 = stage1.load(workdir)
+  _check_finished(workdir, stage1.NAME, run1.step, "pnag train stage1")
   if cfg.condition == "budget":  # before anything is built or written
     budget_conditions.check_space(cfg, run1.space)
   srun = _load_surrogate(cfg, run1, workdir)
+  if srun is not None:
+    _check_finished(workdir, surrogate.NAME, srun.step, "pnag train surrogate")
   space = run1.space
   if srun is not None:
     task_conditions.check_space(cfg, space)

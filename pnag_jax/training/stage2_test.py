@@ -192,6 +192,21 @@ def test_task_condition_without_a_surrogate_says_how_to_train_one(nb201_workdir)
                                 nb201_workdir, progress=False)
 
 
+def test_an_unfinished_stage1_is_refused_before_anything_is_written(nb201_workdir,
+                                                                   tmp_path):
+  # As a stage 1 killed halfway: checkpoints, no final report. Stage 2 would be bound to
+  # a step that resuming stage 1 later rotates out.
+  workdir = shutil.copytree(nb201_workdir, tmp_path / "w")
+  (workdir / "stage1" / "report.json").unlink()
+  with pytest.raises(PnagError, match=r"stage1 in .* is not finished \(step 0, no final "
+                     r"report\); finish it first: pnag train stage1 --workdir"):
+    training.train_and_evaluate(stage2.make_config("test"), workdir, progress=False)
+  (workdir / "stage1" / "report.json").write_text('{"steps": 40}')
+  with pytest.raises(PnagError, match="its report is of step 40"):
+    training.train_and_evaluate(stage2.make_config("test"), workdir, progress=False)
+  assert not (workdir / "stage2").exists()
+
+
 def test_load_without_stage2_says_how_to_train(nb201_workdir):
   with pytest.raises(ckpt_lib.CheckpointError, match="pnag train stage2 --workdir"):
     stage2.load(nb201_workdir)
