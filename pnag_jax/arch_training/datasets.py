@@ -53,7 +53,12 @@ def _npz(path: Path) -> tuple[np.ndarray, ...]:
   if not path.is_file():
     raise DataError(f"npz dataset {path} does not exist")
   try:
-    with np.load(path, allow_pickle=False) as z:
+    z = np.load(path, allow_pickle=False)
+    if not isinstance(z, np.lib.npyio.NpzFile):
+      # A .npy loads as one bare array: there are no named splits to read.
+      raise DataError(f"npz dataset {path} is a single array (.npy), not an .npz archive "
+                      "of x_train, y_train, x_test, y_test")
+    with z:
       missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
       if missing:
         raise DataError(f"npz dataset {path} lacks {', '.join(missing)}")
@@ -116,6 +121,9 @@ def _checked(name, x_tr, x_te, y_tr, y_te) -> tuple[np.ndarray, ...]:
   if max(y_tr.max(), y_te.max()) > MAX_LABEL:
     raise DataError(f"{name}: labels must be class ids up to {MAX_LABEL:,}, got "
                     f"{max(y_tr.max(), y_te.max()):,}")
+  # Kinds b, i, u, f: what standardising can read (not complex, strings or objects).
+  if x_tr.dtype.kind not in "biuf" or x_te.dtype.kind not in "biuf":
+    raise DataError(f"{name}: images must be real numbers, got {x_tr.dtype}/{x_te.dtype}")
   if not (np.isfinite(x_tr).all() and np.isfinite(x_te).all()):
     raise DataError(f"{name}: images hold NaN or infinite values")
   return x_tr, x_te, y_tr.astype(np.int32), y_te.astype(np.int32)

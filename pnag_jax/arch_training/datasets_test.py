@@ -86,3 +86,19 @@ def test_malformed_files(tmp_path):
   (d / "data_batch_3").write_bytes(b"\x80\x04garbage")
   with pytest.raises(DataError, match="corrupt CIFAR-10 batch"):
     datasets.load_dataset(f"cifar10:{tmp_path / 'c'}")
+
+
+def test_a_npy_file_is_a_one_line_data_error(tmp_path):
+  p = tmp_path / "x.npy"
+  np.save(p, np.zeros((4, 8, 8)))
+  with pytest.raises(DataError, match=r"is a single array \(\.npy\), not an \.npz archive"):
+    datasets.load_dataset(f"npz:{p}")
+
+
+@pytest.mark.parametrize("x", [np.full((20, 8, 8), "a"), np.zeros((20, 8, 8), complex)],
+                         ids=["str", "complex"])
+def test_images_that_are_not_real_numbers_are_refused(tmp_path, x):
+  p = tmp_path / "d.npz"
+  np.savez(p, x_train=x, y_train=np.zeros(20, int), x_test=x[:5], y_test=np.zeros(5, int))
+  with pytest.raises(DataError, match=f"images must be real numbers, got {x.dtype}"):
+    datasets.load_dataset(f"npz:{p}")

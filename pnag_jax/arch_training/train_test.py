@@ -13,6 +13,8 @@ from pnag_jax.spaces import get_space
 # A narrow, one-cell-per-stage NB201 net: the cell still decides what is computed.
 SMALL = (("channels", 8), ("cells_per_stage", 1))
 NONE_CELL = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+_BEST_KNOWN = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|"
+               "nor_conv_3x3~1|nor_conv_1x1~2|")
 
 
 def _best_cell(data_dir) -> str:
@@ -113,3 +115,25 @@ def test_bad_input(tmp_path):
       train_arch(ArchTrainConfig(space="nb201", arch=NONE_CELL, **kw), tmp_path / "w",
                  progress=False)
   assert not (tmp_path / "w").exists()
+
+
+def _tiny_dataset():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from pnag_jax.arch_training.datasets import Dataset  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(0).normal(size=(64, 16, 16, 3)).astype(np.float32)
+  y = (np.arange(64) % 10).astype(np.int32)
+  return Dataset("tiny", x, y, x[:4], y[:4], 10)
+
+
+def test_a_fresh_run_that_diverges_leaves_nothing_it_created(tmp_path):
+  cfg = ArchTrainConfig(space="nb201", arch=_BEST_KNOWN, epochs=1, batch_size=8,
+                        learning_rate=1e30, network=SMALL)
+  with pytest.raises(PnagError, match="training diverged at epoch 1"):
+    train_arch(cfg, tmp_path / "new", progress=False, dataset=_tiny_dataset())
+  assert not (tmp_path / "new").exists()
+  # A workdir that was there keeps what it held, and gets nothing added.
+  (tmp_path / "old").mkdir()
+  (tmp_path / "old" / "notes.txt").write_text("mine")
+  with pytest.raises(PnagError, match="training diverged at epoch 1"):
+    train_arch(cfg, tmp_path / "old", progress=False, dataset=_tiny_dataset())
+  assert [p.name for p in (tmp_path / "old").iterdir()] == ["notes.txt"]

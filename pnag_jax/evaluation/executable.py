@@ -70,6 +70,9 @@ FULL = {"nb201": ({}, 32), "darts": ({}, 32), "mbv3": ({}, 32), "mbv3_r": ({}, 3
 #: than run fast. Finiteness does not depend on the optimisation level.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
+#: Archs checked by default, generated or sampled (a file's are all checked).
+DEFAULT_NUM = 100
+
 #: The checks of an arch that is not built (it is no network of its space).
 _NOT_BUILT = {"built": False, "forward_finite": False, "loss_finite": False,
               "step_finite": False}
@@ -184,20 +187,26 @@ def read_arch_file(path: str | Path, space_name: str) -> list[str]:
 
 
 def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = None,
-        space: str | None = None, random: bool = False, num: int = 100, seed: int = 0,
-        full_size: bool = False, jit: bool = False, constrained: bool = False,
-        progress: bool = True) -> dict:
-  """Writes `executable.json` under `out`; see the module docstring for the sources."""
+        space: str | None = None, random: bool = False, num: int | None = None,
+        seed: int = 0, full_size: bool = False, jit: bool = False,
+        constrained: bool = False, progress: bool = True) -> dict:
+  """Writes `executable.json` under `out`; see the module docstring for the sources.
+
+  `num`: the archs generated or sampled (default `DEFAULT_NUM`), or the first `num` of
+  `from_file` (default all); the report's `num` is the count checked.
+  """
   if sum(bool(s) for s in (workdir, from_file, random)) != 1:
     raise PnagError("give exactly one of --workdir, --from-file or --random")
   if constrained and not workdir:
     raise PnagError("--constrained applies to generated archs (--workdir) only")
-  if num < 1:
+  if num is not None and num < 1:
     raise PnagError(f"--num must be >= 1, got {num}")
   config_lib.check_seed(seed, "--seed")
   if Path(out).exists() and not Path(out).is_dir():  # found now, not after every build
     raise PnagError(f"--out {out} is a file, not a directory")
   cache: dict = {}
+  if not from_file:
+    num = DEFAULT_NUM if num is None else num
   report = {"full_size": full_size, "jit": jit, "constrained": constrained, "num": num,
             "seed": seed, "groups": {}}
   # The generated archs and their g_t come from one key on purpose: g_T is the final arch.
@@ -233,6 +242,8 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
         genes = sp.from_strings(read_arch_file(from_file, space_name))
       except ArchStringError as e:
         raise PnagError(f"{from_file}: {e}") from e
+      genes = genes[:num]
+      report["num"] = len(genes)
     else:
       genes = np.asarray(jax.jit(sp.sample, static_argnums=1)(k_archs, num))
     ops, adj = sp.encode(genes)
@@ -275,7 +286,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--from-file", help="F.jsonl with one {\"arch\": ...} per line (needs --space)")
   p.add_argument("--random", action="store_true", help="uniform samples of --space")
   p.add_argument("--space", help="the space of --from-file / --random")
-  p.add_argument("--num", type=int, default=100, help="architectures to check")
+  p.add_argument("--num", type=int, help=f"architectures to check (default {DEFAULT_NUM}); "
+                 "with --from-file, the file's first N (default all)")
   p.add_argument("--seed", type=int, default=0, help="seed of the archs and the networks")
   p.add_argument("--full-size", action="store_true",
                  help="check the paper-sized networks (default: reduced macro size)")

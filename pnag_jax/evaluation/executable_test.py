@@ -72,6 +72,7 @@ def test_from_file_and_unbuildable_archs(tmp_path):
   # tested above, and through the CLI in tests/generation_e2e_test.py).
   rep = executable.run(tmp_path, from_file=str(f), space="nb201", jit=True, progress=False)
   assert [r["executable"] for r in rep["groups"]["file"]] == [True, True]
+  assert rep["num"] == 2  # a file's archs are all checked unless --num says otherwise
   # A DARTS genotype whose first node reads a later node parses but is no network, so it
   # is never built. (Building DARTS networks is tested in pnag_jax/networks/darts_test.py.)
   darts = get_space("darts")
@@ -108,3 +109,15 @@ def test_bad_input(tmp_path):
 def test_a_space_that_disagrees_with_the_workdir(nb201_workdir, tmp_path):
   with pytest.raises(PnagError, match="holds a nb201 run; --space mbv3 disagrees"):
     executable.run(tmp_path, workdir=str(nb201_workdir), space="mbv3", num=1, progress=False)
+
+
+def test_num_takes_the_first_archs_of_a_file_and_records_how_many(tmp_path):
+  f = tmp_path / "a.jsonl"
+  f.write_text("\n".join(json.dumps({"arch": a}) for a in (
+      "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+      "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")))
+  rep = executable.run(tmp_path, from_file=str(f), space="nb201", num=1, jit=True,
+                       progress=False)
+  assert rep["num"] == rep["summary"]["file"]["num"] == 1
+  saved = json.loads((tmp_path / "executable.json").read_text())
+  assert saved["num"] == 1 and len(saved["groups"]["file"]) == 1

@@ -58,9 +58,17 @@ def _first_reach(trace: list[tuple[int, float, float]], target: float):
   return None, None
 
 
+def _ms(budget: float) -> str:
+  """A budget as given: 25 for 25.0 (argparse reads every budget as a float)."""
+  return f"{budget:.15g}"
+
+
 def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
         data_dir=None, generations: int = 500, check_top: int = TOP,
         cfg: elite.EliteConfig = elite.EliteConfig()) -> dict:
+  repeated = next((b for i, b in enumerate(budgets) if b in budgets[:i]), None)
+  if repeated is not None:
+    raise PnagError(f"--budgets {_ms(repeated)} is given twice; each budget is reported once")
   saved = stage1.read_config(workdir)  # the space, before restoring any weights
   if saved is not None and saved.space != "mbv3_r":
     raise PnagError(f"pnag eval ofa searches OFA subnets with their resolution: it needs a "
@@ -83,7 +91,7 @@ def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
   for budget in budgets:
     # Exact, as `pnag generate --constraint` is; a bound above the fastest subnet can
     # still be too tight for the evolution's random first population.
-    constraints.check_bound(lat, "<=", budget, f"--budgets {budget:g}")
+    constraints.check_bound(lat, "<=", budget, f"--budgets {_ms(budget)}")
     evolution.check_feasible(lat.device_score, space.gene_cardinalities, budget,
                              key=jax.random.key(0))
   out = reports.out_dir(out)  # once the settings, the run and the data are known good
@@ -149,16 +157,16 @@ def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
       if seed == 0 and check_top:
         # Op by op: subnets share most layer shapes, so after the first few each check
         # reuses compiled ops (a few seconds each) where a jitted one compiles anew.
-        checked = top[:check_top]
+        checked = g.genes[:check_top]
         checks = executable.check_genes(space.name, checked, np.ones(len(checked), bool),
                                         key=jax.random.key(int(budget)), full_size=False,
                                         jit=False, cache=exe_cache)
         row["top_executable"] = float(np.mean([c["executable"] for c in checks]))
       rows.append(row)
-      print(f"  {budget} ms seed {seed}: evolution {evo_best:.5f} ({evo_seconds:.1f} s), "
+      print(f"  {_ms(budget)} ms seed {seed}: evolution {evo_best:.5f} ({evo_seconds:.1f} s), "
             f"guided {row['guided_best']:.5f} in {g.calls:,} calls ({g.seconds:.1f} s), "
             f"reached evolution's final at {reach_calls} calls", flush=True)
-    report["budgets"][str(budget)] = {"rows": rows, **_aggregate(rows)}
+    report["budgets"][_ms(budget)] = {"rows": rows, **_aggregate(rows)}
     reports.write_outputs(out, "ofa", report, format_table, plot)  # after each budget
   return report
 

@@ -1,10 +1,17 @@
 """`pnag eval ofa`: what it refuses, with one-line errors and no output; the calls its
 table and plot name."""
 
+from types import SimpleNamespace
+
+import jax
+import numpy as np
 import pytest
 
+from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import ofa
+from pnag_jax.guidance import elite
 from pnag_jax.guidance.evolution import EvolutionConfig
+from pnag_jax.spaces import get_space
 from pnag_jax.tasks.ofa import OFAModels
 
 
@@ -72,3 +79,52 @@ def test_the_table_and_the_plot_name_the_evolutions_own_calls(generations, short
   ofa.plot(report, tmp_path / "ofa.png")
   labels = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
   assert f"OFA evolution ({short} calls)" in labels
+
+
+def test_a_predictor_of_the_wrong_shape_is_refused_before_any_output(mbv3_r_workdir, tmp_path,
+                                                                     pnag_main, data_dir):
+  import shutil  # pylint: disable=g-import-not-at-top
+  bad = tmp_path / "data"
+  shutil.copytree(data_dir / "mbv3", bad / "mbv3")
+  z = dict(np.load(bad / "mbv3" / "ofa_acc_predictor.npz"))
+  z["w1"] = z["w1"][:300]
+  np.savez(bad / "mbv3" / "ofa_acc_predictor.npz", **z)
+  out = tmp_path / "out"
+  code, _, err = pnag_main("eval", "ofa", "--workdir", mbv3_r_workdir, "--out", out,
+                           "--data-dir", bad)
+  assert code == 2 and len(err.strip().splitlines()) == 1, err
+  assert "w1 has shape (300, 400), expected (400, N)" in err
+  assert not out.exists()
+
+
+def test_a_repeated_budget_is_refused(tmp_path):
+  with pytest.raises(PnagError, match=r"^--budgets 25 is given twice"):
+    ofa.run(tmp_path / "nowhere", tmp_path / "out", budgets=[25.0, 20.0, 25.0])
+  assert not (tmp_path / "out").exists()
+
+
+def test_check_top_is_not_capped_and_budgets_are_labelled_as_given(mbv3_r_workdir, data_dir,
+                                                                   tmp_path, monkeypatch,
+                                                                   capsys):
+  # The searches faked: what is checked here is what the protocol does with their results.
+  space = get_space("mbv3_r")
+  n = ofa.TOP + 5
+  genes = np.asarray(jax.jit(space.sample, static_argnums=1)(jax.random.key(0), n))
+  found = elite.SearchResult(genes, np.linspace(0.8, 0.7, n), n, n, [(n, 0.8, 0.1)], 0.1)
+  evolved = SimpleNamespace(trace=np.full(3, 0.8), best_genes=genes[0])
+  monkeypatch.setattr(ofa.evolution, "compiled", lambda *a, **k: (lambda *a: evolved, 0.0))
+  monkeypatch.setattr(ofa.elite, "make_sampler", lambda *a: None)
+  monkeypatch.setattr(ofa.elite, "search", lambda *a, **k: found)
+  checked = []
+
+  def check_genes(space_name, genes, valid, **kwargs):
+    checked.append(len(genes))
+    return [{"executable": True}] * len(genes)
+
+  monkeypatch.setattr(ofa.executable, "check_genes", check_genes)
+  report = ofa.run(mbv3_r_workdir, tmp_path / "out", budgets=[25.0], seeds=1, ratio=1,
+                   generations=2, check_top=ofa.TOP + 2, data_dir=data_dir)
+  assert checked == [ofa.TOP + 2]
+  assert list(report["budgets"]) == ["25"]
+  assert "  25 ms seed 0:" in capsys.readouterr().out
+  assert "| 25 ms " in ofa.format_table(report)

@@ -18,6 +18,7 @@ import numpy as np
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.spaces.base import SearchSpace
+from pnag_jax.tasks import costs
 
 _PATTERN = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(<=|>=)\s*(\S+)\s*$")
 
@@ -77,6 +78,47 @@ def check_bound(task, op: str, bound: float, what: str) -> None:
   if op == ">=" and bound > highest:
     raise PnagError(f"{what}: no {task.space} arch meets it; the largest achievable "
                     f"{task.name} is {highest:.6g}{unit}")
+
+
+#: Tasks scored by a predictor's forward pass: each value costs an objective call.
+PREDICTORS = ("ofa_acc",)
+
+
+def check_searchable(c: Constraint, space: SearchSpace, objective: str) -> None:
+  """Refuses a constraint that an objective search (`pnag generate --objective`) cannot
+  check for free.
+
+  The search checks every constraint on every draw of its pools, thousands a round,
+  and counts only the objective's calls on the archs it picks: a constraint must cost
+  next to nothing per arch, or it bypasses `--budget` (a predictor, the objective
+  itself) or stalls the search (a count that builds a network per arch).
+
+  Raises:
+    PnagError: such a constraint.
+  """
+  if c.task == objective or c.task in PREDICTORS:
+    what, instead = (("the objective itself", "another task") if c.task == objective else
+                     ("a predictor", "a table or formula task"))
+    raise PnagError(f"--constraint {c}: {c.task} is {what}, and constraints are checked on "
+                    "every draw of the search's pools, so its calls would go uncounted by "
+                    f"--budget; constrain {instead}")
+  check_quick(c, space)
+
+
+def check_quick(c: Constraint, space: SearchSpace) -> None:
+  """Refuses a constraint whose value takes a network build per arch (seconds each):
+  both searches check constraints on every candidate of their pools, thousands of them,
+  and would stall.
+
+  Raises:
+    PnagError: such a constraint, naming the counts that are formulas in `space`.
+  """
+  if c.task in ("params", "flops") and not costs.counted_quickly(space, c.task):
+    fast = [k for k in ("params", "flops") if costs.counted_quickly(space, k)]
+    raise PnagError(f"--constraint {c}: {space.name}'s {c.task} takes a network build per "
+                    "arch (seconds each), and constraints are checked on every candidate "
+                    "of the pool (thousands)"
+                    + (f"; {' or '.join(fast)} is a formula there" if fast else ""))
 
 
 def values(task, space: SearchSpace, genes: np.ndarray) -> np.ndarray:

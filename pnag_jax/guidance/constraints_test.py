@@ -69,3 +69,40 @@ def test_each_operator_keeps_exactly_its_side_of_the_bound_and_nan_fails_both():
   both = [constraints.parse("tab>=5", known), constraints.parse("tab<=7", known)]
   np.testing.assert_array_equal(np.flatnonzero(constraints.satisfied(both, known, space,
                                                                      genes)), [5, 6, 7])
+
+
+@pytest.fixture(scope="module")
+def mbv3_r_workdir(untrained_run, stage1_saver, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("mbv3_r")
+  return stage1_saver(untrained_run("mbv3_r", workdir), workdir)
+
+
+@pytest.mark.parametrize("objective, constraint, fragment", [
+    # Checked on every draw of every pool: thousands of uncounted predictor calls.
+    ("note10_latency", "ofa_acc>=0.78", "ofa_acc is a predictor, .* uncounted by --budget"),
+    ("ofa_acc", "ofa_acc>=0.78", "ofa_acc is the objective itself"),
+    ("note10_latency", "note10_latency<=25", "note10_latency is the objective itself"),
+    # An abstract network build per draw (1.6 s each): the search would never end.
+    ("ofa_acc", "flops<=3e8", "mbv3_r's flops takes a network build per arch .* params is "
+                              "a formula there"),
+])
+def test_an_objective_search_refuses_constraints_that_are_not_free(
+    mbv3_r_workdir, data_dir, tmp_path, objective, constraint, fragment):
+  out = tmp_path / "top.csv"
+  with pytest.raises(PnagError, match=fragment) as e:
+    guidance_run.search_to_file(mbv3_r_workdir, objective=objective, out=out, num=3,
+                                budget=100, constraints=[constraint], data_dir=data_dir)
+  assert "\n" not in str(e.value) and not out.exists()
+
+
+def test_counts_that_build_a_network_per_arch_are_refused_in_either_search():
+  # Guided generation (--refs) checks constraints on every unique candidate too.
+  darts = get_space("darts")
+  known = tasks_lib.builtin_tasks("darts", None)
+  for text in ("params<=1e6", "flops<=1e9"):
+    with pytest.raises(PnagError, match=f"darts's {text[:-5]} takes a network build per arch"):
+      constraints.check_quick(constraints.parse(text, known), darts)
+  nb201 = get_space("nb201")
+  for text in ("params<=1e6", "flops<=1e9"):  # formulas there
+    constraints.check_quick(constraints.parse(text, tasks_lib.builtin_tasks("nb201", None)),
+                            nb201)

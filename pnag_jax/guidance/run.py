@@ -80,6 +80,8 @@ def guided_to_file(workdir, *, refs, out, num: int, pool: int | str = 100_000, s
   _, ref = _refs(srun, refs, minimize)
   known = tasks_lib.builtin_tasks(space.name, data_dir) if constraints else {}
   parsed = [constraints_lib.parse(c, known) for c in constraints]
+  for c in parsed:
+    constraints_lib.check_quick(c, space)
   t0 = time.perf_counter()
   if pool == "all":
     genes, drawn = rank.enumerate_pool(space)
@@ -213,6 +215,7 @@ def search_to_file(workdir, *, objective: str, out, num: int, budget: int = 10_0
   parsed = [constraints_lib.parse(c, known) for c in constraints]
   for c in parsed:
     function_task(known, c.task, space, "--constraint")
+    constraints_lib.check_searchable(c, space, objective)
   sign = -1.0 if task.minimize else 1.0
 
   def score(genes):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 import yaml
 
 from pnag_jax.data import nb201 as nb201_data
-from pnag_jax.errors import PnagError
+from pnag_jax.errors import DataError, PnagError
 
 KERNEL_SIZES = (3, 5, 7)
 EXPAND_RATIOS = (3, 4, 6)
@@ -61,6 +62,9 @@ def find_dir(data_dir=None) -> Path | None:
   given = data_dir if data_dir is not None else os.environ.get(nb201_data.ENV_VAR)
   if given:
     root = Path(given).expanduser()
+    if data_dir is not None and not root.is_dir():
+      # As NB201's tables: a directory the user named is no optional default.
+      raise DataError(f"data directory {str(root)!r} does not exist")
     for cand in (root / SUBDIR, root):
       if (cand / "ofa_acc_predictor.npz").is_file():
         return cand
@@ -119,6 +123,32 @@ def _mlp(params: dict, x: jax.Array) -> jax.Array:
   return (h @ params["w3"] + params["b3"])[..., 0]
 
 
+def _checked_mlp(path: Path, arrays: dict) -> dict:
+  """`arrays`, once they are the float MLP that `_mlp` runs: from `encode`'s 128
+  features through hidden layers of any width to one output, every value finite.
+
+  Raises:
+    DataError: naming `path` and the first array that does not fit.
+  """
+  fan_in = 128
+  for i in range(4):
+    w, b = arrays[f"w{i}"], arrays[f"b{i}"]
+    if w.ndim != 2 or w.shape[0] != fan_in or (i == 3 and w.shape[1] != 1):
+      raise DataError(f"OFA's accuracy predictor {path}: w{i} has shape {w.shape}, expected "
+                      f"({fan_in}, {1 if i == 3 else 'N'})")
+    if b.shape != w.shape[1:]:
+      raise DataError(f"OFA's accuracy predictor {path}: b{i} has shape {b.shape}, expected "
+                      f"{w.shape[1:]} (w{i} has shape {w.shape})")
+    for name, a in ((f"w{i}", w), (f"b{i}", b)):
+      if not np.issubdtype(a.dtype, np.floating):
+        raise DataError(f"OFA's accuracy predictor {path}: {name} is {a.dtype}, not floats")
+      if not np.isfinite(a).all():
+        raise DataError(f"OFA's accuracy predictor {path}: {name} holds NaN or infinite "
+                        "values")
+    fan_in = w.shape[1]
+  return arrays
+
+
 def _latency_tables(table_dir: Path) -> tuple[np.ndarray, np.ndarray]:
   """(fixed float64[5], per_slot float64[5, 20, 3, 3]) of the Note10 tables, by
   resolution: the stem, first block and head; each slot's block by ks and e."""
@@ -129,13 +159,19 @@ def _latency_tables(table_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
       table = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-      raise PnagError(f"cannot read the Note10 latency table {path}: {err}") from err
+      # A YAML error spans lines (the mark and a caret under it).
+      raise DataError(f"cannot read the Note10 latency table {path}: "
+                      f"{' '.join(str(err).split())}") from err
 
     def ms(key, path=path, table=table):
       try:
-        return float(table[key]["mean"])
+        value = float(table[key]["mean"])
       except (KeyError, TypeError, ValueError):
-        raise PnagError(f"the Note10 table {path} has no mean latency for {key!r}") from None
+        raise DataError(f"the Note10 table {path} has no mean latency for {key!r}") from None
+      if not math.isfinite(value):
+        raise DataError(f"the Note10 table {path} has mean latency {value} for {key!r}, "
+                        "not a finite number")
+      return value
 
     f = (r + 1) // 2
     fixed[ri] = ms(f"Conv-input:{r}x{r}x3-output:{f}x{f}x{_FIRST_WIDTH}") + ms(
@@ -252,11 +288,12 @@ class OFAModels:
     path = mbv3_dir / "ofa_acc_predictor.npz"
     try:
       with np.load(path) as z:
-        params = {k: jnp.asarray(z[k], jnp.float32) for k in
-                  ("w0", "b0", "w1", "b1", "w2", "b2", "w3", "b3")}
+        arrays = {k: z[k] for k in ("w0", "b0", "w1", "b1", "w2", "b2", "w3", "b3")}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
       # A truncated .npz is a bad zip (or an EOF) to numpy, not an OSError.
-      raise PnagError(f"cannot read OFA's accuracy predictor {path}: {err}") from err
+      raise DataError(f"cannot read OFA's accuracy predictor {path}: "
+                      f"{' '.join(str(err).split())}") from err
+    params = {k: jnp.asarray(a, jnp.float32) for k, a in _checked_mlp(path, arrays).items()}
     fixed, per_slot = _latency_tables(mbv3_dir / "note10")
     return cls(params, fixed, per_slot)
 

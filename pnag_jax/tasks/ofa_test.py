@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from pnag_jax.errors import PnagError
+from pnag_jax.errors import DataError, PnagError
 from pnag_jax.tasks import ofa
 
 
@@ -176,3 +176,55 @@ def test_a_latency_budget_no_subnet_meets_names_the_smallest_achievable(data_dir
       lowest + 0.01)
   with pytest.raises(PnagError, match="'abc' is not a finite number"):
     constraints.parse("note10_latency<=abc", known)
+
+
+def _copy_of(data_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / "mbv3"
+  shutil.copytree(data_dir / "mbv3", copy)
+  return copy
+
+
+@pytest.mark.parametrize("change, fragment", [
+    # Caught as it loads, not as a TypeError deep in jax at the first call.
+    (lambda z: z.update(w1=z["w1"][:300]), "w1 has shape (300, 400), expected (400, N)"),
+    (lambda z: z.update(b2=z["b2"][:10]), "b2 has shape (10,), expected (400,)"),
+    (lambda z: z.update(w3=np.ones((400, 2), np.float32)), "w3 has shape (400, 2), "
+                                                           "expected (400, 1)"),
+    (lambda z: z.update(b0=z["b0"].astype(np.complex64)), "b0 is complex64, not floats"),
+    (lambda z: z.update(w0=np.full_like(z["w0"], np.nan)), "w0 holds NaN or infinite"),
+])
+def test_a_predictor_of_the_wrong_form_is_a_one_line_data_error(data_dir, tmp_path, change,
+                                                                fragment):
+  copy = _copy_of(data_dir, tmp_path)
+  z = dict(np.load(copy / "ofa_acc_predictor.npz"))
+  change(z)
+  np.savez(copy / "ofa_acc_predictor.npz", **z)
+  with pytest.raises(DataError, match=re.escape(fragment)) as e:
+    ofa.OFAModels.from_dir(copy)
+  assert str(copy / "ofa_acc_predictor.npz") in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_latency_table_that_is_no_yaml_or_not_finite_is_a_one_line_data_error(data_dir,
+                                                                               tmp_path):
+  copy = _copy_of(data_dir, tmp_path)
+  table = copy / "note10" / "192_lookup_table.yaml"
+  text = table.read_text()
+  table.write_text(text.replace("mean:", "mean: .nan #", 1))
+  with pytest.raises(DataError, match=r"192_lookup_table.yaml has mean latency nan for .*, "
+                                      r"not a finite number") as e:
+    ofa.OFAModels.from_dir(copy)
+  assert "\n" not in str(e.value)
+  table.write_text("a: [1, 2\n" + text)
+  with pytest.raises(DataError, match="cannot read the Note10 latency table") as e:
+    ofa.OFAModels.from_dir(copy)
+  assert "\n" not in str(e.value) and "line 2" in str(e.value)
+
+
+def test_a_data_directory_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+  from pnag_jax.tasks.builtin import builtin_tasks  # pylint: disable=g-import-not-at-top
+  with pytest.raises(DataError, match=f"data directory '{tmp_path / 'none'}' does not exist"):
+    builtin_tasks("mbv3_r", tmp_path / "none")
+  # From the environment it is a default, as NB201's: the formulas alone, no error.
+  monkeypatch.setenv("PNAG_DATA_DIR", str(tmp_path / "none"))
+  assert list(builtin_tasks("mbv3_r")) == ["params", "flops"]
