@@ -165,6 +165,10 @@ def check_meta(meta: dict, expected: dict, *, where: str = "checkpoint") -> None
           f"{where} was trained for {key} {meta[key]!r}, not {want!r}")
 
 
+#: The stages' folders in a workdir (`stages.*.NAME`, `arch_training.train.STAGE`).
+STAGE_FOLDERS = ("stage1", "stage2", "surrogate", "train_arch")
+
+
 class StageCheckpointer:
   """Saves and restores one training stage's checkpoints.
 
@@ -209,7 +213,8 @@ class StageCheckpointer:
     self.stage = stage
     self.directory = os.path.join(self.workdir, stage, "checkpoints")
     self._read_only = read_only
-    if not read_only and os.path.isdir(os.path.join(self.workdir, "checkpoints")):
+    if (not read_only and os.path.basename(self.workdir) in STAGE_FOLDERS
+        and os.path.isdir(os.path.join(self.workdir, "checkpoints"))):
       # A stage's own folder given as the workdir: training would nest a second run.
       raise CheckpointError(f"{self.workdir} is a run's {os.path.basename(self.workdir)}/ "
                             f"folder; give the run's workdir, {os.path.dirname(self.workdir)}")

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import optax
 import pytest
 
 from pnag_jax import checkpoint
-from pnag_jax.checkpoint import CheckpointError, StageCheckpointer, check_meta
+from pnag_jax.checkpoint import STAGE_FOLDERS, CheckpointError, StageCheckpointer, check_meta
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax 0.12.8 atomicity_types.TMP_DIR_SUFFIX
 _MANIFEST = "pnag_manifest.json"
@@ -284,10 +285,20 @@ def test_a_run_failing_before_its_first_save_leaves_no_folders(tmp_path):
 
 def test_a_stage_folder_is_refused_as_a_workdir(tmp_path):
   _save_steps(tmp_path, [1])
-  with pytest.raises(CheckpointError,
-                     match=f"is a run's stage1/ folder; give the run's workdir, {tmp_path}$"):
+  with pytest.raises(CheckpointError, match="is a run's stage1/ folder; give the run's "
+                     f"workdir, {re.escape(str(tmp_path))}$"):
     StageCheckpointer(tmp_path / "stage1", "stage1")
   assert not (tmp_path / "stage1" / "stage1").exists()
+  # A user's own folder that happens to hold checkpoints/ is a workdir like any other.
+  (tmp_path / "mine" / "checkpoints").mkdir(parents=True)
+  with StageCheckpointer(tmp_path / "mine", "stage1") as ckpt:
+    assert ckpt.latest_step() is None
+
+
+def test_stage_folders_are_the_stages_names():
+  from pnag_jax.arch_training import train  # pylint: disable=g-import-not-at-top
+  from pnag_jax.stages import stage1, stage2, surrogate  # pylint: disable=g-import-not-at-top
+  assert set(STAGE_FOLDERS) == {stage1.NAME, stage2.NAME, surrogate.NAME, train.STAGE}
 
 
 def test_missing_step(tmp_path):

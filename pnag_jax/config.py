@@ -46,9 +46,9 @@ def check_learning_rate(value: float, name: str = "learning_rate") -> None:
 
 
 def check_non_negative(cfg: Any, names: Sequence[str]) -> None:
-  """A one-line error for the first of `cfg`'s fields `names` that is negative (or NaN)."""
+  """A one-line error for the first of `cfg`'s fields `names` not finite and >= 0."""
   for name in names:
-    if not getattr(cfg, name) >= 0:  # NaN compares False
+    if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
       raise PnagError(f"{name} must be finite and >= 0, got {getattr(cfg, name)}")
 
 

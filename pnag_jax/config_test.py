@@ -97,7 +97,7 @@ def test_stage1_presets_and_checks():
                         ("learning_rate=nan", "learning_rate must be finite and > 0"),
                         ("weight_decay=nan", "weight_decay must be finite and >= 0"),
                         ("scc_lambda=-1", "scc_lambda must be finite and >= 0"),
-                        ("beta_kl=inf", "beta_kl must be finite, got inf")):
+                        ("beta_kl=inf", "beta_kl must be finite and >= 0, got inf")):
     with pytest.raises(PnagError, match=re.escape(fragment)):
       stage1.make_config("quick", overrides=[bad])
   # A sampled space needs held-out archs; NB201's split is fixed, and ignores the size.

@@ -9,11 +9,9 @@ order of epoch e is a function of (seed, e), so nothing is repeated or skipped.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -111,22 +109,6 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-@contextlib.contextmanager
-def _removed_unless_saved(workdir: Path):
-  """Yields a function to call once a checkpoint is written. A run that fails before
-  then removes what it created (the workdir, else its stage directory), so a refused
-  fresh run (it diverged at epoch 1) leaves nothing to resume from or to mistake for a
-  run; whatever was there before is kept."""
-  created = next((p for p in (workdir, workdir / STAGE) if not p.exists()), None)
-  done = []
-  try:
-    yield lambda: done.append(True)
-  except BaseException:
-    if created is not None and not done:
-      shutil.rmtree(created, ignore_errors=True)
-    raise
-
-
 def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = True,
                stop_after_epochs: int | None = None, dataset: Dataset | None = None) -> dict:
   """Trains `cfg.arch` and writes `workdir/report.json` (test accuracy and more).
@@ -168,8 +150,7 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
           "version": pnag_jax.__version__}
 
   history = []
-  with (_removed_unless_saved(workdir) as checkpointed,
-        ckpt_lib.StageCheckpointer(workdir, STAGE, max_to_keep=2) as ckpt):
+  with ckpt_lib.StageCheckpointer(workdir, STAGE, max_to_keep=2) as ckpt:
     start = 0
     if ckpt.latest_step() is not None:
       saved = ckpt.read_meta()
@@ -190,6 +171,8 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
         params = {**params, "rng_counts": fresh}
       state = {"model": params, "opt_state": opt_state}
       start = ckpt.latest_step()
+    if start:  # resumed: it may have no epoch left to write it after
+      atomic.write_text(workdir / "config.json", cfg.to_json())
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start * steps_per_epoch,
@@ -211,10 +194,10 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
       bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_accuracy']:.3f}")
       history.append(row)
       ckpt.save(epoch + 1, state["model"], state["opt_state"], key, meta, force=True)
-      if epoch == start:
-        # Not before: a run that fails first leaves no config of a run that never was.
+      if epoch == 0:
+        # Only now: a fresh run that fails first (it diverged) leaves no config of a run
+        # that never was, and the checkpointer takes back the empty folders it made.
         atomic.write_text(workdir / "config.json", cfg.to_json())
-        checkpointed()
     bar.close()
     ckpt.wait_until_finished()
     seconds = time.perf_counter() - t0

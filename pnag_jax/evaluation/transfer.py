@@ -104,24 +104,34 @@ def meta_trained(root: Path, exclude: tuple[str, ...], *, preset: str, seed: int
   from pnag_jax.training import surrogate as trainer  # pylint: disable=g-import-not-at-top
   workdir = root / f"excl_{slug(exclude)}"
   cfg = stage.make_config(preset, "nb201", seed, exclude, overrides)
+  saved = stage.read_config(workdir)
+  if saved is not None:
+    if saved.exclude != tuple(exclude):
+      raise PnagError(f"{workdir} holds a surrogate trained without {saved.exclude}, "
+                      f"not {tuple(exclude)}; remove it or use another --surrogates")
+    _check_reused(saved, cfg, REPORT_ONLY, f"{workdir} holds a surrogate", workdir)
   # A run from before the linear prior existed is completed by a rerun: it resumes at
   # its last step, adds the prior (a fit of the same training tasks) and re-evaluates.
   if not ((workdir / stage.NAME / "report.json").is_file()
           and stage.linear_prior_path(workdir).is_file()):
     trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, tasks=tasks, progress=False)
-  run = stage.load(workdir, space="nb201")
-  if run.cfg.exclude != tuple(exclude):
-    raise PnagError(f"{workdir} holds a surrogate trained without {run.cfg.exclude}, "
-                    f"not {tuple(exclude)}; remove it or use another --surrogates")
-  # A report names the preset and --set it asked for: reusing a run trained otherwise
-  # would put those names on another model.
-  differ = [f"{f.name}={getattr(run.cfg, f.name)!r} (asked: {getattr(cfg, f.name)!r})"
-            for f in dataclasses.fields(cfg)
-            if f.name not in REPORT_ONLY and getattr(run.cfg, f.name) != getattr(cfg, f.name)]
+  return stage.load(workdir, space="nb201")
+
+
+def _check_reused(saved, asked, report_only: tuple[str, ...], holds: str, remove) -> None:
+  """Refuses a run trained, or killed and so about to be resumed, under other settings
+  than `asked`: a report names the preset and --set it asked for, and the trainers
+  check only the settings a resume must share (a resumed run would mix two configs).
+
+  Raises:
+    PnagError: `holds` (what is where) and each setting that differs.
+  """
+  differ = [f"{f.name}={getattr(saved, f.name)!r} (asked: {getattr(asked, f.name)!r})"
+            for f in dataclasses.fields(asked)
+            if f.name not in report_only and getattr(saved, f.name) != getattr(asked, f.name)]
   if differ:
-    raise PnagError(f"{workdir} holds a surrogate trained with {', '.join(differ)}; remove "
-                    "it or use another --surrogates")
-  return run
+    raise PnagError(f"{holds} trained with {', '.join(differ)}; remove {remove} or use "
+                    "another --surrogates")
 
 
 def nb201_sampler(workdir, protocol: str):
@@ -142,8 +152,9 @@ def nb201_sampler(workdir, protocol: str):
 # Stage-2 settings that change what is logged or how a step is sliced, not the model.
 STAGE2_REPORT_ONLY = ("eval_size", "eval_every", "checkpoint_every", "log_every",
                       "micro_batches")
-AR_ONLY_DEFAULTS = {"--target-q": 0.99, "--ar-pool": 1000, "--cfg-scale": 0.0,
-                    "--stage2-preset": "quick", "--stage2-set": ()}
+#: The ar guides' settings when not given (None below): given without an ar guide,
+#: each is refused rather than ignored.
+AR_DEFAULTS = {"target_q": 0.99, "ar_pool": 1000, "cfg_scale": 0.0, "stage2_preset": "quick"}
 
 
 def stage2_config(preset: str, overrides=()) -> stage2_lib.Stage2Config:
@@ -163,6 +174,10 @@ def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...],
   --stage2-set it asked for.
   """
   from pnag_jax.training import stage2 as trainer  # pylint: disable=g-import-not-at-top
+  saved = stage2_lib.read_config(workdir)
+  if saved is not None:
+    _check_reused(saved, cfg, STAGE2_REPORT_ONLY, f"{workdir} holds a stage 2",
+                  workdir / stage2_lib.NAME)
   if not (workdir / stage2_lib.NAME / "report.json").is_file():
     if not (workdir / "stage1").is_dir():
       shutil.copytree(Path(stage1_workdir) / "stage1", workdir / "stage1",
@@ -172,12 +187,6 @@ def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...],
   if run2.surrogate.cfg.exclude != tuple(exclude):
     raise PnagError(f"stage 2 in {workdir} sits on a surrogate trained without "
                     f"{run2.surrogate.cfg.exclude}, not {tuple(exclude)}")
-  differ = [f"{f.name}={getattr(run2.cfg, f.name)!r} (asked: {getattr(cfg, f.name)!r})"
-            for f in dataclasses.fields(cfg) if f.name not in STAGE2_REPORT_ONLY
-            and getattr(run2.cfg, f.name) != getattr(cfg, f.name)]
-  if differ:
-    raise PnagError(f"{workdir} holds a stage 2 trained with {', '.join(differ)}; remove "
-                    f"{workdir / stage2_lib.NAME} or use another --surrogates")
   return run2
 
 
@@ -351,15 +360,26 @@ def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dic
 def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3, 4),
         ks=(2, 5, 10), pool="100000", targets=tuple(TARGETS), surrogates=None,
         overrides=(), scratch_steps: int = 150, surrogate_seed: int = 0,
-        adapt_steps: int = 0, guides=("rank",), target_q: float = 0.99,
-        ar_pool: int = 1000, cfg_scale: float = 0.0, stage2_preset: str = "quick",
-        stage2_overrides=()) -> dict:
+        adapt_steps: int = 0, guides=("rank",), target_q: float | None = None,
+        ar_pool: int | None = None, cfg_scale: float | None = None,
+        stage2_preset: str | None = None, stage2_overrides=()) -> dict:
   for t in targets:
     if t not in TARGETS:
       raise PnagError(f"unknown target {t!r}; targets: {', '.join(TARGETS)}")
   for g in guides:
     if g not in GUIDES:
       raise PnagError(f"unknown guide {g!r}; guides: {', '.join(GUIDES)}")
+  extra = tuple(g for g in GUIDES[1:] if g in guides)
+  ar_guides = tuple(g for g in extra if g in AR_GUIDES)
+  given = {"--target-q": target_q, "--ar-pool": ar_pool, "--cfg-scale": cfg_scale,
+           "--stage2-preset": stage2_preset, "--stage2-set": stage2_overrides or None}
+  if not ar_guides and any(v is not None for v in given.values()):
+    raise PnagError(f"{', '.join(k for k, v in given.items() if v is not None)} only apply "
+                    "to the ar guides (--guide ar or ar+rank)")
+  target_q = AR_DEFAULTS["target_q"] if target_q is None else target_q
+  ar_pool = AR_DEFAULTS["ar_pool"] if ar_pool is None else ar_pool
+  cfg_scale = AR_DEFAULTS["cfg_scale"] if cfg_scale is None else cfg_scale
+  stage2_preset = AR_DEFAULTS["stage2_preset"] if stage2_preset is None else stage2_preset
   if not 0.0 <= target_q <= 1.0:
     raise PnagError(f"--target-q must be a quantile in [0, 1], got {target_q}")
   if ar_pool < 1:
@@ -375,20 +395,11 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
                     f"{scratch_steps}")
   draws = guided.parse_pool(str(pool))
   check_settings(preset, overrides)
-  extra = tuple(g for g in GUIDES[1:] if g in guides)
-  ar_guides = tuple(g for g in extra if g in AR_GUIDES)
   stage2_cfg = None
   if ar_guides:  # checked now: the ar guides only build their sampler after stage 2
     from pnag_jax.generation import SamplerConfig  # pylint: disable=g-import-not-at-top
     SamplerConfig(prior="ar", cfg_scale=cfg_scale)
     stage2_cfg = stage2_config(stage2_preset, stage2_overrides)
-  else:
-    given = dict(zip(AR_ONLY_DEFAULTS, (target_q, ar_pool, cfg_scale, stage2_preset,
-                                        tuple(stage2_overrides))))
-    unused = [flag for flag, value in given.items() if value != AR_ONLY_DEFAULTS[flag]]
-    if unused:
-      raise PnagError(f"{', '.join(unused)} only apply to the ar guides (--guide ar or "
-                      "ar+rank)")
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
   tasks_lib.require_tables(tasks, "pnag eval transfer")
@@ -532,14 +543,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "handed back as a reference before the next), ar (stage 2 given the "
                       "task and --target-q, in draw order), ar+rank (that pool ranked by the "
                       "surrogate)")
-  p.add_argument("--target-q", type=float, default=0.99,
-                 help="the ar guides' target quantile")
-  p.add_argument("--ar-pool", type=int, default=1000,
-                 help="stage-2 draws per seed and K for the ar guides")
-  p.add_argument("--cfg-scale", type=float, default=0.0,
-                 help="the ar guides' classifier-free guidance scale (0: off)")
-  p.add_argument("--stage2-preset", choices=tuple(stage2_lib.PRESETS), default="quick",
-                 help="preset of a stage 2 the ar guides have to train")
+  p.add_argument("--target-q", type=float,
+                 help=f"the ar guides' target quantile (default {AR_DEFAULTS['target_q']})")
+  p.add_argument("--ar-pool", type=int,
+                 help="stage-2 draws per seed and K for the ar guides (default "
+                      f"{AR_DEFAULTS['ar_pool']})")
+  p.add_argument("--cfg-scale", type=float,
+                 help="the ar guides' classifier-free guidance scale (default 0: off)")
+  p.add_argument("--stage2-preset", choices=tuple(stage2_lib.PRESETS),
+                 help="preset of a stage 2 the ar guides have to train (default "
+                      f"{AR_DEFAULTS['stage2_preset']})")
   p.add_argument("--stage2-set", action="append", default=[], metavar="KEY=VALUE",
                  help="stage-2 config override for one the ar guides train; repeatable")
   p.add_argument("--ks", default="2,5,10", help="reference counts K")

@@ -13,7 +13,9 @@ from pnag_jax.generation import Sampler, SamplerConfig
 from pnag_jax.guidance import rank
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import stage2
+from pnag_jax.stages import surrogate as surrogate_stage
 from pnag_jax.training import stage2 as stage2_training
+from pnag_jax.training import surrogate as surrogate_training
 
 # With the other stage-2 tests: one worker, and the sampler compile of
 # task_conditions_test (chunk 8, CFG 2) is shared.
@@ -102,6 +104,25 @@ def test_a_killed_stage2_is_resumed_to_its_end(nb201_stage2, stage2_recipe, tmp_
                                      stage2_recipe.stage2_config())
   assert trained == [workdir] and run2.step == 12
   assert (workdir / "stage2" / "report.json").is_file()
+
+
+def test_a_killed_run_is_resumed_only_with_its_own_settings(stage2_recipe, tmp_path,
+                                                            monkeypatch):
+  exclude = stage2_recipe.EXCLUDE
+  root = tmp_path / "surrogates"
+  overrides = (*stage2_recipe.SURROGATE, "checkpoint_every=2")
+  cfg = surrogate_stage.make_config("test", "nb201", 0, exclude, overrides)
+  surrogate_training.train_and_evaluate(cfg, root / f"excl_{transfer.slug(exclude)}",
+                                        tasks=stage2_recipe.tasks(), progress=False,
+                                        stop_after=2)
+  # The trainer checks only what a resume must share: it would go on at another rate.
+  monkeypatch.setattr(surrogate_training, "train_and_evaluate",
+                      lambda *a, **k: pytest.fail("resumed with other settings"))
+  with pytest.raises(PnagError, match=r"holds a surrogate trained with learning_rate=0.003 "
+                     r"\(asked: 0.5\); remove .* or use another --surrogates$"):
+    transfer.meta_trained(root, exclude, preset="test", seed=0,
+                          overrides=(*overrides, "learning_rate=0.5"),
+                          tasks=stage2_recipe.tasks())
 
 
 def test_stage2_settings_are_checked_before_any_work(tmp_path):

@@ -138,7 +138,7 @@ def fitted_priors(run: Stage1Run, *, refit: bool = False) -> FittedPriors:
   """The run's priors: read from beside the checkpoint, or fitted and saved there once.
 
   The file is a cache: a stage-1 run shared read-only still generates, refitting the
-  priors (seconds) each time, and says once on stderr that it could not keep them.
+  priors (seconds) on every call, and says so on stderr each time.
   """
   path = priors_path(run)
   if path.exists() and not refit:

@@ -77,6 +77,19 @@ def test_predict_writes_one_row_per_arch_in_input_order(nb201_surrogate, refs_cs
   assert not np.allclose(linear, pred)
 
 
+def test_a_count_that_builds_a_network_per_arch_is_refused_before_the_pool(
+    nb201_surrogate, refs_csv, tmp_path, pnag_main, data_dir, monkeypatch):
+  # As DARTS's params are (seconds per arch): checked on every candidate, they would stall.
+  from pnag_jax.guidance import constraints  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(constraints.costs, "counted_quickly", lambda space, count: False)
+  out = tmp_path / "top.csv"
+  code, _, err = pnag_main(
+      "generate", "--workdir", nb201_surrogate[0], "--refs", refs_csv, "--pool", "all",
+      "--num", "10", "--constraint", "params<=1e6", "--out", out, "--data-dir", data_dir)
+  assert code == 2 and "nb201's params takes a network build per arch" in err, err
+  assert len(err.splitlines()) == 1 and not out.exists()
+
+
 def test_guided_pool_all_meets_constraints_and_beats_random(nb201_surrogate, refs_csv,
                                                             tmp_path, pnag_main, data_dir):
   workdir, _ = nb201_surrogate

@@ -543,6 +543,12 @@ def read_meta(workdir: str | Path) -> dict | None:
     return ckpt.read_meta()
 
 
+def read_config(workdir: str | Path) -> SurrogateConfig | None:
+  """The config of the latest surrogate checkpoint in `workdir`, or None."""
+  meta = read_meta(workdir)
+  return None if meta is None else _config_of(meta, workdir)
+
+
 def load(workdir: str | Path, step: int | None = None, *, space: str | None = None
          ) -> SurrogateRun:
   """Restores `workdir/surrogate` (params only).

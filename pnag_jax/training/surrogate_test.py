@@ -491,6 +491,7 @@ def test_the_episode_stream_is_the_one_the_reports_were_trained_on(synthetic_tas
     ("learning_rate=nan", "learning_rate must be finite and > 0"),
     ("learning_rate=-1", "learning_rate must be finite and > 0"),
     ("reg_weight=nan", "reg_weight must be finite and >= 0"),
+    ("rank_temperature=inf", "rank_temperature must be finite, got inf"),
     ("ema_decay=1", r"ema_decay must be in \[0, 1\)"),
     ("warmup_steps=-1", "warmup_steps must be >= 0"),
 ])
