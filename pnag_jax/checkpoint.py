@@ -165,8 +165,16 @@ def check_meta(meta: dict, expected: dict, *, where: str = "checkpoint") -> None
           f"{where} was trained for {key} {meta[key]!r}, not {want!r}")
 
 
-#: The stages' folders in a workdir (`stages.*.NAME`, `arch_training.train.STAGE`).
-STAGE_FOLDERS = ("stage1", "stage2", "surrogate", "train_arch")
+#: The stages' folders in a workdir (`stages.*.NAME`, stage 2's `BEST`,
+#: `arch_training.train.STAGE`).
+STAGE_FOLDERS = ("stage1", "stage2", "stage2/best", "surrogate", "train_arch")
+
+
+def _stage_folder(path: str) -> str | None:
+  """The entry of `STAGE_FOLDERS` that `path` (absolute) ends in, or None."""
+  parts = os.path.normpath(path).split(os.sep)
+  return next((s for s in STAGE_FOLDERS
+               if parts[-len(s.split("/")):] == s.split("/")), None)
 
 
 class StageCheckpointer:
@@ -213,11 +221,12 @@ class StageCheckpointer:
     self.stage = stage
     self.directory = os.path.join(self.workdir, stage, "checkpoints")
     self._read_only = read_only
-    if (not read_only and os.path.basename(self.workdir) in STAGE_FOLDERS
-        and os.path.isdir(os.path.join(self.workdir, "checkpoints"))):
+    folder = None if read_only else _stage_folder(self.workdir)
+    if folder is not None and os.path.isdir(os.path.join(self.workdir, "checkpoints")):
       # A stage's own folder given as the workdir: training would nest a second run.
-      raise CheckpointError(f"{self.workdir} is a run's {os.path.basename(self.workdir)}/ "
-                            f"folder; give the run's workdir, {os.path.dirname(self.workdir)}")
+      root = os.path.normpath(os.path.join(self.workdir, *[".."] * len(folder.split("/"))))
+      raise CheckpointError(f"{self.workdir} is a run's {folder}/ folder; give the run's "
+                            f"workdir, {root}")
     # What opening creates, to take back where the run fails before its first save:
     # a refused run (no training steps, a bad data dir) leaves no empty stage folder,
     # which later commands would take for a run without checkpoints. Only empty

@@ -289,16 +289,23 @@ def test_a_stage_folder_is_refused_as_a_workdir(tmp_path):
                      f"workdir, {re.escape(str(tmp_path))}$"):
     StageCheckpointer(tmp_path / "stage1", "stage1")
   assert not (tmp_path / "stage1" / "stage1").exists()
+  # Stage 2's best step has its own checkpoints/ two levels down.
+  (tmp_path / "stage2" / "best" / "checkpoints").mkdir(parents=True)
+  with pytest.raises(CheckpointError, match="is a run's stage2/best/ folder; give the run's "
+                     f"workdir, {re.escape(str(tmp_path))}$"):
+    StageCheckpointer(tmp_path / "stage2" / "best", "stage1")
   # A user's own folder that happens to hold checkpoints/ is a workdir like any other.
-  (tmp_path / "mine" / "checkpoints").mkdir(parents=True)
-  with StageCheckpointer(tmp_path / "mine", "stage1") as ckpt:
-    assert ckpt.latest_step() is None
+  for mine in ("mine", "best"):
+    (tmp_path / mine / "checkpoints").mkdir(parents=True)
+    with StageCheckpointer(tmp_path / mine, "stage1") as ckpt:
+      assert ckpt.latest_step() is None
 
 
 def test_stage_folders_are_the_stages_names():
   from pnag_jax.arch_training import train  # pylint: disable=g-import-not-at-top
   from pnag_jax.stages import stage1, stage2, surrogate  # pylint: disable=g-import-not-at-top
-  assert set(STAGE_FOLDERS) == {stage1.NAME, stage2.NAME, surrogate.NAME, train.STAGE}
+  assert set(STAGE_FOLDERS) == {stage1.NAME, stage2.NAME, stage2.BEST, surrogate.NAME,
+                                train.STAGE}
 
 
 def test_missing_step(tmp_path):

@@ -65,7 +65,11 @@ def test_killed_run_resumes_to_the_same_result(best_run, tmp_path):
   # Fixed batch shapes (the ragged tail dropped, eval batches padded): one compile each.
   assert compiles == [1, 1]
   assert train_arch(cfg, tmp_path / "b", progress=False, stop_after_epochs=1)["stopped_early"]
+  assert (tmp_path / "b" / "config.json").read_text() == cfg.to_json()
+  # As a kill between the first save and the config: the resumed run writes it.
+  (tmp_path / "b" / "config.json").unlink()
   resumed = train_arch(cfg, tmp_path / "b", progress=False)
+  assert (tmp_path / "b" / "config.json").read_text() == cfg.to_json()
   assert resumed["resumed_from_epoch"] == 1
   assert resumed["test_accuracy"] == straight["test_accuracy"]
   assert resumed["history"][-1] == straight["history"][-1]

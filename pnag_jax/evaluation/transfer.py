@@ -257,7 +257,8 @@ def oriented_tables(tasks: dict) -> dict[str, np.ndarray]:
 
 def run_target(target: str, srun: stage.SurrogateRun, pools: dict, *, tasks: dict, seeds,
                ks, scratch_steps: int, adapt_steps: int = 0, guides=(), run2=None,
-               target_q: float = 0.99, ar_pool: int = 1000, cfg_scale: float = 0.0) -> dict:
+               target_q: float = AR_DEFAULTS["target_q"], ar_pool: int = AR_DEFAULTS["ar_pool"],
+               cfg_scale: float = AR_DEFAULTS["cfg_scale"]) -> dict:
   """One target's Table 1 entry; `guides` are the rows beside `rank` (`GUIDES[1:]`)."""
   space = srun.space
   genes_all = space.enumerate()
@@ -419,6 +420,9 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
             "pool_unique": {str(s): int(rank.first_of_each_class(space, pools[s][0]).size)
                             for s in seeds},
             "targets": {}, "paper_table1": PAPER_TABLE1, "machine": reports.machine()}
+  if ar_guides:  # what each target's stage 2 was trained (or checked to be trained) as
+    report["stage2_preset"] = stage2_preset
+    report["stage2_overrides"] = list(stage2_overrides)
   for t in targets:
     exclude = (TARGETS[t],)
     srun = meta_trained(root, exclude, preset=preset, seed=surrogate_seed,
@@ -549,7 +553,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="stage-2 draws per seed and K for the ar guides (default "
                       f"{AR_DEFAULTS['ar_pool']})")
   p.add_argument("--cfg-scale", type=float,
-                 help="the ar guides' classifier-free guidance scale (default 0: off)")
+                 help="the ar guides' classifier-free guidance scale (default "
+                      f"{AR_DEFAULTS['cfg_scale']:g}: off)")
   p.add_argument("--stage2-preset", choices=tuple(stage2_lib.PRESETS),
                  help="preset of a stage 2 the ar guides have to train (default "
                       f"{AR_DEFAULTS['stage2_preset']})")

@@ -95,13 +95,20 @@ def test_a_killed_stage2_is_resumed_to_its_end(nb201_stage2, stage2_recipe, tmp_
   workdir = shutil.copytree(nb201_stage2[0], tmp_path / "w",
                             ignore=shutil.ignore_patterns("stage2"))
   stage2_recipe.train_stage2(workdir, stop_after=6)  # as a kill after step 6 of 12
-  trained = []
+  cfg = stage2_recipe.stage2_config()
   real = stage2_training.train_and_evaluate
+  # Resumed at another rate (which the trainer lets change), it would be half one model
+  # and half another.
+  monkeypatch.setattr(stage2_training, "train_and_evaluate",
+                      lambda *a, **k: pytest.fail("resumed with other settings"))
+  with pytest.raises(PnagError, match=r"holds a stage 2 trained with learning_rate=0.005 "
+                     r"\(asked: 0.5\)"):
+    transfer.conditional_stage2(workdir, workdir, ("lat_z",), cfg.replace(learning_rate=0.5))
+  trained = []
   monkeypatch.setattr(stage2_training, "train_and_evaluate",
                       lambda cfg, w, **kw: trained.append(w) or real(
                           cfg, w, tasks=stage2_recipe.tasks(("lat_z",)), **kw))
-  run2 = transfer.conditional_stage2(workdir, workdir, ("lat_z",),
-                                     stage2_recipe.stage2_config())
+  run2 = transfer.conditional_stage2(workdir, workdir, ("lat_z",), cfg)
   assert trained == [workdir] and run2.step == 12
   assert (workdir / "stage2" / "report.json").is_file()
 
