@@ -191,8 +191,8 @@ def nb201_untrained_priors(nb201_untrained):
 
 def save_stage1(run, workdir, step=0, opt_state=None, meta=None):
   """Writes `run`'s params as the stage-1 checkpoint of `workdir`, as the trainer does."""
-  import json  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+  from pnag_jax import atomic  # pylint: disable=g-import-not-at-top
   from pnag_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from pnag_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from pnag_jax.stages import lineage  # pylint: disable=g-import-not-at-top
@@ -206,7 +206,7 @@ def save_stage1(run, workdir, step=0, opt_state=None, meta=None):
       opt_state = {"count": jax.numpy.zeros((), jax.numpy.int32)}
     ckpt.save(step, run.params, opt_state, jax.random.key(0), meta, force=True)
   # A finished run's final report: what stage 2 asks of the stage 1 it trains on.
-  (workdir / "stage1" / "report.json").write_text(json.dumps({"steps": step}))
+  atomic.write_json(workdir / "stage1" / "report.json", {"steps": step})
   return workdir
 
 

@@ -24,7 +24,7 @@ from scipy import stats
 from pnag_jax import atomic
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.evaluation import objectives, reports, transfer
-from pnag_jax.guidance import adapt, rank
+from pnag_jax.guidance import rank
 from pnag_jax.spaces import get_space
 
 TOP = 5  # best cells whose positions are reported, per measured objective
@@ -41,18 +41,16 @@ def run(out, surrogates, *, dataset="cifar10", seeds=(0, 1, 2), num_refs=50,
                                preset="quick", seed=0, data_dir=data_dir)
   every = space.enumerate()
   values = {o: tasks[t].by_row() for o, t in objs.items()}
-  pool, _ = rank.enumerate_pool(space)
+  pool = rank.enumerate_pool(space)
   report = {"dataset": dataset, "objectives": objs, "num_refs": num_refs,
             "num_picks": num_picks, "seeds": list(seeds), "top": TOP, "per_seed": [],
             "surrogate": str(srun.workdir), "machine": reports.machine()}
   for s in seeds:
     row = {}
     for guide in objs:
-      refs = objectives.measured_rows(space.size(), s, guide, num_refs)
-      pred = adapt.adapted_predictor(srun, every[refs], values[guide][refs], steps=0, seed=s)
-      cand, _ = rank.candidates(space, pool, ref_genes=every[refs])
-      order = np.argsort(-pred.scores(cand), kind="stable")
-      ranked = np.asarray(space.index(cand[order]))  # table rows, best predicted first
+      # Every candidate, best predicted first: the set of `objectives` is its head.
+      ranked = objectives.guided_rows(srun, every, values[guide], pool, seed=s,
+                                      objective=guide, num_refs=num_refs, k=len(pool[0]))
       row[guide] = {}
       for m in objs:
         v = values[m][ranked]

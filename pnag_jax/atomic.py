@@ -42,13 +42,17 @@ def replacing(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def open_replacing(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+def open_replacing(path: str | Path, mode: str = "w", *, parents: bool = False,
+                   **open_kwargs) -> Iterator[IO]:
   """`replacing(path)`'s temporary, opened: the file a user's output is written to.
+  `parents` first makes the missing directories above it.
 
   Raises:
     PnagError: one line, where the file system refuses (permissions, space).
   """
   try:
+    if parents:
+      Path(path).parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp, tmp.open(mode, **open_kwargs) as f:
       yield f
   except OSError as e:

@@ -39,7 +39,7 @@ Atomicity (what orbax 0.12.8 does on a local filesystem; see
 Verification. `save` returns once the step is committed, and the saving
 process then writes `N/pnag_manifest.json`, the size and sha256 of every file
 of step N, through a temporary file and a rename. (Saves were asynchronous
-once, with the manifest written at the next save: a run killed in between left
+once, with the manifest written at the next save; orbax now saves synchronously: a run killed in between left
 its newest step, the one a rerun resumes from, unverified for a whole
 checkpoint interval. Our steps are small, so waiting for the write costs
 little.) `read_meta` and `restore` check a step against it
@@ -241,6 +241,9 @@ class StageCheckpointer:
         max_to_keep=max_to_keep,
         save_interval_steps=save_interval_steps,
         create=not read_only,
+        # `save` commits before it returns, so the manifest follows at once (module
+        # docstring): orbax's background thread would only be waited for.
+        enable_async_checkpointing=False,
     )
     try:
       # Handlers rather than bare item names: a fresh manager can then read
@@ -313,8 +316,7 @@ class StageCheckpointer:
     if not jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key):
       raise TypeError(
           f"rng_key must be a typed key from jax.random.key, got {rng_key.dtype}")
-    # Fail here, not in orbax's background thread, where the error would only
-    # surface at the next wait and name no caller.
+    # Fail before orbax writes any of the step's items.
     json.dumps(meta)
     args = ocp.args.Composite(
         params=ocp.args.StandardSave(params),
@@ -329,7 +331,6 @@ class StageCheckpointer:
       raise CheckpointError(
           f"cannot save step {step} to {self.directory}: {_one_line(e)}") from e
     if started:
-      self.wait_until_finished()
       self._add_manifest(step)
     return started
 

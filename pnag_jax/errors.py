@@ -21,3 +21,10 @@ class UnknownSpaceError(PnagError, ValueError):
 
 class DataError(PnagError, ValueError):
   """A data directory, file or column is missing or malformed."""
+
+
+def one_line(msg, limit: int | None = None) -> str:
+  """`msg` (any object) with its whitespace runs, newlines included, made single spaces;
+  cut after `limit` characters, with "...", where given."""
+  msg = " ".join(str(msg).split())
+  return msg if limit is None or len(msg) <= limit else msg[:limit] + "..."

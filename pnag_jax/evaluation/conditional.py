@@ -93,11 +93,13 @@ def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGET
   space = run1.space
   known = tasks_lib.builtin_tasks(space.name, data_dir)
   valid = valid_rows(space)
+  raws = {}
   for name in task_names:
     tasks_lib.require_known(known, name, f"task {name!r}",
                             f"unknown task {name!r}; see `pnag tasks --space {space.name}`")
+    raws[name] = known[name].by_row()
     # Every task before the first sweep: the references and quantiles need all of them.
-    if np.isnan(known[name].by_row()[valid]).any():
+    if np.isnan(raws[name][valid]).any():
       raise PnagError(f"task {name!r} has no score for every valid arch; choose a table "
                       "task with full coverage")
   if not 1 <= k <= int(valid.sum()):
@@ -114,7 +116,7 @@ def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGET
             "tasks": {}}
   for ti, name in enumerate(task_names):
     task = known[name]
-    raw = task.by_row()
+    raw = raws[name]
     q_all = oriented_quantiles(-raw if task.minimize else raw, valid)
     rng = np.random.default_rng([seed, 23, ti])
     refs = rng.choice(np.flatnonzero(valid), k, replace=False)

@@ -63,6 +63,20 @@ def measured_rows(size: int, seed: int, objective: str, num: int) -> np.ndarray:
   return np.random.default_rng([seed, 50, salt]).choice(size, num, replace=False)
 
 
+def guided_rows(srun, every: np.ndarray, scores: np.ndarray, pool: tuple, *, seed: int,
+                objective: str, num_refs: int, k: int, adapt_steps: int = 0) -> np.ndarray:
+  """Table rows of the first `k` guided picks for `objective`, best predicted first.
+
+  The references are the objective's `num_refs` measured cells (`measured_rows`) with
+  their `scores` (one per table row); `pool` is `(genes, drawn)` as `rank` makes it.
+  """
+  refs = measured_rows(every.shape[0], seed, objective, num_refs)
+  pred = adapt.adapted_predictor(srun, every[refs], scores[refs], steps=adapt_steps,
+                                 seed=seed)
+  picks = rank.guided(srun.space, pred, *pool, k=k, minimize=False, ref_genes=every[refs])
+  return np.asarray(srun.space.index(picks.genes))
+
+
 def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
         num_refs: int = 50, num_picks: int = 20, pool="all", surrogates=None,
         overrides=(), adapt_steps: int = 0, dataset: str = "cifar10") -> dict:
@@ -74,6 +88,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
     raise PnagError("objectives needs at least one seed")
   if adapt_steps < 0:
     raise PnagError(f"--adapt-steps must be >= 0, got {adapt_steps}")
+  check_settings(preset, overrides)
   objectives, exclude = objectives_for(dataset), exclusion_for(dataset)
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
@@ -87,7 +102,6 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
   else:
     sampler = nb201_sampler(workdir, "objectives")
     pools = {s: rank.draw_pool(sampler, jax.random.key(s), draws) for s in seeds}
-  check_settings(preset, overrides)
   out = reports.out_dir(out)  # once the settings, the tables and the run are known good
   srun = meta_trained(Path(surrogates) if surrogates else out / "surrogates", exclude,
                       preset=preset, seed=0, overrides=overrides, data_dir=data_dir)
@@ -97,12 +111,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2),
   for s in seeds:
     table = {}
     for o in objectives:
-      refs = measured_rows(space.size(), s, o, num_refs)
-      pred = adapt.adapted_predictor(srun, every[refs], values[o][refs], steps=adapt_steps,
-                                     seed=s)
-      picks = rank.guided(space, pred, *pools[s], k=num_picks, minimize=False,
-                          ref_genes=every[refs])
-      rows = np.asarray(space.index(picks.genes))
+      rows = guided_rows(srun, every, values[o], pools[s], seed=s, objective=o,
+                         num_refs=num_refs, k=num_picks, adapt_steps=adapt_steps)
       table[o] = {m: {"max": float(values[m][rows].max()), "mean": float(values[m][rows].mean())}
                   for m in objectives}
     per_seed.append(table)

@@ -372,15 +372,13 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
       raise PnagError(f"unknown guide {g!r}; guides: {', '.join(GUIDES)}")
   extra = tuple(g for g in GUIDES[1:] if g in guides)
   ar_guides = tuple(g for g in extra if g in AR_GUIDES)
-  given = {"--target-q": target_q, "--ar-pool": ar_pool, "--cfg-scale": cfg_scale,
-           "--stage2-preset": stage2_preset, "--stage2-set": stage2_overrides or None}
-  if not ar_guides and any(v is not None for v in given.values()):
-    raise PnagError(f"{', '.join(k for k, v in given.items() if v is not None)} only apply "
-                    "to the ar guides (--guide ar or ar+rank)")
-  target_q = AR_DEFAULTS["target_q"] if target_q is None else target_q
-  ar_pool = AR_DEFAULTS["ar_pool"] if ar_pool is None else ar_pool
-  cfg_scale = AR_DEFAULTS["cfg_scale"] if cfg_scale is None else cfg_scale
-  stage2_preset = AR_DEFAULTS["stage2_preset"] if stage2_preset is None else stage2_preset
+  asked = {"target_q": target_q, "ar_pool": ar_pool, "cfg_scale": cfg_scale,
+           "stage2_preset": stage2_preset, "stage2_set": stage2_overrides or None}
+  given = ["--" + k.replace("_", "-") for k, v in asked.items() if v is not None]
+  if given and not ar_guides:
+    raise PnagError(f"{', '.join(given)} only apply to the ar guides (--guide ar or ar+rank)")
+  target_q, ar_pool, cfg_scale, stage2_preset = (
+      AR_DEFAULTS[k] if asked[k] is None else asked[k] for k in AR_DEFAULTS)
   if not 0.0 <= target_q <= 1.0:
     raise PnagError(f"--target-q must be a quantile in [0, 1], got {target_q}")
   if ar_pool < 1:

@@ -99,12 +99,7 @@ def save_priors(priors: FittedPriors, path: str | Path) -> None:
   Raises:
     PnagError: one line, where the file system refuses the write.
   """
-  path = Path(path)
-  try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise PnagError(f"cannot write {path}: {e.strerror or e}") from e
-  with atomic.open_replacing(path, "wb") as f:
+  with atomic.open_replacing(path, "wb", parents=True) as f:
     np.savez(f, version=_VERSION, latent_mean=priors.latent_mean,
              latent_std=priors.latent_std, code_logprobs=priors.code_logprobs,
              num_archs=priors.num_archs)

@@ -49,8 +49,7 @@ def parse(text: str, known: dict) -> Constraint:
   tasks_lib.require_known(known, name, f"--constraint {text!r}: task {name!r}",
                           f"--constraint {text!r}: unknown task {name!r} (see pnag tasks)")
   try:
-    # Python reads "1_0" as 10: a typo, most likely, so not a number here.
-    value = float(bound) if "_" not in bound else float("nan")
+    value = tasks_lib.strict_float(bound)
   except ValueError:
     value = float("nan")
   if not np.isfinite(value):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.errors import ArchStringError
-from pnag_jax.spaces import base
+from pnag_jax.spaces import base, parsing
 
 Genotype = collections.namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 
@@ -239,10 +239,7 @@ def from_native(genotype: Any) -> np.ndarray:
 
 def to_native(genes: Any) -> Genotype:
   """Genes `int[32]` to a `Genotype` with lists of (str, int) pairs and list concats."""
-  genes = np.asarray(genes)
-  if not np.issubdtype(genes.dtype, np.integer):  # int() would read 3.7 as 3
-    raise ArchStringError(f"DARTS genes must be integers, got dtype {genes.dtype}")
-  g = [int(x) for x in genes.reshape(-1)]
+  g = parsing.integer_genes(genes, "DARTS")
   cards = DartsSpace.gene_cardinalities
   if len(g) != len(cards) or not all(0 <= x < c for x, c in zip(g, cards)):
     raise ArchStringError(f"DARTS genes must be {len(cards)} ints in range, got {g}")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pnag_jax.errors import ArchStringError
-from pnag_jax.spaces import base
+from pnag_jax.spaces import base, parsing
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_EDGES = 6
@@ -168,10 +168,7 @@ class NB201Space(base.SearchSpace):
     return np.asarray(genes, np.int32)
 
   def to_string(self, genes) -> str:
-    genes = np.asarray(genes)
-    if not np.issubdtype(genes.dtype, np.integer):  # int() would read 3.7 as 3
-      raise ArchStringError(f"NB201 genes must be integers, got dtype {genes.dtype}")
-    g = [int(x) for x in genes.reshape(-1)]
+    g = parsing.integer_genes(genes, "NB201")
     if len(g) != NUM_EDGES or not all(0 <= x < len(OPS) for x in g):
       raise ArchStringError(f"NB201 genes must be {NUM_EDGES} ints in [0, {len(OPS)}), got {g}")
     blocks, a = [], 0

@@ -25,6 +25,15 @@ def short_repr(x: Any, limit: int = 60) -> str:
   return r if len(r) <= limit else r[:limit - 3] + "..."
 
 
+def integer_genes(genes: Any, space: str) -> list[int]:
+  """`genes` as Python ints, flattened; a non-integer dtype is refused, since `int()`
+  would read 3.7 as 3."""
+  genes = np.asarray(genes)
+  if not np.issubdtype(genes.dtype, np.integer):
+    raise ArchStringError(f"{space} genes must be integers, got dtype {genes.dtype}")
+  return [int(x) for x in genes.reshape(-1)]
+
+
 def is_int(x: Any) -> bool:
   """An integer that is not a bool (`True` must not pass for 1)."""
   return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))

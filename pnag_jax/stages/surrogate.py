@@ -453,9 +453,8 @@ def linear_prior_path(workdir: str | Path) -> Path:
 def save_linear_prior(workdir: str | Path, prior: dict, excluded_tasks, train_tasks) -> Path:
   """Writes the prior beside the checkpoints, atomically (a kill leaves none or all)."""
   path = linear_prior_path(workdir)
-  path.parent.mkdir(parents=True, exist_ok=True)
   about = json.dumps({"excluded_tasks": list(excluded_tasks), "train_tasks": list(train_tasks)})
-  with atomic.open_replacing(path, "wb") as f:
+  with atomic.open_replacing(path, "wb", parents=True) as f:
     np.savez(f, **linear_lib.gaussians(prior), tasks=prior["tasks"], about=np.asarray(about))
   return path
 

@@ -20,8 +20,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from pnag_jax.errors import PnagError
+from pnag_jax.errors import PnagError, one_line
 from pnag_jax.spaces import get_space
+
+
+def strict_float(text: str) -> float:
+  """`float(text)`, except that an underscore is refused: Python reads "1_0" as 10,
+  where a user most likely made a typo.
+
+  Raises:
+    ValueError: not a number.
+  """
+  if "_" in text:
+    raise ValueError(text)
+  return float(text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +174,7 @@ def select_tasks(tasks: dict[str, Task], exclude: Sequence[str]
     try:
       compiled.append(re.compile(pattern))
     except (re.error, RecursionError, OverflowError) as e:
-      msg = " ".join(str(e).split())
-      raise PnagError(f"--exclude {pattern!r} is not a valid regex: {msg}") from None
+      raise PnagError(f"--exclude {pattern!r} is not a valid regex: {one_line(e)}") from None
   spaces = sorted({t.space for t in tasks.values()})
   for pattern, regex in zip(exclude, compiled):
     if not any(regex.search(name) for name in tasks):

@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from pnag_jax.data import nb201 as nb201_data
-from pnag_jax.errors import DataError, PnagError
+from pnag_jax.errors import DataError, PnagError, one_line
 
 KERNEL_SIZES = (3, 5, 7)
 EXPAND_RATIOS = (3, 4, 6)
@@ -161,7 +161,7 @@ def _latency_tables(table_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, yaml.YAMLError) as err:
       # A YAML error spans lines (the mark and a caret under it).
       raise DataError(f"cannot read the Note10 latency table {path}: "
-                      f"{' '.join(str(err).split())}") from err
+                      f"{one_line(err)}") from err
 
     def ms(key, path=path, table=table):
       try:
@@ -292,7 +292,7 @@ class OFAModels:
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
       # A truncated .npz is a bad zip (or an EOF) to numpy, not an OSError.
       raise DataError(f"cannot read OFA's accuracy predictor {path}: "
-                      f"{' '.join(str(err).split())}") from err
+                      f"{one_line(err)}") from err
     params = {k: jnp.asarray(a, jnp.float32) for k, a in _checked_mlp(path, arrays).items()}
     fixed, per_slot = _latency_tables(mbv3_dir / "note10")
     return cls(params, fixed, per_slot)

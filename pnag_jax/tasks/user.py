@@ -15,15 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pnag_jax.errors import DataError, PnagError
+from pnag_jax.errors import DataError, PnagError, one_line
 from pnag_jax.spaces import as_space
 from pnag_jax.spaces.base import SearchSpace
-from pnag_jax.tasks.base import Task, TaskData
-
-
-def _one_line(msg: str, limit: int = 300) -> str:
-  msg = " ".join(str(msg).split())
-  return msg if len(msg) <= limit else msg[:limit] + "..."
+from pnag_jax.tasks.base import Task, TaskData, strict_float
 
 
 def _short(value: str, limit: int = 40) -> str:
@@ -32,7 +27,7 @@ def _short(value: str, limit: int = 40) -> str:
 
 def _check_file(path: Path) -> None:
   if not path.is_file():
-    raise DataError(f"{_one_line(str(path))!r} does not exist or is not a file")
+    raise DataError(f"{one_line(str(path), 300)!r} does not exist or is not a file")
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
@@ -42,7 +37,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[li
     with path.open(newline="", encoding="utf-8-sig") as f:
       rows = list(csv.reader(f))
   except (OSError, UnicodeDecodeError, csv.Error) as e:
-    raise DataError(f"cannot read {path.name} as CSV: {_one_line(e)}") from None
+    raise DataError(f"cannot read {path.name} as CSV: {one_line(e, 300)}") from None
   while rows and not any(field.strip() for field in rows[0]):
     rows = rows[1:]  # blank lines above the header
   if not rows:
@@ -52,7 +47,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[li
   missing = [c for c in required if c not in header]
   if missing:
     raise DataError(f"{path.name} lacks column(s) {', '.join(missing)}; its header is "
-                    f"{_one_line(','.join(header), 120)}")
+                    f"{one_line(','.join(header), 120)}")
   twice = [c for c in required if header.count(c) > 1]
   if twice:
     raise DataError(f"{path.name} has column {twice[0]!r} twice; which one is meant?")
@@ -74,7 +69,7 @@ def _parse_arch(space: SearchSpace, value, where: str) -> np.ndarray:
     return np.asarray(space.from_string(value.strip() if isinstance(value, str) else value),
                       np.int32)
   except (PnagError, ValueError) as e:
-    raise DataError(f"{where}: bad {space.name} arch: {_one_line(e)}") from None
+    raise DataError(f"{where}: bad {space.name} arch: {one_line(e, 300)}") from None
 
 
 def read_task_csv(path: str | os.PathLike, space: SearchSpace | str, *,
@@ -106,9 +101,7 @@ def read_task_csv(path: str | os.PathLike, space: SearchSpace | str, *,
     g = _parse_arch(space, _cell(path, header, row, r, "arch"), where)
     raw = _cell(path, header, row, r, "score")
     try:
-      if "_" in raw:  # Python reads "1_0" as 10: a typo, most likely (as in constraints)
-        raise ValueError(raw)
-      score = float(raw.strip())
+      score = strict_float(raw.strip())
     except ValueError:
       raise DataError(f"{where}: score {_short(raw)} is not a number") from None
     if not math.isfinite(score):
@@ -163,7 +156,7 @@ def _read_jsonl_archs(path: Path, space: SearchSpace) -> list[np.ndarray]:
   try:
     lines = path.read_text(encoding="utf-8-sig").splitlines()
   except (OSError, UnicodeDecodeError) as e:
-    raise DataError(f"cannot read {path.name}: {_one_line(e)}") from None
+    raise DataError(f"cannot read {path.name}: {one_line(e, 300)}") from None
   genes = []
   for r, line in enumerate(lines, start=1):
     if not line.strip():
@@ -172,7 +165,7 @@ def _read_jsonl_archs(path: Path, space: SearchSpace) -> list[np.ndarray]:
     try:
       obj = json.loads(line)
     except (ValueError, RecursionError) as e:
-      raise DataError(f"{where}: not a JSON object: {_one_line(e, 120)}") from None
+      raise DataError(f"{where}: not a JSON object: {one_line(e, 120)}") from None
     if not isinstance(obj, dict) or "arch" not in obj:
       raise DataError(f'{where}: expected a JSON object with an "arch" key')
     genes.append(_parse_arch(space, obj["arch"], where))

@@ -142,17 +142,17 @@ def finished(out_dir: Path, step: int, config_json: str) -> dict | None:
 def _finished(report: dict | None, out_dir: Path, step: int, config_json: str) -> dict | None:
   if report is None or report.get("steps") != step:
     return None
+  config = out_dir / "config.json"
+  try:
+    saved = config.read_text()
+  except OSError:
+    saved = None
   # The config hash is the file's bookkeeping, not a figure: left out of the report.
   figures = {k: v for k, v in report.items() if k != CONFIG_HASH}
-  if CONFIG_HASH in report:
-    if report[CONFIG_HASH] != _sha256(config_json):
-      return None
-    config = out_dir / "config.json"
-    if not (config.is_file() and config.read_text() == config_json):
-      atomic.write_text(config, config_json)
-    return figures
-  try:  # a report written before it carried its config's hash
-    same = (out_dir / "config.json").read_text() == config_json
-  except OSError:
+  if CONFIG_HASH not in report:  # a report written before it carried its config's hash
+    return figures if saved == config_json else None
+  if report[CONFIG_HASH] != _sha256(config_json):
     return None
-  return figures if same else None
+  if saved != config_json:
+    atomic.write_text(config, config_json)
+  return figures

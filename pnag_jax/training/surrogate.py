@@ -541,9 +541,8 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
   """
   if space is not None:
     get_space(space)
-  meta = stage.read_meta(workdir)
-  if meta is not None:
-    saved = lineage.config_of(meta, SurrogateConfig, stage=stage.NAME, workdir=workdir)
+  saved = stage.read_config(workdir)
+  if saved is not None:
     # The exclusions act as a set: their order is no setting.
     for name, given, same in (("space", space, space == saved.space),
                               ("seed", seed, seed == saved.seed),
