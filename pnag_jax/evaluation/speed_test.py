@@ -8,6 +8,13 @@ from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import speed
 
 
+@pytest.fixture(autouse=True)
+def small_validity_sample(monkeypatch):
+  # The sample is drawn at the largest timed batch (1 or 8 here), one call per chunk:
+  # the logic is the same at 512 archs, and 4096 cost these tests half their time.
+  monkeypatch.setattr(speed, "VALIDITY_SAMPLE", 512)
+
+
 def test_speed_report(nb201_workdir, tmp_path):
   paths = speed.select_paths(nb201_workdir, "codes+fused,codes+unfused")
   rep = speed.run(str(nb201_workdir), tmp_path, max_log2=3, paths=paths, min_seconds=0.02,

@@ -1,5 +1,6 @@
 """The feedback walk: one pick at a time, each handed back as a reference."""
 
+import functools
 import itertools
 
 import numpy as np
@@ -11,9 +12,6 @@ from pnag_jax.spaces import get_space
 
 SPACE = get_space("nb201")
 GENES = SPACE.enumerate()
-# Strictly valid, one per isomorphism class: what `rank.candidates` expects and keeps.
-_ALL = rank.enumerate_pool(SPACE)[0]
-VALID = _ALL[rank.first_of_each_class(SPACE, _ALL)]
 # A task with a known ranking: the number of 3x3 convs, then 1x1s, then the index.
 TRUTH = ((GENES == 3).sum(1) * 100 + (GENES == 2).sum(1) * 10
          + np.arange(len(GENES)) / len(GENES)).astype(np.float64)
@@ -48,6 +46,16 @@ class _Recorder:
     return _Scored(fn)
 
 
+@functools.cache
+def _valid():
+  """Strictly valid cells, one per isomorphism class: what `rank.candidates` expects.
+
+  Built on first use, not at import: every xdist worker collects this module.
+  """
+  every = rank.enumerate_pool(SPACE)[0]
+  return every[rank.first_of_each_class(SPACE, every)]
+
+
 def _truth(genes):
   return TRUTH[np.asarray(SPACE.index(genes))]
 
@@ -57,8 +65,8 @@ def _measure(g):
 
 
 def test_each_pick_is_handed_back_before_the_next_is_chosen():
-  pool = VALID[np.random.default_rng(0).choice(len(VALID), 400, replace=False)]
-  refs = VALID[:3]
+  pool = _valid()[np.random.default_rng(0).choice(len(_valid()), 400, replace=False)]
+  refs = _valid()[:3]
   bind = _Recorder()
   w = feedback.walk(SPACE, bind, pool, ref_genes=refs, ref_scores=_truth(refs),
                     measure=_measure, budget=4)
@@ -81,8 +89,8 @@ def test_each_pick_is_handed_back_before_the_next_is_chosen():
 
 
 def test_first_pick_is_the_one_shot_rankings_and_minimize_flips_it():
-  pool = VALID[::37]
-  refs = VALID[1:6]
+  pool = _valid()[::37]
+  refs = _valid()[1:6]
   def nan_at_the_ends(g):
     # A score with a NaN where either direction's best would be: never picked first.
     t = _truth(g)
@@ -109,7 +117,7 @@ def test_first_pick_is_the_one_shot_rankings_and_minimize_flips_it():
 
 
 def test_stop_budget_and_an_exhausted_pool_end_the_walk():
-  pool, ref = VALID[1::200], VALID[:1]
+  pool, ref = _valid()[1::200], _valid()[:1]
   bind = lambda g, s: _Scored(_truth)  # noqa: E731
   target = np.sort(_truth(pool))[-3]
   w = feedback.walk(SPACE, bind, pool, ref_genes=ref, ref_scores=_truth(ref),
@@ -128,9 +136,9 @@ def test_stop_budget_and_an_exhausted_pool_end_the_walk():
 def test_bad_budget_and_non_finite_measurements_are_one_line_errors():
   bind = lambda g, s: _Scored(lambda q: np.zeros(len(q)))  # noqa: E731
   with pytest.raises(PnagError, match="budget must be >= 0"):
-    feedback.walk(SPACE, bind, VALID[1:10], ref_genes=VALID[:1], ref_scores=[1.0],
+    feedback.walk(SPACE, bind, _valid()[1:10], ref_genes=_valid()[:1], ref_scores=[1.0],
                   measure=_measure, budget=-1)
   with pytest.raises(PnagError, match=r"measuring \|.*\| gave nan; a reference needs a "
                                       "finite score"):
-    feedback.walk(SPACE, bind, VALID[100:110], ref_genes=VALID[:1], ref_scores=[1.0],
+    feedback.walk(SPACE, bind, _valid()[100:110], ref_genes=_valid()[:1], ref_scores=[1.0],
                   measure=lambda g: float("nan"), budget=3)

@@ -1,5 +1,7 @@
 """The linear prior: padding invariance, transfer of an additive cost, evidence, the jitted path."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,30 +15,39 @@ from pnag_jax.stages import surrogate as stage
 
 SPACE = get_space("nb201")
 GENES = SPACE.enumerate()
-REPS = first_of_each_class(SPACE, GENES)
-FEATS = np.asarray(linear_lib.features(SPACE, GENES))
+
+
+# Built on first use, not at import: every xdist worker collects this module.
+@functools.cache
+def _reps():
+  return first_of_each_class(SPACE, GENES)
+
+
+@functools.cache
+def _feats():
+  return np.asarray(linear_lib.features(SPACE, GENES))
 
 
 def _cost_family(seed: int, n: int) -> list[np.ndarray]:
   """n additive costs that share structure, as devices do: a common per-op cost, three
   directions of variation between tasks, and small measurement noise."""
   rng = np.random.default_rng(seed)
-  base = rng.normal(size=FEATS.shape[1])
-  basis = rng.normal(size=(3, FEATS.shape[1]))
-  return [FEATS @ (base + rng.normal(size=3) @ basis) + rng.normal(scale=0.3, size=len(GENES))
+  base = rng.normal(size=_feats().shape[1])
+  basis = rng.normal(size=(3, _feats().shape[1]))
+  return [_feats() @ (base + rng.normal(size=3) @ basis) + rng.normal(scale=0.3, size=len(GENES))
           for _ in range(n)]
 
 
 def test_features_are_a_bias_and_one_hots():
-  assert FEATS.shape == (15625, linear_lib.num_features(SPACE)) == (15625, 31)
-  assert (FEATS[:, 0] == 1).all() and (FEATS[:, 1:].sum(1) == SPACE.num_genes).all()
+  assert _feats().shape == (15625, linear_lib.num_features(SPACE)) == (15625, 31)
+  assert (_feats()[:, 0] == 1).all() and (_feats()[:, 1:].sum(1) == SPACE.num_genes).all()
 
 
 def _tied_family(seed: int, n: int) -> list[np.ndarray]:
   """n costs in which an op costs the same on every edge (as NB201's latencies do):
   shared per-op costs, two directions of variation between tasks, and noise."""
   rng = np.random.default_rng(seed)
-  counts = FEATS @ linear_lib.tie_map(SPACE)
+  counts = _feats() @ linear_lib.tie_map(SPACE)
   base, basis = rng.normal(size=counts.shape[1]), rng.normal(size=(2, counts.shape[1]))
   return [counts @ (base + rng.normal(size=2) @ basis) + rng.normal(scale=0.3, size=len(GENES))
           for _ in range(n)]
@@ -45,7 +56,7 @@ def _tied_family(seed: int, n: int) -> list[np.ndarray]:
 def test_the_tie_map_turns_one_hots_into_op_counts():
   m = linear_lib.tie_map(SPACE)
   assert m.shape == (31, 6)
-  counts = FEATS @ m
+  counts = _feats() @ m
   assert (counts[:, 0] == 1).all()
   np.testing.assert_array_equal(counts[:, 1:], np.stack([(GENES == o).sum(1) for o in range(5)], 1))
 
@@ -60,14 +71,15 @@ def test_the_evidence_weighs_the_tied_hypothesis(tied_wins):
   target = tied_target if tied_wins else untied_target
   untied = {k: prior[k] for k in ("mean", "cov", "tasks")}
   shares, rho, rho_untied = [], [], []
+  reps = _reps()
   for s in range(4):
     refs = np.random.default_rng([s, 11]).choice(len(GENES), 10, replace=False)
     both = stage.linear_predictor(SPACE, prior, GENES[refs], target[refs])
     alone = stage.linear_predictor(SPACE, untied, GENES[refs], target[refs])
     assert alone.tied == 0.0
     shares.append(both.tied)
-    rho.append(scipy.stats.spearmanr(both.scores(GENES[REPS]), target[REPS]).statistic)
-    rho_untied.append(scipy.stats.spearmanr(alone.scores(GENES[REPS]), target[REPS]).statistic)
+    rho.append(scipy.stats.spearmanr(both.scores(GENES[reps]), target[reps]).statistic)
+    rho_untied.append(scipy.stats.spearmanr(alone.scores(GENES[reps]), target[reps]).statistic)
   print(f"tied share {np.round(shares, 3)}, Spearman {np.mean(rho):.3f} (untied alone "
         f"{np.mean(rho_untied):.3f})")
   if tied_wins:
@@ -82,9 +94,9 @@ def test_posterior_is_the_same_for_any_padding():
       SPACE, [(GENES, s) for s in _cost_family(0, 6)]).items() if k != "tasks"}
   refs = np.random.default_rng(1).choice(len(GENES), 7, replace=False)
   z = jnp.asarray(np.random.default_rng(2).normal(size=7), jnp.float32)
-  w, noise, tied = linear_lib.posterior(prior, FEATS[refs], z, jnp.ones(7, bool))
+  w, noise, tied = linear_lib.posterior(prior, _feats()[refs], z, jnp.ones(7, bool))
   junk = np.random.default_rng(3).choice(len(GENES), 5, replace=False)
-  padded_feats = np.concatenate([FEATS[refs], FEATS[junk]])
+  padded_feats = np.concatenate([_feats()[refs], _feats()[junk]])
   padded_z = jnp.concatenate([z, jnp.full((5,), 9.0)])
   w2, noise2, tied2 = linear_lib.posterior(prior, padded_feats, padded_z,
                                            jnp.arange(12) < 7)
@@ -101,11 +113,12 @@ def test_the_learned_prior_ranks_an_unseen_cost_from_10_references():
   flat = {"mean": np.zeros(31, np.float32), "cov": np.eye(31, dtype=np.float32),
           "tasks": prior["tasks"]}
   rho, rho_flat = [], []
+  reps = _reps()
   for s in range(3):
     refs = np.random.default_rng([s, 10]).choice(len(GENES), 10, replace=False)
     for p, out in ((prior, rho), (flat, rho_flat)):
-      pred = stage.linear_predictor(SPACE, p, GENES[refs], target[refs]).scores(GENES[REPS])
-      out.append(scipy.stats.spearmanr(pred, target[REPS]).statistic)
+      pred = stage.linear_predictor(SPACE, p, GENES[refs], target[refs]).scores(GENES[reps])
+      out.append(scipy.stats.spearmanr(pred, target[reps]).statistic)
   print(f"Spearman, K=10: learned prior {np.mean(rho):.3f}, flat prior {np.mean(rho_flat):.3f}")
   assert np.mean(rho) > 0.9, rho
   assert np.mean(rho) > np.mean(rho_flat) + 0.1, (rho, rho_flat)
@@ -133,7 +146,7 @@ def test_scores_are_chunked_and_padded_without_changing_them():
   every = pred.scores(GENES[:3000], chunk=256)
   np.testing.assert_allclose(pred.scores(GENES[:3000], chunk=1024), every, rtol=1e-5)
   w = np.asarray(pred.task["w"], np.float64)
-  direct = FEATS[:3000] @ w * float(pred.task["std"]) + float(pred.task["mean"])
+  direct = _feats()[:3000] @ w * float(pred.task["std"]) + float(pred.task["mean"])
   np.testing.assert_allclose(every, direct, rtol=1e-4, atol=1e-3)
   assert pred.scores(GENES[:0]).shape == (0,)
 
@@ -152,9 +165,9 @@ def test_posterior_under_jit_and_vmap_matches_one_by_one():
   refs = np.random.default_rng(0).choice(len(GENES), (3, 8), replace=False)
   z = jnp.asarray(np.random.default_rng(1).normal(size=(3, 8)), jnp.float32)
   batched = jax.jit(jax.vmap(lambda f, y: linear_lib.posterior(prior, f, y, jnp.ones(8, bool))))
-  w, noise, tied = batched(FEATS[refs], z)
+  w, noise, tied = batched(_feats()[refs], z)
   for i in range(3):
-    wi, ni, ti = linear_lib.posterior(prior, FEATS[refs[i]], z[i], jnp.ones(8, bool))
+    wi, ni, ti = linear_lib.posterior(prior, _feats()[refs[i]], z[i], jnp.ones(8, bool))
     np.testing.assert_allclose(w[i], wi, rtol=1e-4, atol=1e-5)
     assert float(noise[i]) == float(ni)
     np.testing.assert_allclose(tied[i], ti, rtol=1e-4, atol=1e-6)
