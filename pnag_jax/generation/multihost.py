@@ -30,7 +30,8 @@ import jax
 from pnag_jax.errors import PnagError
 
 # Generating a block may take hours; a dead process is caught by heartbeats, not this.
-_BARRIER_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+BARRIER_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+MAX_TIMEOUT_S = 7 * 24 * 3600
 _KEY_PREFIX = "pnag/"
 
 
@@ -73,8 +74,10 @@ class Launch:
                         f"--num-processes {self.num_processes}, got {self.process_id}")
       parse_address(self.coordinator)
     for name in ("init_timeout", "heartbeat_timeout"):
-      if getattr(self, name) < 1:
-        raise PnagError(f"--{name.replace('_', '-')} must be at least 1 second")
+      # Above a week is a typo, and the runtime's native ints stop at 2**31 - 1.
+      if not 1 <= getattr(self, name) <= MAX_TIMEOUT_S:
+        raise PnagError(f"--{name.replace('_', '-')} must be 1 .. {MAX_TIMEOUT_S} seconds "
+                        f"(a week), got {getattr(self, name)}")
 
   @property
   def single(self) -> bool:
@@ -166,7 +169,7 @@ def _client():
   return client
 
 
-def barrier(name: str, timeout_ms: int = _BARRIER_TIMEOUT_MS) -> None:
+def barrier(name: str, timeout_ms: int = BARRIER_TIMEOUT_MS) -> None:
   """Waits until every process reaches barrier `name`; one line if the runtime fails it."""
   try:
     _client().wait_at_barrier(_KEY_PREFIX + name, timeout_ms)

@@ -25,7 +25,12 @@ from pnag_jax.generation import multihost
     (dict(coordinator="h:1", num_processes=2), "needs all of --coordinator"),
     (dict(coordinator="h:1", auto=True), "--distributed detects the cluster itself"),
     (dict(coordinator="h:1", num_processes=2, process_id=0, heartbeat_timeout=0),
-     "--heartbeat-timeout must be at least 1 second"),
+     r"--heartbeat-timeout must be 1 \.\. 604800 seconds \(a week\), got 0"),
+    # The runtime's native ints refused these with a TypeError traceback.
+    (dict(coordinator="h:1", num_processes=2, process_id=0, heartbeat_timeout=3_000_000_000),
+     "--heartbeat-timeout must be 1 .. 604800"),
+    (dict(coordinator="h:1", num_processes=2, process_id=0, init_timeout=10**20),
+     "--init-timeout must be 1 .. 604800"),
 ])
 def test_bad_launches_fail_in_one_line(kw, match):
   with pytest.raises(PnagError, match=match):

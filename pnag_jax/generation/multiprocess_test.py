@@ -37,11 +37,13 @@ def _generate(workdir, out, data_dir, *flags, devices):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _launch(workdir, out, data_dir, port):
-  """Starts processes 0 and 1 of one run, 4 devices each; returns their Popen handles."""
+def _launch(workdir, out, data_dir, port, second=()):
+  """Starts processes 0 and 1 of one run, 4 devices each (process 1 with the flags
+  `second` added); returns their Popen handles."""
   flags = ("--coordinator", f"localhost:{port}", "--num-processes", "2",
            "--heartbeat-timeout", str(_HEARTBEAT_S), "--init-timeout", "60")
-  return [_generate(workdir, out, data_dir, *flags, "--process-id", str(i), devices=4)
+  return [_generate(workdir, out, data_dir, *flags, "--process-id", str(i),
+                    *(second if i else ()), devices=4)
           for i in (0, 1)]
 
 
@@ -74,6 +76,16 @@ def test_two_processes_merge_to_the_one_process_file(nb201_workdir, data_dir, tm
   assert not parts.part_path(out, 1, 2).read_bytes().startswith(b"arch,")
   assert pnag_main("generate", "--merge", out)[0] == 0
   assert out.read_bytes() == one_process_file
+  # A rerun where one process has another seed: every process refuses it before any
+  # file is touched (process 1 overwrote its part, and process 0 removed the
+  # manifest, before the manifest's check found it out).
+  files = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+  results = _finish(_launch(nb201_workdir, out, data_dir, multihost.free_local_port(),
+                            second=("--seed", "4")))
+  for code, _, stderr in results:
+    assert code == 2 and ("process 1 is running another run than process 0: run " in stderr
+                          and "seed 4 (process 0: 3); nothing written" in stderr), stderr[-2000:]
+  assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == files
 
 
 def test_a_killed_process_costs_the_rerun_only_its_part(nb201_workdir, data_dir, tmp_path,

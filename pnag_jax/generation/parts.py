@@ -100,6 +100,25 @@ def is_current(part_file: Path, expected: dict) -> bool:
   return file_sha256(part_file) == sidecar.get("sha256")
 
 
+#: What every process of one run must agree on (`check_one_run`).
+RUN_KEYS = ("run", "seed", "num", "parts")
+
+
+def check_one_run(entries: list[dict], did: str, consequence: str) -> None:
+  """Raises unless every entry (a process's `RUN_KEYS` and its `part`) is process 0's run.
+
+  Raises:
+    PnagError: naming the first process that differs, and in what.
+  """
+  first = min(entries, key=lambda e: e["part"])
+  for e in sorted(entries, key=lambda e: e["part"]):
+    differ = [f"{k} {e[k]} (process 0: {first[k]})" for k in RUN_KEYS if e[k] != first[k]]
+    if differ:
+      raise PnagError(f"process {e['part']} {did} another run than process 0: "
+                      f"{', '.join(differ)}; {consequence}; rerun every process with the "
+                      "same command, workdir and data dir")
+
+
 def manifest(out: str | Path, sidecars: list[dict], **summary: Any) -> dict:
   """The manifest of `out` from every part's sidecar, in part order.
 
@@ -108,14 +127,8 @@ def manifest(out: str | Path, sidecars: list[dict], **summary: Any) -> dict:
       setting or data dir): the manifest would only fail at the merge, naming no cause.
   """
   sidecars = sorted(sidecars, key=lambda s: s["part"])
+  check_one_run(sidecars, "generated", "no manifest written")
   first = sidecars[0]
-  for s in sidecars[1:]:
-    differ = [f"{k} {s[k]} (process 0: {first[k]})" for k in ("run", "seed", "num", "parts")
-              if s[k] != first[k]]
-    if differ:
-      raise PnagError(f"process {s['part']} generated another run than process 0: "
-                      f"{', '.join(differ)}; no manifest written; rerun every process with "
-                      "the same command, workdir and data dir")
   entries = [{"file": part_path(out, s["part"], s["parts"]).name,
               **{k: s[k] for k in ("start", "stop", "count", "bytes", "sha256")}}
              for s in sidecars]
@@ -152,7 +165,8 @@ def _manifest_entries(man: dict, man_file: Path) -> list[dict]:
   fields = {"num": int, "parts": int, "rows": int, "seed": int, "run": str}
   ok = isinstance(entries, list) and all(isinstance(man.get(k), t) for k, t in fields.items())
   ok = ok and all(
-      isinstance(e, dict) and isinstance(e.get("file"), str) and e["file"] == Path(e["file"]).name
+      isinstance(e, dict) and isinstance(e.get("file"), str)
+      and e["file"] not in ("", ".", "..") and e["file"] == Path(e["file"]).name
       and all(isinstance(e.get(k), int) for k in ("start", "stop", "count"))
       and isinstance(e.get("sha256"), str) for e in entries)
   # A run has at least one part, and its row count is its parts' (else an empty merge
@@ -171,6 +185,8 @@ def merge(out: str | Path) -> dict:
   part matches: whole or not at all.
   """
   out = Path(out)
+  if out.name in ("", ".."):
+    raise PnagError(f"--merge needs the file name the run wrote (its --out), got {str(out)!r}")
   man_file = manifest_path(out)
   if not man_file.is_file():
     raise PnagError(f"no manifest {man_file}: the multi-process run did not finish "
@@ -183,7 +199,7 @@ def merge(out: str | Path) -> dict:
       block(man["num"], man["parts"], i) for i in range(man["parts"])]:
     raise PnagError(f"{man_file} does not list parts 0 .. {man['parts'] - 1} in order")
   files = [_check_sidecar(out, man, e, i) for i, e in enumerate(entries)]
-  with atomic.replacing(out) as tmp, tmp.open("wb") as dst:
+  with atomic.open_replacing(out, "wb") as dst:
     for f, entry in zip(files, entries):
       h = hashlib.sha256()
       with f.open("rb") as src:

@@ -167,6 +167,9 @@ def test_process_zero_writes_no_manifest_for_parts_of_different_runs(tmp_path):
     lambda m: m.pop("part_files"),
     lambda m: m.update(parts="2"),
     lambda m: m["part_files"][1].update(file="../elsewhere.csv"),
+    # Names of no file: these crashed in Path.with_name with a traceback.
+    lambda m: m["part_files"][0].update(file=""),
+    lambda m: m["part_files"][0].update(file=".."),
     lambda m: m["part_files"][0].pop("sha256"),
     lambda m: m.pop("rows"),
     lambda m: m.update(rows="x"),
@@ -191,3 +194,34 @@ def test_merge_onto_a_directory_is_refused_before_writing(tmp_path):
   with pytest.raises(PnagError, match="is a directory"):
     parts.merge(out)
   assert not list(tmp_path.glob("archs.tmp*"))
+
+
+@pytest.mark.parametrize("name", ["", ".", "/", ".."])
+def test_merge_of_no_file_name_is_one_line(name):
+  with pytest.raises(PnagError, match="--merge needs the file name the run wrote"):
+    parts.merge(name)
+
+
+def test_merge_the_file_system_refuses_is_one_line_and_keeps_the_parts(tmp_path,
+                                                                       monkeypatch):
+  out = tmp_path / "archs.csv"
+  _write_run(out, 10, 2)
+  before = sorted(p.name for p in tmp_path.iterdir())
+
+  def refused(*args, **kwargs):
+    raise PermissionError(1, "Operation not permitted")  # as a chattr +i directory
+
+  monkeypatch.setattr(parts.atomic.os, "replace", refused)
+  with pytest.raises(PnagError, match=r"cannot write .*archs.csv: Operation not permitted"):
+    parts.merge(out)
+  assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_processes_of_another_run_are_named_before_anything_is_written():
+  runs = [{"run": "r0", "seed": 0, "num": 10, "parts": 2, "part": 1},
+          {"run": "r0", "seed": 0, "num": 10, "parts": 2, "part": 0}]
+  parts.check_one_run(runs, "is running", "nothing written")
+  runs[0]["seed"] = 5
+  with pytest.raises(PnagError, match=r"^process 1 is running another run than process 0: "
+                                      r"seed 5 \(process 0: 0\); nothing written; rerun"):
+    parts.check_one_run(runs, "is running", "nothing written")

@@ -137,9 +137,6 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
     return generate_to_file(workdir, num, seed, out, cfg, data_dir, progress, cond)
   pid, count = cluster.process_id, cluster.num_processes
   t0 = time.perf_counter()
-  if pid == 0:
-    # A manifest exists only for a finished run: this one is not, until the end.
-    parts.manifest_path(out).unlink(missing_ok=True)
   # The local mesh: no device of another process is on the hot path.
   _, sampler = load_sampler(workdir, cfg, devices=jax.local_devices())
   tables = tables_or_note(sampler.space.name, data_dir) if pid == 0 else (
@@ -150,6 +147,15 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
   expected = {"run": _run_id(sampler, cfg, seed, num, count, kind, columns, cond),
               "seed": seed, "num": num, "part": pid, "parts": count, "start": start,
               "stop": stop, "count": stop - start}
+  # Every process's run, before any file is touched: one started with another seed,
+  # --num, workdir or data dir would otherwise overwrite its part of a finished run
+  # (and process 0 that run's manifest) before the manifest's check found it out.
+  multihost.publish(f"run/{pid}", {k: expected[k] for k in (*parts.RUN_KEYS, "part")})
+  parts.check_one_run(multihost.gather("run", count, timeout_ms=multihost.BARRIER_TIMEOUT_MS),
+                      "is running", "nothing written")
+  if pid == 0:
+    # A manifest exists only for a finished run: this one is not, until the end.
+    parts.manifest_path(out).unlink(missing_ok=True)
   regenerated = not parts.is_current(part_file, expected)
   if regenerated:
     parts.sidecar_path(part_file).unlink(missing_ok=True)
