@@ -459,6 +459,18 @@ def save_linear_prior(workdir: str | Path, prior: dict, excluded_tasks, train_ta
   return path
 
 
+def linear_prior_fits(workdir: str | Path, excluded_tasks, train_tasks) -> bool:
+  """Whether the saved linear prior was fitted on exactly `train_tasks`, with
+  `excluded_tasks` excluded; False where it is missing or unreadable."""
+  try:
+    with np.load(linear_prior_path(workdir)) as z:
+      about = json.loads(str(z["about"]))
+  except Exception:  # pylint: disable=broad-except  # missing, zip, key, JSON: refit it
+    return False
+  return (isinstance(about, dict) and about.get("excluded_tasks") == list(excluded_tasks)
+          and about.get("train_tasks") == list(train_tasks))
+
+
 def load_linear_prior(workdir: str | Path, space: SearchSpace, excluded_tasks
                       ) -> dict | None:
   """The run's linear prior, or None for a run trained before it existed.

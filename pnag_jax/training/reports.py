@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, TextIO
@@ -30,23 +31,40 @@ def _sha256(text: str) -> str:
 
 def write_final(out_dir: Path, step: int, report: dict) -> None:
   """Appends the `final` row to `metrics.jsonl` and writes `report.json` (`write_report`)."""
-  with open_metrics(out_dir) as log:
+  with open_metrics(out_dir, step) as log:
     log.write(json.dumps({"step": step, "split": "final", **report}) + "\n")
   write_report(out_dir, report)
 
 
-def open_metrics(out_dir: Path) -> TextIO:
-  """`metrics.jsonl`, opened to append a row per line.
+def open_metrics(out_dir: Path, start: int) -> TextIO:
+  """`metrics.jsonl`, opened to append a row per line, for an invocation that trains on
+  from checkpoint step `start` (0: a new run).
 
-  A row a crash cut short (a full disk, a power cut) has no newline: it is ended first,
-  so the next row starts a line of its own. Readers skip the cut row (`read_metrics`).
+  Rows of steps past `start` go first: an invocation killed after its last checkpoint
+  (or, at 0, before its first) logged them, and those steps are trained, and logged,
+  again; with a new run's config they would be another run's rows. So each step keeps
+  one row per split, its run's own. A row a crash cut short (a full disk, a power cut)
+  is ended, so the next row starts a line of its own; readers skip it (`read_metrics`).
   """
   path = out_dir / METRICS
-  cut = _ends_mid_line(path)
-  log = path.open("a")
-  if cut:
-    log.write("\n")
-  return log
+  try:
+    lines = path.read_text().splitlines()
+  except FileNotFoundError:
+    lines = []
+  kept = [line for line in lines if not _step(line) > start]
+  if kept != lines or _ends_mid_line(path):
+    atomic.write_text(path, "".join(line + "\n" for line in kept))
+  return path.open("a")
+
+
+def _step(line: str) -> float:
+  """A row's step; -inf where the line is no row (a cut one), which is kept as it is."""
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return -math.inf
+  step = row.get("step") if isinstance(row, dict) else None
+  return step if isinstance(step, int) else -math.inf
 
 
 def _ends_mid_line(path: Path) -> bool:

@@ -47,12 +47,35 @@ def test_a_finished_report_is_one_of_that_step_and_config(tmp_path):
 
 
 def test_a_row_cut_short_is_ended_and_skipped(tmp_path):
-  with reports.open_metrics(tmp_path) as log:
+  with reports.open_metrics(tmp_path, 0) as log:
     log.write(json.dumps({"step": 1, "split": "train"}) + "\n")
   with (tmp_path / reports.METRICS).open("a") as log:
     log.write('{"step": 2, "split": "hel')  # a full disk or a power cut, mid-row
-  with reports.open_metrics(tmp_path) as log:
+  with reports.open_metrics(tmp_path, 1) as log:
     log.write(json.dumps({"step": 2, "split": "heldout"}) + "\n")
   assert reports.read_metrics(tmp_path) == [{"step": 1, "split": "train"},
                                             {"step": 2, "split": "heldout"}]
   assert (tmp_path / reports.METRICS).read_text().count("\n") == 3
+
+
+def test_rows_past_the_checkpoint_resumed_from_are_dropped(tmp_path):
+  def log_steps(start, steps, split="train"):
+    with reports.open_metrics(tmp_path, start) as log:
+      for step in steps:
+        log.write(json.dumps({"step": step, "split": split}) + "\n")
+
+  def logged():
+    return [(r["step"], r["split"]) for r in reports.read_metrics(tmp_path)]
+
+  log_steps(0, (10, 20, 30))  # killed after its checkpoint at 20
+  with (tmp_path / reports.METRICS).open("a") as log:
+    log.write("not json\n")  # a line that is no row is kept as it is
+  log_steps(20, (30, 40))  # the resumed invocation trains 30 again: one row for it
+  assert logged() == [(10, "train"), (20, "train"), (30, "train"), (40, "train")]
+  assert "not json\n" in (tmp_path / reports.METRICS).read_text()
+  # A new run where a killed one never saved a checkpoint: none of its rows are this run's.
+  log_steps(0, (5,), "heldout")
+  assert logged() == [(5, "heldout")]
+  before = (tmp_path / reports.METRICS).stat()
+  log_steps(5, ())  # nothing past its step: the file is left as it is
+  assert (tmp_path / reports.METRICS).stat().st_mtime_ns == before.st_mtime_ns

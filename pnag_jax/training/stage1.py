@@ -213,7 +213,7 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
     t0 = time.perf_counter()
     bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
                desc=f"stage1 {space.name}", dynamic_ncols=True)
-    with reports.open_metrics(out_dir) as log:
+    with reports.open_metrics(out_dir, start) as log:
       for step in bar:
         genes = train[batch_indices(cfg.seed, step, train.shape[0], cfg.batch_size)]
         state, metrics = train_step(state, genes, base_key, step, weights, model=model,

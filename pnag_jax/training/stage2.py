@@ -411,7 +411,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
 
     bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
                desc=f"stage2 {space.name}", dynamic_ncols=True)
-    with reports.open_metrics(out_dir) as log:
+    with reports.open_metrics(out_dir, start) as log:
       for step in bar:
         idx = batch_indices(cfg.seed, step, train.shape[0], cfg.batch_size)
         state, metrics = train_step(state, train[idx], idx.astype(np.int32), codebook, tables,

@@ -456,14 +456,18 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     train = [task_arrays(tasks[n]) for n in train_names]
     out_dir.mkdir(parents=True, exist_ok=True)
     # A pure function of the training tasks, so a resume (or a rerun of a finished
-    # run, which is how runs from before it get one) writes the same prior.
+    # run, which is how runs from before it get one) writes the same prior. One fitted
+    # on other tasks is a run's killed before its first checkpoint, under another
+    # config: kept, it would fail this run at its end, or hold its held-out tasks.
     refit = False
-    if not stage.linear_prior_path(workdir).is_file():
+    if not stage.linear_prior_fits(workdir, excluded, train_names):
       fitted = [(t.genes, t.scores) for t in train]
       if linear_lib.usable_tasks(fitted) >= 2:
         stage.save_linear_prior(workdir, linear_lib.fit_prior(space, fitted), excluded,
                                 train_names)
         refit = True
+      else:
+        stage.linear_prior_path(workdir).unlink(missing_ok=True)
     if done_report is not None:
       # The network is unchanged, so are its figures: only a new prior's are measured
       # (or one whose measurement a kill cut short: the prior is saved before it).
@@ -482,7 +486,7 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     t0 = time.perf_counter()
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress,
                desc=f"surrogate {space.name}", dynamic_ncols=True)
-    with reports.open_metrics(out_dir) as log:
+    with reports.open_metrics(out_dir, start) as log:
       for step in bar:
         genes, scores, mask = episode_batch(cfg, train, members, step, mixing)
         state, metrics = train_step(state, genes, scores, mask, model=model, loss=loss,

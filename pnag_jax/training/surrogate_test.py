@@ -160,6 +160,29 @@ def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic
   assert sorted(p.name for p in path.parent.glob("*.tmp*")) == []
 
 
+def test_a_run_killed_before_its_first_checkpoint_leaves_the_next_run_nothing(
+    tmp_path, synthetic_tasks):
+  logged = [*_TINY, "log_every=1"]
+  cfg = stage.make_config("test", "nb201", 0, ("lat_z",), logged)
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(stage.ckpt_lib.StageCheckpointer, "save", _killed)
+    with pytest.raises(KeyboardInterrupt):
+      trainer.train_and_evaluate(cfg, tmp_path, tasks=synthetic_tasks(SYNTHETIC),
+                                 progress=False)
+  assert stage.linear_prior_path(tmp_path).is_file()
+  assert len(reports.read_metrics(tmp_path / stage.NAME)) == 3
+  # A new run, under other exclusions: the killed run's prior was fitted on lat_y,
+  # this run's held-out or excluded task, and its rows are not this run's.
+  other = stage.make_config("test", "nb201", 0, ("lat_[yz]",), logged)
+  tasks = synthetic_tasks(SYNTHETIC, raising=("lat_y", "lat_z"))
+  report = trainer.train_and_evaluate(other, tmp_path, tasks=tasks, progress=False)
+  with np.load(stage.linear_prior_path(tmp_path)) as z:
+    about = json.loads(str(z["about"]))
+  assert about == {"excluded_tasks": ["lat_y", "lat_z"], "train_tasks": report["train_tasks"]}
+  assert stage.load(tmp_path).linear_prior["tasks"] == 2
+  assert [r["step"] for r in reports.read_metrics(tmp_path / stage.NAME)] == list(range(1, 7))
+
+
 def test_killed_run_resumes_bit_identically(tmp_path, synthetic_tasks, step_clock):
   step_clock(trainer)  # 1 s per step: train_seconds counts the steps trained
   tasks = synthetic_tasks(SYNTHETIC)
