@@ -167,8 +167,8 @@ def untrained_run():
   """
   from pnag_jax.stages import stage1  # pylint: disable=g-import-not-at-top
 
-  def make(space="nb201", workdir=Path("."), **overrides):
-    cfg = stage1.make_config("quick", space, 0, [f"{k}={v}" for k, v in overrides.items()])
+  def make(space="nb201", workdir=Path("."), seed=0, **overrides):
+    cfg = stage1.make_config("quick", space, seed, [f"{k}={v}" for k, v in overrides.items()])
     model, params = stage1.init(cfg)
     return stage1.Stage1Run(model, cfg, params, 0, Path(workdir), {})
 

@@ -59,6 +59,32 @@ def open_replacing(path: str | Path, mode: str = "w", *, parents: bool = False,
     raise PnagError(f"cannot write {path}: {e.strerror or e}") from e
 
 
+def missing_dirs(path: str | Path) -> list[Path]:
+  """`path` and the folders above it that do not exist yet, deepest first."""
+  path = Path(path)
+  return [d for d in (path, *path.parents) if not d.exists()]
+
+
+def remove_empty(dirs: list[Path]) -> None:
+  """Removes the folders of `dirs` (deepest first) that are empty: those a failed
+  command created and left; one a run or a user wrote into stays."""
+  for d in dirs:
+    with contextlib.suppress(OSError):
+      os.rmdir(d)
+
+
+@contextlib.contextmanager
+def no_empty_dirs_on_failure(path: str | Path | None) -> Iterator[None]:
+  """On an exception, takes back the folders of `path` that it created and left empty:
+  a refused command leaves no empty output folder behind."""
+  created = [] if path is None else missing_dirs(path)
+  try:
+    yield
+  except BaseException:
+    remove_empty(created)
+    raise
+
+
 def write_text(path: str | Path, text: str) -> Path:
   with open_replacing(path) as f:
     f.write(text)

@@ -57,3 +57,23 @@ def test_a_refusing_file_system_is_a_one_line_error_and_leaves_no_debris(tmp_pat
   with pytest.raises(PnagError, match=r"^cannot write .*report\.json: Is a directory$"):
     atomic.write_json(tmp_path / "report.json", {"a": 1})
   assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_a_failed_command_takes_back_the_empty_folders_it_made(tmp_path):
+  (tmp_path / "mine").mkdir()
+  with pytest.raises(KeyboardInterrupt):
+    with atomic.no_empty_dirs_on_failure(tmp_path / "mine" / "a" / "b"):
+      (tmp_path / "mine" / "a" / "b").mkdir(parents=True)
+      raise KeyboardInterrupt
+  assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # it was there before
+  # A folder something was written into stays, as does all it holds.
+  with pytest.raises(ValueError):
+    with atomic.no_empty_dirs_on_failure(tmp_path / "x" / "y"):
+      (tmp_path / "x" / "y").mkdir(parents=True)
+      (tmp_path / "x" / "kept.txt").write_text("a")
+      raise ValueError
+  assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["kept.txt"]
+  # A command that succeeds keeps what it made, empty or not.
+  with atomic.no_empty_dirs_on_failure(tmp_path / "ok"):
+    (tmp_path / "ok").mkdir()
+  assert (tmp_path / "ok").is_dir()

@@ -57,7 +57,6 @@ No manifest is added to such a step later; that could bless damage.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -69,6 +68,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from pnag_jax import atomic
 from pnag_jax.errors import PnagError
 
 PyTree = Any
@@ -231,9 +231,7 @@ class StageCheckpointer:
     # a refused run (no training steps, a bad data dir) leaves no empty stage folder,
     # which later commands would take for a run without checkpoints. Only empty
     # folders are removed, so nothing a run wrote is ever lost.
-    self._created = [] if read_only else [
-        d for d in (self.workdir, os.path.join(self.workdir, stage), self.directory)
-        if not os.path.isdir(d)]
+    self._created = [] if read_only else atomic.missing_dirs(self.directory)
     # Steps already checked against their manifest (`restore` would otherwise
     # hash a step twice).
     self._verified: set[int] = set()
@@ -269,9 +267,7 @@ class StageCheckpointer:
                tb: types.TracebackType | None) -> None:
     self.close()
     if exc_type is not None:
-      for d in reversed(self._created):
-        with contextlib.suppress(OSError):  # not empty: a step or a file was written
-          os.rmdir(d)
+      atomic.remove_empty(self._created)  # not empty: a step or a file was written
 
   def __repr__(self) -> str:
     return f"StageCheckpointer({self.directory!r})"

@@ -18,6 +18,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pnag_jax import atomic
 from pnag_jax.errors import PnagError
 
 
@@ -152,7 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   try:
     args = parser.parse_args(argv)
-    args.func(args)
+    # A protocol refused (or failed) after making --out leaves no empty folder.
+    out = getattr(args, "out", None) if args.command == "eval" else None
+    with atomic.no_empty_dirs_on_failure(out):
+      args.func(args)
   except PnagError as e:
     print(f"pnag: error: {e}", file=sys.stderr)
     return 2

@@ -114,7 +114,13 @@ def make(cls: type[C], presets: Mapping[str, Mapping[str, Any]], preset: str,
   """
   if preset not in presets:
     raise PnagError(f"unknown preset {preset!r}; presets: {', '.join(presets)}")
-  return _checked_new(cls(**{**presets[preset], **fields, **parse_overrides(cls, overrides)}))
+  parsed = parse_overrides(cls, overrides)
+  # `fields` are the command's own (its --space, --seed, --exclude): an override would
+  # win over them unseen, e.g. an MBV3 run in an ablation its report calls NB201's.
+  for key in sorted(set(parsed) & set(fields)):
+    raise PnagError(f"--set {key}=... is refused: the command sets {key} itself "
+                    f"(with --{key.replace('_', '-')} where it has that flag)")
+  return _checked_new(cls(**{**presets[preset], **fields, **parsed}))
 
 
 def with_overrides(cfg: C, overrides: Sequence[str], *, where: str) -> C:

@@ -91,14 +91,22 @@ def test_stage1_presets_and_checks():
   for bad, fragment in (("log_every=0", "log_every must be >= 1"),
                         ("eval_every=0", "eval_every must be >= 1"),
                         ("checkpoint_every=0", "checkpoint_every must be >= 1"),
-                        ("seed=-3", "seed must be in [0, 2**32 - 1], got -3"),
-                        (f"seed={2**32 + 5}", "seed must be in [0, 2**32 - 1]"),
                         ("scc_t_max=-5", "scc_t_max must be -1"),
                         ("learning_rate=nan", "learning_rate must be finite and > 0"),
                         ("weight_decay=nan", "weight_decay must be finite and >= 0"),
                         ("scc_lambda=-1", "scc_lambda must be finite and >= 0"),
                         ("beta_kl=inf", "beta_kl must be finite and >= 0, got inf")):
     with pytest.raises(PnagError, match=re.escape(fragment)):
+      stage1.make_config("quick", overrides=[bad])
+  for seed, fragment in ((-3, "seed must be in [0, 2**32 - 1], got -3"),
+                         (2**32 + 5, "seed must be in [0, 2**32 - 1]")):
+    with pytest.raises(PnagError, match=re.escape(fragment)):
+      stage1.make_config("quick", seed=seed)
+  # What the command sets itself (--space, --seed) is no --set key: the override won
+  # unseen, and an ablation labelled NB201 trained MBV3 runs.
+  for bad in ("space=mbv3", "seed=1"):
+    with pytest.raises(PnagError, match=rf"--set {bad[:4]}\w*=\.\.\. is refused: the "
+                                        "command sets"):
       stage1.make_config("quick", overrides=[bad])
   # A sampled space needs held-out archs; NB201's split is fixed, and ignores the size.
   with pytest.raises(PnagError, match="heldout_size must be >= 1"):
@@ -119,7 +127,7 @@ def test_stage1_presets_and_checks():
 
 def test_every_stage_refuses_a_seed_that_jax_would_wrap():
   from pnag_jax.stages import stage2, surrogate  # pylint: disable=g-import-not-at-top
-  for make in (lambda s: stage2.make_config("test", overrides=[f"seed={s}"]),
+  for make in (lambda s: stage2.make_config("test", seed=s),
                lambda s: surrogate.make_config("test", "nb201", s)):
     make(2**32 - 1)
     for seed in (2**32, -1):

@@ -83,3 +83,10 @@ def test_a_family_that_matches_no_task_is_refused_before_any_output(tmp_path, da
                            data_dir, "--preset", "test", "--out", out)
   assert code == 2 and "--exclude 'nope' matches no task" in err, err
   assert len(err.strip().splitlines()) == 1 and not out.exists()
+  # A family that leaves too few tasks is refused after --out is made: the folders the
+  # command made go with it (they were left, empty).
+  out = tmp_path / "new" / "out"
+  code, _, err = pnag_main("eval", "families", "--families", ".", "--no-devices",
+                           "--data-dir", data_dir, "--preset", "test", "--out", out)
+  assert code == 2 and "has 0 allowed task(s)" in err, err
+  assert list(tmp_path.iterdir()) == []
