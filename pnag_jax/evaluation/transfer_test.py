@@ -133,6 +133,9 @@ def test_a_killed_run_is_resumed_only_with_its_own_settings(stage2_recipe, tmp_p
 
 
 def test_stage2_settings_are_checked_before_any_work(tmp_path):
+  # Its seed is a --stage2-set key: this stage 2 has no --seed flag of its own.
+  assert transfer.stage2_config("test", ("seed=3",)).seed == 3
+  assert transfer.stage2_config("test").seed == 0
   out = tmp_path / "out"
   with pytest.raises(PnagError, match="--stage2-set cannot set condition"):
     transfer.run(tmp_path / "no_run", out, guides=("ar",), stage2_overrides=("condition=none",))

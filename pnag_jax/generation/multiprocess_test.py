@@ -86,6 +86,15 @@ def test_two_processes_merge_to_the_one_process_file(nb201_workdir, data_dir, tm
     assert code == 2 and ("process 1 is running another run than process 0: run " in stderr
                           and "seed 4 (process 0: 3); nothing written" in stderr), stderr[-2000:]
   assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == files
+  # One that fails to load (a data dir missing on its host) tells the others, which
+  # waited for its run until the runtime's shutdown timeout aborted them all.
+  t0 = time.monotonic()
+  results = _finish(_launch(nb201_workdir, out, data_dir, multihost.free_local_port(),
+                            second=("--data-dir", tmp_path / "nowhere")))
+  assert [r[0] for r in results] == [2, 2], results[0][2][-2000:] + results[1][2][-2000:]
+  assert "process 1 failed: NB201 data directory" in results[0][2]
+  assert time.monotonic() - t0 < 60
+  assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == files
 
 
 def test_a_killed_process_costs_the_rerun_only_its_part(nb201_workdir, data_dir, tmp_path,

@@ -108,10 +108,15 @@ def check_one_run(entries: list[dict], did: str, consequence: str) -> None:
   """Raises unless every entry (a process's `RUN_KEYS` and its `part`) is process 0's run.
 
   Raises:
-    PnagError: naming the first process that differs, and in what.
+    PnagError: naming the first process that failed (an entry with its `error`), else
+      the first that differs, and in what.
   """
-  first = min(entries, key=lambda e: e["part"])
-  for e in sorted(entries, key=lambda e: e["part"]):
+  entries = sorted(entries, key=lambda e: e["part"])
+  for e in entries:
+    if "error" in e:
+      raise PnagError(f"process {e['part']} failed: {e['error']}; {consequence}")
+  first = entries[0]
+  for e in entries:
     differ = [f"{k} {e[k]} (process 0: {first[k]})" for k in RUN_KEYS if e[k] != first[k]]
     if differ:
       raise PnagError(f"process {e['part']} {did} another run than process 0: "

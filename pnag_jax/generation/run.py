@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from pnag_jax import atomic
 from pnag_jax import data as data_lib
-from pnag_jax.errors import PnagError
+from pnag_jax.errors import PnagError, one_line
 from pnag_jax.generation import multihost, output, parts
 from pnag_jax.generation.output import ArchWriter, check_output, output_format
 from pnag_jax.generation.priors import PRIORS
@@ -137,10 +137,22 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
     return generate_to_file(workdir, num, seed, out, cfg, data_dir, progress, cond)
   pid, count = cluster.process_id, cluster.num_processes
   t0 = time.perf_counter()
-  # The local mesh: no device of another process is on the hot path.
-  _, sampler = load_sampler(workdir, cfg, devices=jax.local_devices())
-  tables = tables_or_note(sampler.space.name, data_dir) if pid == 0 else (
-      data_lib.tables_for(sampler.space.name, data_dir))
+  try:
+    # The local mesh: no device of another process is on the hot path.
+    _, sampler = load_sampler(workdir, cfg, devices=jax.local_devices())
+    tables = tables_or_note(sampler.space.name, data_dir) if pid == 0 else (
+        data_lib.tables_for(sampler.space.name, data_dir))
+  except Exception as e:  # pylint: disable=broad-except  # re-raised below
+    # Told to the others, which wait for this process's run below: else they wait
+    # until the runtime's shutdown timeout aborts every process (minutes).
+    multihost.publish(f"run/{pid}", {"part": pid, "error": one_line(e, 300)})
+    if isinstance(e, jax.errors.JaxRuntimeError):
+      # The checkpointer syncs every process as it opens the run: one that could not
+      # load it (and says why itself) leaves the others to time out there.
+      raise multihost.RuntimeFailure(
+          f"loading the run timed out waiting for the other processes (one that cannot "
+          f"load it says why): {one_line(e, 200)}") from None
+    raise
   start, stop = parts.block(num, count, pid)
   part_file = parts.part_path(out, pid, count)
   columns = output.columns(tables)
@@ -148,7 +160,7 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
               "seed": seed, "num": num, "part": pid, "parts": count, "start": start,
               "stop": stop, "count": stop - start}
   # Every process's run, before any file is touched: one started with another seed,
-  # --num, workdir or data dir would otherwise overwrite its part of a finished run
+  # --num, workdir or data tables would otherwise overwrite its part of a finished run
   # (and process 0 that run's manifest) before the manifest's check found it out.
   multihost.publish(f"run/{pid}", {k: expected[k] for k in (*parts.RUN_KEYS, "part")})
   parts.check_one_run(multihost.gather("run", count, timeout_ms=multihost.BARRIER_TIMEOUT_MS),

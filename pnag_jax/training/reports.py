@@ -20,6 +20,8 @@ from pnag_jax import atomic
 
 REPORT = "report.json"
 METRICS = "metrics.jsonl"
+#: Where `open_metrics` moves rows of steps trained again.
+DROPPED_METRICS = "metrics.dropped.jsonl"
 #: The report's own record of its config: `config.json` is rewritten when a run starts,
 #: before its report is, so a kill in between leaves the two of different configs.
 CONFIG_HASH = "config_sha256"
@@ -40,11 +42,13 @@ def open_metrics(out_dir: Path, start: int) -> TextIO:
   """`metrics.jsonl`, opened to append a row per line, for an invocation that trains on
   from checkpoint step `start` (0: a new run).
 
-  Rows of steps past `start` go first: an invocation killed after its last checkpoint
-  (or, at 0, before its first) logged them, and those steps are trained, and logged,
-  again; with a new run's config they would be another run's rows. So each step keeps
-  one row per split, its run's own. A row a crash cut short (a full disk, a power cut)
-  is ended, so the next row starts a line of its own; readers skip it (`read_metrics`).
+  Rows of steps past `start` move first to `metrics.dropped.jsonl` beside it: an
+  invocation killed after its last checkpoint (or, at 0, before its first, or a run
+  whose checkpoints were deleted) logged them, and those steps are trained, and
+  logged, again, with a new run's config as another run's. So each step keeps one row
+  per split, its run's own, and no row is lost. A row a crash cut short (a full disk,
+  a power cut) is ended, so the next row starts a line of its own; readers skip it
+  (`read_metrics`).
   """
   path = out_dir / METRICS
   try:
@@ -52,7 +56,11 @@ def open_metrics(out_dir: Path, start: int) -> TextIO:
   except FileNotFoundError:
     lines = []
   kept = [line for line in lines if not _step(line) > start]
-  if kept != lines or _ends_mid_line(path):
+  if len(kept) < len(lines):
+    # Appended before the rewrite: a kill in between leaves rows twice, never none.
+    with (out_dir / DROPPED_METRICS).open("a") as f:
+      f.writelines(line + "\n" for line in lines if _step(line) > start)
+  if len(kept) < len(lines) or _ends_mid_line(path):
     atomic.write_text(path, "".join(line + "\n" for line in kept))
   return path.open("a")
 

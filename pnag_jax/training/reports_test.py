@@ -76,6 +76,10 @@ def test_rows_past_the_checkpoint_resumed_from_are_dropped(tmp_path):
   # A new run where a killed one never saved a checkpoint: none of its rows are this run's.
   log_steps(0, (5,), "heldout")
   assert logged() == [(5, "heldout")]
+  # Nothing is lost: every dropped row is kept aside, in the order it went.
+  dropped = [json.loads(line)["step"]
+             for line in (tmp_path / reports.DROPPED_METRICS).read_text().splitlines()]
+  assert dropped == [30, 10, 20, 30, 40]
   before = (tmp_path / reports.METRICS).stat()
   log_steps(5, ())  # nothing past its step: the file is left as it is
-  assert (tmp_path / reports.METRICS).stat().st_mtime_ns == before.st_mtime_ns
+  assert (tmp_path / reports.METRICS).stat().st_ino == before.st_ino
