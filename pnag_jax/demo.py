@@ -83,6 +83,8 @@ def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
   data = tables_for("nb201", data_dir)
   if guided and data is None:
     raise PnagError("--guided needs the NB201 tables (--data-dir or $PNAG_DATA_DIR)")
+  if data is not None:
+    data = data.checked()  # now: a bad table found after training costs the training
   workdir = Path(workdir)
   t_start = time.perf_counter()
   print(f"pnag demo: NB201, workdir {workdir}", flush=True)

@@ -108,6 +108,16 @@ def test_bad_input_is_one_line(pnag_main, args, fragment):
   assert len(err.strip().splitlines()) == 1, err
 
 
+def test_the_demo_checks_the_tables_before_it_trains(pnag_main, tmp_path, data_dir):
+  (tmp_path / "nb201").mkdir()
+  header, *rows = (data_dir / "nb201" / "nb201_accuracy.csv").read_text().splitlines()
+  (tmp_path / "nb201" / "nb201_accuracy.csv").write_text("\n".join([header, *rows[:5]]))
+  # It trained and generated first, and then failed on the table.
+  code, out, err = pnag_main("demo", "--data-dir", tmp_path, "--workdir", tmp_path / "w")
+  assert code == 2 and "one row per NB201 cell" in err and out == "", out
+  assert not (tmp_path / "w").exists()
+
+
 def test_a_protocol_refused_for_its_run_leaves_no_out_directory(pnag_main, tmp_path):
   out = tmp_path / "out"
   for args, fragment in ((("quality", "--workdir", tmp_path / "none"), "no stage-1 checkpoints"),

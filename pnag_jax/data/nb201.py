@@ -65,7 +65,8 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[li
   if not path.is_file():
     raise DataError(f"missing NB201 data file {str(path)!r}")
   try:
-    with path.open(newline="") as f:
+    # utf-8-sig: a spreadsheet's byte-order mark would hide the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as f:
       rows = list(csv.reader(f))
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise DataError(f"cannot read {str(path)!r}: {e}") from None
@@ -76,6 +77,14 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[li
   missing = [c for c in required if c not in header]
   if missing:
     raise DataError(f"{path.name} lacks column(s) {', '.join(missing)}")
+  twice = sorted({c for c in header if header.count(c) > 1})
+  if twice:
+    raise DataError(f"{path.name} has column {twice[0]!r} twice")
+  for r, row in enumerate(body):
+    # A field too many or too few shifts every value after it into the next column.
+    if len(row) != len(header):
+      raise DataError(f"{path.name}, data row {r + 1}: {len(row)} fields, the header has "
+                      f"{len(header)}")
   return header, body
 
 
@@ -83,10 +92,13 @@ def _float_column(path: Path, header, body, name: str, *, finite: bool = True) -
   """Column `name` as float64; with `finite`, NaN and infinities are refused (a score
   of inf would be every task's optimum)."""
   j = header.index(name)
-  try:
-    values = np.array([float(r[j]) for r in body], np.float64)
-  except (ValueError, IndexError) as e:
-    raise DataError(f"{path.name}: column {name} has a bad value ({e})") from None
+  values = np.empty(len(body), np.float64)
+  for r, row in enumerate(body):
+    try:
+      values[r] = float(row[j])
+    except ValueError:
+      raise DataError(f"{path.name}, data row {r + 1}: column {name} is {row[j]!r}, not a "
+                      "number") from None
   if finite and not np.isfinite(values).all():
     r = int(np.flatnonzero(~np.isfinite(values))[0])
     raise DataError(f"{path.name}, data row {r + 1}: column {name} is {body[r][j]!r}, "
@@ -106,6 +118,17 @@ def _codes_of_rows(path: Path, header, body) -> tuple[np.ndarray, np.ndarray]:
     except (ValueError, IndexError) as e:
       raise DataError(f"{path.name}, data row {r + 1}: {e}") from None
   return codes, index
+
+
+def _check_index(path: Path, codes: np.ndarray, index: np.ndarray,
+                 nb201_index: np.ndarray) -> None:
+  """Each row's nb201_index must be its arch_str's, as the accuracy file pairs them:
+  else a row's values are another index's, with no error."""
+  wrong = np.flatnonzero(index != nb201_index[codes])
+  if wrong.size:
+    r = int(wrong[0])
+    raise DataError(f"{path.name}, data row {r + 1}: nb201_index {index[r]}, but its arch_str "
+                    f"is index {nb201_index[codes[r]]} in {ACCURACY_FILE}")
 
 
 def _check_full(path: Path, codes: np.ndarray, index: np.ndarray) -> None:
@@ -154,6 +177,7 @@ class NB201Data:
     header, body = _read_csv(path, ("nb201_index", "arch_str"))
     codes, index = _codes_of_rows(path, header, body)
     _check_full(path, codes, index)
+    _check_index(path, codes, index, self.nb201_index)
     out = {}
     for c in header:
       if c.startswith(prefix):
@@ -178,7 +202,8 @@ class NB201Data:
     """`<dataset>/<column>` -> float32[15625], NaN where the subset has no row."""
     path = self.root / ZC_FILE
     header, body = _read_csv(path, ("dataset", "nb201_index", "arch_str", "params", "flops"))
-    codes, _ = _codes_of_rows(path, header, body)
+    codes, index = _codes_of_rows(path, header, body)
+    _check_index(path, codes, index, self.nb201_index)
     datasets = np.array([r[header.index("dataset")] for r in body])
     unknown = sorted(set(datasets.tolist()) - set(ZC_DATASETS))
     if unknown:
@@ -201,6 +226,11 @@ class NB201Data:
         col[codes[sel]] = values[sel]
         out[f"{ds}/{c}"] = col
     return out
+
+  def checked(self) -> "NB201Data":
+    """Itself, once the required table is read and checked (else on first use)."""
+    self._accuracy  # pylint: disable=pointless-statement  # a cached property: loads it
+    return self
 
   @property
   def nb201_index(self) -> np.ndarray:

@@ -102,8 +102,22 @@ def test_missing_directory_file_and_column(tmp_path, data_dir, monkeypatch):
   broken = rows[:]
   broken[7] = broken[7].replace(broken[7].split(",")[8], "abc", 1)
   (bad / "nb201_accuracy.csv").write_text("\n".join([header] + broken))
-  with pytest.raises(DataError, match="bad value"):
+  with pytest.raises(DataError, match=r"data row 8: column \w+ is 'abc', not a number"):
     NB201Data.from_dir(tmp_path).metric("cifar10_test_acc")
+  # A field too many shifted the row's later values into the next columns, silently.
+  broken = rows[:]
+  fields = broken[4].split(",")
+  broken[4] = ",".join(fields[:9] + ["99.9"] + fields[9:])
+  (bad / "nb201_accuracy.csv").write_text("\n".join([header] + broken))
+  with pytest.raises(DataError, match=r"data row 5: 13 fields, the header has 12"):
+    NB201Data.from_dir(tmp_path).metric("cifar10_test_acc")
+  # A column twice was read as its first; a byte-order mark hid the first column.
+  (bad / "nb201_accuracy.csv").write_text("\n".join(
+      [header + ",cifar10_test_acc"] + [r + ",50.0" for r in rows]))
+  with pytest.raises(DataError, match="has column 'cifar10_test_acc' twice"):
+    NB201Data.from_dir(tmp_path).metric("cifar10_test_acc")
+  (bad / "nb201_accuracy.csv").write_text("\ufeff" + src.read_text())
+  assert NB201Data.from_dir(tmp_path).checked().nb201_index.shape == (15625,)
   # An infinite accuracy would be every task's optimum.
   broken = rows[:]
   broken[7] = broken[7].replace(broken[7].split(",")[8], "inf", 1)
@@ -150,3 +164,22 @@ def test_the_zero_cost_subset_is_read_by_column_name(tmp_path, data_dir):
   write([header] + rows + rows[:1])
   with pytest.raises(DataError, match="the same cell twice"):
     NB201Data.from_dir(tmp_path).metric("cifar10/params")
+
+
+def test_a_tables_rows_must_pair_index_and_cell_as_the_accuracy_file(tmp_path, data_dir):
+  # Two rows' arch_str swapped, their indices and values kept: each cell got the other's
+  # latencies, with no error.
+  bad = tmp_path / "nb201"
+  bad.mkdir()
+  shutil.copy(data_dir / "nb201" / "nb201_accuracy.csv", bad)
+  header, first, second, *rest = (data_dir / "nb201" / "nb201_latency_help.csv"
+                                  ).read_text().splitlines()
+  a, b = next(csv.reader([first])), next(csv.reader([second]))
+  i = header.split(",").index("arch_str")
+  a[i], b[i] = b[i], a[i]
+  (bad / "nb201_latency_help.csv").write_text("\n".join(
+      [header, ",".join(a), ",".join(b), *rest]) + "\n")
+  with pytest.raises(DataError, match=rf"nb201_latency_help.csv, data row 1: nb201_index "
+                                      rf"{a[header.split(',').index('nb201_index')]}, but its "
+                                      r"arch_str is index \d+ in nb201_accuracy.csv"):
+    NB201Data.from_dir(tmp_path).metric("lat_titanx_1")

@@ -31,14 +31,24 @@ _ATTACKS = ("clean", "fgsm", "pgd", "apgd")
 
 
 def _header(path: Path) -> list[str] | None:
-  """The CSV header of an optional file, or None when the file is absent."""
-  if not path.is_file():
+  """The CSV header of an optional file, or None when the file is absent.
+
+  Raises:
+    DataError: the file is there but no CSV (a folder, empty, unreadable): its tasks
+      would be left out without a word.
+  """
+  if not path.exists():
     return None
+  if not path.is_file():
+    raise DataError(f"{str(path)!r} is not a file")
   try:
-    with path.open(newline="") as f:
-      return next(csv.reader(f), [])
+    with path.open(newline="", encoding="utf-8-sig") as f:
+      header = next(csv.reader(f), [])
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise DataError(f"cannot read {str(path)!r}: {e}") from None
+  if not header:
+    raise DataError(f"{str(path)!r} is empty")
+  return header
 
 
 def robustness_family(name: str) -> str:

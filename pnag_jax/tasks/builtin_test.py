@@ -93,6 +93,14 @@ def test_missing_optional_files_and_no_data_dir(tmp_path, data_dir, monkeypatch)
   (tmp_path / "empty").mkdir()
   with pytest.raises(DataError, match="nb201_accuracy.csv"):
     builtin_tasks("nb201", tmp_path / "empty")
+  # An optional file that is there but no CSV: its tasks went missing without a word.
+  (tmp_path / "nb201" / "nb201_robustness.csv").write_text("")
+  with pytest.raises(DataError, match="nb201_robustness.csv' is empty"):
+    builtin_tasks("nb201", tmp_path)
+  (tmp_path / "nb201" / "nb201_robustness.csv").unlink()
+  (tmp_path / "nb201" / "nb201_robustness.csv").mkdir()
+  with pytest.raises(DataError, match="nb201_robustness.csv' is not a file"):
+    builtin_tasks("nb201", tmp_path)
 
 
 def test_non_nb201_function_tasks_have_no_table():

@@ -68,6 +68,9 @@ def find_dir(data_dir=None) -> Path | None:
     for cand in (root / SUBDIR, root):
       if (cand / "ofa_acc_predictor.npz").is_file():
         return cand
+    if (root / SUBDIR).is_dir():
+      # A folder named for OFA's files without them is no optional default either.
+      raise DataError(f"no ofa_acc_predictor.npz (a file) in {str(root / SUBDIR)!r}")
   return None
 
 
@@ -165,12 +168,14 @@ def _latency_tables(table_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
     def ms(key, path=path, table=table):
       try:
-        value = float(table[key]["mean"])
+        raw = table[key]["mean"]
+        value = float(raw)
       except (KeyError, TypeError, ValueError):
         raise DataError(f"the Note10 table {path} has no mean latency for {key!r}") from None
-      if not math.isfinite(value):
-        raise DataError(f"the Note10 table {path} has mean latency {value} for {key!r}, "
-                        "not a finite number")
+      # YAML reads `true` as a bool (float 1.0); a latency <= 0 would win every search.
+      if isinstance(raw, bool) or not (math.isfinite(value) and value > 0):
+        raise DataError(f"the Note10 table {path} has mean latency {raw!r} for {key!r}, "
+                        "not a positive number")
       return value
 
     f = (r + 1) // 2
@@ -287,7 +292,10 @@ class OFAModels:
     mbv3_dir = Path(mbv3_dir)
     path = mbv3_dir / "ofa_acc_predictor.npz"
     try:
-      with np.load(path) as z:
+      z = np.load(path)
+      if not isinstance(z, np.lib.npyio.NpzFile):  # a lone .npy array under the name
+        raise ValueError("not an .npz archive")
+      with z:
         arrays = {k: z[k] for k in ("w0", "b0", "w1", "b1", "w2", "b2", "w3", "b3")}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
       # A truncated .npz is a bad zip (or an EOF) to numpy, not an OSError.

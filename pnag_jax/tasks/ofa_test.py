@@ -212,13 +212,32 @@ def test_a_latency_table_that_is_no_yaml_or_not_finite_is_a_one_line_data_error(
   text = table.read_text()
   table.write_text(text.replace("mean:", "mean: .nan #", 1))
   with pytest.raises(DataError, match=r"192_lookup_table.yaml has mean latency nan for .*, "
-                                      r"not a finite number") as e:
+                                      r"not a positive number") as e:
     ofa.OFAModels.from_dir(copy)
   assert "\n" not in str(e.value)
+  # A negative latency won every search (-33 ms); YAML's `true` was read as 1 ms.
+  for bad, read in (("-50.0", "-50.0"), ("true", "True"), ("0", "0")):
+    table.write_text(text.replace("mean:", f"mean: {bad} #", 1))
+    with pytest.raises(DataError, match=rf"has mean latency {re.escape(read)} for .*, not a "
+                                        "positive number"):
+      ofa.OFAModels.from_dir(copy)
   table.write_text("a: [1, 2\n" + text)
   with pytest.raises(DataError, match="cannot read the Note10 latency table") as e:
     ofa.OFAModels.from_dir(copy)
   assert "\n" not in str(e.value) and "line 2" in str(e.value)
+
+
+def test_a_predictor_that_is_a_lone_array_or_missing_from_mbv3_is_one_line(data_dir,
+                                                                            tmp_path):
+  copy = _copy_of(data_dir, tmp_path)
+  with (copy / "ofa_acc_predictor.npz").open("wb") as f:
+    np.save(f, np.zeros(3))  # a .npy under the .npz's name: a TypeError traceback
+  with pytest.raises(DataError, match="ofa_acc_predictor.npz: not an .npz archive"):
+    ofa.OFAModels.from_dir(copy)
+  # An mbv3/ without it: OFA's tasks went missing without a word.
+  (copy / "ofa_acc_predictor.npz").unlink()
+  with pytest.raises(DataError, match=r"no ofa_acc_predictor.npz \(a file\) in "):
+    ofa.find_dir(copy.parent)
 
 
 def test_a_data_directory_that_does_not_exist_is_an_error(tmp_path, monkeypatch):

@@ -51,6 +51,12 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[li
   twice = [c for c in required if header.count(c) > 1]
   if twice:
     raise DataError(f"{path.name} has column {twice[0]!r} twice; which one is meant?")
+  for r, row in enumerate(rows[1:], start=1):
+    # Fields past the header's, not empty: "85,86" would be read as a score of 85.
+    if any(field.strip() for field in row[len(header):]):
+      raise DataError(f"{path.name}, data row {r}: {len(row)} fields, the header has "
+                      f"{len(header)} (a decimal comma, or an arch string with a comma "
+                      "that is not quoted?)")
   return header, rows[1:]
 
 

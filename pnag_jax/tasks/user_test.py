@@ -69,6 +69,8 @@ def test_isomorphs_are_not_merged(tmp_path):
     (f'arch,score\n"{_A}",1\n"{_B}",nan\n', "data row 2: score 'nan' is not finite"),
     (f'arch,score\n"{_A}",1\n"{_B}",-inf\n', "data row 2: score '-inf' is not finite"),
     (f'arch,score\n"{_A}",1\n"{_B}"\n', "data row 2: has 1 field"),
+    # A decimal comma: read as a score of 85.
+    (f'arch,score\n"{_A}",1\n"{_B}",85,86\n', "data row 2: 3 fields, the header has 2"),
     (f'arch,score\n"{_A}",1\n', "1 distinct arch"),
     (f'arch,score\n"{_A}",1\n"{_A}",1\n', "1 distinct arch"),
     (f'arch,score\n"{_A}",3\n"{_B}",3.0\n', "all 2 scores are equal"),
