@@ -83,8 +83,8 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[li
   for r, row in enumerate(body):
     # A field too many or too few shifts every value after it into the next column.
     if len(row) != len(header):
-      raise DataError(f"{path.name}, data row {r + 1}: {len(row)} fields, the header has "
-                      f"{len(header)}")
+      raise DataError(f"{path.name}, data row {r + 1}: {len(row)} field(s), the header "
+                      f"has {len(header)}")
   return header, body
 
 

@@ -109,7 +109,7 @@ def test_missing_directory_file_and_column(tmp_path, data_dir, monkeypatch):
   fields = broken[4].split(",")
   broken[4] = ",".join(fields[:9] + ["99.9"] + fields[9:])
   (bad / "nb201_accuracy.csv").write_text("\n".join([header] + broken))
-  with pytest.raises(DataError, match=r"data row 5: 13 fields, the header has 12"):
+  with pytest.raises(DataError, match=r"data row 5: 13 field\(s\), the header has 12"):
     NB201Data.from_dir(tmp_path).metric("cifar10_test_acc")
   # A column twice was read as its first; a byte-order mark hid the first column.
   (bad / "nb201_accuracy.csv").write_text("\n".join(

@@ -187,7 +187,7 @@ def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...],
   if not (workdir / stage2_lib.NAME / "report.json").is_file():
     if not (workdir / "stage1").is_dir():
       shutil.copytree(Path(stage1_workdir) / "stage1", workdir / "stage1",
-                      ignore=shutil.ignore_patterns("metrics.jsonl"))
+                      ignore=shutil.ignore_patterns("metrics*.jsonl"))
     trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, progress=False)
   run2 = stage2_lib.load_conditioned(workdir, "task", "the ar guides need")
   if run2.surrogate.cfg.exclude != tuple(exclude):

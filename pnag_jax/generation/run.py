@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import socket
@@ -145,13 +146,14 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
   except Exception as e:  # pylint: disable=broad-except  # re-raised below
     # Told to the others, which wait for this process's run below: else they wait
     # until the runtime's shutdown timeout aborts every process (minutes).
-    multihost.publish(f"run/{pid}", {"part": pid, "error": one_line(e, 300)})
+    with contextlib.suppress(Exception):  # the runtime may be gone: this error first
+      multihost.publish(f"run/{pid}", {"part": pid, "error": one_line(e, 300)})
     if isinstance(e, jax.errors.JaxRuntimeError):
       # The checkpointer syncs every process as it opens the run: one that could not
       # load it (and says why itself) leaves the others to time out there.
       raise multihost.RuntimeFailure(
-          f"loading the run timed out waiting for the other processes (one that cannot "
-          f"load it says why): {one_line(e, 200)}") from None
+          f"loading the run failed (where another process could not load it, its own "
+          f"error says why): {one_line(e, 200)}") from None
     raise
   start, stop = parts.block(num, count, pid)
   part_file = parts.part_path(out, pid, count)

@@ -3,7 +3,7 @@
 Table tasks are listed from the files' headers alone; a task's column is read only by
 its `load`. NB201's tables (`pnag_jax.data.NB201Data`) cache whole files, so loading
 several tasks of one file reads it once. Optional files that are absent simply
-contribute no tasks.
+contribute no tasks; one that is there but no CSV (empty, a folder) is an error.
 """
 
 from __future__ import annotations

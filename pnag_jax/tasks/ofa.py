@@ -68,9 +68,10 @@ def find_dir(data_dir=None) -> Path | None:
     for cand in (root / SUBDIR, root):
       if (cand / "ofa_acc_predictor.npz").is_file():
         return cand
-    if (root / SUBDIR).is_dir():
-      # A folder named for OFA's files without them is no optional default either.
-      raise DataError(f"no ofa_acc_predictor.npz (a file) in {str(root / SUBDIR)!r}")
+    if data_dir is not None and (root / SUBDIR).is_dir():
+      # A folder named for OFA's files, named by the user, without them.
+      raise DataError(f"no ofa_acc_predictor.npz (a file) in {str(root / SUBDIR)!r}; add "
+                      "it (BUILD.md), or give a --data-dir without an mbv3/ folder")
   return None
 
 

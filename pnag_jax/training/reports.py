@@ -58,8 +58,10 @@ def open_metrics(out_dir: Path, start: int) -> TextIO:
   kept = [line for line in lines if not _step(line) > start]
   if len(kept) < len(lines):
     # Appended before the rewrite: a kill in between leaves rows twice, never none.
-    with (out_dir / DROPPED_METRICS).open("a") as f:
-      f.writelines(line + "\n" for line in lines if _step(line) > start)
+    dropped = out_dir / DROPPED_METRICS
+    cut = _ends_mid_line(dropped)
+    with dropped.open("a") as f:
+      f.writelines(["\n"] * cut + [line + "\n" for line in lines if _step(line) > start])
   if len(kept) < len(lines) or _ends_mid_line(path):
     atomic.write_text(path, "".join(line + "\n" for line in kept))
   return path.open("a")

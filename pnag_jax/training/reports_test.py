@@ -80,6 +80,13 @@ def test_rows_past_the_checkpoint_resumed_from_are_dropped(tmp_path):
   dropped = [json.loads(line)["step"]
              for line in (tmp_path / reports.DROPPED_METRICS).read_text().splitlines()]
   assert dropped == [30, 10, 20, 30, 40]
+  # A row a kill cut short there is ended too: the next rows moved stay readable.
+  with (tmp_path / reports.DROPPED_METRICS).open("a") as log:
+    log.write('{"step": 9')
+  log_steps(0, ())
+  tail = (tmp_path / reports.DROPPED_METRICS).read_text().splitlines()[-2:]
+  assert tail == ['{"step": 9', '{"step": 5, "split": "heldout"}']
+  log_steps(0, (5,), "heldout")
   before = (tmp_path / reports.METRICS).stat()
   log_steps(5, ())  # nothing past its step: the file is left as it is
   assert (tmp_path / reports.METRICS).stat().st_ino == before.st_ino
