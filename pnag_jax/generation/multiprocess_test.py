@@ -76,18 +76,12 @@ def test_two_processes_merge_to_the_one_process_file(nb201_workdir, data_dir, tm
   assert not parts.part_path(out, 1, 2).read_bytes().startswith(b"arch,")
   assert pnag_main("generate", "--merge", out)[0] == 0
   assert out.read_bytes() == one_process_file
-  # A rerun where one process has another seed: every process refuses it before any
-  # file is touched (process 1 overwrote its part, and process 0 removed the
-  # manifest, before the manifest's check found it out).
   files = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
-  results = _finish(_launch(nb201_workdir, out, data_dir, multihost.free_local_port(),
-                            second=("--seed", "4")))
-  for code, _, stderr in results:
-    assert code == 2 and ("process 1 is running another run than process 0: run " in stderr
-                          and "seed 4 (process 0: 3); nothing written" in stderr), stderr[-2000:]
-  assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == files
-  # One that fails to load (a data dir missing on its host) tells the others, which
-  # waited for its run until the runtime's shutdown timeout aborted them all.
+  # A rerun where one process fails to load (a data dir missing on its host): it tells
+  # the others, which waited for its run until the runtime's shutdown timeout aborted
+  # them all, and none touches a file of the finished run (process 1 had overwritten
+  # its part, and process 0 removed the manifest, before a mismatch was found; the
+  # agreement itself, a seed that differs, is `parts.check_one_run`'s test).
   t0 = time.monotonic()
   results = _finish(_launch(nb201_workdir, out, data_dir, multihost.free_local_port(),
                             second=("--data-dir", tmp_path / "nowhere")))
