@@ -27,7 +27,8 @@ def test_a_table_task_without_the_tables_names_them(task_conditioned, tmp_path, 
   code, _, err = pnag_main("eval", "conditional", "--workdir", "W", "--out", out)
   assert code == 2 and err == ("pnag: error: task 'cifar10_test_acc' needs the NB201 tables: "
                                "a data directory holding nb201/ (--data-dir or "
-                               "$PNAG_DATA_DIR)\n"), err
+                               f"$PNAG_DATA_DIR); $PNAG_DATA_DIR is {str(tmp_path)!r}, which "
+                               "holds none\n"), err
   assert not out.exists()
 
 

@@ -222,5 +222,6 @@ def test_the_nb201_protocols_without_the_tables_say_so(args, tmp_path, pnag_main
   code, _, err = pnag_main("eval", *args, "--preset", "test", "--out", out)
   assert code == 2 and err == (f"pnag: error: pnag eval {args[0]} needs the NB201 tables: a "
                                "data directory holding nb201/ (--data-dir or "
-                               "$PNAG_DATA_DIR)\n"), err
+                               f"$PNAG_DATA_DIR); $PNAG_DATA_DIR is {str(tmp_path)!r}, which "
+                               "holds none\n"), err
   assert not out.exists()

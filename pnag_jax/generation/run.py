@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import hashlib
+import os
 import socket
 import sys
 import time
@@ -37,8 +38,11 @@ def tables_or_note(space_name: str, data_dir: str | None):
   """The space's benchmark tables; without them, say once on stderr what is left out."""
   tables = data_lib.tables_for(space_name, data_dir)
   if tables is None and data_lib.has_tables(space_name):
-    print(f"pnag: note: no {space_name} data directory (--data-dir or "
-          f"${data_lib.ENV_VAR}), so the file has no benchmark columns "
+    # A variable that is set is a default, not an error; but a typo in it must show.
+    env = os.environ.get(data_lib.ENV_VAR)
+    where = (f"${data_lib.ENV_VAR}={env!r} holds no {space_name} tables" if env else
+             f"no {space_name} data directory (--data-dir or ${data_lib.ENV_VAR})")
+    print(f"pnag: note: {where}, so the file has no benchmark columns "
           f"({', '.join(data_lib.NB201Data.FILE_COLUMNS)})", file=sys.stderr)
   return tables
 

@@ -24,6 +24,12 @@ def test_generate_to_file_without_tables_says_so_once(nb201_workdir, tmp_path, c
                                SamplerConfig(chunk_size=128, constrained=True), progress=False)
   err = capsys.readouterr().err
   assert err.count("no nb201 data directory") == 1 and "nb201_index" in err
+  # Set but holding no tables: a default, so no error, but the note names it (it said
+  # the variable was not set).
+  monkeypatch.setenv("PNAG_DATA_DIR", str(tmp_path / "typo"))
+  run_lib.generate_to_file(nb201_workdir, 10, 0, tmp_path / "b.csv",
+                           SamplerConfig(chunk_size=128, constrained=True), progress=False)
+  assert f"$PNAG_DATA_DIR='{tmp_path / 'typo'}' holds no nb201 tables" in capsys.readouterr().err
   rows = _rows(out)
   assert len(rows) == 300 and list(rows[0]) == ["arch", "valid", "format_valid"]
   assert not r["with_benchmark_columns"]

@@ -43,7 +43,8 @@ def test_a_table_task_without_the_tables_names_them_not_a_typo(tmp_path, monkeyp
     constraints.parse("lat_pixel3<=5", bare)
   assert str(e.value) == ("--constraint 'lat_pixel3<=5': task 'lat_pixel3' needs the NB201 "
                           "tables: a data directory holding nb201/ (--data-dir or "
-                          "$PNAG_DATA_DIR)")
+                          f"$PNAG_DATA_DIR); $PNAG_DATA_DIR is {str(tmp_path)!r}, which holds "
+                          "none")
   assert constraints.parse("params<=1e6", bare).bound == 1e6  # formulas need no tables
   # The same for `pnag generate --objective`.
   with pytest.raises(PnagError, match=r"^--objective 'lat_pixel3' needs the NB201 tables"):

@@ -198,8 +198,11 @@ def require_tables(tasks: dict[str, Task], what: str) -> None:
   """
   for space in sorted({t.space for t in tasks.values()}):
     if has_tables(space) and all(t.is_function for t in tasks.values() if t.space == space):
+      # A variable that is set is a default, not an error; but a typo in it must show.
+      env = os.environ.get(ENV_VAR)
       raise PnagError(f"{what} needs the {space.upper()} tables: a data directory holding "
-                      f"{space}/ (--data-dir or ${ENV_VAR})")
+                      f"{space}/ (--data-dir or ${ENV_VAR})"
+                      + (f"; ${ENV_VAR} is {env!r}, which holds none" if env else ""))
 
 
 def require_known(tasks: dict[str, Task], name: str, what: str, unknown: str) -> Task:

@@ -121,7 +121,11 @@ def test_require_tables_names_what_needs_them(tmp_path, data_dir, monkeypatch):
   with pytest.raises(PnagError) as e:
     require_tables(bare, "pnag eval x")
   assert str(e.value) == ("pnag eval x needs the NB201 tables: a data directory holding "
-                          "nb201/ (--data-dir or $PNAG_DATA_DIR)")
+                          "nb201/ (--data-dir or $PNAG_DATA_DIR); $PNAG_DATA_DIR is "
+                          f"{str(tmp_path)!r}, which holds none")
+  monkeypatch.delenv("PNAG_DATA_DIR")  # not set: nothing to name
+  with pytest.raises(PnagError, match=r"\(--data-dir or \$PNAG_DATA_DIR\)$"):
+    require_tables(builtin_tasks("nb201"), "pnag eval x")
   require_tables(builtin_tasks("nb201", data_dir), "pnag eval x")
   # Spaces without benchmark tables need none; OFA's files are a function task's.
   require_tables(builtin_tasks("darts"), "pnag eval x")
