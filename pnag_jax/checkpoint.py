@@ -39,10 +39,10 @@ Atomicity (what orbax 0.12.8 does on a local filesystem; see
 Verification. `save` returns once the step is committed, and the saving
 process then writes `N/pnag_manifest.json`, the size and sha256 of every file
 of step N, through a temporary file and a rename. (Saves were asynchronous
-once, with the manifest written at the next save; orbax now saves synchronously: a run killed in between left
+once, with the manifest written at the next save: a run killed in between left
 its newest step, the one a rerun resumes from, unverified for a whole
-checkpoint interval. Our steps are small, so waiting for the write costs
-little.) `read_meta` and `restore` check a step against it
+checkpoint interval. Orbax now saves synchronously; our steps are small, so
+waiting for the write costs little.) `read_meta` and `restore` check a step against it
 before orbax reads anything, so a damaged step fails with one line naming the
 file. Orbax finding the damage itself is noisier: a failed tensorstore read
 abandons its sibling reads, which later print "Event loop is closed" tracebacks.

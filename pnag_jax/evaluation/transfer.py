@@ -162,12 +162,10 @@ def stage2_config(preset: str, overrides=()) -> stage2_lib.Stage2Config:
   """The task-conditioned stage 2 the ar guides train, checked before any work."""
   if any(o.partition("=")[0].strip() == "condition" for o in overrides):
     raise PnagError("--stage2-set cannot set condition: the ar guides need condition=task")
-  # This stage 2 has no --seed of its own: its seed is a --stage2-set key, applied
-  # after the preset (`make_config` refuses it among the overrides of its own seed).
-  seed = [o for o in overrides if o.partition("=")[0].strip() == "seed"]
-  rest = [o for o in overrides if o not in seed]
-  cfg = stage2_lib.make_config(preset, overrides=("condition=task", *rest))
-  return config_lib.with_overrides(cfg, seed, where="--stage2-set")
+  # On top of the preset's config, as a resume's --set: this stage 2 has no --seed of
+  # its own, so seed is a key here (`make_config` refuses it beside its seed field).
+  return config_lib.with_overrides(stage2_lib.make_config(preset, overrides=("condition=task",)),
+                                   overrides, where="--stage2-set")
 
 
 def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...],

@@ -52,18 +52,20 @@ def open_metrics(out_dir: Path, start: int) -> TextIO:
   """
   path = out_dir / METRICS
   try:
-    lines = path.read_text().splitlines()
+    text = path.read_text()
   except FileNotFoundError:
-    lines = []
-  kept = [line for line in lines if not _step(line) > start]
-  if len(kept) < len(lines):
+    text = ""
+  kept, past = [], []
+  for line in text.splitlines():
+    (past if _step(line) > start else kept).append(line + "\n")
+  if past:
     # Appended before the rewrite: a kill in between leaves rows twice, never none.
     dropped = out_dir / DROPPED_METRICS
     cut = _ends_mid_line(dropped)
     with dropped.open("a") as f:
-      f.writelines(["\n"] * cut + [line + "\n" for line in lines if _step(line) > start])
-  if len(kept) < len(lines) or _ends_mid_line(path):
-    atomic.write_text(path, "".join(line + "\n" for line in kept))
+      f.writelines(["\n"] * cut + past)
+  if past or (text and not text.endswith("\n")):
+    atomic.write_text(path, "".join(kept))
   return path.open("a")
 
 
