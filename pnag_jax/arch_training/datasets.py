@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,9 @@ def _npz(path: Path) -> tuple[np.ndarray, ...]:
       x_tr, y_tr, x_te, y_te = (z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
   except DataError:
     raise
-  except (OSError, ValueError, EOFError) as e:
+  # zipfile's own errors: a truncated or bit-flipped archive (BadZipFile, a member's
+  # CRC), or header bytes that read as a compression or version it lacks.
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:
     raise DataError(f"cannot read npz dataset {path}: {type(e).__name__}") from e
   return x_tr, x_te, y_tr, y_te
 
@@ -84,7 +87,10 @@ def _cifar10(root: Path) -> tuple[np.ndarray, ...]:
         batch = pickle.load(f, encoding="bytes")
       data = np.asarray(batch[b"data"], np.uint8)
       labels = np.asarray(batch[b"labels"], np.int64)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
+    # A corrupt pickle is a program of arbitrary opcodes: besides UnpicklingError it
+    # raises what the opcodes it reads do (an overflowing frame length, a global that
+    # no module has, a huge allocation), so every error reading it is the file's.
+    except Exception as e:  # pylint: disable=broad-exception-caught
       raise DataError(f"corrupt CIFAR-10 batch {d / n}: {type(e).__name__}") from e
     if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
       raise DataError(f"CIFAR-10 batch {d / n}: data {data.shape} and labels "
@@ -108,6 +114,8 @@ def _checked(name, x_tr, x_te, y_tr, y_te) -> tuple[np.ndarray, ...]:
   if x_tr.ndim != 4 or x_te.ndim != 4 or x_tr.shape[1:] != x_te.shape[1:]:
     raise DataError(f"{name}: images must be [N, H, W] or [N, H, W, C] with equal H, W, C "
                     f"in train and test, got {x_tr.shape} and {x_te.shape}")
+  if 0 in x_tr.shape[1:]:
+    raise DataError(f"{name}: images have no pixels (H, W, C = {x_tr.shape[1:]})")
   if y_tr.ndim != 1 or y_te.ndim != 1 or len(y_tr) != len(x_tr) or len(y_te) != len(x_te):
     raise DataError(f"{name}: labels must be [N] matching the images, got {y_tr.shape} for "
                     f"{x_tr.shape[0]} train and {y_te.shape} for {x_te.shape[0]} test images")

@@ -80,12 +80,29 @@ def test_malformed_files(tmp_path):
   (tmp_path / "junk.npz").write_bytes(b"not an archive")
   with pytest.raises(DataError, match="cannot read"):
     datasets.load_dataset(f"npz:{tmp_path / 'junk.npz'}")
+  # A truncated archive, and one whose member fails its CRC: zipfile's own errors.
+  np.savez(p, x_train=np.zeros((20, 8, 8)), y_train=np.zeros(20, int),
+           x_test=np.zeros((5, 8, 8)), y_test=np.zeros(5, int))
+  whole = p.read_bytes()
+  flipped = bytearray(whole)
+  flipped[200] ^= 0xFF  # inside x_train's data
+  for name, data in (("cut", whole[:len(whole) // 2]), ("crc", bytes(flipped))):
+    (tmp_path / f"{name}.npz").write_bytes(data)
+    with pytest.raises(DataError, match="cannot read npz dataset .*: BadZipFile"):
+      datasets.load_dataset(f"npz:{tmp_path / f'{name}.npz'}")
+  np.savez(p, x_train=np.zeros((20, 0, 8)), y_train=np.zeros(20, int),
+           x_test=np.zeros((5, 0, 8)), y_test=np.zeros(5, int))
+  with pytest.raises(DataError, match=r"images have no pixels \(H, W, C = \(0, 8, 1\)\)"):
+    datasets.load_dataset(f"npz:{p}")
   d = datasets.write_cifar10_batches(tmp_path / "c", np.zeros((5, 32, 32, 3), np.uint8),
                                      np.zeros(5, int), np.zeros((2, 32, 32, 3), np.uint8),
                                      np.zeros(2, int))
-  (d / "data_batch_3").write_bytes(b"\x80\x04garbage")
-  with pytest.raises(DataError, match="corrupt CIFAR-10 batch"):
-    datasets.load_dataset(f"cifar10:{tmp_path / 'c'}")
+  # Garbage, a frame longer than memory, and a global that numpy does not have.
+  for junk in (b"\x80\x04garbage", b"\x80\x04\x95" + b"\xff" * 8,
+               b"\x80\x04cnumpy\nnot_there\n."):
+    (d / "data_batch_3").write_bytes(junk)
+    with pytest.raises(DataError, match="corrupt CIFAR-10 batch"):
+      datasets.load_dataset(f"cifar10:{tmp_path / 'c'}")
 
 
 def test_a_npy_file_is_a_one_line_data_error(tmp_path):

@@ -3,12 +3,16 @@
 The state is a plain dict of pure pytrees `{"model": {"params", "batch_stats"},
 "opt_state"}`; one jitted step (compiled once, state donated) per batch, one checkpoint
 per epoch. A rerun of the same command resumes from the last finished epoch: the batch
-order of epoch e is a function of (seed, e), so nothing is repeated or skipped.
+order of epoch e is a function of (seed, e), so nothing is repeated or skipped. As the
+stages do (`training.reports`), a resumed run's report keeps every epoch's row (from
+`metrics.jsonl`) and the training time of every invocation, and a rerun of a finished
+run returns its report as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -32,6 +36,7 @@ from pnag_jax.networks import registry, stats
 from pnag_jax.networks.functional import batch_stats_of, merge_pure, rng_counts_of, split_pure
 from pnag_jax.spaces import get_space
 from pnag_jax.stages import lineage
+from pnag_jax.training import reports
 
 STAGE = "train_arch"
 EVAL_BATCH = 256
@@ -149,15 +154,20 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
   meta = {"stage": STAGE, "space": cfg.space, "config": json.loads(cfg.to_json()),
           "version": pnag_jax.__version__}
 
-  history = []
-  with ckpt_lib.StageCheckpointer(workdir, STAGE, max_to_keep=2) as ckpt:
-    start = 0
+  with ckpt_lib.StageCheckpointer(workdir, STAGE, max_to_keep=2) as ckpt, \
+       contextlib.ExitStack() as log_stack:
+    start, seconds_before = 0, 0.0
     if ckpt.latest_step() is not None:
       saved = ckpt.read_meta()
       where = f"workdir {workdir}"
       ckpt_lib.check_meta(saved, {"stage": STAGE, "space": cfg.space}, where=where)
       # Setting by setting, so the message names the one that changed (e.g. --epochs).
       lineage.check_frozen(saved, dataclasses.asdict(cfg), ArchTrainConfig, where=where)
+      start = ckpt.latest_step()
+      done, seconds_before = reports.resumed(saved, workdir, start, cfg.epochs,
+                                             cfg.to_json(), steps_key="epochs")
+      if done is not None:
+        return done
       try:
         params, opt_state, _, _ = ckpt.restore(params_template=state["model"],
                                                opt_state_template=state["opt_state"])
@@ -170,10 +180,10 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
             opt_state_template=state["opt_state"])
         params = {**params, "rng_counts": fresh}
       state = {"model": params, "opt_state": opt_state}
-      start = ckpt.latest_step()
     if start:  # resumed: it may have no epoch left to write it after
       atomic.write_text(workdir / "config.json", cfg.to_json())
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
+    log = None
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start * steps_per_epoch,
                disable=not progress, desc=f"train {cfg.space}", unit="step",
@@ -192,18 +202,28 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
       if not math.isfinite(row["train_loss"]):
         raise PnagError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
       bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_accuracy']:.3f}")
-      history.append(row)
-      ckpt.save(epoch + 1, state["model"], state["opt_state"], key, meta, force=True)
+      if log is None:
+        # Opened at the first epoch that trained: a fresh run that diverged in it
+        # leaves no log of a run that never was.
+        log = log_stack.enter_context(reports.open_metrics(workdir, start))
+      log.write(json.dumps({"step": epoch + 1, "split": "train", **row}) + "\n")
+      log.flush()
+      ckpt.save(epoch + 1, state["model"], state["opt_state"], key,
+                {**meta, "train_seconds": seconds_before + time.perf_counter() - t0},
+                force=True)
       if epoch == 0:
         # Only now: a fresh run that fails first (it diverged) leaves no config of a run
         # that never was, and the checkpointer takes back the empty folders it made.
         atomic.write_text(workdir / "config.json", cfg.to_json())
     bar.close()
     ckpt.wait_until_finished()
-    seconds = time.perf_counter() - t0
+    seconds = seconds_before + time.perf_counter() - t0
   if end < cfg.epochs:
     return {"epochs": end, "stopped_early": True}
   test = evaluate(eval_step, state["model"], ds.x_test, ds.y_test)
+  # Every invocation's epochs; rows of epochs trained again were moved aside.
+  history = [{k: v for k, v in r.items() if k not in ("step", "split")}
+             for r in reports.read_metrics(workdir) if r.get("split") == "train"]
   report = {
       "space": cfg.space, "arch": cfg.arch, "dataset": cfg.dataset,
       "test_accuracy": test["accuracy"], "test_loss": test["loss"],
@@ -213,7 +233,7 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
       "params": num_params, "flops_per_example": flops, "history": history,
       "device": str(jax.devices()[0]),
   }
-  atomic.write_json(workdir / "report.json", report)
+  reports.write_report(workdir, report)
   return report
 
 

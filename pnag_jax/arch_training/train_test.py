@@ -1,5 +1,7 @@
 import dataclasses
+import itertools
 import json
+import types
 
 import pytest
 
@@ -60,11 +62,18 @@ def test_best_cell_learns_digits_and_the_none_cell_does_not(best_run, tmp_path):
   assert none["test_accuracy"] <= 0.2  # 10 classes: chance
 
 
-def test_killed_run_resumes_to_the_same_result(best_run, tmp_path):
+def _clock():
+  """A `time` module whose clock reads 1,000 s more at each call, from 0."""
+  return types.SimpleNamespace(perf_counter=itertools.count(0, 1000).__next__)
+
+
+def test_killed_run_resumes_to_the_same_result(best_run, tmp_path, monkeypatch):
   cfg, straight, _, compiles = best_run
   # Fixed batch shapes (the ragged tail dropped, eval batches padded): one compile each.
   assert compiles == [1, 1]
+  monkeypatch.setattr(train_lib, "time", _clock())
   assert train_arch(cfg, tmp_path / "b", progress=False, stop_after_epochs=1)["stopped_early"]
+  monkeypatch.setattr(train_lib, "time", _clock())
   assert (tmp_path / "b" / "config.json").read_text() == cfg.to_json()
   # As a kill between the first save and the config: the resumed run writes it.
   (tmp_path / "b" / "config.json").unlink()
@@ -72,7 +81,12 @@ def test_killed_run_resumes_to_the_same_result(best_run, tmp_path):
   assert (tmp_path / "b" / "config.json").read_text() == cfg.to_json()
   assert resumed["resumed_from_epoch"] == 1
   assert resumed["test_accuracy"] == straight["test_accuracy"]
-  assert resumed["history"][-1] == straight["history"][-1]
+  # Every epoch's row, the killed invocation's too, and the time of both invocations:
+  # the first saved its epoch at 1,000 s, the second alone reads 2,000 s.
+  assert resumed["history"] == straight["history"]
+  assert resumed["train_seconds"] >= 3000
+  # A rerun of the finished run trains nothing, and returns its report as it is.
+  assert train_arch(cfg, tmp_path / "b", progress=False) == resumed
   other = ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=2, network=SMALL)
   with pytest.raises(PnagError, match="workdir .* was trained with arch="):
     train_arch(other, tmp_path / "b", progress=False)

@@ -130,12 +130,17 @@ def final_step(out_dir: Path) -> int | None:
 
 
 def resumed(meta: Mapping[str, Any], out_dir: Path, step: int, total: int,
-            config_json: str) -> tuple[dict | None, float]:
+            config_json: str, *, steps_key: str = "steps") -> tuple[dict | None, float]:
   """What a run resuming from checkpoint `step` (of `total`) carries over:
-  (`finished`'s report, to return as it is, or None; `seconds_before`)."""
+  (`finished`'s report, to return as it is, or None; `seconds_before`).
+
+  `steps_key`: the report's count of checkpoint steps (`pnag train-arch` checkpoints
+  per epoch, and its report says `epochs`).
+  """
   report = _read_report(out_dir)
-  done = _finished(report, out_dir, total, config_json) if step == total else None
-  return done, _seconds_before(meta, report, step)
+  done = (_finished(report, out_dir, total, config_json, steps_key)
+          if step == total else None)
+  return done, _seconds_before(meta, report, step, steps_key)
 
 
 def seconds_before(meta: Mapping[str, Any], out_dir: Path, step: int) -> float:
@@ -149,10 +154,11 @@ def seconds_before(meta: Mapping[str, Any], out_dir: Path, step: int) -> float:
   return _seconds_before(meta, _read_report(out_dir), step)
 
 
-def _seconds_before(meta: Mapping[str, Any], report: dict | None, step: int) -> float:
+def _seconds_before(meta: Mapping[str, Any], report: dict | None, step: int,
+                    steps_key: str = "steps") -> float:
   if "train_seconds" in meta:
     return float(meta["train_seconds"])
-  if report is not None and report.get("steps") == step:
+  if report is not None and report.get(steps_key) == step:
     return float(report.get("train_seconds") or 0.0)
   return 0.0
 
@@ -169,8 +175,9 @@ def finished(out_dir: Path, step: int, config_json: str) -> dict | None:
   return _finished(_read_report(out_dir), out_dir, step, config_json)
 
 
-def _finished(report: dict | None, out_dir: Path, step: int, config_json: str) -> dict | None:
-  if report is None or report.get("steps") != step:
+def _finished(report: dict | None, out_dir: Path, step: int, config_json: str,
+              steps_key: str = "steps") -> dict | None:
+  if report is None or report.get(steps_key) != step:
     return None
   config = out_dir / "config.json"
   try:
