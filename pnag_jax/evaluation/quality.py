@@ -32,7 +32,7 @@ def run(workdir: str, out: str | Path, *, data_dir: str | None = None, num: int 
   trained = stage1.load(workdir)
   if trained.space.name != "nb201":
     raise PnagError(f"quality needs an NB201 run; {workdir} holds {trained.space.name}")
-  gen = Sampler.from_run(trained, SamplerConfig(prior=prior, chunk_size=num))
+  gen = Sampler.from_run(trained, SamplerConfig(prior=prior).for_num(num))
   out = reports.out_dir(out)  # once the run and settings are known to be good
   space = trained.space
   sample = jax.jit(space.sample, static_argnums=1)

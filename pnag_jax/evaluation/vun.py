@@ -141,13 +141,13 @@ def run(runs: dict[str, str], out: str | Path, *, spaces: tuple[str, ...] = (),
       from pnag_jax.stages import stage2  # pylint: disable=g-import-not-at-top
       has_ar = "ar" not in priors and stage2.read_config(runs[name]) is not None
       for prior in tuple(priors) + (("ar",) if has_ar else ()):
-        sampler = Sampler.from_run(trained, SamplerConfig(prior=prior, chunk_size=num))
+        sampler = Sampler.from_run(trained, SamplerConfig(prior=prior).for_num(num))
         rows[f"PNAG-jax, {prior} prior"] = generator_row(sampler, ref, num, seeds)
         if progress:
           print(f"  {name}: {prior} prior done", flush=True)
       if constrained:
-        sampler = Sampler.from_run(trained, SamplerConfig(prior="codes", constrained=True,
-                                                          chunk_size=num))
+        sampler = Sampler.from_run(trained, SamplerConfig(prior="codes",
+                                                          constrained=True).for_num(num))
         rows["PNAG-jax, codes prior, constrained"] = generator_row(sampler, ref, num, seeds)
     report["spaces"][name] = {
         "workdir": runs.get(name), "num_train": int(train.shape[0]), "rows": rows,
@@ -206,6 +206,9 @@ def _parse_runs(items) -> dict[str, str]:
     if not sep or not space or not workdir:
       raise PnagError(f"--run expects SPACE=WORKDIR, got {item!r}")
     get_space(space)
+    if space in runs:  # else the last would win silently, the first never read
+      raise PnagError(f"--run gives {space} twice ({runs[space]} and {workdir}); one run "
+                      "per space")
     runs[space] = workdir
   return runs
 

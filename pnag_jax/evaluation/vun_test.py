@@ -52,6 +52,14 @@ def test_a_run_of_another_space_is_refused(nb201_workdir, tmp_path):
     vun.run({"mbv3": str(nb201_workdir)}, tmp_path, num=10, seeds=(0,), progress=False)
 
 
+def test_a_space_given_twice_is_refused(tmp_path, pnag_main):
+  code, _, err = pnag_main("eval", "vun", "--run", "nb201=nope", "--run", "nb201=other",
+                           "--out", tmp_path / "out")
+  assert code == 2 and err == ("pnag: error: --run gives nb201 twice (nope and other); one "
+                               "run per space\n")
+  assert not (tmp_path / "out").exists()
+
+
 def test_nothing_to_evaluate_is_one_line_and_leaves_nothing(tmp_path, pnag_main):
   out = tmp_path / "v"
   code, _, err = pnag_main("eval", "vun", "--out", out)

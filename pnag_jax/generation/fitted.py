@@ -12,6 +12,9 @@ N(0, I) (DESIGN §4):
 Only strictly valid training archs are encoded: the NB201 training half also holds the
 disconnected cells that fell into it, and a generator should learn the valid ones.
 Unseen codewords get probability 0 (log-prob -inf), so they are never drawn.
+
+The file records the sha256 of the params it was fitted with: a file fitted on other
+params (a run trained anew in the same workdir, to the same step) is refitted, not read.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from pnag_jax import atomic
 from pnag_jax.errors import PnagError
+from pnag_jax.stages import lineage
 from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 
 FIT_CHUNK = 1024
@@ -44,6 +48,7 @@ class FittedPriors(NamedTuple):
   latent_std: np.ndarray       # float32[N, N, C]
   code_logprobs: np.ndarray    # float32[P, V], -inf where a code was never chosen
   num_archs: int               # training archs the priors were fitted on
+  params_sha256: str = ""      # of the params they were fitted with; "" where unknown
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -86,7 +91,7 @@ def fit_priors(run: Stage1Run, genes: np.ndarray | None = None) -> FittedPriors:
   with np.errstate(divide="ignore"):
     logprobs = np.log(counts / counts.sum(1, keepdims=True))
   return FittedPriors(mean.astype(np.float32), std.astype(np.float32),
-                      logprobs.astype(np.float32), n_total)
+                      logprobs.astype(np.float32), n_total, lineage.params_sha256(run.params))
 
 
 def priors_path(run: Stage1Run) -> Path:
@@ -102,7 +107,7 @@ def save_priors(priors: FittedPriors, path: str | Path) -> None:
   with atomic.open_replacing(path, "wb", parents=True) as f:
     np.savez(f, version=_VERSION, latent_mean=priors.latent_mean,
              latent_std=priors.latent_std, code_logprobs=priors.code_logprobs,
-             num_archs=priors.num_archs)
+             num_archs=priors.num_archs, params_sha256=priors.params_sha256)
 
 
 def load_priors(path: str | Path, run: Stage1Run | None = None) -> FittedPriors:
@@ -113,8 +118,10 @@ def load_priors(path: str | Path, run: Stage1Run | None = None) -> FittedPriors:
       if int(z["version"]) != _VERSION:
         raise PnagError(f"{path}: priors format version {int(z['version'])}, "
                         f"expected {_VERSION}")
+      # Files written before the hash was recorded have none: "" (refitted).
       priors = FittedPriors(z["latent_mean"], z["latent_std"], z["code_logprobs"],
-                            int(z["num_archs"]))
+                            int(z["num_archs"]),
+                            str(z["params_sha256"]) if "params_sha256" in z else "")
   except PnagError:
     raise
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
@@ -133,11 +140,15 @@ def fitted_priors(run: Stage1Run, *, refit: bool = False) -> FittedPriors:
   """The run's priors: read from beside the checkpoint, or fitted and saved there once.
 
   The file is a cache: a stage-1 run shared read-only still generates, refitting the
-  priors (seconds) on every call, and says so on stderr each time.
+  priors (seconds) on every call, and says so on stderr each time. A file fitted on
+  other params than the run's is refitted.
   """
   path = priors_path(run)
   if path.exists() and not refit:
-    return load_priors(path, run)
+    # Unchecked against the model's shapes: those of other params may differ.
+    cached = load_priors(path)
+    if cached.params_sha256 == lineage.params_sha256(run.params):
+      return cached
   priors = fit_priors(run)
   try:
     save_priors(priors, path)

@@ -21,15 +21,29 @@ def test_fit_counts_every_valid_training_arch(nb201_untrained, nb201_untrained_p
   assert np.all(fitted.latent_std >= 0)
 
 
-def test_priors_file_round_trip_and_cache(untrained_run, tmp_path):
+def test_priors_file_round_trip_and_cache(untrained_run, tmp_path, monkeypatch):
+  fits, fit = [], fitted_lib.fit_priors
+  monkeypatch.setattr(fitted_lib, "fit_priors",
+                      lambda r: fits.append(r) or fit(r, r.space.enumerate()[::7]))
   run = untrained_run("nb201", tmp_path, dim=8, decoder_hidden=32)
   first = fitted_lib.fitted_priors(run)
   path = fitted_lib.priors_path(run)
   assert path.exists() and path.parent.name == "priors" and path.name == "step_0.npz"
   again = fitted_lib.fitted_priors(run)  # read back, not refitted
+  assert fits == [run] and len(first.params_sha256) == 64
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a, b)
   assert not list(path.parent.glob("*.tmp*"))
+  # Another run at the same step of the same workdir (trained anew, here another
+  # seed): the file is of other params, so it is refitted, not read.
+  other = untrained_run("nb201", tmp_path, seed=1, dim=8, decoder_hidden=32)
+  refitted = fitted_lib.fitted_priors(other)
+  assert fits == [run, other] and refitted.params_sha256 != first.params_sha256
+  assert fitted_lib.load_priors(path).params_sha256 == refitted.params_sha256
+  # A file from before the hash was recorded is refitted too.
+  fitted_lib.save_priors(refitted._replace(params_sha256=""), path)
+  fitted_lib.fitted_priors(other)
+  assert fits == [run, other, other]
 
 
 def test_corrupt_or_mismatched_priors_fail_in_one_line(nb201_untrained, untrained_run,

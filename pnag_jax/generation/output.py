@@ -121,9 +121,16 @@ class ArchWriter:
     """The hex digest of every byte written so far."""
     return self._hash.hexdigest()
 
+  def _cannot_write(self, e: OSError) -> PnagError:
+    self._write_failed = True
+    return PnagError(f"cannot write {self._partial}: {e.strerror or e}")
+
   def _put(self, text: str) -> None:
     data = text.encode()
-    self._file.write(data)
+    try:
+      self._file.write(data)
+    except OSError as e:  # a full disk, a file size limit, a quota
+      raise self._cannot_write(e) from e
     self._hash.update(data)
     self.bytes += len(data)
 
@@ -132,17 +139,27 @@ class ArchWriter:
       self._file = self._partial.open("wb")
     except OSError as e:  # e.g. a read-only filesystem, which os.access does not see
       raise PnagError(f"cannot write {self._partial}: {e.strerror}") from e
+    self._write_failed = False
     if self.kind == ".csv" and self.header:
       self._put(_csv_line(self.columns) + "\n")
     return self
 
   def __exit__(self, exc_type, exc, tb) -> None:
-    self._file.close()
-    if exc_type is None:
+    error = None
+    try:
+      self._file.close()  # flushes what is buffered: a full disk may show only here
+    except OSError as e:
+      if exc_type is None:
+        error = self._cannot_write(e)
+    if exc_type is None and error is None:
       os.replace(self._partial, self.path)
-    elif not self.rows:
-      # Failed before its first row: the partial file holds nothing worth keeping.
+      return
+    # Failed before its first row, or failed to write one: the partial file holds
+    # nothing worth keeping (a file cut where the disk filled, on a disk that is full).
+    if not self.rows or self._write_failed:
       self._partial.unlink(missing_ok=True)
+    if error is not None:
+      raise error
 
   def write(self, chunk: Generated) -> None:
     genes = np.asarray(chunk.genes)

@@ -97,6 +97,22 @@ def test_a_file_that_cannot_be_opened_is_a_one_line_error(tmp_path):
   assert not (tmp_path / "a.csv").exists()
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("rows", [1, 5000], ids=["at-close", "at-write"])
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_partial(tmp_path, rows):
+  # Every write to /dev/full fails with ENOSPC: a small chunk fails when the buffer is
+  # flushed at the end, a large one as it is written.
+  path = tmp_path / "a.csv"
+  path.write_text("precious\n")
+  (tmp_path / "a.csv.partial").symlink_to("/dev/full")
+  space = get_space("nb201")
+  with pytest.raises(PnagError, match="cannot write .*a.csv.partial: No space left on device"):
+    with ArchWriter(path, space) as w:
+      w.write(_chunk(space, rows, 0))
+  assert path.read_text() == "precious\n"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+
+
 def test_a_run_failing_before_its_first_row_leaves_no_partial(tmp_path):
   path = tmp_path / "a.csv"
   with pytest.raises(PnagError):

@@ -39,6 +39,12 @@ from pnag_jax.models import msq
 from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 
 
+#: The smallest temperature above 0. Divided by less, float32 logits and distances
+#: overflow to -inf together, and a draw over all -inf (or NaN) is a fixed codeword, not
+#: the mode; 0 takes the mode itself.
+MIN_TEMPERATURE = 1e-6
+
+
 @dataclasses.dataclass(frozen=True)
 class Prior(abc.ABC):
   """One way of drawing an architecture's code indices.
@@ -60,6 +66,9 @@ class Prior(abc.ABC):
     t = self.temperature
     if t is not None and not (t >= 0 and math.isfinite(t)):
       raise PnagError(f"temperature must be a finite number >= 0, got {t}")
+    if t is not None and 0 < t < MIN_TEMPERATURE:
+      raise PnagError(f"temperature must be 0 (the mode) or at least {MIN_TEMPERATURE:g}, "
+                      f"got {t:g}: below that, dividing by it overflows")
 
   @property
   def tau(self) -> float:

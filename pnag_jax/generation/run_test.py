@@ -53,6 +53,17 @@ def test_generate_to_file_with_tables(nb201_workdir, tmp_path, data_dir, capsys)
                                  "format_valid"]
 
 
+def test_a_chunk_larger_than_num_is_cut_to_it(nb201_workdir, tmp_path, monkeypatch):
+  # A chunk of 1,000,000 for 5 archs compiled a 5 GB call (and ran out of memory above).
+  asked, load = [], run_lib.load_sampler
+  monkeypatch.setattr(run_lib, "load_sampler",
+                      lambda w, cfg, devices=None: asked.append(cfg) or load(w, cfg, devices))
+  run_lib.generate_to_file(nb201_workdir, 5, 0, tmp_path / "a.csv",
+                           SamplerConfig(chunk_size=10**6, constrained=True), progress=False)
+  assert [c.chunk_size for c in asked] == [5] and len(_rows(tmp_path / "a.csv")) == 5
+  assert SamplerConfig(chunk_size=64).for_num(10**6).chunk_size == 64
+
+
 def test_bad_requests_fail_before_loading(tmp_path):
   with pytest.raises(PnagError, match="--num must be positive"):
     run_lib.generate_to_file(tmp_path, 0, 0, tmp_path / "a.csv", SamplerConfig())

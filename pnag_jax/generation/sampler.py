@@ -108,6 +108,12 @@ class SamplerConfig:
   def replace(self, **kw) -> "SamplerConfig":
     return dataclasses.replace(self, **kw)
 
+  def for_num(self, num: int) -> "SamplerConfig":
+    """This config with chunks of at most `num` archs: a larger compiled call draws rows
+    only to trim them, and its memory grows with the chunk (about 5 KB an arch on
+    NB201). The rows are the same for any chunk size."""
+    return self.replace(chunk_size=max(1, min(self.chunk_size, num)))
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSpec:
