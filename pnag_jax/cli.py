@@ -7,7 +7,8 @@ one entry. A command's module is imported only when that command runs (or its
 `--help` is asked for), so the others cost nothing.
 
 Input errors (`PnagError`) print one line and exit 2; no traceback reaches the user
-for them.
+for them. Nor for running out of memory, which is what asking for too much at once
+(say `--chunk-size`) comes to.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from pnag_jax import atomic
-from pnag_jax.errors import PnagError
+from pnag_jax.errors import PnagError, one_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,8 +165,38 @@ def main(argv: Sequence[str] | None = None) -> int:
   except KeyboardInterrupt:
     print("pnag: interrupted", file=sys.stderr)
     return 130
+  except Exception as e:  # pylint: disable=broad-exception-caught  # re-raised unless memory
+    if not _out_of_memory(e):
+      raise
+    print(f"pnag: error: out of memory ({one_line(e, 200)}); ask for less at once, e.g. a "
+          "smaller --chunk-size or --num", file=sys.stderr)
+    return 2
   return 0
 
 
+def _out_of_memory(e: Exception) -> bool:
+  """A host allocation that failed, or XLA's on a device (the host's included)."""
+  jax = sys.modules.get("jax")  # not imported by commands that never touch it
+  return isinstance(e, MemoryError) or (
+      jax is not None and isinstance(e, jax.errors.JaxRuntimeError)
+      and str(e).startswith("RESOURCE_EXHAUSTED"))
+
+
+def console() -> None:
+  """The `pnag` console command: `main`, then exit with its code.
+
+  Interrupted, the process ends at once (`os._exit`) once its output is flushed: a
+  Ctrl-C that lands while XLA compiles leaves the compiler's threads running, and the
+  interpreter's shutdown then crashed in them (exit 139, not 130). What the command
+  wrote is closed by then; the interrupt unwound through every `with`.
+  """
+  code = main()
+  if code == 130:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
+  sys.exit(code)
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  console()

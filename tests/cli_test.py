@@ -108,6 +108,45 @@ def test_bad_input_is_one_line(pnag_main, args, fragment):
   assert len(err.strip().splitlines()) == 1, err
 
 
+def test_running_out_of_memory_is_one_line_and_other_runtime_errors_are_not_hidden(
+    pnag_main, monkeypatch, tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  from pnag_jax.generation import run as run_lib  # pylint: disable=g-import-not-at-top
+  raised = []
+
+  def load_sampler(*args, **kw):
+    raise raised[-1]
+
+  monkeypatch.setattr(run_lib, "load_sampler", load_sampler)
+  args = ("generate", "--workdir", tmp_path, "--num", "5", "--out", tmp_path / "a.csv")
+  for error in (jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating "
+                                           "20016000320 bytes."), MemoryError()):
+    raised.append(error)
+    code, _, err = pnag_main(*args)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("pnag: error: out of memory (") and "--chunk-size" in err
+  raised.append(jax.errors.JaxRuntimeError("INTERNAL: a bug"))
+  with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+    pnag_main(*args)
+
+
+def test_the_console_command_ends_an_interrupted_run_at_once(monkeypatch):
+  from pnag_jax import cli  # pylint: disable=g-import-not-at-top
+  ended = []
+
+  def os_exit(code):  # stands in for os._exit, which would end pytest
+    ended.append(code)
+    raise SystemExit("os._exit")
+
+  monkeypatch.setattr(cli.os, "_exit", os_exit)
+  for code, how in ((130, "os._exit"), (2, 2), (0, 0)):
+    monkeypatch.setattr(cli, "main", lambda code=code: code)
+    with pytest.raises(SystemExit) as e:
+      cli.console()
+    assert e.value.code == how
+  assert ended == [130]
+
+
 def test_the_demo_checks_the_tables_before_it_trains(pnag_main, tmp_path, data_dir):
   (tmp_path / "nb201").mkdir()
   header, *rows = (data_dir / "nb201" / "nb201_accuracy.csv").read_text().splitlines()
