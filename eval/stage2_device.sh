@@ -31,7 +31,7 @@ L=$OUT/logs
   python3 -c 'import jax, flax, optax, orbax.checkpoint as o, jraph; print(jax.__version__, flax.__version__, optax.__version__, jax.devices())'
 } > "$L/env.txt" 2>&1
 cat "$L/env.txt"
-PNAG=(python3 -c 'import sys; from pnag_jax.cli import main; sys.exit(main())')
+PNAG=(python3 -c 'from pnag_jax.cli import console; console()')
 steps() { echo $(( $1 / SCALE )); }
 common=(--preset paper --set eval_every=1000 --set checkpoint_every=500 --set log_every=100)
 for t in i16 c10 c100; do

@@ -168,8 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except Exception as e:  # pylint: disable=broad-exception-caught  # re-raised unless memory
     if not _out_of_memory(e):
       raise
-    print(f"pnag: error: out of memory ({one_line(e, 200)}); ask for less at once, e.g. a "
-          "smaller --chunk-size or --num", file=sys.stderr)
+    print(f"pnag: error: out of memory ({one_line(e, 200)}); ask for less at once (a "
+          "smaller --num, --chunk-size or batch, where the command takes one)",
+          file=sys.stderr)
     return 2
   return 0
 
@@ -182,15 +183,18 @@ def _out_of_memory(e: Exception) -> bool:
       and str(e).startswith("RESOURCE_EXHAUSTED"))
 
 
-def console() -> None:
-  """The `pnag` console command: `main`, then exit with its code.
+def console(argv: Sequence[str] | None = None) -> None:
+  """The `pnag` console command (and `train/*.py`): `main`, then exit with its code.
 
   Interrupted, the process ends at once (`os._exit`) once its output is flushed: a
   Ctrl-C that lands while XLA compiles leaves the compiler's threads running, and the
   interpreter's shutdown then crashed in them (exit 139, not 130). What the command
-  wrote is closed by then; the interrupt unwound through every `with`.
+  wrote is closed by then (the interrupt unwound through every `with`; checkpoints are
+  saved synchronously). Skipped are the exit handlers, JAX's included: a process of a
+  multi-process run leaves without disconnecting, and its peers learn of it from the
+  runtime's heartbeat.
   """
-  code = main()
+  code = main(argv)
   if code == 130:
     sys.stdout.flush()
     sys.stderr.flush()

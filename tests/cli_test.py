@@ -140,7 +140,7 @@ def test_the_console_command_ends_an_interrupted_run_at_once(monkeypatch):
 
   monkeypatch.setattr(cli.os, "_exit", os_exit)
   for code, how in ((130, "os._exit"), (2, 2), (0, 0)):
-    monkeypatch.setattr(cli, "main", lambda code=code: code)
+    monkeypatch.setattr(cli, "main", lambda argv, code=code: code)
     with pytest.raises(SystemExit) as e:
       cli.console()
     assert e.value.code == how

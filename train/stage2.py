@@ -8,4 +8,4 @@ import sys
 from pnag_jax import cli
 
 if __name__ == "__main__":
-  sys.exit(cli.main(["train", "stage2", *sys.argv[1:]]))
+  cli.console(["train", "stage2", *sys.argv[1:]])

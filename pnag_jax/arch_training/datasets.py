@@ -67,8 +67,10 @@ def _npz(path: Path) -> tuple[np.ndarray, ...]:
   except DataError:
     raise
   # zipfile's own errors: a truncated or bit-flipped archive (BadZipFile, a member's
-  # CRC), or header bytes that read as a compression or version it lacks.
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:
+  # CRC), or header bytes that read as a compression or version it lacks; and a member
+  # header claiming a shape larger than memory.
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError,
+          MemoryError) as e:
     raise DataError(f"cannot read npz dataset {path}: {type(e).__name__}") from e
   return x_tr, x_te, y_tr, y_te
 

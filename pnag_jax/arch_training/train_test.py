@@ -87,6 +87,12 @@ def test_killed_run_resumes_to_the_same_result(best_run, tmp_path, monkeypatch):
   assert resumed["train_seconds"] >= 3000
   # A rerun of the finished run trains nothing, and returns its report as it is.
   assert train_arch(cfg, tmp_path / "b", progress=False) == resumed
+  # Killed between its last checkpoint and its report, by a version that logged no
+  # metrics: the rerun evaluates the last checkpoint, with no history to report.
+  for name in ("report.json", "metrics.jsonl"):
+    (tmp_path / "b" / name).unlink()
+  again = train_arch(cfg, tmp_path / "b", progress=False)
+  assert again["test_accuracy"] == straight["test_accuracy"] and again["history"] == []
   other = ArchTrainConfig(space="nb201", arch=NONE_CELL, epochs=2, network=SMALL)
   with pytest.raises(PnagError, match="workdir .* was trained with arch="):
     train_arch(other, tmp_path / "b", progress=False)

@@ -39,10 +39,12 @@ from pnag_jax.models import msq
 from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 
 
-#: The smallest temperature above 0. Divided by less, float32 logits and distances
-#: overflow to -inf together, and a draw over all -inf (or NaN) is a fixed codeword, not
-#: the mode; 0 takes the mode itself.
-MIN_TEMPERATURE = 1e-6
+#: The smallest temperature above 0; 0 itself takes the mode. Near float32's limit
+#: (about 1e-37 for distances of order 1 to 1,000) `-distance / t` is -inf for every
+#: codeword, and a draw over all -inf is one fixed codeword, not the mode; the codes
+#: prior's float64 breaks likewise near 1e-307. This floor leaves distances and logits
+#: up to about 1e8 finite, and below it the draw is the mode already.
+MIN_TEMPERATURE = 1e-30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +70,8 @@ class Prior(abc.ABC):
       raise PnagError(f"temperature must be a finite number >= 0, got {t}")
     if t is not None and 0 < t < MIN_TEMPERATURE:
       raise PnagError(f"temperature must be 0 (the mode) or at least {MIN_TEMPERATURE:g}, "
-                      f"got {t:g}: below that, dividing by it overflows")
+                      f"got {t:g}: dividing by less overflows, and the draw is the mode "
+                      "before that")
 
   @property
   def tau(self) -> float:

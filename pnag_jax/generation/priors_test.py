@@ -76,10 +76,10 @@ def test_registry_and_temperatures():
   for bad in (-1.0, float("nan"), float("inf")):
     with pytest.raises(PnagError, match="temperature must be"):
       priors.make_prior("latent", bad)
-  # Above 0 but so small that -distance / t is -inf for every codeword: the draw was
-  # one fixed codeword (latent), or uniform over all of them, unseen ones too (codes).
+  # Above 0 but so small that -distance / t is -inf for every codeword: the latent
+  # priors drew one fixed codeword (the codes prior, in float64, broke near 1e-307).
   for name in ("codes", "latent", "fitted"):
-    with pytest.raises(PnagError, match="0 \\(the mode\\) or at least 1e-06, got 1e-39"):
+    with pytest.raises(PnagError, match="0 \\(the mode\\) or at least 1e-30, got 1e-39"):
       priors.make_prior(name, 1e-39)
     assert priors.make_prior(name, priors.MIN_TEMPERATURE).tau == priors.MIN_TEMPERATURE
 

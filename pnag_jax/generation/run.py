@@ -91,7 +91,7 @@ def generate_to_file(workdir: str | Path, num: int, seed: int, out: str | Path,
     raise PnagError(f"--num must be positive, got {num}")
   check_range(num, seed=seed)
   check_output(out)  # a bad name fails before the model loads
-  _, sampler = load_sampler(workdir, cfg.for_num(num), devices)
+  _, sampler = load_sampler(workdir, cfg.for_num(num, devices), devices)
   tables = tables_or_note(sampler.space.name, data_dir)
   t0 = time.perf_counter()
   with ArchWriter(out, sampler.space, tables) as writer:
@@ -144,7 +144,8 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
   t0 = time.perf_counter()
   try:
     # The local mesh: no device of another process is on the hot path.
-    _, sampler = load_sampler(workdir, cfg.for_num(num), devices=jax.local_devices())
+    _, sampler = load_sampler(workdir, cfg.for_num(num, jax.local_devices()),
+                              devices=jax.local_devices())
     tables = tables_or_note(sampler.space.name, data_dir) if pid == 0 else (
         data_lib.tables_for(sampler.space.name, data_dir))
   except Exception as e:  # pylint: disable=broad-except  # re-raised below
@@ -228,7 +229,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "training encodings; latent: the VAE prior N(0, I); ar: the stage-2 "
                       "transformer (pnag train stage2)")
   p.add_argument("--temperature", type=float, default=None,
-                 help="0 = argmin/mode, else at least 1e-6; default: 1 for codes (as "
+                 help="0 = argmin/mode, else at least 1e-30; default: 1 for codes (as "
                       "fitted), argmin for the latent priors")
   p.add_argument("--cfg-scale", type=float, default=0.0,
                  help="ar: classifier-free guidance at the last scale, rising linearly from "

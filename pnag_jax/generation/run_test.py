@@ -2,6 +2,7 @@
 
 import csv
 
+import jax
 import numpy as np
 import pytest
 
@@ -58,10 +59,14 @@ def test_a_chunk_larger_than_num_is_cut_to_it(nb201_workdir, tmp_path, monkeypat
   asked, load = [], run_lib.load_sampler
   monkeypatch.setattr(run_lib, "load_sampler",
                       lambda w, cfg, devices=None: asked.append(cfg) or load(w, cfg, devices))
+  devices = jax.devices()[:2]
   run_lib.generate_to_file(nb201_workdir, 5, 0, tmp_path / "a.csv",
-                           SamplerConfig(chunk_size=10**6, constrained=True), progress=False)
-  assert [c.chunk_size for c in asked] == [5] and len(_rows(tmp_path / "a.csv")) == 5
+                           SamplerConfig(chunk_size=10**6, constrained=True), progress=False,
+                           devices=devices)
+  # Rounded up to a multiple of the devices, so the chunk still spreads over both.
+  assert [c.chunk_size for c in asked] == [6] and len(_rows(tmp_path / "a.csv")) == 5
   assert SamplerConfig(chunk_size=64).for_num(10**6).chunk_size == 64
+  assert SamplerConfig().for_num(1001).chunk_size == 1008  # the suite's 8 CPU devices
 
 
 def test_bad_requests_fail_before_loading(tmp_path):

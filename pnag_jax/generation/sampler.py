@@ -108,11 +108,17 @@ class SamplerConfig:
   def replace(self, **kw) -> "SamplerConfig":
     return dataclasses.replace(self, **kw)
 
-  def for_num(self, num: int) -> "SamplerConfig":
-    """This config with chunks of at most `num` archs: a larger compiled call draws rows
-    only to trim them, and its memory grows with the chunk (about 5 KB an arch on
-    NB201). The rows are the same for any chunk size."""
-    return self.replace(chunk_size=max(1, min(self.chunk_size, num)))
+  def for_num(self, num: int, devices=None) -> "SamplerConfig":
+    """This config with chunks no larger than `num` archs need: a larger compiled call
+    draws rows only to trim them, and its memory grows with the chunk (about 5 KB an
+    arch on NB201). The rows are the same for any chunk size.
+
+    The cap is `num` rounded up to a multiple of the device count (`devices`, default
+    all): a chunk is sharded over as many devices as divide it (`batch_mesh`), and an
+    odd `num` would put the whole chunk on one.
+    """
+    n = len(devices or jax.devices())
+    return self.replace(chunk_size=max(1, min(self.chunk_size, -(-num // n) * n)))
 
 
 @dataclasses.dataclass(frozen=True)
