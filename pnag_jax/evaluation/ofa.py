@@ -25,6 +25,7 @@ OFA's tutorial result).
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def _ms(budget: float) -> str:
 def run(workdir, out, *, budgets=BUDGETS_MS, seeds: int = 5, ratio: int = 5,
         data_dir=None, generations: int = 500, check_top: int = TOP,
         cfg: elite.EliteConfig = elite.EliteConfig()) -> dict:
+  if any(math.isnan(b) for b in budgets):  # else "no arch meets the bound nan"
+    raise PnagError("--budgets must be numbers of ms, got nan")
   repeated = next((b for i, b in enumerate(budgets) if b in budgets[:i]), None)
   if repeated is not None:
     raise PnagError(f"--budgets {_ms(repeated)} is given twice; each budget is reported once")

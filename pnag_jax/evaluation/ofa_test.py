@@ -55,6 +55,10 @@ def test_a_budget_below_the_fastest_subnet_names_it_before_any_output(mbv3_r_wor
   assert code == 2 and err == (f"pnag: error: --budgets 5: no mbv3_r arch meets it; the "
                                f"smallest achievable note10_latency is {lowest:.6g} ms\n"), err
   assert not out.exists()
+  code, _, err = pnag_main("eval", "ofa", "--workdir", mbv3_r_workdir, "--out", out,
+                           "--data-dir", data_dir, "--budgets", "20", "nan")
+  assert code == 2 and err == "pnag: error: --budgets must be numbers of ms, got nan\n", err
+  assert not out.exists()
 
 
 @pytest.mark.parametrize("generations, short", [(500, "50k"), (50, "5k"), (3, "400")])

@@ -381,6 +381,14 @@ def main(args: argparse.Namespace) -> None:
                                              target=args.target)
   elif args.refs is not None:
     from pnag_jax.guidance import run as guided  # pylint: disable=g-import-not-at-top
+    # The pool is drawn unconditioned: both halves of a guided batch would be the null
+    # one (twice the compute for the same pool).
+    _refuse(args, ("--cfg-scale",), "guides the ar prior toward a condition: ranking (--refs "
+            "without --target) draws its pool unconditioned")
+    if args.pool == "all":
+      _refuse(args, ("--prior", "--temperature", "--top-k", "--top-p", "--constrained",
+                     "--chunk-size"), "does not go with --pool all (every cell is scored; "
+                                      "nothing is drawn)")
     guided.print_guided(guided.guided_to_file(
         args.workdir, refs=args.refs, out=args.out, num=args.num,
         pool=guided.parse_pool(args.pool), seed=args.seed, minimize=args.minimize,

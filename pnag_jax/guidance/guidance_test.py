@@ -185,6 +185,13 @@ def test_bad_input_is_one_line_and_leaves_no_file(nb201_surrogate, refs_csv, tmp
       (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "all",
         "--constraint", "params<3x"), "expected TASK"),
       (("generate", "--workdir", workdir, "--minimize"), "--refs"),
+      # Settings that changed nothing: the pool is every cell, or drawn unconditioned.
+      (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "all", "--prior",
+        "ar"), "--prior does not go with --pool all"),
+      (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "all",
+        "--temperature", "0.3"), "--temperature does not go with --pool all"),
+      (("generate", "--workdir", workdir, "--refs", refs_csv, "--pool", "100", "--prior",
+        "ar", "--cfg-scale", "3"), "--cfg-scale guides the ar prior toward a condition"),
       (("predict", "--workdir", workdir, "--refs", darts_refs, "--archs", refs_csv), "row 1"),
       (("predict", "--workdir", workdir, "--refs", refs_csv, "--archs", darts_refs), "row 1"),
       (("predict", "--workdir", workdir, "--refs", refs_csv, "--archs", refs_csv,

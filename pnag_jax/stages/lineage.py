@@ -193,12 +193,13 @@ def check_parents(meta: Mapping[str, Any], workdir: str | Path, *, where: str,
       run = load_parent(name, workdir, step)
     except CheckpointError as e:
       raise CheckpointError(f"{where} was built on {name} step {step}, which cannot be "
-                            f"loaded any more ({e}); retrain {where}") from e
+                            f"loaded any more ({e}); retrain it in a new --workdir") from e
     got = params_sha256(run.params)
     if got != entry["params_sha256"]:
       raise CheckpointError(
           f"{where} was built on {name} step {step} with params sha256 "
           f"{entry['params_sha256'][:12]}, but {Path(workdir) / name} now holds "
-          f"{got[:12]} at that step: its parent changed underneath it; retrain {where}")
+          f"{got[:12]} at that step: its parent changed underneath it; retrain it in a "
+          "new --workdir")
     runs[name] = run
   return runs

@@ -385,6 +385,14 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
                                                cfg.to_json())
       if report is not None:
         return report
+      kept = lineage.config_of(saved_meta, stage2.Stage2Config, stage=stage2.NAME,
+                               workdir=workdir).keep_best
+      if start == total and kept != cfg.keep_best:
+        # The step served is read from the checkpoints, which a finished run no longer
+        # writes: its report would say one step while `load` serves the other.
+        raise PnagError(f"stage 2 in {workdir} finished with keep_best={kept}; which step "
+                        "it serves was fixed as it trained (train in a new --workdir to "
+                        "change it)")
       params, opt_state, base_key, _ = ckpt.restore(
           params_template=state["params"], opt_state_template=state["opt_state"])
       state = {"params": params, "opt_state": opt_state}

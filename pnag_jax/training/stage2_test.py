@@ -104,6 +104,11 @@ def test_the_best_held_out_step_is_kept_served_and_survives_a_kill(nb201_stage2,
   last = stage2.load(workdir, step=12)
   assert last.step == 12 and stage2.served_step(workdir) == (stage2.BEST, 9)
   assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, served.params, last.params)))
+  # Finished, it keeps serving what it kept: a rerun with keep_best=false wrote a report
+  # of the last step while `load` went on serving step 9.
+  with pytest.raises(PnagError, match="finished with keep_best=True; which step it serves"):
+    stage2_recipe.train_stage2(workdir, cfg.replace(keep_best=False))
+  assert stage2.served_step(workdir) == (stage2.BEST, 9)
   # Where no best step is kept (runs from before keep_best), the latest is served.
   no_best = shutil.copytree(workdir, tmp_path / "no_best")
   shutil.rmtree(no_best / "stage2" / "best")

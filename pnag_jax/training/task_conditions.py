@@ -95,6 +95,10 @@ def build(cfg: Stage2Config, run1: Stage1Run, srun, train_genes: np.ndarray,
   check_space(cfg, space)
   if tasks is None:
     tasks = tasks_lib.builtin_tasks(space.name, data_dir)
+    # Without them only the formula tasks are left: a run conditioned on params and
+    # flops alone, or an exclusion that "matches no task", where the surrogate was
+    # meta-trained on the tables.
+    tasks_lib.require_tables(tasks, "the task condition")
   kept, _ = tasks_lib.select_tasks(tasks, srun.cfg.exclude)
   valid = valid_rows(space)
   genes = space.enumerate()

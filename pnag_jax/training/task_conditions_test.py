@@ -102,3 +102,16 @@ def test_bad_reference_counts_and_an_unconditioned_cfg_are_refused_in_one_line(
                            "--cfg-scale", "2", "--out", tmp_path / "a.csv")
   assert code == 2 and "--cfg-scale guides the ar prior toward a condition" in err
   assert not list(tmp_path.iterdir())
+
+
+def test_the_task_condition_needs_the_tables(nb201_stage2, monkeypatch):
+  # Without them it was conditioned on params and flops alone, with exit 0 (or told
+  # of an --exclude that "matches no task", which stage 2 does not take).
+  from pnag_jax.stages import stage1, surrogate  # pylint: disable=g-import-not-at-top
+  workdir, _ = nb201_stage2
+  monkeypatch.delenv("PNAG_DATA_DIR", raising=False)
+  run1, srun = stage1.load(workdir), surrogate.load(workdir)
+  cfg = stage2.make_config("test", overrides=["condition=task"])
+  genes = run1.space.enumerate()[:8]
+  with pytest.raises(stage2.PnagError, match="the task condition needs the NB201 tables"):
+    task_conditions.build(cfg, run1, srun, genes, genes)
