@@ -43,7 +43,8 @@ from pnag_jax.stages.stage1 import Stage1Model, Stage1Run
 #: (about 1e-37 for distances of order 1 to 1,000) `-distance / t` is -inf for every
 #: codeword, and a draw over all -inf is one fixed codeword, not the mode; the codes
 #: prior's float64 breaks likewise near 1e-307. This floor leaves distances and logits
-#: up to about 1e8 finite, and below it the draw is the mode already.
+#: up to about 1e8 finite, and at it the draw is the mode already (a quick NB201 run's
+#: file at 1e-30 equals the one at 0, for the latent and the codes prior).
 MIN_TEMPERATURE = 1e-30
 
 
