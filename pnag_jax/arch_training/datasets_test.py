@@ -92,7 +92,8 @@ def test_malformed_files(tmp_path):
     (tmp_path / f"{name}.npz").write_bytes(data)
     with pytest.raises(DataError, match="cannot read npz dataset .*: BadZipFile"):
       datasets.load_dataset(f"npz:{tmp_path / f'{name}.npz'}")
-  # A member whose header claims 400 TB: numpy fails to allocate it.
+  # A member whose header claims 400 TB: numpy fails to allocate it (or, where memory is
+  # overcommitted, to read it).
   with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
     with z.open("x_train.npy", "w") as f:
       np.lib.format.write_array_header_1_0(
@@ -100,7 +101,7 @@ def test_malformed_files(tmp_path):
     for name in ("y_train", "x_test", "y_test"):
       with z.open(f"{name}.npy", "w") as f:
         np.lib.format.write_array(f, np.zeros(5, int))
-  with pytest.raises(DataError, match="cannot read npz dataset .*: .*MemoryError"):
+  with pytest.raises(DataError, match="cannot read npz dataset .*huge.npz"):
     datasets.load_dataset(f"npz:{tmp_path / 'huge.npz'}")
   np.savez(p, x_train=np.zeros((20, 0, 8)), y_train=np.zeros(20, int),
            x_test=np.zeros((5, 0, 8)), y_test=np.zeros(5, int))

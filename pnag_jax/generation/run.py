@@ -21,7 +21,7 @@ from pnag_jax import data as data_lib
 from pnag_jax.errors import PnagError, one_line
 from pnag_jax.generation import multihost, output, parts
 from pnag_jax.generation.output import ArchWriter, check_output, output_format
-from pnag_jax.generation.priors import PRIORS
+from pnag_jax.generation.priors import MIN_TEMPERATURE, PRIORS
 from pnag_jax.generation.sampler import Sampler, SamplerConfig, check_range
 from pnag_jax.guidance.adapt import PREDICTORS
 from pnag_jax.stages import stage1
@@ -229,8 +229,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "training encodings; latent: the VAE prior N(0, I); ar: the stage-2 "
                       "transformer (pnag train stage2)")
   p.add_argument("--temperature", type=float, default=None,
-                 help="0 = argmin/mode, else at least 1e-30; default: 1 for codes (as "
-                      "fitted), argmin for the latent priors")
+                 help=f"0 = argmin/mode, else at least {MIN_TEMPERATURE:g}; default: 1 for "
+                      "codes (as fitted), argmin for the latent priors")
   p.add_argument("--cfg-scale", type=float, default=0.0,
                  help="ar: classifier-free guidance at the last scale, rising linearly from "
                       "0 at the first (0: none)")
@@ -364,6 +364,11 @@ def main(args: argparse.Namespace) -> None:
         data_dir=args.data_dir))
     return
   _refuse(args, ("--budget",), "caps the calls of an --objective search; give --objective")
+  if args.cfg_scale and args.target is None and not budget:
+    # Without a condition (ranking's pool, --refs alone, is drawn unconditioned too) both
+    # halves of the guided batch are the null one: twice the compute for the same logits.
+    raise PnagError("--cfg-scale guides the ar prior toward a condition: give --target "
+                    "with --refs, or --params/--flops")
   if budget:
     if args.prior != "ar":
       raise PnagError("--params and --flops condition the stage-2 prior: they need --prior ar")
@@ -381,10 +386,6 @@ def main(args: argparse.Namespace) -> None:
                                              target=args.target)
   elif args.refs is not None:
     from pnag_jax.guidance import run as guided  # pylint: disable=g-import-not-at-top
-    # The pool is drawn unconditioned: both halves of a guided batch would be the null
-    # one (twice the compute for the same pool).
-    _refuse(args, ("--cfg-scale",), "guides the ar prior toward a condition: ranking (--refs "
-            "without --target) draws its pool unconditioned")
     if args.pool == "all":
       _refuse(args, ("--prior", "--temperature", "--top-k", "--top-p", "--constrained",
                      "--chunk-size"), "does not go with --pool all (every cell is scored; "
@@ -397,11 +398,6 @@ def main(args: argparse.Namespace) -> None:
     return
   else:
     _refuse(args, ("--minimize", *_RANKING), "needs --refs (guided generation)")
-    if args.cfg_scale:
-      # Without a condition both halves of the guided batch are the null one: twice the
-      # compute for the same logits.
-      raise PnagError("--cfg-scale guides the ar prior toward a condition: give --target "
-                      "with --refs, or --params/--flops")
   r = generate_to_file(args.workdir, args.num, args.seed, args.out, cfg,
                        data_dir=args.data_dir, cond=cond)
   _print_file(r, f"{f', target quantile {args.target:g}' if args.target is not None else ''}"

@@ -170,6 +170,13 @@ def _first_few(names: list[str], n: int = 5) -> str:
   return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
 
 
+def retrain_advice(meta: Mapping[str, Any], workdir: str | Path) -> str:
+  """What to do with a stage (`meta` of its checkpoint) whose parents changed: retrain
+  it, but not over its own checkpoints, which refuse that as another run's resume."""
+  return (f"retrain it after removing {Path(workdir) / str(meta.get('stage'))}, or in a new "
+          "--workdir holding its parents")
+
+
 def check_parents(meta: Mapping[str, Any], workdir: str | Path, *, where: str,
                   load_parent) -> dict[str, Any]:
   """Loads each recorded parent at its recorded step and checks its params' hash.
@@ -193,13 +200,13 @@ def check_parents(meta: Mapping[str, Any], workdir: str | Path, *, where: str,
       run = load_parent(name, workdir, step)
     except CheckpointError as e:
       raise CheckpointError(f"{where} was built on {name} step {step}, which cannot be "
-                            f"loaded any more ({e}); retrain it in a new --workdir") from e
+                            f"loaded any more ({e}); {retrain_advice(meta, workdir)}") from e
     got = params_sha256(run.params)
     if got != entry["params_sha256"]:
       raise CheckpointError(
           f"{where} was built on {name} step {step} with params sha256 "
           f"{entry['params_sha256'][:12]}, but {Path(workdir) / name} now holds "
-          f"{got[:12]} at that step: its parent changed underneath it; retrain it in a "
-          "new --workdir")
+          f"{got[:12]} at that step: its parent changed underneath it; "
+          f"{retrain_advice(meta, workdir)}")
     runs[name] = run
   return runs

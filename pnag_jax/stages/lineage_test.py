@@ -65,7 +65,8 @@ def test_a_child_refuses_a_parent_that_changed_underneath(untrained_run, stage1_
   stage1_saver(untrained_run("nb201", dim=8, decoder_hidden=32, seed=1), tmp_path, step=5)
   with pytest.raises(ckpt_lib.CheckpointError,
                      match="stage2 was built on stage1 step 5 with params sha256 .*parent "
-                           "changed underneath it; retrain it in a new --workdir"):
+                           "changed underneath it; retrain it after removing .*stage2, or in "
+                           "a new --workdir holding its parents"):
     lineage.check_parents(child_meta, tmp_path, where="stage2", load_parent=_load_parent)
 
   # Stage 1 resumed past the recorded step, which retention then deleted.

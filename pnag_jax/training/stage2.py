@@ -290,7 +290,7 @@ def _check_resume(ckpt, frozen: dict, parents: tuple[dict, ...], space: str,
       what = "stage 1" if parent["stage"] == stage1.NAME else "surrogate"
       raise ckpt_lib.CheckpointError(
           f"{where} was trained on another {what} than {workdir}/{parent['stage']} holds "
-          f"now (step {parent['step']}); retrain stage 2 in a new --workdir")
+          f"now (step {parent['step']}); {lineage.retrain_advice(meta, workdir)}")
   return meta
 
 
@@ -387,10 +387,11 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
         return report
       kept = lineage.config_of(saved_meta, stage2.Stage2Config, stage=stage2.NAME,
                                workdir=workdir).keep_best
-      if start == total and kept != cfg.keep_best:
-        # The step served is read from the checkpoints, which a finished run no longer
-        # writes: its report would say one step while `load` serves the other.
-        raise PnagError(f"stage 2 in {workdir} finished with keep_best={kept}; which step "
+      if start == total and kept and not cfg.keep_best:
+        # Which step is served is read from the checkpoints, which a finished run no
+        # longer writes: its report would say the last step while `load` serves the
+        # best. (The other way round both say the last: a run of before keep_best.)
+        raise PnagError(f"stage 2 in {workdir} finished with keep_best=True; which step "
                         "it serves was fixed as it trained (train in a new --workdir to "
                         "change it)")
       params, opt_state, base_key, _ = ckpt.restore(
