@@ -40,6 +40,11 @@ def test_with_the_tables_a_misspelt_task_is_unknown(task_conditioned, tmp_path, 
                            "--data-dir", data_dir, "--task", "cifar10_tset_acc")
   assert code == 2 and "unknown task 'cifar10_tset_acc'; see `pnag tasks" in err, err
   assert not out.exists()
+  code, _, err = pnag_main("eval", "conditional", "--workdir", "W", "--out", out,
+                           "--data-dir", data_dir, "--task", "lat_pixel3_1", "--task",
+                           "lat_pixel3_1")
+  assert code == 2 and "--task gives a task twice: lat_pixel3_1 lat_pixel3_1" in err, err
+  assert not out.exists()
 
 
 def test_a_task_without_full_coverage_is_refused_before_any_sweep(task_conditioned, tmp_path,

@@ -134,15 +134,16 @@ def _executable(r: dict) -> bool:
 
 def check_genes(space_name: str, genes: np.ndarray, valid: np.ndarray, *, key: jax.Array,
                 full_size: bool, jit: bool, cache: dict, progress: bool = False) -> list[dict]:
-  """Checks each arch once (`cache` is keyed by genes); rows in input order.
+  """Checks each arch once (`cache` is keyed by genes and validity); rows in input order.
 
-  The n-th distinct network checked with `cache` gets `fold_in(key, n)`, so no two
-  networks share a key.
+  The n-th distinct entry of `cache` gets `fold_in(key, n)`, so no two networks share a
+  key. Validity is part of the key: an invalid decode can clip to the genes of a valid
+  arch, and the valid one must still be built.
   """
   rows = []
   pairs = list(zip(np.asarray(genes), np.asarray(valid)))
   for g, v in tqdm(pairs, disable=not progress, leave=False, unit="arch"):
-    k = g.tobytes()
+    k = (g.tobytes(), bool(v))
     if k not in cache:
       net_key = jax.random.fold_in(key, len(cache))
       cache[k] = check_network(space_name, g, key=net_key, full_size=full_size,

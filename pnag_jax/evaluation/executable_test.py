@@ -60,6 +60,11 @@ def test_non_finite_networks_are_not_executable(monkeypatch):
   rows = executable.check_genes("nb201", genes[None], np.array([True]), key=jax.random.key(1),
                                 full_size=False, jit=False, cache={})
   assert not rows[0]["executable"]
+  # An invalid decode can clip to a valid arch's genes: checked first, it once made the
+  # valid arch "not built" too.
+  rows = executable.check_genes("nb201", np.stack([genes, genes]), np.array([False, True]),
+                                key=jax.random.key(1), full_size=False, jit=False, cache={})
+  assert [(r["valid"], r["built"]) for r in rows] == [(False, False), (True, True)]
 
 
 def test_from_file_and_unbuildable_archs(tmp_path):

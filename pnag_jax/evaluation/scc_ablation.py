@@ -47,6 +47,9 @@ def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,
   if space_name not in BUDGETS:
     raise PnagError(f"scc-ablation supports {', '.join(BUDGETS)}, not {space_name!r}")
   reports.check_sizes(num, len(seeds))
+  if any(o.partition("=")[0].strip() == "scc_t_max" for o in extra_overrides):
+    # Each run's own t_max is set after the overrides, and would win silently.
+    raise PnagError("--set scc_t_max: the ablation sets it per run itself (use --t-max)")
   space = get_space(space_name)
   data = NB201Data.from_dir(data_dir) if space_name == "nb201" else None
   overrides = list(BUDGETS[space_name]) + list(extra_overrides)
@@ -54,6 +57,8 @@ def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,
   t_max_values = list(range(t_steps + 1)) if t_max_values is None else list(t_max_values)
   if not t_max_values or any(not 0 <= t <= t_steps for t in t_max_values):
     raise PnagError(f"t_max values must be in 0..{t_steps}, at least one")
+  if len(set(t_max_values)) < len(t_max_values):  # else its runs are counted twice
+    raise PnagError(f"--t-max gives a value twice: {' '.join(map(str, t_max_values))}")
   out = reports.out_dir(out)  # once the settings are known to be good
   results = []
   for t_max in t_max_values:
@@ -61,13 +66,14 @@ def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,
       cfg = make_config("quick", space_name, seed, overrides + [f"scc_t_max={t_max}"])
       workdir = out / "runs" / f"tmax{t_max}_seed{seed}"
       rep_path = workdir / "stage1" / "report.json"
-      if rep_path.exists():
-        # A finished run is reused only if it was trained as this report will say.
-        saved = read_config(workdir)
-        if saved != cfg:
-          raise PnagError(f"{workdir} holds a run trained with other settings than "
-                          f"t_max={t_max}, seed {seed} and {' '.join(overrides)}; remove it "
-                          "or use another --out")
+      # A run, finished or not, is reused (or resumed) only if it was trained as this
+      # report will say: resumed under other settings, its steps would mix two configs.
+      saved = read_config(workdir)
+      if saved is not None and saved != cfg:
+        raise PnagError(f"{workdir} holds a run trained with other settings than "
+                        f"t_max={t_max}, seed {seed} and {' '.join(overrides)}; remove it "
+                        "or use another --out")
+      if saved is not None and rep_path.exists():
         rep = json.loads(rep_path.read_text())
       else:
         rep = stage1_training.train_and_evaluate(cfg, workdir, progress=False)
@@ -164,7 +170,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="space to ablate (each has a reduced training budget)")
   p.add_argument("--seeds", type=int, default=2, help="seeds 0 .. SEEDS-1 per t_max")
   p.add_argument("--t-max", type=int, nargs="*", default=None,
-                 help="t_max values to train (default: every value 0..T)")
+                 help="t_max values to train (default: every value 0..T); the report "
+                      "covers these alone (runs of others stay in OUT/runs/)")
   p.add_argument("--num", type=int, default=1000, help="generated archs per run")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override the reduced training budget (a stage-1 config key)")

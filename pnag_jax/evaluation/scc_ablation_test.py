@@ -32,11 +32,14 @@ def test_ablation_writes_every_t_max_and_resumes(tmp_path, data_dir, monkeypatch
   again = scc_ablation.run("nb201", tmp_path, seeds=(0,), t_max_values=(0,), num=200,
                            data_dir=str(data_dir), progress=False, extra_overrides=_SHORT)
   assert again["results"][0]["heldout_exact_match"] == rep["results"][0]["heldout_exact_match"]
-  # But not one trained otherwise than the report would say.
-  with pytest.raises(PnagError, match="holds a run trained with other settings"):
-    scc_ablation.run("nb201", tmp_path, seeds=(0,), t_max_values=(0,), num=200,
-                     data_dir=str(data_dir), progress=False,
-                     extra_overrides=(*_SHORT, "max_steps=7"))
+  # But not one trained otherwise than the report would say, finished or not (without
+  # its report, it was resumed and reported under the new settings).
+  (tmp_path / "runs" / "tmax6_seed0" / "stage1" / "report.json").unlink()
+  for t_max, other in ((0, "max_steps=7"), (6, "learning_rate=0.5")):
+    with pytest.raises(PnagError, match="holds a run trained with other settings"):
+      scc_ablation.run("nb201", tmp_path, seeds=(0,), t_max_values=(t_max,), num=200,
+                       data_dir=str(data_dir), progress=False,
+                       extra_overrides=(*_SHORT, other))
 
 
 def test_bad_requests(tmp_path):
@@ -48,4 +51,8 @@ def test_bad_requests(tmp_path):
     scc_ablation.run("nb201", tmp_path / "o", seeds=())
   with pytest.raises(PnagError, match=r"at least one"):
     scc_ablation.run("nb201", tmp_path / "o", t_max_values=())
+  with pytest.raises(PnagError, match=r"--t-max gives a value twice: 0 0"):
+    scc_ablation.run("nb201", tmp_path / "o", t_max_values=(0, 0))
+  with pytest.raises(PnagError, match=r"--set scc_t_max: the ablation sets it per run"):
+    scc_ablation.run("nb201", tmp_path / "o", extra_overrides=("scc_t_max=3",))
   assert not (tmp_path / "o").exists()
