@@ -223,9 +223,8 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
   test = evaluate(eval_step, state["model"], ds.x_test, ds.y_test)
   # Every invocation's epochs; rows of epochs trained again were moved aside. Empty
   # where no invocation of this version trained an epoch (the log is opened only then).
-  logged = reports.read_metrics(workdir) if (workdir / reports.METRICS).is_file() else []
   history = [{k: v for k, v in r.items() if k not in ("step", "split")}
-             for r in logged if r.get("split") == "train"]
+             for r in reports.read_metrics(workdir) if r.get("split") == "train"]
   report = {
       "space": cfg.space, "arch": cfg.arch, "dataset": cfg.dataset,
       "test_accuracy": test["accuracy"], "test_loss": test["loss"],

@@ -351,7 +351,8 @@ def checkpoint_dir(workdir: str | Path) -> Path:
   return Path(workdir) / NAME / "checkpoints"
 
 
-def _config_of(meta: dict, workdir) -> Stage2Config:
+def config_of(meta: dict, workdir) -> Stage2Config:
+  """The config a stage-2 checkpoint's `meta` records (`lineage.config_of`)."""
   return lineage.config_of(meta, Stage2Config, stage=NAME, workdir=workdir)
 
 
@@ -373,7 +374,7 @@ def read_config(workdir: str | Path) -> Stage2Config | None:
   with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
     if ckpt.latest_step() is None:
       return None
-    return _config_of(ckpt.read_meta(), workdir)
+    return config_of(ckpt.read_meta(), workdir)
 
 
 def load_parent(name: str, workdir, step: int):
@@ -397,7 +398,7 @@ def served_step(workdir: str | Path) -> tuple[str, int] | None:
     latest = ckpt.latest_step()
     if latest is None:
       return None
-    keep_best = _config_of(ckpt.read_meta(), workdir).keep_best
+    keep_best = config_of(ckpt.read_meta(), workdir).keep_best
   if keep_best and best_dir(workdir).is_dir():
     with ckpt_lib.StageCheckpointer(workdir, BEST, read_only=True) as best:
       if best.latest_step() is not None:
@@ -426,7 +427,7 @@ def load(workdir: str | Path, step: int | None = None) -> Stage2Run:
   name, step = served
   with ckpt_lib.StageCheckpointer(workdir, name, read_only=True) as ckpt:
     meta = ckpt.read_meta(step)
-    cfg = _config_of(meta, workdir)
+    cfg = config_of(meta, workdir)
     parents = lineage.check_parents(meta, workdir, where=f"stage 2 in {workdir}",
                                     load_parent=load_parent)
     if stage1.NAME not in parents:

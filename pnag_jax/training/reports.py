@@ -91,9 +91,14 @@ def _ends_mid_line(path: Path) -> bool:
 
 
 def read_metrics(out_dir: Path) -> list[dict]:
-  """The rows of `metrics.jsonl` in file order, without any a crash cut short."""
+  """The rows of `metrics.jsonl` in file order, without any a crash cut short; none
+  where there is no file (a run that logged no step, or one of before the log)."""
   rows = []
-  with (out_dir / METRICS).open() as f:
+  try:
+    f = (out_dir / METRICS).open()
+  except FileNotFoundError:
+    return rows
+  with f:
     for line in f:
       try:
         row = json.loads(line)

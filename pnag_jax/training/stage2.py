@@ -385,8 +385,7 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
                                                cfg.to_json())
       if report is not None:
         return report
-      kept = lineage.config_of(saved_meta, stage2.Stage2Config, stage=stage2.NAME,
-                               workdir=workdir).keep_best
+      kept = stage2.config_of(saved_meta, workdir).keep_best
       if start == total and kept and not cfg.keep_best:
         # Which step is served is read from the checkpoints, which a finished run no
         # longer writes: its report would say the last step while `load` serves the
