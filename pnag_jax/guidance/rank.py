@@ -72,16 +72,20 @@ def candidates(space: SearchSpace, pool: np.ndarray, *, ref_genes: np.ndarray,
                constraints=(), known=None) -> tuple[np.ndarray, int]:
   """(candidates in pool order, distinct archs in the pool) of strictly valid `pool`.
 
-  One arch per class (the first drawn), none a reference's class, every constraint met.
+  One arch per class, none a reference's class, every constraint met: the first drawn
+  member that meets them. Constraints are checked before classes are merged, since a
+  class's members can differ on them (NB201's exact params count the convs of edges
+  that a cell's output never reads; its latency tables are per cell).
   """
   keys = iso_keys(space, pool)
+  unique = int(_first_rows(keys).shape[0])
+  if constraints:
+    ok = constraints_lib.satisfied(list(constraints), known, space, pool)
+    pool, keys = pool[ok], keys[ok]
   first = _first_rows(keys)
-  uniq = pool[first]
   ref_keys = set(map(tuple, iso_keys(space, ref_genes).tolist()))
   keep = np.array([k not in ref_keys for k in map(tuple, keys[first].tolist())], bool)
-  if constraints:
-    keep &= constraints_lib.satisfied(list(constraints), known, space, uniq)
-  return uniq[keep], int(uniq.shape[0])
+  return pool[first[keep]], unique
 
 
 def guided(space: SearchSpace, predictor, pool: np.ndarray, drawn: int, *, k: int,

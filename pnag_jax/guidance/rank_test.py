@@ -1,8 +1,10 @@
-"""Ranking's pool: one arch per isomorphism class, and the one kept is the first drawn."""
+"""Ranking's pool: one arch per isomorphism class, and the one kept is the first drawn
+(the first drawn that meets every constraint)."""
 
 import numpy as np
 
-from pnag_jax.guidance import rank
+from pnag_jax import tasks as tasks_lib
+from pnag_jax.guidance import constraints, rank
 from pnag_jax.spaces import get_space
 
 SPACE = get_space("nb201")
@@ -27,6 +29,20 @@ def test_the_first_drawn_member_of_a_class_is_kept():
   # Drawn the other way round, the other member stands for the class.
   cand, _ = rank.candidates(SPACE, pool[::-1], ref_genes=pool[:0])
   assert SPACE.to_strings(cand) == [DENSE, DEAD_CONV3, SPARSE]
+
+
+def test_a_class_is_kept_by_its_first_member_that_meets_the_constraints():
+  known = tasks_lib.builtin_tasks("nb201", None)  # params: a formula, no tables needed
+  pool = SPACE.from_strings([DEAD_CONV3, DENSE, DEAD_CONV1])
+  params = constraints.values(known["params"], SPACE, pool)
+  # The premise: the dead conv is counted, so the class's members differ in params.
+  assert params[0] > params[2]
+  budget = constraints.Constraint("params", "<=", float(params[2]))
+  cand, unique = rank.candidates(SPACE, pool, ref_genes=pool[:0], constraints=[budget],
+                                 known=known)
+  assert unique == 2
+  expected = [s for s, p in zip([DEAD_CONV3, DENSE, DEAD_CONV1], params) if p <= params[2]]
+  assert DEAD_CONV1 in expected and SPACE.to_strings(cand) == expected
 
 
 def test_first_of_each_class_is_first_seen_over_a_random_pool():
