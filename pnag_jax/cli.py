@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -155,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   try:
     args = parser.parse_args(argv)
+    for name in ("workdir", "out"):
+      if getattr(args, name, None) == "":  # pathlib reads "" as ".": the current folder
+        raise PnagError(f"--{name} is empty")
     # A protocol refused (or failed) after making --out leaves no empty folder.
     out = getattr(args, "out", None) if args.command == "eval" else None
     with atomic.no_empty_dirs_on_failure(out):
@@ -165,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except KeyboardInterrupt:
     print("pnag: interrupted", file=sys.stderr)
     return 130
+  except BrokenPipeError:
+    return _reader_gone()
   except Exception as e:  # pylint: disable=broad-exception-caught  # re-raised unless memory
     if not _out_of_memory(e):
       raise
@@ -183,6 +189,17 @@ def _out_of_memory(e: Exception) -> bool:
       and str(e).startswith("RESOURCE_EXHAUSTED"))
 
 
+def _reader_gone() -> int:
+  """stdout's reader left (`pnag tasks | head`): end quietly, with the exit code of a
+  tool that SIGPIPE ended. What the command wrote to files is complete or removed: the
+  error unwound through every `with`, and results are printed after they are written.
+  stdout goes to /dev/null first, or the interpreter's last flush fails once more."""
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, sys.stdout.fileno())
+  os.close(devnull)
+  return 128 + signal.SIGPIPE
+
+
 def console(argv: Sequence[str] | None = None) -> None:
   """The `pnag` console command (and `train/*.py`): `main`, then exit with its code.
 
@@ -195,6 +212,10 @@ def console(argv: Sequence[str] | None = None) -> None:
   runtime's heartbeat.
   """
   code = main(argv)
+  try:
+    sys.stdout.flush()  # what is still buffered: a pipe closed early fails only now
+  except BrokenPipeError:
+    code = _reader_gone()
   if code == 130:
     sys.stdout.flush()
     sys.stderr.flush()

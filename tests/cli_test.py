@@ -1,6 +1,9 @@
 """The `pnag` console command: registries, help texts, one-line errors."""
 
 import argparse
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -94,6 +97,8 @@ def test_bad_input_from_the_console_is_one_line_without_traceback(pnag):
     (("train", "stage1", "--space", "nb202", "--workdir", "/tmp/x"), "unknown search space"),
     (("train", "stage1", "--workdir", "/tmp/x", "--set", "dim=abc"), "expected int"),
     (("train", "stage1", "--workdir", "/tmp/x", "--preset", "fast"), "invalid choice"),
+    (("train", "stage1", "--workdir", ""), "--workdir is empty"),
+    (("generate", "--workdir", "/tmp/x", "--num", "5", "--out", ""), "--out is empty"),
     (("eval", "vun", "--out", "/tmp/x", "--num", "0"), "--num and --seeds must be >= 1"),
     (("eval", "vun", "--out", "/tmp/x", "--seeds", "0"), "--num and --seeds must be >= 1"),
     (("eval", "ofa", "--workdir", "/tmp/x", "--out", "/tmp/x", "--ratio", "600"),
@@ -146,6 +151,19 @@ def test_the_console_command_ends_an_interrupted_run_at_once(monkeypatch):
       cli.console(["train", "stage1", "--help"])  # as train/stage1.py passes its own
     assert e.value.code == how
   assert ended == [130] and argvs == [["train", "stage1", "--help"]] * 3
+
+
+@pytest.mark.parametrize("args", [("spaces",), ("tasks", "--space", "nb201")])
+def test_a_reader_that_left_ends_the_command_quietly(data_dir, args):
+  # `pnag tasks | head`: the pipe is closed before the command prints (short output
+  # fails at the last flush, long output at a print).
+  read, write = os.pipe()
+  os.close(read)
+  r = subprocess.run([sys.executable, "-m", "pnag_jax.cli", *args], stdout=write,
+                     stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+                     env={**os.environ, "PNAG_DATA_DIR": str(data_dir)})
+  os.close(write)
+  assert r.returncode == 141 and r.stderr == "", r.stderr
 
 
 def test_the_demo_checks_the_tables_before_it_trains(pnag_main, tmp_path, data_dir):

@@ -172,7 +172,7 @@ def read_arch_file(path: str | Path, space_name: str) -> list[str]:
   except (OSError, UnicodeDecodeError) as e:
     raise PnagError(f"cannot read arch file {path} as UTF-8 text: {e}") from None
   archs = []
-  for n, line in enumerate(text.splitlines(), 1):
+  for n, line in enumerate(text.split("\n"), 1):
     if not line.strip():
       continue
     try:

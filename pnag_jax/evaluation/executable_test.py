@@ -89,6 +89,15 @@ def test_from_file_and_unbuildable_archs(tmp_path):
   assert [(r["valid"], r["built"], r["executable"]) for r in rows] == [(False, False, False)]
 
 
+def test_an_arch_file_row_ends_at_a_newline_only(tmp_path):
+  f = tmp_path / "a.jsonl"
+  arch = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+  # JSON strings may hold U+2028 unescaped; str.splitlines would cut the row there.
+  f.write_text(json.dumps({"arch": arch, "note": "a\u2028b"}, ensure_ascii=False) + "\n",
+               encoding="utf-8")
+  assert executable.read_arch_file(f, "nb201") == [arch]
+
+
 def test_bad_input(tmp_path):
   with pytest.raises(PnagError, match="exactly one of"):
     executable.run(tmp_path, random=True, from_file="x.jsonl", space="nb201")

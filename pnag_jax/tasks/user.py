@@ -160,7 +160,7 @@ def read_archs(path: str | os.PathLike, space: SearchSpace | str) -> np.ndarray:
 
 def _read_jsonl_archs(path: Path, space: SearchSpace) -> list[np.ndarray]:
   try:
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = path.read_text(encoding="utf-8-sig").split("\n")
   except (OSError, UnicodeDecodeError) as e:
     raise DataError(f"cannot read {path.name}: {one_line(e, 300)}") from None
   genes = []

@@ -135,6 +135,17 @@ def test_read_archs_accepts_native_dicts_in_jsonl(tmp_path):
   np.testing.assert_array_equal(read_archs(path, space), genes)
 
 
+def test_jsonl_rows_end_at_newlines_only(tmp_path):
+  # JSON strings may hold U+2028, U+0085 or a form feed unescaped; str.splitlines would
+  # cut a row there.
+  space = get_space("nb201")
+  rows = [json.dumps({"arch": a, "note": f"x{sep}y"}, ensure_ascii=False)
+          for a, sep in [(_A, "\u2028"), (_B, "\x85"), (_A, "\x0c")]]
+  path = tmp_path / "a.jsonl"
+  path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+  np.testing.assert_array_equal(read_archs(path, space), space.from_strings([_A, _B, _A]))
+
+
 @pytest.mark.parametrize("name,text,match", [
     ("a.csv", "", "is empty"),
     ("a.csv", "x,y\n1,2\n", "lacks column.*arch"),
