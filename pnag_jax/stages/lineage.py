@@ -140,6 +140,33 @@ def check_not_past(step: int, total: int, *, where: str, limit: str, how: str) -
                           f"{step} or use a new --workdir")
 
 
+def check_finished(meta: Mapping[str, Any], cfg: Any, step: int, total: int, *,
+                   where: str) -> None:
+  """A run resumed at its last step (`step == total`) trains no more, so a rerun may
+  change only what is measured or logged after training (`AFTER_TRAINING` of the
+  config's class), which its report then measures anew. Any other setting would be
+  written into `config.json` and the report without a step trained under it.
+
+  Raises:
+    CheckpointError: a training setting differs from the checkpoint's; the one line
+      names each and both its values.
+  """
+  if step != total:
+    return
+  cls = type(cfg)
+  config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+  saved = {**_defaults(cls), **_as_trained(cls, config)}
+  after = getattr(cls, "AFTER_TRAINING", ())
+  differ = [f"{k}={_tuples(saved.get(k))!r}, not {v!r}"
+            for k, v in config_lib.to_dict(cfg).items()
+            if k not in after and _tuples(saved.get(k)) != _tuples(v)]
+  if differ:
+    raise CheckpointError(
+        f"{where} finished its {total} steps trained with {'; '.join(differ)}, and trains "
+        f"no more (a rerun may change only {', '.join(after) or 'nothing'}); train it on "
+        "for more steps, or use a new --workdir")
+
+
 def check_recorded(meta: Mapping[str, Any], recorded: Mapping[str, tuple[str, ...]], *,
                    where: str) -> None:
   """A resumed run must read the tasks it started with (`recorded`: name lists that the

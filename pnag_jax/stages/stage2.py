@@ -110,6 +110,9 @@ class Stage2Config:
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "seed", "condition", "width", "depth", "heads", "mlp_ratio", "cond_embed",
       "cond_frequencies", "valid_only", "task_bank", "k_min", "k_max", "budgets")
+  #: What a finished run may be rerun with (`lineage.check_finished`): read after training.
+  AFTER_TRAINING: ClassVar[tuple[str, ...]] = (
+      "eval_size", "eval_every", "keep_best", "checkpoint_every", "log_every")
   # Values of keys in checkpoints written before the key existed (`lineage.config_of`):
   # before the embedding was a setting, it was always linear; no best step was kept.
   ADDED_KEYS: ClassVar[dict[str, Any]] = {"cond_embed": "linear", "keep_best": False}

@@ -114,6 +114,9 @@ class SurrogateConfig:
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "space", "seed", "exclude", "encoder_init", "dim", "layers", "emb_dim", "hidden", "task_dim",
       "ridge", "task_spread", "num_val_tasks", "k_max", "queries", "episodes")
+  #: What a finished run may be rerun with (`lineage.check_finished`): read after training.
+  AFTER_TRAINING: ClassVar[tuple[str, ...]] = (
+      "eval_ks", "eval_archs", "eval_repeats", "checkpoint_every", "log_every")
   # Values of keys in checkpoints written before the key existed (`lineage.config_of`),
   # where they differ from today's default; a function reads the rest of the saved config.
   # The first surrogates sampled tasks uniformly, had score targets and no weight average;
@@ -572,7 +575,7 @@ def load(workdir: str | Path, step: int | None = None, *, space: str | None = No
   if not checkpoint_dir(workdir).is_dir():
     raise ckpt_lib.CheckpointError(
         f"no surrogate under {workdir} (train one: pnag train surrogate --workdir {workdir} "
-        "--space nb201)")
+        f"--space {space or 'nb201'})")
   with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
     step = ckpt.latest_step() if step is None else step
     if step is None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 from pnag_jax import atomic
+from pnag_jax.errors import PnagError
 
 REPORT = "report.json"
 METRICS = "metrics.jsonl"
@@ -33,12 +33,12 @@ def _sha256(text: str) -> str:
 
 def write_final(out_dir: Path, step: int, report: dict) -> None:
   """Appends the `final` row to `metrics.jsonl` and writes `report.json` (`write_report`)."""
-  with open_metrics(out_dir, step) as log:
+  with open_metrics(out_dir, step, final=True) as log:
     log.write(json.dumps({"step": step, "split": "final", **report}) + "\n")
   write_report(out_dir, report)
 
 
-def open_metrics(out_dir: Path, start: int) -> TextIO:
+def open_metrics(out_dir: Path, start: int, *, final: bool = False) -> TextIO:
   """`metrics.jsonl`, opened to append a row per line, for an invocation that trains on
   from checkpoint step `start` (0: a new run).
 
@@ -46,37 +46,52 @@ def open_metrics(out_dir: Path, start: int) -> TextIO:
   invocation killed after its last checkpoint (or, at 0, before its first, or a run
   whose checkpoints were deleted) logged them, and those steps are trained, and
   logged, again, with a new run's config as another run's. So each step keeps one row
-  per split, its run's own, and no row is lost. A row a crash cut short (a full disk,
-  a power cut) is ended, so the next row starts a line of its own; readers skip it
-  (`read_metrics`).
+  per split, its run's own, and no row is lost. `final`: the invocation writes the
+  run's final row at `start`, and an earlier one there moves too (a rerun that measures
+  anew, or one killed between that row and `report.json`). A line that is no row (cut
+  short by a crash, or bytes that are no text) stays as it is, ended, so the next row
+  starts a line of its own; readers skip it (`read_metrics`). Lines end at newlines
+  only, and are moved as bytes: whatever they hold is kept.
   """
   path = out_dir / METRICS
-  try:
-    text = path.read_text()
-  except FileNotFoundError:
-    text = ""
+  data = _read_bytes(path)
+  lines = data.split(b"\n")
+  if lines[-1] == b"":  # what follows the last newline: nothing, or a cut line
+    lines.pop()
   kept, past = [], []
-  for line in text.splitlines():
-    (past if _step(line) > start else kept).append(line + "\n")
+  for line in lines:
+    row = _row(line)
+    step = row.get("step") if isinstance(row, dict) else None
+    moved = isinstance(step, int) and (
+        step > start or (final and step == start and row.get("split") == "final"))
+    (past if moved else kept).append(line + b"\n")
   if past:
     # Appended before the rewrite: a kill in between leaves rows twice, never none.
     dropped = out_dir / DROPPED_METRICS
     cut = _ends_mid_line(dropped)
-    with dropped.open("a") as f:
-      f.writelines(["\n"] * cut + past)
-  if past or (text and not text.endswith("\n")):
-    atomic.write_text(path, "".join(kept))
+    with dropped.open("ab") as f:
+      f.writelines([b"\n"] * cut + past)
+  if past or (data and not data.endswith(b"\n")):
+    with atomic.open_replacing(path, "wb") as f:
+      f.writelines(kept)
   return path.open("a")
 
 
-def _step(line: str) -> float:
-  """A row's step; -inf where the line is no row (a cut one), which is kept as it is."""
+def _read_bytes(path: Path) -> bytes:
   try:
-    row = json.loads(line)
-  except ValueError:
-    return -math.inf
-  step = row.get("step") if isinstance(row, dict) else None
-  return step if isinstance(step, int) else -math.inf
+    return path.read_bytes()
+  except FileNotFoundError:
+    return b""
+  except OSError as e:  # a folder where the log should be, permissions
+    raise PnagError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _row(line: bytes) -> Any:
+  """The line's JSON value, or None where it is none (a cut line, bytes of no text)."""
+  try:
+    return json.loads(line)
+  except ValueError:  # UnicodeDecodeError included
+    return None
 
 
 def _ends_mid_line(path: Path) -> bool:
@@ -91,22 +106,11 @@ def _ends_mid_line(path: Path) -> bool:
 
 
 def read_metrics(out_dir: Path) -> list[dict]:
-  """The rows of `metrics.jsonl` in file order, without any a crash cut short; none
-  where there is no file (a run that logged no step, or one of before the log)."""
-  rows = []
-  try:
-    f = (out_dir / METRICS).open()
-  except FileNotFoundError:
-    return rows
-  with f:
-    for line in f:
-      try:
-        row = json.loads(line)
-      except ValueError:
-        continue
-      if isinstance(row, dict):
-        rows.append(row)
-  return rows
+  """The rows of `metrics.jsonl` in file order, without the lines that are none (cut
+  short by a crash, or no text); none where there is no file (a run that logged no
+  step, or one of before the log)."""
+  rows = (_row(line) for line in _read_bytes(out_dir / METRICS).split(b"\n"))
+  return [row for row in rows if isinstance(row, dict)]
 
 
 def write_report(out_dir: Path, report: dict) -> None:

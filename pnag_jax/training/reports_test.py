@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from pnag_jax.errors import PnagError
 from pnag_jax.training import reports
 
 
@@ -90,3 +93,33 @@ def test_rows_past_the_checkpoint_resumed_from_are_dropped(tmp_path):
   before = (tmp_path / reports.METRICS).stat()
   log_steps(5, ())  # nothing past its step: the file is left as it is
   assert (tmp_path / reports.METRICS).stat().st_ino == before.st_ino
+
+
+def test_a_final_row_measured_anew_replaces_the_last_one(tmp_path):
+  reports.write_final(tmp_path, 30, {"exact": 0.5})
+  # A rerun of the finished run measures anew (or the first was killed before its
+  # report.json): one final row, the new one; the old one is kept aside.
+  reports.write_final(tmp_path, 30, {"exact": 0.7})
+  assert reports.read_metrics(tmp_path) == [{"step": 30, "split": "final", "exact": 0.7}]
+  assert json.loads((tmp_path / reports.DROPPED_METRICS).read_text())["exact"] == 0.5
+  # A run trained on past it keeps the final row of its earlier end as history.
+  with reports.open_metrics(tmp_path, 30) as log:
+    log.write(json.dumps({"step": 40, "split": "train"}) + "\n")
+  assert [r["step"] for r in reports.read_metrics(tmp_path)] == [30, 40]
+
+
+def test_a_log_that_is_no_text_is_kept_and_one_that_cannot_be_read_is_one_line(tmp_path):
+  path = tmp_path / reports.METRICS
+  garbage = b"\xff\xfe garbage\n{\"step\": 1, \"split\": \"train\", \"note\": \"a\xe2\x80\xa8b\"}\n"
+  path.write_bytes(garbage)
+  with reports.open_metrics(tmp_path, 0) as log:  # nothing past step 0 but the row
+    log.write(json.dumps({"step": 1, "split": "train"}) + "\n")
+  assert path.read_bytes().startswith(b"\xff\xfe garbage\n")
+  assert reports.read_metrics(tmp_path) == [{"step": 1, "split": "train"}]
+  assert b"a\xe2\x80\xa8b" in (tmp_path / reports.DROPPED_METRICS).read_bytes()
+  path.unlink()
+  path.mkdir()
+  for read in (lambda: reports.open_metrics(tmp_path, 0), lambda: reports.read_metrics(tmp_path)):
+    with pytest.raises(PnagError, match="cannot read .*metrics.jsonl") as e:
+      read()
+    assert "\n" not in str(e.value)

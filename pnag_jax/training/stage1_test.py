@@ -10,6 +10,7 @@ import pytest
 from pnag_jax import checkpoint as ckpt_lib
 from pnag_jax.errors import PnagError
 from pnag_jax.stages import stage1
+from pnag_jax.training import reports
 from pnag_jax.training import stage1 as training
 
 TINY = ["dim=8", "decoder_hidden=32", "encoder_layers=1", "codebook_size=16",
@@ -155,6 +156,13 @@ def test_train_seconds_total_every_invocation_and_a_finished_run_keeps_its_repor
   other = training.train_and_evaluate(new, tmp_path, progress=False)
   assert other["num_evaluated"] == 128 and other["resumed_from"] == 12
   assert other["train_seconds"] == 12.0
+  finals = [r for r in reports.read_metrics(tmp_path / "stage1") if r["split"] == "final"]
+  assert [r["num_evaluated"] for r in finals] == [128]  # the old final row moved aside
+  # A training setting on a finished run trains nothing: refused, and nothing rewritten.
+  kept = _bytes(tmp_path, "report.json", "metrics.jsonl", "config.json")
+  with pytest.raises(ckpt_lib.CheckpointError, match="learning_rate=0.003, not 0.05.*trains no more"):
+    training.train_and_evaluate(new.replace(learning_rate=0.05), tmp_path, progress=False)
+  assert _bytes(tmp_path, "report.json", "metrics.jsonl", "config.json") == kept
 
 
 def test_max_steps_zero_is_documented_as_no_cap(pnag_main):

@@ -80,10 +80,14 @@ def split_tasks(cfg: SurrogateConfig, tasks: dict) -> tuple[list[str], list[str]
   so `report.json` measures transfer to tasks the model never saw.
   """
   kept, excluded = tasks_lib.select_tasks(tasks, cfg.exclude)
-  names = sorted(kept)
+  # A formula task lists scores only where the space can be enumerated (NB201's params
+  # and flops); elsewhere (MBV3's ofa_acc) it scores any arch but lists none to learn.
+  enumerable = get_space(cfg.space).enumerable
+  names = sorted(n for n, t in kept.items() if enumerable or not t.is_function)
   if len(names) < cfg.num_val_tasks + 2:
-    raise PnagError(f"space {cfg.space!r} has {len(names)} allowed task(s); meta-training "
-                    f"needs at least {cfg.num_val_tasks + 2} (2 + num_val_tasks)")
+    listed = "" if enumerable else " that list scores (a formula task lists none here)"
+    raise PnagError(f"space {cfg.space!r} has {len(names)} allowed task(s){listed}; "
+                    f"meta-training needs at least {cfg.num_val_tasks + 2} (2 + num_val_tasks)")
   perm = np.random.default_rng([cfg.seed, 7]).permutation(len(names))
   val = sorted(names[i] for i in perm[:cfg.num_val_tasks])
   train = [n for n in names if n not in val]
@@ -443,6 +447,8 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
       lineage.check_recorded(meta, split, where=f"{where}/{stage.NAME}")
       lineage.check_not_past(ckpt.latest_step(), cfg.steps, where=f"{where}/{stage.NAME}",
                              limit=f"steps={cfg.steps}", how="steps")
+      lineage.check_finished(meta, cfg, ckpt.latest_step(), cfg.steps,
+                             where=f"{where}/{stage.NAME}")
       ema, rest, key, _ = ckpt.restore(
           params_template=state["ema"],
           opt_state_template={"opt": state["opt_state"], "params": state["params"]})

@@ -1,5 +1,6 @@
 """Meta-training: transfer to a never-read dataset, bit-identical resume, frozen exclusions."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -105,6 +106,10 @@ def test_a_run_without_its_linear_prior_gets_it_by_rerunning(tmp_path, synthetic
   tasks = synthetic_tasks(SYNTHETIC, raising=("lat_z",))
   cfg = stage.make_config("test", "nb201", 0, ("lat_z",), _TINY)
   trainer.train_and_evaluate(cfg, tmp_path, tasks=tasks, progress=False)
+  # A finished run trains no more: a loss setting would label an untrained report.
+  with pytest.raises(stage.ckpt_lib.CheckpointError, match="rank_weight=1.0, not 0.0"):
+    trainer.train_and_evaluate(dataclasses.replace(cfg, rank_weight=0.0), tmp_path,
+                               tasks=tasks, progress=False)
   path = stage.linear_prior_path(tmp_path)
   kept = path.read_bytes()
   before = stage.load(tmp_path)
@@ -257,6 +262,15 @@ def test_an_exclusion_that_matches_nothing_is_an_error(tmp_path, data_dir, pnag_
   code, _, err = pnag_main("train", "surrogate", "--workdir", tmp_path / "w", "--space",
                            "nb201", "--exclude", "cifar1O", "--data-dir", data_dir)
   assert code == 2 and err.count("\n") == 1 and "cifar1O" in err and "matches no" in err
+  assert not (tmp_path / "w").exists()
+
+
+def test_a_space_whose_tasks_list_no_scores_is_one_line(tmp_path, data_dir, pnag_main):
+  # MBV3's tasks are formulas over 10^19 subnets: nothing listed to meta-train on.
+  code, _, err = pnag_main("train", "surrogate", "--workdir", tmp_path / "w", "--space",
+                           "mbv3", "--data-dir", data_dir)
+  assert code == 2 and err.count("\n") == 1, err
+  assert "space 'mbv3' has 0 allowed task(s) that list scores" in err
   assert not (tmp_path / "w").exists()
 
 
