@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -71,16 +72,14 @@ def main(argv=None) -> int:
     port = multihost.free_local_port()
     flags = ["--coordinator", f"localhost:{port}", "--num-processes", str(args.processes)]
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(_pnag(*common, "--out", str(multi), *flags, "--process-id",
-                                    str(i)), env=_env(args.devices), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for i in range(args.processes)]
-    outs = [p.communicate() for p in procs]
+    outs = multihost.run_local(
+        [(_pnag(*common, "--out", str(multi), *flags, "--process-id", str(i)),
+          _env(args.devices)) for i in range(args.processes)])
     multi_wall = time.perf_counter() - t0
-    for p, (_, err) in zip(procs, outs):
-      if p.returncode != 0:
+    for _, err, code in outs:
+      if code != 0:
         print("\n".join(_last_lines(err, 10)), file=sys.stderr)
-        return p.returncode or 1
+        return code or 1
     t0 = time.perf_counter()
     m = subprocess.run(_pnag("generate", "--merge", str(multi)), capture_output=True,
                        text=True, check=False)
@@ -102,13 +101,14 @@ def main(argv=None) -> int:
                 "wall_seconds": multi_wall, "archs_per_s": args.num / multi_wall,
                 "process0_seconds_after_start_up": manifest["seconds"],
                 "parts": manifest["part_files"],
-                "stdout": [_last_lines(o, 2) for o, _ in outs]},
+                "stdout": [_last_lines(o, 2) for o, _, _ in outs]},
       "merge_wall_seconds": merge_wall,
       "speedup_multi_vs_single": single_wall / multi_wall,
       "file_bytes": size, "sha256": digests[0], "byte_identical": identical,
       "wall_includes": "interpreter and JAX start-up, model load, compilation, writing",
       "machine": platform.platform(), "cpu_count": os.cpu_count(),
-      "command": f"python eval/bench_multihost.py --workdir {args.workdir} --num {args.num}",
+      "command": shlex.join(["python", "eval/bench_multihost.py",
+                                *(sys.argv[1:] if argv is None else argv)]),
   }
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   atomic.write_json(args.out, report)

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -50,23 +49,26 @@ def _worker_env(devices: int, cpu_only: bool) -> dict:
 
 def run_workers(workdir: str, devices: int, processes: int, chunk_sizes, num: int,
                 repeats: int = 3, cpu_only: bool = False, timeout: float = 1800) -> list[dict]:
-  """Rows of one point: `processes` workers with `devices` each; process 0's report."""
+  """Rows of one point: `processes` workers with `devices` each; process 0's rows."""
   cmd = [sys.executable, "-m", "pnag_jax.evaluation.scaling_worker", "--workdir",
          str(workdir), "--devices", str(devices), "--num", str(num), "--repeats", str(repeats),
          "--chunk-sizes", ",".join(map(str, chunk_sizes))]
   if processes > 1:
     cmd += ["--coordinator", f"localhost:{multihost.free_local_port()}", "--num-processes", str(processes)]
-  procs = [subprocess.Popen(cmd + (["--process-id", str(i)] if processes > 1 else []),
-                            env=_worker_env(devices, cpu_only or processes > 1),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(processes)]
-  results = [(p.communicate(timeout=timeout), p.returncode) for p in procs]
-  for (_, err), code in results:
+  env = _worker_env(devices, cpu_only or processes > 1)
+  results = multihost.run_local(
+      [(cmd + (["--process-id", str(i)] if processes > 1 else []), env)
+       for i in range(processes)], timeout)
+  for _, err, code in results:
     if code != 0:
       lines = [l for l in err.splitlines() if "error" in l.lower()] or err.splitlines() or [""]
       raise PnagError(f"scaling worker ({processes} x {devices} devices) failed: {lines[-1]}")
   # The runtime's own libraries (Gloo) print to stdout too: the report is the last line.
-  return json.loads(results[0][0][0].strip().splitlines()[-1])
+  measured = [json.loads(out.strip().splitlines()[-1]) for out, _, _ in results]
+  # Process 0's rows, with the slowest process's own time (each process's clock starts
+  # at the same barrier).
+  return [{**row, "last_process_seconds": max(r[i]["process_seconds"] for r in measured)}
+          for i, row in enumerate(measured[0])]
 
 
 def _with_efficiency(rows: list[dict], axis: str) -> list[dict]:
@@ -86,6 +88,11 @@ def run(workdir: str, out: str | Path, *, devices=DEVICES, processes=PROCESSES,
   # wrong --workdir leaves no --out behind.
   if not (Path(workdir) / "stage1").is_dir():
     raise PnagError(f"no stage-1 run under {workdir}; train one with `pnag train stage1`")
+  for n in sorted({*devices, process_devices}):
+    odd = [c for c in chunk_sizes if c % n]
+    if odd:  # it would run on as many devices as divide it (`sampler.batch_mesh`)
+      raise PnagError(f"--chunk-sizes {','.join(map(str, odd))}: not a multiple of {n} "
+                      "devices; a chunk is split evenly over a process's devices")
   out = reports.out_dir(out)
   device_rows, skipped = [], []
   for n in devices:

@@ -41,10 +41,15 @@ def test_sweep_over_two_processes_writes_the_report(nb201_workdir, tmp_path):
   # Two processes of the runtime, one fake device each, the same 1,024 archs between them.
   (two,) = saved["processes"]
   assert (two["processes"], two["devices_per_process"], two["num"]) == (2, 1, 1024)
+  assert two["last_process_seconds"] > 0
   assert "processes, 1 device(s) each" in scaling.format_table(rep)
 
 
-def test_bad_lists_fail_in_one_line():
+def test_bad_lists_fail_in_one_line(nb201_workdir, tmp_path):
+  # A chunk of 4,096 on 3 devices ran on one of them, and was reported as 3.
+  with pytest.raises(PnagError, match="--chunk-sizes 4096: not a multiple of 3 devices"):
+    scaling.run(str(nb201_workdir), tmp_path / "out", devices=(1, 3), chunk_sizes=(4096,))
+  assert not (tmp_path / "out").exists()
   with pytest.raises(PnagError, match="comma-separated integers, got '1,x'"):
     scaling._ints("1,x")  # pylint: disable=protected-access
   with pytest.raises(PnagError, match="positive integers"):

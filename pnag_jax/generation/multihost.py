@@ -19,11 +19,16 @@ error is caught to print one line first (`RuntimeFailure`).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import contextlib
 import re
 import socket
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 
@@ -98,6 +103,44 @@ def free_local_port() -> int:
     return s.getsockname()[1]
 
 
+def run_local(commands: list[tuple[list[str], dict]], timeout: float | None = None
+              ) -> list[tuple[str, str, int]]:
+  """Runs the processes of one run on this machine, `(argv, env)` each, all at once;
+  (stdout, stderr, exit code) of each once every one has ended.
+
+  Their output goes to files, not pipes: read one process after another, a pipe that
+  the next process filled (its progress bar, after about 90 s) blocked it, and the
+  run's barrier then blocked every other. Past `timeout` seconds, all are killed.
+
+  Raises:
+    PnagError: the timeout passed.
+  """
+  with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    logs = [tuple(stack.enter_context((Path(tmp) / f"{i}.{s}").open("w+"))
+                  for s in ("out", "err")) for i in range(len(commands))]
+    procs = []
+    try:
+      for (argv, env), (out, err) in zip(commands, logs):
+        procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True))
+      deadline = None if timeout is None else time.monotonic() + timeout
+      for p in procs:
+        p.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+      raise PnagError(f"the {len(procs)} processes did not end within {timeout:g} s; "
+                      "all were stopped") from None
+    finally:
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+          p.wait()
+    results = []
+    for p, (out, err) in zip(procs, logs):
+      out.seek(0)
+      err.seek(0)
+      results.append((out.read(), err.read(), p.returncode))
+    return results
+
+
 def parse_address(address: str) -> tuple[str, int]:
   host, sep, port = address.rpartition(":")
   # ASCII digits only: str.isdigit() takes "١٢٣٤", which int() reads and gRPC crashes on.
@@ -156,6 +199,14 @@ def initialize(launch: Launch) -> Cluster:
                       f"{str(e).splitlines()[0]}; give --coordinator, --num-processes and "
                       "--process-id instead") from None
     raise PnagError(f"the distributed runtime did not start: {str(e).splitlines()[0]}") from None
+  # Every process sees the whole topology, so every one refuses alike. Orbax's load
+  # syncs the processes with an all-gather that needs as many devices in each.
+  local = collections.Counter(d.process_index for d in jax.devices())
+  if len(set(local.values())) > 1:
+    shutdown()
+    raise PnagError("the processes have different numbers of devices ("
+                    + ", ".join(f"process {p}: {n}" for p, n in sorted(local.items()))
+                    + "); give every process as many")
   return Cluster(jax.process_index(), jax.process_count())
 
 

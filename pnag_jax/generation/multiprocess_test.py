@@ -89,6 +89,25 @@ def test_two_processes_merge_to_the_one_process_file(nb201_workdir, data_dir, tm
   assert "process 1 failed: NB201 data directory" in results[0][2]
   assert time.monotonic() - t0 < 60
   assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == files
+  # Process 1 told to write another file: its part would never meet this manifest.
+  results = _finish(_launch(nb201_workdir, out, data_dir, multihost.free_local_port(),
+                            second=("--out", tmp_path / "other.csv")))
+  assert [r[0] for r in results] == [2, 2], results[0][2][-2000:] + results[1][2][-2000:]
+  assert "process 1 is running another run than process 0: out other.csv (process 0: " \
+         "archs.csv)" in results[0][2]
+  assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == files
+
+
+def test_processes_with_other_device_counts_are_refused_in_one_line(nb201_workdir, data_dir,
+                                                                    tmp_path):
+  # Orbax's load all-gathers over the processes' devices, and crashed on 1 against 2.
+  flags = ("--coordinator", f"localhost:{multihost.free_local_port()}", "--num-processes", "2")
+  results = _finish([_generate(nb201_workdir, tmp_path / "a.csv", data_dir, *flags,
+                               "--process-id", str(i), devices=n) for i, n in ((0, 1), (1, 2))])
+  for code, _, err in results:
+    assert code == 2 and err.endswith("different numbers of devices (process 0: 1, process "
+                                      "1: 2); give every process as many\n"), err[-2000:]
+  assert list(tmp_path.iterdir()) == []
 
 
 def test_a_killed_process_costs_the_rerun_only_its_part(nb201_workdir, data_dir, tmp_path,

@@ -104,8 +104,9 @@ def is_current(part_file: Path, expected: dict) -> bool:
 RUN_KEYS = ("run", "seed", "num", "parts")
 
 
-def check_one_run(entries: list[dict], did: str, consequence: str) -> None:
-  """Raises unless every entry (a process's `RUN_KEYS` and its `part`) is process 0's run.
+def check_one_run(entries: list[dict], did: str, consequence: str,
+                  keys: tuple[str, ...] = RUN_KEYS) -> None:
+  """Raises unless every entry (a process's `keys` and its `part`) is process 0's run.
 
   Raises:
     PnagError: naming the first process that failed (an entry with its `error`), else
@@ -117,7 +118,7 @@ def check_one_run(entries: list[dict], did: str, consequence: str) -> None:
       raise PnagError(f"process {e['part']} failed: {e['error']}; {consequence}")
   first = entries[0]
   for e in entries:
-    differ = [f"{k} {e[k]} (process 0: {first[k]})" for k in RUN_KEYS if e[k] != first[k]]
+    differ = [f"{k} {e[k]} (process 0: {first[k]})" for k in keys if e[k] != first[k]]
     if differ:
       raise PnagError(f"process {e['part']} {did} another run than process 0: "
                       f"{', '.join(differ)}; {consequence}; rerun every process with the "

@@ -167,11 +167,13 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
               "seed": seed, "num": num, "part": pid, "parts": count, "start": start,
               "stop": stop, "count": stop - start}
   # Every process's run, before any file is touched: one started with another seed,
-  # --num, workdir or data tables would otherwise overwrite its part of a finished run
+  # --num, --out, workdir or data tables would otherwise overwrite its part of a finished run
   # (and process 0 that run's manifest) before the manifest's check found it out.
-  multihost.publish(f"run/{pid}", {k: expected[k] for k in (*parts.RUN_KEYS, "part")})
+  # The file too: parts of another --out would never meet this run's manifest.
+  launched = {**{k: expected[k] for k in (*parts.RUN_KEYS, "part")}, "out": Path(out).name}
+  multihost.publish(f"run/{pid}", launched)
   parts.check_one_run(multihost.gather("run", count, timeout_ms=multihost.BARRIER_TIMEOUT_MS),
-                      "is running", "nothing written")
+                      "is running", "nothing written", keys=(*parts.RUN_KEYS, "out"))
   if pid == 0:
     # A manifest exists only for a finished run: this one is not, until the end.
     parts.manifest_path(out).unlink(missing_ok=True)
@@ -419,8 +421,10 @@ def _print_parts(r: dict) -> None:
     _print_file(r)
     return
   what = "wrote" if r["regenerated"] else "kept (current)"
-  print(f"process {r['process_id']} of {r['num_processes']}: {what} archs "
-        f"{r['start']:,}..{r['stop'] - 1:,} -> {r['part']} ({r['seconds']:.1f} s)")
+  rows = (f"archs {r['start']:,}..{r['stop'] - 1:,}" if r["stop"] > r["start"]
+          else "no archs (--num is below the process count)")
+  print(f"process {r['process_id']} of {r['num_processes']}: {what} {rows} -> {r['part']} "
+        f"({r['seconds']:.1f} s)")
   if "manifest" in r:
     print(f"  manifest {r['manifest']}: {r['num']:,} archs, validity "
           f"{100 * r['validity']:.2f}% (strict {100 * r['strict_validity']:.2f}%); "

@@ -8,6 +8,7 @@ import pytest
 
 from pnag_jax.errors import PnagError
 from pnag_jax.generation import run as run_lib
+from pnag_jax.generation import sampler as sampler_lib
 from pnag_jax.generation.sampler import SamplerConfig
 
 
@@ -67,6 +68,12 @@ def test_a_chunk_larger_than_num_is_cut_to_it(nb201_workdir, tmp_path, monkeypat
   assert [c.chunk_size for c in asked] == [6] and len(_rows(tmp_path / "a.csv")) == 5
   assert SamplerConfig(chunk_size=64).for_num(10**6).chunk_size == 64
   assert SamplerConfig().for_num(1001).chunk_size == 1008  # the suite's 8 CPU devices
+  # Any chunk is a multiple of the devices: 8,192 on 3 gcd'd to one device.
+  three = jax.devices()[:3]
+  assert SamplerConfig().for_num(10**6, three).chunk_size == 8193
+  assert SamplerConfig(chunk_size=1).for_num(10**6, three).chunk_size == 3
+  mesh = sampler_lib.batch_mesh(SamplerConfig().for_num(10**6, three).chunk_size, tuple(three))
+  assert mesh.devices.size == 3
 
 
 def test_bad_requests_fail_before_loading(tmp_path):

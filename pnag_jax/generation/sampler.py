@@ -113,12 +113,12 @@ class SamplerConfig:
     draws rows only to trim them, and its memory grows with the chunk (about 5 KB an
     arch on NB201). The rows are the same for any chunk size.
 
-    The cap is `num` rounded up to a multiple of the device count (`devices`, default
+    The chunk is then rounded up to a multiple of the device count (`devices`, default
     all): a chunk is sharded over as many devices as divide it (`batch_mesh`), and an
-    odd `num` would put the whole chunk on one.
+    odd `num`, or the default 8,192 on 3 devices, would put the whole chunk on one.
     """
     n = len(devices or jax.devices())
-    return self.replace(chunk_size=max(1, min(self.chunk_size, -(-num // n) * n)))
+    return self.replace(chunk_size=-(-max(1, min(self.chunk_size, num)) // n) * n)
 
 
 @dataclasses.dataclass(frozen=True)
