@@ -78,11 +78,11 @@ def candidates(space: SearchSpace, pool: np.ndarray, *, ref_genes: np.ndarray,
   that a cell's output never reads; its latency tables are per cell).
   """
   keys = iso_keys(space, pool)
-  unique = int(_first_rows(keys).shape[0])
-  if constraints:
-    ok = constraints_lib.satisfied(list(constraints), known, space, pool)
-    pool, keys = pool[ok], keys[ok]
   first = _first_rows(keys)
+  unique = int(first.shape[0])
+  if constraints:
+    met = np.flatnonzero(constraints_lib.satisfied(list(constraints), known, space, pool))
+    first = met[_first_rows(keys[met])]
   ref_keys = set(map(tuple, iso_keys(space, ref_genes).tolist()))
   keep = np.array([k not in ref_keys for k in map(tuple, keys[first].tolist())], bool)
   return pool[first[keep]], unique
