@@ -20,9 +20,9 @@ error is caught to print one line first (`RuntimeFailure`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
-import contextlib
 import re
 import socket
 import subprocess

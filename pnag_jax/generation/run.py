@@ -167,9 +167,9 @@ def generate_parts_to_file(workdir: str | Path, num: int, seed: int, out: str | 
               "seed": seed, "num": num, "part": pid, "parts": count, "start": start,
               "stop": stop, "count": stop - start}
   # Every process's run, before any file is touched: one started with another seed,
-  # --num, --out, workdir or data tables would otherwise overwrite its part of a finished run
-  # (and process 0 that run's manifest) before the manifest's check found it out.
-  # The file too: parts of another --out would never meet this run's manifest.
+  # --num, workdir or data tables would otherwise overwrite its part of a finished run
+  # (and process 0 that run's manifest) before the manifest's check found it out; one
+  # with another --out would write a part that no manifest lists.
   launched = {**{k: expected[k] for k in (*parts.RUN_KEYS, "part")}, "out": Path(out).name}
   multihost.publish(f"run/{pid}", launched)
   parts.check_one_run(multihost.gather("run", count, timeout_ms=multihost.BARRIER_TIMEOUT_MS),
