@@ -98,9 +98,9 @@ def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
         f"{rep['heldout_exact_match']:.4f}", flush=True)
 
   trained = stage1.load(workdir)
-  gen = Sampler.from_run(trained, SamplerConfig(prior="codes", chunk_size=CHUNK))
+  gen = Sampler.from_run(trained, SamplerConfig(prior="codes", chunk_size=CHUNK).for_num(num))
   key = jax.random.key(seed)
-  gen.generate(key, CHUNK)  # compile
+  gen.generate(key, gen.chunk_size)  # compile
   t0 = time.perf_counter()
   out = gen.generate(key, num)
   gen_seconds = time.perf_counter() - t0

@@ -168,7 +168,7 @@ def read_arch_file(path: str | Path, space_name: str) -> list[str]:
   if not path.is_file():
     raise PnagError(f"arch file {path} does not exist")
   try:
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")
   except (OSError, UnicodeDecodeError) as e:
     raise PnagError(f"cannot read arch file {path} as UTF-8 text: {e}") from None
   archs = []
@@ -214,7 +214,7 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
   k_archs, k_nets = jax.random.split(jax.random.key(seed))
   start = time.perf_counter()
   if workdir:
-    trained, gen = load_sampler(workdir, SamplerConfig(chunk_size=num, constrained=constrained))
+    trained, gen = load_sampler(workdir, SamplerConfig(constrained=constrained).for_num(num))
     space_name = trained.space.name
     if space and get_space(space).name != space_name:
       raise PnagError(f"workdir {workdir} holds a {space_name} run; --space {space} "

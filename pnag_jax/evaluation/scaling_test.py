@@ -45,10 +45,11 @@ def test_sweep_over_two_processes_writes_the_report(nb201_workdir, tmp_path):
   assert "processes, 1 device(s) each" in scaling.format_table(rep)
 
 
-def test_bad_lists_fail_in_one_line(nb201_workdir, tmp_path):
+def test_bad_lists_fail_in_one_line(tmp_path):
   # A chunk of 4,096 on 3 devices ran on one of them, and was reported as 3.
+  (tmp_path / "w" / "stage1").mkdir(parents=True)
   with pytest.raises(PnagError, match="--chunk-sizes 4096: not a multiple of 3 devices"):
-    scaling.run(str(nb201_workdir), tmp_path / "out", devices=(1, 3), chunk_sizes=(4096,))
+    scaling.run(str(tmp_path / "w"), tmp_path / "out", devices=(1, 3), chunk_sizes=(4096,))
   assert not (tmp_path / "out").exists()
   with pytest.raises(PnagError, match="comma-separated integers, got '1,x'"):
     scaling._ints("1,x")  # pylint: disable=protected-access

@@ -77,7 +77,7 @@ def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,
         rep = json.loads(rep_path.read_text())
       else:
         rep = stage1_training.train_and_evaluate(cfg, workdir, progress=False)
-      trained, gen = load_sampler(workdir, SamplerConfig(chunk_size=num))
+      trained, gen = load_sampler(workdir, SamplerConfig().for_num(num))
       g = gen.generate(jax.random.key(seed), num)
       fmt_t, strict_t = step_validity(gen, trained.params, jax.random.key(seed), num)
       row = {"t_max": t_max, "seed": seed, "validity": float(g.format_valid.mean()),

@@ -83,7 +83,7 @@ PAPER_TABLE1 = {
 
 
 #: Surrogate settings that change only what a run reports, not the model it trains.
-REPORT_ONLY = ("eval_ks", "eval_archs", "eval_repeats", "checkpoint_every", "log_every")
+REPORT_ONLY = stage.SurrogateConfig.AFTER_TRAINING
 
 
 def slug(patterns) -> str:
@@ -150,9 +150,10 @@ def nb201_sampler(workdir, protocol: str):
   return sampler
 
 
-# Stage-2 settings that change what is logged or how a step is sliced, not the model.
-STAGE2_REPORT_ONLY = ("eval_size", "eval_every", "checkpoint_every", "log_every",
-                      "micro_batches")
+# Stage-2 settings that change what is logged or how a step is sliced, not the model;
+# not keep_best, which picks the params served.
+STAGE2_REPORT_ONLY = tuple(k for k in stage2_lib.Stage2Config.AFTER_TRAINING
+                           if k != "keep_best")
 #: The ar guides' settings when not given (None below): given without an ar guide,
 #: each is refused rather than ignored.
 AR_DEFAULTS = {"target_q": 0.99, "ar_pool": 1000, "cfg_scale": 0.0, "stage2_preset": "quick"}

@@ -4,6 +4,7 @@ Joining a real run takes processes of their own: see multiprocess_test.py.
 """
 
 import socket
+import sys
 import time
 
 import pytest
@@ -73,6 +74,23 @@ def test_process_zero_cannot_host_on_a_taken_port():
     launch = multihost.Launch(f"localhost:{port}", 2, 0)
     with pytest.raises(PnagError, match=f"cannot host the coordinator on port {port}"):
       multihost.initialize(launch)
+
+
+def test_local_processes_do_not_block_on_each_others_output(tmp_path):
+  # Process 0 waits for process 1 to end, as a barrier would; process 1 first writes
+  # 1 MB to stderr. Read through pipes, one process after the other, that deadlocked.
+  done = tmp_path / "done"
+  waits = (f"import pathlib, time\nwhile not pathlib.Path({str(done)!r}).exists(): "
+           "time.sleep(0.01)\nprint('zero')")
+  writes = f"import sys, pathlib\nsys.stderr.write('x' * 2**20)\npathlib.Path({str(done)!r}).touch()"
+  out = multihost.run_local([([sys.executable, "-c", waits], None),
+                             ([sys.executable, "-c", writes], None)], timeout=60)
+  assert [(o, len(e), c) for o, e, c in out] == [("zero\n", 0, 0), ("", 2**20, 0)]
+  started = time.monotonic()
+  with pytest.raises(PnagError, match="did not end within 0.5 s; all were stopped"):
+    multihost.run_local([([sys.executable, "-c", "import time; time.sleep(60)"], None)],
+                        timeout=0.5)
+  assert time.monotonic() - started < 30
 
 
 def test_a_dead_process_is_named_in_the_one_line_reason():

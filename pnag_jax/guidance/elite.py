@@ -214,7 +214,7 @@ def _keys(space, genes: np.ndarray) -> np.ndarray:
 
 def make_sampler(run: Stage1Run, cfg: EliteConfig = EliteConfig()) -> Sampler:
   """Round one's sampler (the code prior); build once to reuse its compile."""
-  return Sampler.from_run(run, SamplerConfig(chunk_size=cfg.chunk_size))
+  return Sampler.from_run(run, SamplerConfig(chunk_size=cfg.chunk_size).for_num(cfg.pool))
 
 
 def search(run: Stage1Run, key: jax.Array, objective: Callable[[np.ndarray], np.ndarray],
@@ -260,14 +260,15 @@ def search(run: Stage1Run, key: jax.Array, objective: Callable[[np.ndarray], np.
     rounds += 1
     drawn += cfg.pool
     if len(cand):
+      # Before classes are merged: a class's members can differ on a constraint (NB201's
+      # params count dead convs), and round one's draws are not canonical.
+      cand = cand[np.asarray(feasible(cand), bool)]
+    if len(cand):
       keys = _keys(space, cand)
       _, first = np.unique(keys, return_index=True)
       first = np.sort(first)
       new = np.fromiter((k not in seen for k in keys[first].tolist()), bool, len(first))
       cand, keys = cand[first[new]], keys[first[new]]
-    if len(cand):
-      ok = np.asarray(feasible(cand), bool)
-      cand, keys = cand[ok], keys[ok]
     dist = dist or GeneMarginals(space.gene_cardinalities, cfg.floor)
     take = min(cfg.batch, budget - calls, len(cand))
     if take == 0:

@@ -2,6 +2,7 @@
 compile, deterministic; and `pnag generate --objective` end to end with its errors."""
 
 import json
+import types
 
 import jax
 import numpy as np
@@ -57,6 +58,25 @@ def test_constraints_hold_and_the_search_is_deterministic(nb201_untrained):
   with pytest.raises(PnagError, match="no feasible arch"):
     elite.search(nb201_untrained, jax.random.key(0), _matches,
                  lambda g: np.zeros(len(g), bool), 10, CFG)
+
+
+def test_round_one_keeps_a_class_by_its_first_member_that_meets_the_constraint():
+  # Node 1 feeds nothing, so its op is dead: two cells, one class, different params.
+  dead_conv3, dead_conv1 = NB201.from_strings([
+      "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|",
+      "|nor_conv_1x1~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"])
+  pool = np.stack([dead_conv3, TARGET, dead_conv1])
+  bound = costs.params_of("nb201", dead_conv1[None])[0]
+  assert (costs.params_of("nb201", pool[:2]) > bound).all()  # the premise
+
+  class Drawn:  # round one's sampler, drawing the same three cells
+    def generate(self, key, n):
+      del key, n
+      return types.SimpleNamespace(genes=pool, valid=np.ones(3, bool))
+
+  r = elite.search(types.SimpleNamespace(space=NB201), jax.random.key(0), _matches,
+                   lambda g: costs.params_of("nb201", g) <= bound, 1, CFG, sampler=Drawn())
+  assert r.genes.tolist() == [dead_conv1.tolist()]
 
 
 def test_the_proxy_fits_an_additive_score():

@@ -1,8 +1,8 @@
 """Guidance by ranking: draw a pool from the stage-1 prior, keep what is new, score, sort.
 
   pool   M draws through the plug-in sampler (or, for a small space, every arch);
-  keep   strictly valid, one per isomorphism class (first drawn wins), not a reference,
-         every constraint met;
+  keep   strictly valid, every constraint met, one per isomorphism class (the first
+         drawn that meets them), not a reference;
   rank   the surrogate's predicted score, best first by the task's direction (ties in
          pool order, so the result is a function of the seed alone).
 """

@@ -93,7 +93,7 @@ def guided_to_file(workdir, *, refs, out, num: int, pool: int | str = 100_000, s
     if s1.space != space.name:
       raise PnagError(f"workdir {workdir}: stage 1 is {s1.space!r} but the surrogate is "
                       f"{space.name!r}")
-    _, sampler = load_sampler(workdir, sampler_cfg or SamplerConfig())
+    _, sampler = load_sampler(workdir, (sampler_cfg or SamplerConfig()).for_num(int(pool)))
     genes, drawn = rank.draw_pool(sampler, jax.random.key(seed), int(pool))
   pred = adapt.bound_predictor(srun, ref.genes, ref.scores, predictor=predictor,
                               adapt_steps=adapt_steps, seed=seed)

@@ -141,11 +141,15 @@ def check_not_past(step: int, total: int, *, where: str, limit: str, how: str) -
 
 
 def check_finished(meta: Mapping[str, Any], cfg: Any, step: int, total: int, *,
-                   where: str) -> None:
+                   where: str, steps_of=None) -> None:
   """A run resumed at its last step (`step == total`) trains no more, so a rerun may
-  change only what is measured or logged after training (`AFTER_TRAINING` of the
-  config's class), which its report then measures anew. Any other setting would be
-  written into `config.json` and the report without a step trained under it.
+  change only what changes no trained parameter (`AFTER_TRAINING` of the config's
+  class), which its report then measures anew. Any other setting would be written into
+  `config.json` and the report without a step trained under it.
+
+  `steps_of(config)`: a config's step count. Where the checkpoint's config has as many
+  steps, the keys that only set that count (`LENGTH_KEYS`: `max_steps`, `epochs`) may
+  be spelt otherwise; a run killed at this step of a longer schedule may not.
 
   Raises:
     CheckpointError: a training setting differs from the checkpoint's; the one line
@@ -156,15 +160,17 @@ def check_finished(meta: Mapping[str, Any], cfg: Any, step: int, total: int, *,
   cls = type(cfg)
   config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
   saved = {**_defaults(cls), **_as_trained(cls, config)}
-  after = getattr(cls, "AFTER_TRAINING", ())
+  free = set(getattr(cls, "AFTER_TRAINING", ()))
+  if steps_of is not None and steps_of(config_lib.from_dict(cls, saved, where=where)) == total:
+    free |= set(getattr(cls, "LENGTH_KEYS", ()))
   differ = [f"{k}={_tuples(saved.get(k))!r}, not {v!r}"
             for k, v in config_lib.to_dict(cfg).items()
-            if k not in after and _tuples(saved.get(k)) != _tuples(v)]
+            if k not in free and _tuples(saved.get(k)) != _tuples(v)]
   if differ:
     raise CheckpointError(
         f"{where} finished its {total} steps trained with {'; '.join(differ)}, and trains "
-        f"no more (a rerun may change only {', '.join(after) or 'nothing'}); train it on "
-        "for more steps, or use a new --workdir")
+        f"no more (a rerun may change only {', '.join(getattr(cls, 'AFTER_TRAINING', ()))}); "
+        "train it on for more steps, or use a new --workdir")
 
 
 def check_recorded(meta: Mapping[str, Any], recorded: Mapping[str, tuple[str, ...]], *,

@@ -50,6 +50,24 @@ def _load_parent(name, workdir, step):
   return stage1.load(workdir, step)
 
 
+def test_a_finished_run_may_change_only_what_trains_nothing():
+  cfg = stage1.make_config("quick", overrides=["max_steps=12"])
+  meta = {"config": dataclasses.asdict(cfg)}
+
+  def check(new, step=12, total=12):
+    lineage.check_finished(meta, new, step, total, where="stage 1 in w",
+                           steps_of=lambda c: min(c.max_steps, c.epochs))
+
+  check(cfg.replace(eval_size=64, log_every=3))  # measured anew
+  check(cfg.replace(epochs=20_000))  # spelt otherwise, as many steps
+  check(cfg.replace(learning_rate=1.0), step=8)  # not finished: trains on under it
+  with pytest.raises(ckpt_lib.CheckpointError, match="learning_rate=0.003, not 1.0"):
+    check(cfg.replace(learning_rate=1.0))
+  # Killed at step 8 of 12 and cut to 8: its schedule was 12 steps long.
+  with pytest.raises(ckpt_lib.CheckpointError, match="max_steps=12, not 8"):
+    check(cfg.replace(max_steps=8), step=8, total=8)
+
+
 def test_a_child_refuses_a_parent_that_changed_underneath(untrained_run, stage1_saver,
                                                           tmp_path):
   parent = untrained_run("nb201", dim=8, decoder_hidden=32)

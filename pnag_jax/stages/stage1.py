@@ -75,9 +75,12 @@ class Stage1Config:
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "space", "seed", "dim", "encoder_layers", "decoder_hidden", "codebook_size",
       "first_scale", "num_scales", "train_size", "heldout_size")
-  #: What a finished run may be rerun with (`lineage.check_finished`): read after training.
+  #: Bookkeeping that changes no trained parameter: what a finished run may be rerun
+  #: with (`lineage.check_finished`), its report measured anew.
   AFTER_TRAINING: ClassVar[tuple[str, ...]] = (
       "eval_every", "eval_size", "checkpoint_every", "log_every")
+  #: What only sets the step count (`num_steps`).
+  LENGTH_KEYS: ClassVar[tuple[str, ...]] = ("max_steps", "epochs")
 
   def __post_init__(self):
     if self.num_scales < 0 or self.first_scale < 1:

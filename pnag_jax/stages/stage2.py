@@ -110,9 +110,15 @@ class Stage2Config:
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "seed", "condition", "width", "depth", "heads", "mlp_ratio", "cond_embed",
       "cond_frequencies", "valid_only", "task_bank", "k_min", "k_max", "budgets")
-  #: What a finished run may be rerun with (`lineage.check_finished`): read after training.
+  #: What changes no trained parameter: what a finished run may be rerun with
+  #: (`lineage.check_finished`), its report measured anew. Bookkeeping; `micro_batches`,
+  #: which slices the same step (memory, not the model); and `keep_best`, whose change
+  #: from true to false a finished run refuses on its own (`training.stage2`).
   AFTER_TRAINING: ClassVar[tuple[str, ...]] = (
-      "eval_size", "eval_every", "keep_best", "checkpoint_every", "log_every")
+      "eval_size", "eval_every", "keep_best", "checkpoint_every", "log_every",
+      "micro_batches")
+  #: What only sets the step count (`num_steps`).
+  LENGTH_KEYS: ClassVar[tuple[str, ...]] = ("max_steps", "epochs")
   # Values of keys in checkpoints written before the key existed (`lineage.config_of`):
   # before the embedding was a setting, it was always linear; no best step was kept.
   ADDED_KEYS: ClassVar[dict[str, Any]] = {"cond_embed": "linear", "keep_best": False}

@@ -114,7 +114,8 @@ class SurrogateConfig:
   FROZEN_ON_RESUME: ClassVar[tuple[str, ...]] = (
       "space", "seed", "exclude", "encoder_init", "dim", "layers", "emb_dim", "hidden", "task_dim",
       "ridge", "task_spread", "num_val_tasks", "k_max", "queries", "episodes")
-  #: What a finished run may be rerun with (`lineage.check_finished`): read after training.
+  #: Bookkeeping that changes no trained parameter: what a finished run may be rerun
+  #: with (`lineage.check_finished`), its report measured anew.
   AFTER_TRAINING: ClassVar[tuple[str, ...]] = (
       "eval_ks", "eval_archs", "eval_repeats", "checkpoint_every", "log_every")
   # Values of keys in checkpoints written before the key existed (`lineage.config_of`),

@@ -68,9 +68,12 @@ def open_metrics(out_dir: Path, start: int, *, final: bool = False) -> TextIO:
   if past:
     # Appended before the rewrite: a kill in between leaves rows twice, never none.
     dropped = out_dir / DROPPED_METRICS
-    cut = _ends_mid_line(dropped)
-    with dropped.open("ab") as f:
-      f.writelines([b"\n"] * cut + past)
+    try:
+      cut = _ends_mid_line(dropped)
+      with dropped.open("ab") as f:
+        f.writelines([b"\n"] * cut + past)
+    except OSError as e:  # a folder where the file should be, permissions, space
+      raise PnagError(f"cannot write {dropped}: {e.strerror or e}") from None
   if past or (data and not data.endswith(b"\n")):
     with atomic.open_replacing(path, "wb") as f:
       f.writelines(kept)

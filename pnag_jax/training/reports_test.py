@@ -123,3 +123,10 @@ def test_a_log_that_is_no_text_is_kept_and_one_that_cannot_be_read_is_one_line(t
     with pytest.raises(PnagError, match="cannot read .*metrics.jsonl") as e:
       read()
     assert "\n" not in str(e.value)
+  path.rmdir()
+  path.write_text(json.dumps({"step": 5, "split": "train"}) + "\n")
+  (tmp_path / reports.DROPPED_METRICS).unlink()
+  (tmp_path / reports.DROPPED_METRICS).mkdir()
+  with pytest.raises(PnagError, match="cannot write .*metrics.dropped.jsonl"):
+    reports.open_metrics(tmp_path, 0)  # step 5 has to move, and cannot
+  assert path.read_text() == json.dumps({"step": 5, "split": "train"}) + "\n"  # kept

@@ -197,7 +197,8 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
       lineage.check_not_past(start, total, where=f"stage 1 in {workdir}",
                              limit=f"this run's {total} steps",
                              how="max_steps (`pnag demo`: --steps; or the epochs that give it)")
-      lineage.check_finished(meta, cfg, start, total, where=f"stage 1 in {workdir}")
+      lineage.check_finished(meta, cfg, start, total, where=f"stage 1 in {workdir}",
+                             steps_of=lambda c: num_steps(c, train.shape[0]))
       report, seconds_before = reports.resumed(meta, out_dir, start, total, cfg.to_json())
       if report is not None:
         return report

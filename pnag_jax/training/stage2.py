@@ -381,7 +381,8 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
       lineage.check_not_past(start, total, where=f"stage 2 in {workdir}",
                              limit=f"this run's {total} steps",
                              how="max_steps (or the epochs that give it)")
-      lineage.check_finished(saved_meta, cfg, start, total, where=f"stage 2 in {workdir}")
+      lineage.check_finished(saved_meta, cfg, start, total, where=f"stage 2 in {workdir}",
+                             steps_of=lambda c: num_steps(c, train.shape[0]))
       report, seconds_before = reports.resumed(saved_meta, out_dir, start, total,
                                                cfg.to_json())
       if report is not None:
