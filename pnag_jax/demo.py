@@ -19,6 +19,7 @@ continues from it, and running the demo again reuses it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -35,7 +36,31 @@ from pnag_jax.stages import stage1
 from pnag_jax.training.stage1 import train_and_evaluate
 
 CHUNK = 8192
+#: Archs of each group in the quality table (fewer where --num is smaller).
+QUALITY_SAMPLE = 100
 DEFAULT_WORKDIR = "runs/demo"
+
+
+def guided_config(seed: int):
+  """The guided step's surrogate: quick, every CIFAR-10 task excluded."""
+  from pnag_jax.stages import surrogate  # pylint: disable=g-import-not-at-top
+  return surrogate.make_config("quick", "nb201", seed, ("cifar10(?!0)",))
+
+
+def check_guided_workdir(workdir: Path, seed: int) -> None:
+  """Before stage 1: a surrogate in `workdir` must be the one the guided step trains,
+  or the demo would fail after its other steps."""
+  from pnag_jax.stages import surrogate  # pylint: disable=g-import-not-at-top
+  saved, want = surrogate.read_config(workdir), guided_config(seed)
+  if saved is None:
+    return
+  differ = [f.name for f in dataclasses.fields(want)
+            if f.name not in surrogate.SurrogateConfig.AFTER_TRAINING
+            and getattr(saved, f.name) != getattr(want, f.name)]
+  if differ:
+    raise PnagError(f"workdir {workdir} holds a surrogate with other {', '.join(differ)} "
+                    f"than the guided step's (quick, CIFAR-10 excluded, seed {seed}); remove "
+                    f"{workdir / surrogate.NAME} or use another --workdir")
 
 
 def guided_step(workdir: Path, gen: Sampler, data, seed: int, data_dir, progress: bool
@@ -48,8 +73,8 @@ def guided_step(workdir: Path, gen: Sampler, data, seed: int, data_dir, progress
   from pnag_jax.stages import surrogate  # pylint: disable=g-import-not-at-top
   from pnag_jax.training import surrogate as trainer  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
-  cfg = surrogate.make_config("quick", "nb201", seed, ("cifar10(?!0)",))
-  rep = trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, progress=progress)
+  rep = trainer.train_and_evaluate(guided_config(seed), workdir, data_dir=data_dir,
+                                   progress=progress)
   srun = surrogate.load(workdir)
   space = srun.space
   every = space.enumerate()
@@ -86,6 +111,8 @@ def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
   if data is not None:
     data = data.checked()  # now: a bad table found after training costs the training
   workdir = Path(workdir)
+  if guided:
+    check_guided_workdir(workdir, seed)
   t_start = time.perf_counter()
   print(f"pnag demo: NB201, workdir {workdir}", flush=True)
 
@@ -128,8 +155,9 @@ def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
 
   if data is not None:
     sample = jax.jit(space.sample, static_argnums=1)
-    groups = {"generated": out.genes[:100],
-              "random": np.asarray(sample(jax.random.fold_in(key, 0xBA5E), 100))}
+    n = min(num, QUALITY_SAMPLE)  # as many of each: a max over more archs is higher
+    groups = {"generated": out.genes[:n],
+              "random": np.asarray(sample(jax.random.fold_in(key, 0xBA5E), n))}
     report["quality"] = {}
     qrows = []
     for col in ACCURACY_COLUMNS:
@@ -138,7 +166,7 @@ def run(num: int = 100_000, seed: int = 0, data_dir: str | None = None,
                                 for k, a in accs.items()}
       qrows.append([col] + [f"{accs[k].mean():.2f} / {accs[k].max():.2f}"
                             for k in ("generated", "random")])
-    print("quality: NB201 test accuracy, mean / max of 100 archs")
+    print(f"quality: NB201 test accuracy, mean / max of {n} archs")
     print(reports.table(["dataset", "generated", "random"], qrows))
   else:
     print("quality: skipped (no NB201 tables; pass --data-dir or set PNAG_DATA_DIR)")

@@ -167,6 +167,18 @@ def test_a_reader_that_left_ends_the_command_quietly(unbuffered):
   assert r.returncode == 141 and r.stderr == "", r.stderr
 
 
+def test_the_demo_checks_a_surrogate_in_its_workdir_before_it_trains(pnag_main, tmp_path,
+                                                                       nb201_surrogate):
+  # The suite's surrogate (test preset): not the guided step's quick one. The demo used
+  # to find out after stage 1, generation and the tables, and reported nothing.
+  (tmp_path / "w").mkdir()
+  (tmp_path / "w" / "surrogate").symlink_to(nb201_surrogate[0] / "surrogate")
+  code, out, err = pnag_main("demo", "--workdir", tmp_path / "w", "--guided", "--num", "10")
+  assert code == 2 and err.count("\n") == 1, err
+  assert "holds a surrogate with other" in err and "than the guided step's" in err
+  assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["surrogate"]
+
+
 def test_the_demo_checks_the_tables_before_it_trains(pnag_main, tmp_path, data_dir):
   (tmp_path / "nb201").mkdir()
   header, *rows = (data_dir / "nb201" / "nb201_accuracy.csv").read_text().splitlines()

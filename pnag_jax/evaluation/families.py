@@ -107,9 +107,17 @@ def run(out, *, data_dir=None, preset: str = "quick", overrides=(), seeds=(0, 1,
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
   tasks_lib.require_tables(tasks, "pnag eval families")
+  if not families:
+    raise PnagError("--families lists no exclusion regex")
+  folders = {}
   for fam in families:
     # A pattern that matches nothing fails now, not after the surrogates before it.
     tasks_lib.select_tasks(tasks, (fam,))
+    # Each family's surrogate has a folder named after its regex (`transfer.slug`).
+    other = folders.setdefault(transfer.slug((fam,)), fam)
+    if other != fam:
+      raise PnagError(f"--families {other!r} and {fam!r} would share the surrogate folder "
+                      f"excl_{transfer.slug((fam,))}; study them with separate --surrogates")
   transfer.check_settings(preset, overrides)
   out = reports.out_dir(out)
   root = Path(surrogates) if surrogates else out / "surrogates"
@@ -206,8 +214,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
   r = run(args.out, data_dir=args.data_dir, preset=args.preset, overrides=args.set,
           seeds=transfer.seed_range(args.seeds),
-          families=tuple(f for f in args.families.split(",") if f) if args.families
-          else FAMILIES,
+          families=FAMILIES if args.families is None
+          else tuple(f for f in args.families.split(",") if f),
           leave_one_device_out=not args.no_devices, surrogates=args.surrogates,
           adapt_steps=args.adapt_steps)
   print(format_table(r))

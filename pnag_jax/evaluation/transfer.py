@@ -57,7 +57,7 @@ from pnag_jax.evaluation import reports
 from pnag_jax.guidance import adapt, baselines, feedback, rank
 from pnag_jax.guidance import run as guided
 from pnag_jax.spaces import get_space
-from pnag_jax.stages import stage1
+from pnag_jax.stages import lineage, stage1
 from pnag_jax.stages import stage2 as stage2_lib
 from pnag_jax.stages import surrogate as stage
 
@@ -111,10 +111,20 @@ def meta_trained(root: Path, exclude: tuple[str, ...], *, preset: str, seed: int
       raise PnagError(f"{workdir} holds a surrogate trained without {saved.exclude}, "
                       f"not {tuple(exclude)}; remove it or use another --surrogates")
     _check_reused(saved, cfg, REPORT_ONLY, f"{workdir} holds a surrogate", workdir)
+    # On this data dir's tasks: another one (a table missing or added) has other ones.
+    train, val, _ = trainer.split_tasks(
+        cfg, tasks if tasks is not None else tasks_lib.builtin_tasks("nb201", data_dir))
+    lineage.check_recorded(stage.read_meta(workdir),
+                           {"train_tasks": tuple(train), "val_tasks": tuple(val)},
+                           where=f"the surrogate in {workdir}",
+                           remedy=f"give the data dir it read, or remove {workdir}")
   # A run from before the linear prior existed is completed by a rerun: it resumes at
   # its last step, adds the prior (a fit of the same training tasks) and re-evaluates.
+  # So is one whose last checkpoint was removed (as a corrupt one's error advises): it
+  # trains on from the one before to its end, as it would have.
   if not ((workdir / stage.NAME / "report.json").is_file()
-          and stage.linear_prior_path(workdir).is_file()):
+          and stage.linear_prior_path(workdir).is_file()
+          and stage.latest_step(workdir) == cfg.steps):
     trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, tasks=tasks, progress=False)
   return stage.load(workdir, space="nb201")
 
@@ -143,11 +153,18 @@ def nb201_sampler(workdir, protocol: str):
   restored for nothing.
   """
   from pnag_jax.generation.run import load_sampler  # pylint: disable=g-import-not-at-top
-  saved = stage1.read_config(workdir)
-  if saved is not None and saved.space != "nb201":
-    raise PnagError(f"{protocol} needs an NB201 stage-1 run; {workdir} is {saved.space}")
+  check_nb201_stage1(workdir, protocol)
   _, sampler = load_sampler(workdir)
   return sampler
+
+
+def check_nb201_stage1(workdir, protocol: str) -> None:
+  """A one-line error unless `workdir` holds an NB201 stage-1 run."""
+  saved = stage1.read_config(workdir)
+  if saved is None:
+    stage1.load(workdir)  # raises, naming what is missing (or what was given instead)
+  if saved.space != "nb201":
+    raise PnagError(f"{protocol} needs an NB201 stage-1 run; {workdir} is {saved.space}")
 
 
 # Stage-2 settings that change what is logged or how a step is sliced, not the model;
@@ -183,9 +200,15 @@ def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...],
   if saved is not None:
     _check_reused(saved, cfg, STAGE2_REPORT_ONLY, f"{workdir} holds a stage 2",
                   workdir / stage2_lib.NAME)
+  copy = workdir / "stage1"
+  if copy.is_dir() and (stage1.load(workdir).meta.get("params_sha256")
+                        != stage1.load(stage1_workdir).meta.get("params_sha256")):
+    # Its stage 2 was trained on that copy: guides drawn from it are not --workdir's.
+    raise PnagError(f"{copy} is a copy of another stage-1 run than {stage1_workdir}'s; "
+                    f"remove it and {workdir / stage2_lib.NAME}, or use another --surrogates")
   if not (workdir / stage2_lib.NAME / "report.json").is_file():
-    if not (workdir / "stage1").is_dir():
-      shutil.copytree(Path(stage1_workdir) / "stage1", workdir / "stage1",
+    if not copy.is_dir():
+      shutil.copytree(Path(stage1_workdir) / "stage1", copy,
                       ignore=shutil.ignore_patterns("metrics*.jsonl"))
     trainer.train_and_evaluate(cfg, workdir, data_dir=data_dir, progress=False)
   run2 = stage2_lib.load_conditioned(workdir, "task", "the ar guides need")
@@ -397,6 +420,8 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
   if adapt_steps < 0 or scratch_steps < 0:
     raise PnagError(f"--adapt-steps and --scratch-steps must be >= 0, got {adapt_steps} and "
                     f"{scratch_steps}")
+  if adapt_steps and min(ks) < 2:  # now, not after the meta-training
+    raise PnagError("--adapt-steps fits the surrogate to the references, which needs K >= 2")
   draws = guided.parse_pool(str(pool))
   check_settings(preset, overrides)
   stage2_cfg = None
@@ -404,6 +429,7 @@ def run(workdir, out, *, data_dir=None, preset: str = "quick", seeds=(0, 1, 2, 3
     from pnag_jax.generation import SamplerConfig  # pylint: disable=g-import-not-at-top
     SamplerConfig(prior="ar", cfg_scale=cfg_scale)
     stage2_cfg = stage2_config(stage2_preset, stage2_overrides)
+    check_nb201_stage1(workdir, "transfer's ar guides")  # their stage 2 is trained on it
   space = get_space("nb201")
   tasks = tasks_lib.builtin_tasks("nb201", data_dir)
   tasks_lib.require_tables(tasks, "pnag eval transfer")

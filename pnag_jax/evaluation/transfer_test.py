@@ -90,6 +90,17 @@ def test_ar_pool_is_conditioned_and_its_stage2_must_match_the_exclusions(nb201_s
     transfer.conditional_stage2(workdir, workdir, ("lat_z",), cfg.replace(width=64))
 
 
+def test_a_stage2_beside_another_stage1_than_the_workdirs_is_refused(
+    nb201_stage2, stage2_recipe, untrained_run, stage1_saver, tmp_path):
+  # Its stage 2 was trained on its own stage-1 copy: the ar guides would draw from
+  # that run while the report names --workdir.
+  other = tmp_path / "other"
+  stage1_saver(untrained_run("nb201", other, seed=1, dim=8, decoder_hidden=32), other)
+  with pytest.raises(PnagError, match="is a copy of another stage-1 run than"):
+    transfer.conditional_stage2(nb201_stage2[0], other, ("lat_z",),
+                                stage2_recipe.stage2_config())
+
+
 def test_a_killed_stage2_is_resumed_to_its_end(nb201_stage2, stage2_recipe, tmp_path,
                                                monkeypatch):
   workdir = shutil.copytree(nb201_stage2[0], tmp_path / "w",
@@ -130,6 +141,19 @@ def test_a_killed_run_is_resumed_only_with_its_own_settings(stage2_recipe, tmp_p
     transfer.meta_trained(root, exclude, preset="test", seed=0,
                           overrides=(*overrides, "learning_rate=0.5"),
                           tasks=stage2_recipe.tasks())
+  monkeypatch.undo()
+  kept = dict(preset="test", seed=0, overrides=overrides, tasks=stage2_recipe.tasks())
+  assert transfer.meta_trained(root, exclude, **kept).step == 4
+  # Its last checkpoint removed (a corrupt one's error advises it): trained on to its
+  # end, not used at step 2.
+  workdir = root / f"excl_{transfer.slug(exclude)}"
+  shutil.rmtree(surrogate_stage.checkpoint_dir(workdir) / "4")
+  assert transfer.meta_trained(root, exclude, **kept).step == 4
+  # Another data dir's tasks: refused, not reused.
+  tasks = stage2_recipe.tasks()
+  more = {**tasks, "acc_added": next(iter(tasks.values()))}  # as a table added to it
+  with pytest.raises(PnagError, match="was trained with other train_tasks"):
+    transfer.meta_trained(root, exclude, **{**kept, "tasks": more})
 
 
 def test_stage2_settings_are_checked_before_any_work(tmp_path):
@@ -152,6 +176,12 @@ def test_stage2_settings_are_checked_before_any_work(tmp_path):
     ({"guides": ("ar",), "target_q": 1.5}, "--target-q must be a quantile in [0, 1]"),
     ({"guides": ("ar",), "ar_pool": 0}, "--ar-pool must be positive"),
     ({"ks": (5, 100)}, "K must be in [1, 99] references, got 100"),
+    # Refused after the meta-training, with the surrogates it had made left behind.
+    ({"ks": (5, 1), "adapt_steps": 3}, "--adapt-steps fits the surrogate to the references, "
+                                       "which needs K >= 2"),
+    # With every cell as the pool, the workdir was read only by the stage-2 copy (a
+    # traceback where it was missing).
+    ({"guides": ("ar",), "pool": "all"}, "no stage-1 checkpoints under"),
 ])
 def test_bad_settings_fail_before_any_work(kw, fragment, tmp_path):
   out = tmp_path / "out"
@@ -188,6 +218,10 @@ def test_bad_settings_fail_before_any_work(kw, fragment, tmp_path):
     (("transfer", "--workdir", "W", "--pool", "all", "--set", "foo=1"), "unknown config key"),
     (("objectives", "--set", "foo=1"), "unknown config key 'foo'"),
     (("families", "--set", "steps=0"), "steps must be >= 1"),
+    (("families", "--families", ","), "--families lists no exclusion regex"),
+    # One folder, excl_pgd, for both: the second study failed after the first's work.
+    (("families", "--families", "pgd,pgd."), "'pgd' and 'pgd.' would share the surrogate "
+                                             "folder excl_pgd"),
 ])
 def test_eval_commands_refuse_bad_settings_in_one_line_before_any_work(args, fragment,
                                                                         tmp_path, pnag_main):

@@ -174,7 +174,8 @@ def check_finished(meta: Mapping[str, Any], cfg: Any, step: int, total: int, *,
 
 
 def check_recorded(meta: Mapping[str, Any], recorded: Mapping[str, tuple[str, ...]], *,
-                   where: str) -> None:
+                   where: str,
+                   remedy: str = "resume with the same data dir or use a new --workdir") -> None:
   """A resumed run must read the tasks it started with (`recorded`: name lists that the
   run derived from its data dir, saved in its `frozen` block).
 
@@ -194,7 +195,7 @@ def check_recorded(meta: Mapping[str, Any], recorded: Mapping[str, tuple[str, ..
     gone = _first_few([t for t in was if t not in now])
     raise CheckpointError(
         f"{where} was trained with other {key} ({len(was)}, now {len(now)}; new: {added}; "
-        f"gone: {gone}); resume with the same data dir or use a new --workdir")
+        f"gone: {gone}); {remedy}")
 
 
 def _first_few(names: list[str], n: int = 5) -> str:

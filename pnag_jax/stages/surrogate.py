@@ -548,6 +548,14 @@ def _config_of(meta: dict, workdir) -> SurrogateConfig:
   return lineage.config_of(meta, SurrogateConfig, stage=NAME, workdir=workdir)
 
 
+def latest_step(workdir: str | Path) -> int | None:
+  """The step of the latest surrogate checkpoint, or None where there is none."""
+  if not checkpoint_dir(workdir).is_dir():
+    return None
+  with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
+    return ckpt.latest_step()
+
+
 def read_meta(workdir: str | Path) -> dict | None:
   """The latest surrogate checkpoint's metadata, or None where there is none."""
   if not checkpoint_dir(workdir).is_dir():
