@@ -45,6 +45,13 @@ def check_learning_rate(value: float, name: str = "learning_rate") -> None:
     raise PnagError(f"{name} must be finite and > 0, got {value}")
 
 
+def check_distinct(values: Sequence[Any], flag: str, what: str) -> None:
+  """A one-line error where a repeatable flag gives a value twice (a protocol would run,
+  or count, that value twice)."""
+  if len(set(values)) < len(values):
+    raise PnagError(f"{flag} gives {what} twice: {' '.join(map(str, values))}")
+
+
 def check_non_negative(cfg: Any, names: Sequence[str]) -> None:
   """A one-line error for the first of `cfg`'s fields `names` not finite and >= 0."""
   for name in names:
@@ -154,6 +161,12 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def to_json(cfg: Any) -> str:
   return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def differing(saved: Any, asked: Any, skip: Sequence[str] = ()) -> list[str]:
+  """The fields of config `asked`, but `skip`, whose values in `saved` differ, in order."""
+  return [f.name for f in dataclasses.fields(asked)
+          if f.name not in skip and getattr(saved, f.name) != getattr(asked, f.name)]
 
 
 def from_dict(cls: type[C], values: Mapping[str, Any], *, where: str) -> C:

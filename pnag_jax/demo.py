@@ -19,13 +19,13 @@ continues from it, and running the demo again reuses it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from pnag_jax import config as config_lib
 from pnag_jax.data import DATA_DIR_HELP, tables_for
 from pnag_jax.data.nb201 import ACCURACY_COLUMNS
 from pnag_jax.errors import PnagError
@@ -54,9 +54,7 @@ def check_guided_workdir(workdir: Path, seed: int) -> None:
   saved, want = surrogate.read_config(workdir), guided_config(seed)
   if saved is None:
     return
-  differ = [f.name for f in dataclasses.fields(want)
-            if f.name not in surrogate.SurrogateConfig.AFTER_TRAINING
-            and getattr(saved, f.name) != getattr(want, f.name)]
+  differ = config_lib.differing(saved, want, surrogate.SurrogateConfig.AFTER_TRAINING)
   if differ:
     raise PnagError(f"workdir {workdir} holds a surrogate with other {', '.join(differ)} "
                     f"than the guided step's (quick, CIFAR-10 excluded, seed {seed}); remove "

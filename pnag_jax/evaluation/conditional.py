@@ -88,8 +88,7 @@ def run(workdir: str | Path, out: str | Path, *, task_names=None, targets=TARGET
     raise PnagError(f"--budget is for a budget-conditioned stage 2; the one in {workdir} is "
                     "task-conditioned")
   task_names = tuple(task_names or ("cifar10_test_acc",))
-  if len(set(task_names)) < len(task_names):  # else swept twice, the second kept
-    raise PnagError(f"--task gives a task twice: {' '.join(task_names)}")
+  config_lib.check_distinct(task_names, "--task", "a task")  # else swept twice, the second kept
   k = 10 if k is None else k
   run1, srun = run2.stage1, run2.surrogate
   space = run1.space

@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from pnag_jax import config as config_lib
 from pnag_jax.data import DATA_DIR_HELP, NB201Data
 from pnag_jax.data.nb201 import ACCURACY_COLUMNS
 from pnag_jax.errors import PnagError
@@ -57,8 +58,7 @@ def run(space_name: str, out: str | Path, *, seeds=(0, 1), t_max_values=None,
   t_max_values = list(range(t_steps + 1)) if t_max_values is None else list(t_max_values)
   if not t_max_values or any(not 0 <= t <= t_steps for t in t_max_values):
     raise PnagError(f"t_max values must be in 0..{t_steps}, at least one")
-  if len(set(t_max_values)) < len(t_max_values):  # else its runs are counted twice
-    raise PnagError(f"--t-max gives a value twice: {' '.join(map(str, t_max_values))}")
+  config_lib.check_distinct(t_max_values, "--t-max", "a value")
   out = reports.out_dir(out)  # once the settings are known to be good
   results = []
   for t_max in t_max_values:

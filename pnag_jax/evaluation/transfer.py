@@ -39,7 +39,6 @@ condition is implied). A workdir made by hand (stage 1, `pnag train surrogate
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import shutil
 import zlib
@@ -137,9 +136,8 @@ def _check_reused(saved, asked, report_only: tuple[str, ...], holds: str, remove
   Raises:
     PnagError: `holds` (what is where) and each setting that differs.
   """
-  differ = [f"{f.name}={getattr(saved, f.name)!r} (asked: {getattr(asked, f.name)!r})"
-            for f in dataclasses.fields(asked)
-            if f.name not in report_only and getattr(saved, f.name) != getattr(asked, f.name)]
+  differ = [f"{k}={getattr(saved, k)!r} (asked: {getattr(asked, k)!r})"
+            for k in config_lib.differing(saved, asked, report_only)]
   if differ:
     raise PnagError(f"{holds} trained with {', '.join(differ)}; remove {remove} or use "
                     "another --surrogates")

@@ -159,18 +159,17 @@ def check_finished(meta: Mapping[str, Any], cfg: Any, step: int, total: int, *,
     return
   cls = type(cfg)
   config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-  saved = {**_defaults(cls), **_as_trained(cls, config)}
-  free = set(getattr(cls, "AFTER_TRAINING", ()))
-  if steps_of is not None and steps_of(config_lib.from_dict(cls, saved, where=where)) == total:
-    free |= set(getattr(cls, "LENGTH_KEYS", ()))
-  differ = [f"{k}={_tuples(saved.get(k))!r}, not {v!r}"
-            for k, v in config_lib.to_dict(cfg).items()
-            if k not in free and _tuples(saved.get(k)) != _tuples(v)]
+  saved = config_lib.from_dict(cls, _as_trained(cls, config), where=where)  # as config_of
+  after = getattr(cls, "AFTER_TRAINING", ())
+  free = (*after, *getattr(cls, "LENGTH_KEYS", ())) if (
+      steps_of is not None and steps_of(saved) == total) else after
+  differ = [f"{k}={getattr(saved, k)!r}, not {getattr(cfg, k)!r}"
+            for k in config_lib.differing(saved, cfg, free)]
   if differ:
     raise CheckpointError(
         f"{where} finished its {total} steps trained with {'; '.join(differ)}, and trains "
-        f"no more (a rerun may change only {', '.join(getattr(cls, 'AFTER_TRAINING', ()))}); "
-        "train it on for more steps, or use a new --workdir")
+        f"no more (a rerun may change only {', '.join(after)}); train it on for more "
+        "steps, or use a new --workdir")
 
 
 def check_recorded(meta: Mapping[str, Any], recorded: Mapping[str, tuple[str, ...]], *,
