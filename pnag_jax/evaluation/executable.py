@@ -2,13 +2,15 @@
 
 For every architecture: build its Flax network, run a forward pass on a random batch,
 then take one SGD step and run the forward pass again. It is executable when the
-decoded graph maps to a network of the space (`registry.buildable`: format-valid for
-fixed-adjacency spaces, strictly valid otherwise) and the logits, the loss and the
+decoded graph maps to a network of the space (`registry.buildable`: format-valid where
+that makes a member network, NB201 and MBV3; strictly valid for DARTS, whose edges are
+generated, and AutoFormer, whose ops carry the depth) and the logits, the loss and the
 updated parameters are all finite.
 
 Sources: generated archs of a trained run (`--workdir`) together with every
 intermediate step's sub-architecture g_t (the code map decoded prefix by prefix),
-archs listed in a file (`--from-file F.jsonl`, one `{"arch": ...}` per line), or
+archs listed in a file (`--from-file F`: what `pnag generate` writes, a CSV with an
+`arch` column or JSONL with one `{"arch": ...}` per line), or
 uniform samples of a space (`--random`). `constrained=True` decodes a run's archs and
 their g_t under the space's grammar, as `pnag generate --constrained` does.
 
@@ -30,7 +32,6 @@ accelerator or for a handful of networks.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -42,13 +43,14 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from pnag_jax import config as config_lib
-from pnag_jax.errors import ArchStringError, PnagError
+from pnag_jax.errors import PnagError
 from pnag_jax.evaluation import reports
 from pnag_jax.generation import SamplerConfig, load_sampler
 from pnag_jax.generation.steps import step_genes
 from pnag_jax.networks import registry
 from pnag_jax.networks.functional import merge_pure, split_pure
 from pnag_jax.spaces import get_space
+from pnag_jax.tasks import user as user_files
 
 #: Check sizes (builder kwargs, input size). MBV3 subnets are checked whole: their
 #: macro structure is the architecture, and 32 px is the smallest input they take.
@@ -163,30 +165,6 @@ def _summary(rows: list[dict]) -> dict:
           "errors": sorted({r["error"] for r in rows if "error" in r})[:5]}
 
 
-def read_arch_file(path: str | Path, space_name: str) -> list[str]:
-  path = Path(path)
-  if not path.is_file():
-    raise PnagError(f"arch file {path} does not exist")
-  try:
-    text = path.read_text(encoding="utf-8-sig")
-  except (OSError, UnicodeDecodeError) as e:
-    raise PnagError(f"cannot read arch file {path} as UTF-8 text: {e}") from None
-  archs = []
-  for n, line in enumerate(text.split("\n"), 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-      arch = row["arch"] if isinstance(row, dict) else row
-      # Spaces with native dicts (MBV3, AutoFormer) may list the dict itself.
-      archs.append(json.dumps(arch) if isinstance(arch, dict) else arch)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-      raise PnagError(f"{path}:{n}: expected a JSON object with an \"arch\" field") from e
-  if not archs:
-    raise PnagError(f"arch file {path} holds no architectures")
-  return archs
-
-
 def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = None,
         space: str | None = None, random: bool = False, num: int | None = None,
         seed: int = 0, full_size: bool = False, jit: bool = False,
@@ -221,7 +199,7 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
                       "disagrees with it (omit --space with --workdir)")
     final = gen.generate(k_archs, num)
     # registry.buildable's rule, on the flags the engine already computed.
-    ok = final.format_valid if trained.space.fixed_adjacency else final.valid
+    ok = final.format_valid if registry.format_suffices(trained.space) else final.valid
     report["groups"]["generated"] = check_genes(space_name, final.genes, ok, key=k_nets,
                                                 full_size=full_size, jit=jit, cache=cache,
                                                 progress=progress)
@@ -239,11 +217,7 @@ def run(out: str | Path, *, workdir: str | None = None, from_file: str | None = 
     space_name = get_space(space).name
     sp = get_space(space_name)
     if from_file:
-      try:
-        genes = sp.from_strings(read_arch_file(from_file, space_name))
-      except ArchStringError as e:
-        raise PnagError(f"{from_file}: {e}") from e
-      genes = genes[:num]
+      genes = user_files.read_archs(from_file, sp)[:num]
       report["num"] = len(genes)
     else:
       genes = np.asarray(jax.jit(sp.sample, static_argnums=1)(k_archs, num))
@@ -284,7 +258,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.epilog = ("example:\n  pnag eval executable --random --space nb201 --num 100 --out /tmp/ex"
               "\n  pnag eval executable --workdir runs/nb201 --num 10 --out /tmp/ex")
   p.add_argument("--workdir", help="a trained stage-1 run: generated archs and every g_t")
-  p.add_argument("--from-file", help="F.jsonl with one {\"arch\": ...} per line (needs --space)")
+  p.add_argument("--from-file", help="a CSV with an arch column, or F.jsonl with one "
+                 "{\"arch\": ...} per line, as pnag generate writes (needs --space)")
   p.add_argument("--random", action="store_true", help="uniform samples of --space")
   p.add_argument("--space", help="the space of --from-file / --random")
   p.add_argument("--num", type=int, help=f"architectures to check (default {DEFAULT_NUM}); "

@@ -89,15 +89,6 @@ def test_from_file_and_unbuildable_archs(tmp_path):
   assert [(r["valid"], r["built"], r["executable"]) for r in rows] == [(False, False, False)]
 
 
-def test_an_arch_file_row_ends_at_a_newline_only(tmp_path):
-  f = tmp_path / "a.jsonl"
-  arch = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
-  # JSON strings may hold U+2028 unescaped; str.splitlines would cut the row there.
-  f.write_text(json.dumps({"arch": arch, "note": "a\u2028b"}, ensure_ascii=False) + "\n",
-               encoding="utf-8")
-  assert executable.read_arch_file(f, "nb201") == [arch]
-
-
 def test_bad_input(tmp_path):
   with pytest.raises(PnagError, match="exactly one of"):
     executable.run(tmp_path, random=True, from_file="x.jsonl", space="nb201")
@@ -105,14 +96,17 @@ def test_bad_input(tmp_path):
     executable.run(tmp_path, from_file=str(tmp_path / "none.jsonl"), space="nb201")
   binary = tmp_path / "binary.jsonl"
   binary.write_bytes(b'\xff\xfe{"arch": 1}\n')
-  with pytest.raises(PnagError, match=r"^cannot read arch file .*binary\.jsonl as UTF-8"):
+  with pytest.raises(PnagError, match=r"^cannot read binary\.jsonl"):
     executable.run(tmp_path, from_file=str(binary), space="nb201")
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"arch": "|conv~0|"}\n')
   with pytest.raises(PnagError, match="bad.jsonl"):
     executable.run(tmp_path, from_file=str(bad), space="nb201")
   bad.write_text("not json\n")
-  with pytest.raises(PnagError, match="bad.jsonl:1"):
+  with pytest.raises(PnagError, match="bad.jsonl, data row 1: not a JSON object"):
+    executable.run(tmp_path, from_file=str(bad), space="nb201")
+  bad.write_text("[" * 100_000 + "]" * 100_000 + "\n")  # a RecursionError in json, not a traceback
+  with pytest.raises(PnagError, match="bad.jsonl, data row 1: not a JSON object"):
     executable.run(tmp_path, from_file=str(bad), space="nb201")
   with pytest.raises(PnagError, match="--space is required"):
     executable.run(tmp_path, random=True)
@@ -126,10 +120,11 @@ def test_a_space_that_disagrees_with_the_workdir(nb201_workdir, tmp_path):
 
 
 def test_num_takes_the_first_archs_of_a_file_and_records_how_many(tmp_path):
-  f = tmp_path / "a.jsonl"
-  f.write_text("\n".join(json.dumps({"arch": a}) for a in (
-      "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
-      "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")))
+  # A CSV as `pnag generate` writes it (the arch column quoted, other columns ignored).
+  f = tmp_path / "a.csv"
+  f.write_text('rank,arch,nb201_index\n'
+               '1,"|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",0\n'
+               '2,"|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|",1\n')
   rep = executable.run(tmp_path, from_file=str(f), space="nb201", num=1, jit=True,
                        progress=False)
   assert rep["num"] == rep["summary"]["file"]["num"] == 1

@@ -217,9 +217,23 @@ def sample_chunk(consts: dict, key: jax.Array, start: jax.Array, cond: Any, *,
   batched = spec.sharding(batched=True)
   ids = jax.lax.with_sharding_constraint(
       start + jnp.arange(spec.chunk_size, dtype=jnp.uint32), batched)
-  keys = arch_keys(key, ids)
-  out = jax.vmap(functools.partial(_one, spec=spec), in_axes=(None, 0, None))(consts, keys, cond)
+  row = lambda i: _one(consts, jax.random.fold_in(key, i), cond, spec=spec)  # noqa: E731
+  out = map_rows(row, ids, spec.chunk_size // spec.mesh.size)
   return jax.lax.with_sharding_constraint(out, batched)
+
+
+def map_rows(fn, ids: jax.Array, rows_per_device: int):
+  """`jax.vmap(fn)(ids)`, never compiled for one row a device.
+
+  XLA compiles a batch of one as another program (the batch axis is squeezed away and
+  the rest fused anew): the fitted prior's `mean + std * e` then differs in its last
+  bit, and at a near-tie so does a code's argmin. A row would then depend on the chunk
+  size and device count (`pnag generate --num 1`, or 8 archs on 8 devices), so a batch
+  of one is drawn twice and the first copy kept.
+  """
+  if rows_per_device > 1:
+    return jax.vmap(fn)(ids)
+  return jax.tree.map(lambda x: x[::2], jax.vmap(fn)(jnp.repeat(ids, 2)))
 
 
 # ---- building one ------------------------------------------------------------------------

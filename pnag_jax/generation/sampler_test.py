@@ -7,7 +7,7 @@ import pytest
 
 from pnag_jax.errors import PnagError
 from pnag_jax.generation.output import ArchWriter
-from pnag_jax.generation.sampler import Sampler, SamplerConfig, sample_chunk
+from pnag_jax.generation.sampler import Sampler, SamplerConfig, map_rows, sample_chunk
 
 _ONE = "one device"
 
@@ -22,7 +22,8 @@ def run(nb201_untrained, nb201_untrained_priors):
     ("codes", ((64, None), (96, None), (200, _ONE), (32, None))),
     # The latent path compiles slowly on 8 fake devices: two layouts that differ in both.
     # (`latent` is the same program with mean 0 and std 1.)
-    ("fitted", ((64, None), (200, _ONE))),
+    # One row a device (chunk 1): a batch of one compiles to another program (map_rows).
+    ("fitted", ((64, None), (200, _ONE), (1, _ONE))),
 ])
 def test_same_seed_same_archs_for_any_chunk_size_and_device_count(run, prior, layouts):
   num = 200
@@ -39,6 +40,22 @@ def test_same_seed_same_archs_for_any_chunk_size_and_device_count(run, prior, la
   assert len({g.tobytes() for g in runs[0].genes}) > 10  # not a constant stream
   other_seed = gens[0].generate(jax.random.key(12), num)  # the first layout's compile
   assert other_seed.genes.tobytes() != runs[0].genes.tobytes()
+
+
+def test_a_row_drawn_alone_is_the_row_drawn_in_a_batch():
+  rng = np.random.default_rng(0)
+  mean = jnp.asarray(rng.normal(size=(8, 8, 32)), jnp.float32)
+  std = jnp.asarray(np.abs(rng.normal(size=(8, 8, 32))) + 0.1, jnp.float32)
+  key = jax.random.key(3)
+  # The fitted prior's latent draw.
+  latent = lambda i: mean + std * jax.random.normal(jax.random.fold_in(key, i), mean.shape)  # noqa: E731
+  ids = jnp.arange(514, 578, dtype=jnp.uint32)
+  in_batch = np.asarray(jax.jit(lambda i: map_rows(latent, i, 64))(ids))[0]
+  alone = np.asarray(jax.jit(lambda i: map_rows(latent, i, 1))(ids[:1]))[0]
+  assert alone.tobytes() == in_batch.tobytes()
+  # What map_rows avoids: a plain vmap over one row rounds differently here (XLA:CPU).
+  plain = np.asarray(jax.jit(jax.vmap(latent))(ids[:1]))[0]
+  assert plain.tobytes() != in_batch.tobytes()
 
 
 def test_written_file_is_byte_identical_on_1_and_8_devices(run, tmp_path):

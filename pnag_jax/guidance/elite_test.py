@@ -95,11 +95,8 @@ def test_records_of_mbv3_r_subnets(tmp_path):
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   assert [sorted(r) for r in rows] == [["arch", "note10_latency_ms", "ofa_acc"]] * 3
   assert rows[0]["arch"] == space.to_native(genes[0]) and "r" in rows[0]["arch"]
-  # What reads arch files reads these back: the executable check and task loaders.
-  from pnag_jax.evaluation import executable  # pylint: disable=g-import-not-at-top
+  # What reads arch files (the executable check, predict, task loaders) reads these back.
   from pnag_jax.tasks import read_archs  # pylint: disable=g-import-not-at-top
-  np.testing.assert_array_equal(space.from_strings(executable.read_arch_file(out, "mbv3_r")),
-                                genes)
   np.testing.assert_array_equal(read_archs(out, "mbv3_r"), genes)
   out = files.write_records(tmp_path / "top.csv", space, genes, {"ofa_acc": [1, 2, 3]})
   assert out.read_text().splitlines()[0] == "arch,ofa_acc"

@@ -28,14 +28,21 @@ def builder(space_name: str) -> ModuleType:
   return importlib.import_module(_BUILDERS[space_name])
 
 
-def buildable(space, ops, adj):
-  """bool[...]: the decoded graph maps to a network of the space.
+def format_suffices(space) -> bool:
+  """Whether format validity alone makes a decoded graph a member network.
 
-  Fixed-adjacency spaces only vary their ops, so any format-valid op assignment is a
-  member network (NB201's disconnected cells included: they are benchmark rows, and
-  train to chance). Spaces that generate edges need strict validity.
+  It does where the adjacency is fixed and every format-valid op assignment decodes to
+  itself (NB201's disconnected cells included: they are benchmark rows, and train to
+  chance). Spaces that generate edges, and AutoFormer, whose ops also carry the depth,
+  need strict validity: a format-valid AutoFormer sequence with a hole decodes to a
+  config with a layer the graph does not have.
   """
-  return space.format_valid(ops, adj) if space.fixed_adjacency else space.strict_valid(ops, adj)
+  return space.fixed_adjacency and space.format_valid_decodes_exactly
+
+
+def buildable(space, ops, adj):
+  """bool[...]: the decoded graph maps to a network of the space (`format_suffices`)."""
+  return space.format_valid(ops, adj) if format_suffices(space) else space.strict_valid(ops, adj)
 
 
 def min_input_size(space_name: str, **kwargs) -> int:

@@ -139,7 +139,7 @@ def _parse_config(config: Any, where: str) -> tuple[int, int, list[Any], list[An
                             f"{parsing.short_repr(value)}")
     if len(value) != depth:
       raise ArchStringError(f"{key} has {len(value)} entries but {depth_key} is "
-                            f"{depth} for {where}")
+                            f"{parsing.short_repr(depth)} for {where}")
     return list(value)
 
   if expected is _AUTOFORMER_KEYS:
@@ -258,6 +258,7 @@ class AutoFormerSpace(base.SearchSpace):
   """An AutoFormer space; `AutoFormerTinySpace` and `AutoFormerBaseSpace` fix the choices."""
 
   fixed_adjacency = True
+  format_valid_decodes_exactly = False  # see SearchSpace: the depth is in the ops
 
   def __init__(self, choices: AutoFormerChoices):
     self.choices = choices

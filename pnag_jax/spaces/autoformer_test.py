@@ -166,6 +166,9 @@ def test_rejection_message_names_the_field_and_choices():
      r"num_heads\[0\]"),
     ('{"embed_dim": 192, "depth": 1, "mlp_ratio": [1' + "0" * 400 + '], "num_heads": [3]}',
      "is not one of"),
+    # The depth shortened in the message, as every other value is.
+    ('{"embed_dim": 192, "depth": 1' + "0" * 4000 + ', "mlp_ratio": [], "num_heads": []}',
+     r"^mlp_ratio has 0 entries but depth is 10{56}\.\.\. for autoformer"),
     ('{"layer_num": 1, "embed_dim": [192, 192], "mlp_ratio": [3.5], "num_heads": [3]}',
      "embed_dim has 2 entries"),
     ('{"layer_num": 12, "embed_dim": 192, "mlp_ratio": [], "num_heads": []}', "embed_dim"),

@@ -129,6 +129,12 @@ class SearchSpace(abc.ABC):
   edge_budget: int
   #: Whether all valid archs share one adjacency (then only ops are generated).
   fixed_adjacency: bool = True
+  #: Whether every format-valid graph decodes to itself (`encode(decode(g)) == g`), so
+  #: that format validity alone makes it a member network. AutoFormer's ops also carry
+  #: the depth (trailing skips): a format-valid sequence with a hole, or with a depth
+  #: outside the choices, decodes to a neighbouring config, so only its strictly valid
+  #: graphs are members.
+  format_valid_decodes_exactly: bool = True
   #: Whether `enumerate()` lists the whole space (small, finite spaces such as NB201).
   enumerable: bool = False
   #: Groups of genes whose slots are alike: the same choices, applied to tensors of the

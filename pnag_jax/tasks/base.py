@@ -96,7 +96,8 @@ class Task:
       params, flops, user.
     minimize: lower scores are better.
     space: the space's name.
-    source: the file the scores come from, "formula", or the user's CSV path.
+    source: the file the scores come from, the network a count describes
+      (`costs.COUNTED_NETWORKS`), or the user's CSV path.
     load: reads the data; called only by `data()`.
     score_fn: for formula tasks, `score_fn(genes int[n, G]) -> float64[n]` for any
       archs (e.g. constraints on generated ones); None for table tasks.

@@ -78,7 +78,7 @@ def _function_task(space: str, name: str, fn) -> Task:
       return TaskData(genes, score_fn(genes))
   else:
     load = _no_table(space, name)
-  return Task(name, name, True, space, "formula", load, score_fn)
+  return Task(name, name, True, space, costs.COUNTED_NETWORKS[space], load, score_fn)
 
 
 def _no_table(space: str, name: str):

@@ -11,6 +11,7 @@ from pnag_jax.data import NB201Data
 from pnag_jax.errors import DataError, PnagError
 from pnag_jax.spaces import get_space
 from pnag_jax.tasks import builtin_tasks, require_tables, select_tasks
+from pnag_jax.tasks import costs
 
 _BEST_C10 = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
              "|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|")
@@ -37,7 +38,7 @@ def test_names_families_and_directions(tasks):
   assert tasks["rob_cifar10_apgd_eps1"].family == "apgd"
   assert tasks["rob_cifar100_pgd_eps0.5"].family == "pgd"
   assert all(t.family == "test_acc" and not t.minimize for t in list(tasks.values())[:3])
-  assert tasks["params"].minimize and tasks["flops"].source == "formula"
+  assert tasks["params"].minimize and tasks["flops"].source == costs.COUNTED_NETWORKS["nb201"]
   assert {t.space for t in tasks.values()} == {"nb201"}
 
 
