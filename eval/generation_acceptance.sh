@@ -23,4 +23,4 @@ $py eval/bench_metrics.py --out "$out/bench_metrics.json"
 $pnag eval quality --workdir "$runs/nb201_paper" --seeds 3 --out "$out/quality"
 # SCC ablation (Fig. 3) on the reduced budgets, t_max = 0..T.
 $pnag eval scc-ablation --space nb201 --seeds 2 --out "$out/scc_ablation_nb201"
-$pnag eval scc-ablation --space mbv3 --seeds 1 --t-max 0 2 4 6 --out "$out/scc_ablation_mbv3"
+$pnag eval scc-ablation --space mbv3 --seeds 1 --t-max 0 3 6 --out "$out/scc_ablation_mbv3"

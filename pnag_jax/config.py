@@ -122,19 +122,32 @@ def make(cls: type[C], presets: Mapping[str, Mapping[str, Any]], preset: str,
   if preset not in presets:
     raise PnagError(f"unknown preset {preset!r}; presets: {', '.join(presets)}")
   parsed = parse_overrides(cls, overrides)
-  # `fields` are the command's own (its --space, --seed, --exclude): an override would
-  # win over them unseen, e.g. an MBV3 run in an ablation its report calls NB201's.
-  for key in sorted(set(parsed) & set(fields)):
-    raise PnagError(f"--set {key}=... is refused: the command sets {key} itself "
-                    f"(with --{key.replace('_', '-')} where it has that flag)")
+  _refuse_own(parsed, fields)
   return _checked_new(cls(**{**presets[preset], **fields, **parsed}))
 
 
-def with_overrides(cfg: C, overrides: Sequence[str], *, where: str) -> C:
-  """`cfg` with `key=value` overrides applied and checked (a resumed run's config)."""
+def with_overrides(cfg: C, overrides: Sequence[str], *, where: str,
+                   own: Sequence[str] = ()) -> C:
+  """`cfg` with `key=value` overrides applied and checked (a resumed run's config);
+  the keys in `own` are the command's, as `make`'s `fields`."""
   cls = type(cfg)
-  out = from_dict(cls, {**to_dict(cfg), **parse_overrides(cls, overrides)}, where=where)
+  parsed = parse_overrides(cls, overrides)
+  _refuse_own(parsed, own)
+  out = from_dict(cls, {**to_dict(cfg), **parsed}, where=where)
   return _checked_new(out) if overrides else out
+
+
+def _refuse_own(parsed: Mapping[str, Any], own) -> None:
+  # The command's own settings (its --space, --seed, --exclude): an override would win
+  # over them unseen, e.g. an MBV3 run in an ablation its report calls NB201's.
+  for key in sorted(set(parsed) & set(own)):
+    raise PnagError(f"--set {key}=... is refused: the command sets {key} itself "
+                    f"(with --{key.replace('_', '-')} where it has that flag)")
+
+
+def set_keys(cls: type, own: Sequence[str]) -> str:
+  """The keys `--set` takes, for a trainer's help: the config's, less the command's own."""
+  return ", ".join(k for k in field_types(cls) if k not in own)
 
 
 def _checked_new(cfg: C) -> C:

@@ -108,6 +108,11 @@ def test_stage1_presets_and_checks():
     with pytest.raises(PnagError, match=rf"--set {bad[:4]}\w*=\.\.\. is refused: the "
                                         "command sets"):
       stage1.make_config("quick", overrides=[bad])
+  # A resumed run's config refuses them as well (a surrogate's --set space=darts was
+  # reported as "--exclude ... matches no task").
+  with pytest.raises(PnagError, match=r"^--set space=\.\.\. is refused: the command sets"):
+    config.with_overrides(stage1.make_config("quick"), ["space=nb201"], where="W",
+                          own=("space", "seed"))
   # A sampled space needs held-out archs; NB201's split is fixed, and ignores the size.
   with pytest.raises(PnagError, match="heldout_size must be >= 1"):
     stage1.make_config("quick", space="mbv3", overrides=["heldout_size=0"])

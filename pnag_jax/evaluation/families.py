@@ -207,7 +207,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   transfer.add_surrogate_arguments(p, "families", seeds=3)
   p.add_argument("--families", default=None,
                  help="comma-separated exclusion regexes, one surrogate each (default: "
-                      f"{' '.join(FAMILIES)})")
+                      f"{','.join(FAMILIES)})")
   p.add_argument("--no-devices", action="store_true", help="skip leave-one-device-out")
 
 

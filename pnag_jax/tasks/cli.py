@@ -7,8 +7,10 @@ Listing counts each table task's archs, which reads its table; tables are small
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
-from pnag_jax.data import DATA_DIR_HELP
+from pnag_jax.data import DATA_DIR_HELP, ENV_VAR, has_tables
 from pnag_jax.spaces import SPACE_NAMES
 from pnag_jax.tasks.base import select_tasks
 from pnag_jax.errors import PnagError
@@ -27,6 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "(re.search; repeatable), as meta-training would")
 
 
+def _note_missing_data(space: str) -> None:
+  """Says on stderr why a space with data files lists its counts alone."""
+  if not (has_tables(space) or space in ("mbv3", "mbv3_r")):
+    return
+  # A variable that is set is a default, not an error; but a typo in it must show.
+  env = os.environ.get(ENV_VAR)
+  where = (f"${ENV_VAR}={env!r} holds no {space} data" if env else
+           f"no data directory (--data-dir or ${ENV_VAR})")
+  print(f"pnag: note: {where}, so only the counts are listed", file=sys.stderr)
+
+
 def main(args: argparse.Namespace) -> None:
   tasks = builtin_tasks(args.space, args.data_dir)
   try:
@@ -36,6 +49,8 @@ def main(args: argparse.Namespace) -> None:
     # pattern (a regex error would only come next).
     require_tables(tasks, "pnag tasks --exclude")
     raise
+  if all(t.is_function and t.name in ("params", "flops") for t in tasks.values()):
+    _note_missing_data(args.space)
   rows = [_COLUMNS]
   for task in kept.values():
     archs = "function" if task.is_function else f"{len(task.data())}"

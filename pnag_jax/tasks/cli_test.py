@@ -59,3 +59,18 @@ def test_exclude_without_the_tables_names_the_missing_tables(pnag_main, monkeypa
   # A pattern that matches a formula task needs no table.
   code, out, _ = pnag_main("tasks", "--space", "nb201", "--exclude", "^params$")
   assert code == 0 and out.splitlines()[-1] == "# excluded 1: params"
+
+
+def test_a_data_dir_variable_without_the_data_is_named(pnag_main, monkeypatch, tmp_path):
+  # A typo in $PNAG_DATA_DIR is no error (the variable is a default), but it shows.
+  monkeypatch.setenv("PNAG_DATA_DIR", str(tmp_path / "dta"))
+  for space in ("nb201", "mbv3_r"):
+    code, out, err = pnag_main("tasks", "--space", space)
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == ["params", "flops"]
+    assert err.strip() == (f"pnag: note: $PNAG_DATA_DIR={str(tmp_path / 'dta')!r} holds no "
+                           f"{space} data, so only the counts are listed")
+  monkeypatch.delenv("PNAG_DATA_DIR")
+  code, _, err = pnag_main("tasks", "--space", "nb201")
+  assert code == 0 and "no data directory (--data-dir or $PNAG_DATA_DIR)" in err
+  code, _, err = pnag_main("tasks", "--space", "darts")  # nothing to find: no note
+  assert code == 0 and not err.strip()

@@ -213,6 +213,9 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
 
     end = total if stop_after is None else min(total, stop_after)
     t0 = time.perf_counter()
+    # The report's time is the last checkpoint's, which a rerun that measures anew reads
+    # back: the final save and what follows it are no training.
+    train_seconds = seconds_before
     bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
                desc=f"stage1 {space.name}", dynamic_ncols=True)
     with reports.open_metrics(out_dir, start) as log:
@@ -229,13 +232,12 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
           ev = evaluate(model, state["params"], heldout[:EVAL_CHUNK * 2])
           log.write(json.dumps({"step": done, "split": "heldout", **ev}) + "\n")
         if done % cfg.checkpoint_every == 0 or done == end:
+          train_seconds = seconds_before + time.perf_counter() - t0
           meta = lineage.stage_meta(stage=stage1.NAME, space=space.name,
                                     config=config_lib.to_dict(cfg), params=state["params"],
-                                    frozen=cfg.frozen(),
-                                    train_seconds=seconds_before + time.perf_counter() - t0)
+                                    frozen=cfg.frozen(), train_seconds=train_seconds)
           ckpt.save(done, state["params"], state["opt_state"], base_key, meta, force=True)
         log.flush()
-    train_seconds = seconds_before + time.perf_counter() - t0
     ckpt.wait_until_finished()
     if end < total:
       return {"steps": end, "stopped_early": True}
@@ -266,6 +268,10 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
 # ---- `pnag train stage1` --------------------------------------------------------------
 
 
+#: What the command sets with its own flags, refused as `--set` keys (`config.make`).
+OWN_SETTINGS = ("space", "seed")
+
+
 def config_for(workdir: str | Path, *, preset: str | None, space: str | None,
                seed: int | None, overrides=()) -> Stage1Config:
   """The config of `pnag train stage1`: a new run's, or the one a workdir resumes.
@@ -284,7 +290,8 @@ def config_for(workdir: str | Path, *, preset: str | None, space: str | None,
                         f"{getattr(saved, name)!r}; --{name} {given} disagrees (omit it to "
                         "resume that run, or use a new --workdir)")
     if preset is None:
-      return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}")
+      return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}",
+                                       own=OWN_SETTINGS)
   return stage1.make_config(preset or "quick", space=space or (saved.space if saved else "nb201"),
                             seed=saved.seed if saved else (seed or 0), overrides=overrides)
 
@@ -295,7 +302,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.epilog = ("example:\n  pnag train stage1 --space nb201 --workdir runs/nb201 --preset quick"
               "\n  pnag train stage1 --space mbv3 --workdir runs/mbv3 --set num_scales=6 "
               "--set dim=16\n\nconfig keys for --set: "
-              + ", ".join(config_lib.field_types(Stage1Config))
+              + config_lib.set_keys(Stage1Config, OWN_SETTINGS)
               + "\n\n" + MAX_STEPS_HELP)
   p.add_argument("--workdir", required=True, help="run directory; stage 1 goes to WORKDIR/stage1")
   p.add_argument("--space", default=None,
@@ -303,7 +310,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "a resumed run keeps its own")
   p.add_argument("--preset", choices=tuple(stage1.PRESETS), default=None,
                  help="named settings (default: quick for a new run; a resumed run keeps "
-                      "its saved config)")
+                      "its saved config, and given, the preset replaces that config, "
+                      "earlier --set values included, except the settings frozen for "
+                      "resume)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override one config value; repeatable")
   p.add_argument("--seed", type=int, default=None,

@@ -122,6 +122,11 @@ def test_the_cli_config_of_a_new_and_a_resumed_run(untrained_run, stage1_saver, 
     training.config_for(tmp_path / "w", preset=None, space=None, seed=0)
   with pytest.raises(PnagError, match="unknown search space 'nb202'"):
     training.config_for(tmp_path / "x", preset=None, space="nb202", seed=None)
+  # Its flags' settings are no --set keys on resume either, even when they agree.
+  for bad in ("space=mbv3", "seed=4"):
+    with pytest.raises(PnagError, match=rf"^--set {bad[:4]}\w*=\.\.\. is refused"):
+      training.config_for(tmp_path / "w", preset=None, space=None, seed=None,
+                          overrides=[bad])
 
 
 def _bytes(workdir, *names):
@@ -163,6 +168,24 @@ def test_train_seconds_total_every_invocation_and_a_finished_run_keeps_its_repor
   with pytest.raises(ckpt_lib.CheckpointError, match="learning_rate=0.003, not 0.05.*trains no more"):
     training.train_and_evaluate(new.replace(learning_rate=0.05), tmp_path, progress=False)
   assert _bytes(tmp_path, "report.json", "metrics.jsonl", "config.json") == kept
+
+
+def test_a_report_measured_anew_keeps_the_runs_training_time(tmp_path, step_clock,
+                                                             monkeypatch):
+  clock = step_clock(training)
+  save = ckpt_lib.StageCheckpointer.save
+
+  def slow_save(self, *args, **kwargs):
+    clock.now += 0.5  # a save takes time, which is no training
+    return save(self, *args, **kwargs)
+
+  monkeypatch.setattr(ckpt_lib.StageCheckpointer, "save", slow_save)
+  cfg = stage1.make_config("quick", overrides=TINY)
+  report = training.train_and_evaluate(cfg, tmp_path, progress=False)
+  assert report["train_seconds"] == stage1.load(tmp_path).meta["train_seconds"]
+  # Measured anew from the last checkpoint: the same time (it lost the final save's).
+  other = training.train_and_evaluate(cfg.replace(eval_size=128), tmp_path, progress=False)
+  assert other["num_evaluated"] == 128 and other["train_seconds"] == report["train_seconds"]
 
 
 def test_max_steps_zero_is_documented_as_no_cap(pnag_main):

@@ -412,12 +412,14 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
 
     end = total if stop_after is None else min(total, stop_after)
     t0 = time.perf_counter()
+    # The report's time is the last checkpoint's, which a rerun that measures anew reads
+    # back: the final save and what follows it are no training.
+    train_seconds = seconds_before
 
-    def meta(params):
+    def meta(params, seconds):
       return lineage.stage_meta(stage=stage2.NAME, space=space.name,
                                 config=config_lib.to_dict(cfg), frozen=frozen, parents=parents,
-                                params=params,
-                                train_seconds=seconds_before + time.perf_counter() - t0)
+                                params=params, train_seconds=seconds)
 
     bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
                desc=f"stage2 {space.name}", dynamic_ncols=True)
@@ -441,13 +443,14 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
           if best is not None and ev["nll_per_token"] < best_nll:
             best_nll = ev["nll_per_token"]
             best.save(done, state["params"], state["opt_state"], base_key,
-                      {**meta(params=state["params"]), "heldout_nll_per_token": best_nll},
+                      {**meta(state["params"], seconds_before + time.perf_counter() - t0),
+                       "heldout_nll_per_token": best_nll},
                       force=True)
         if done % cfg.checkpoint_every == 0 or done == end:
+          train_seconds = seconds_before + time.perf_counter() - t0
           ckpt.save(done, state["params"], state["opt_state"], base_key,
-                    meta(params=state["params"]), force=True)
+                    meta(state["params"], train_seconds), force=True)
         log.flush()
-    train_seconds = seconds_before + time.perf_counter() - t0
     ckpt.wait_until_finished()
     kept = None
     if best is not None:
@@ -512,6 +515,10 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
 # ---- `pnag train stage2` ----------------------------------------------------------------------
 
 
+#: What the command sets with its own flags, refused as `--set` keys (`config.make`).
+OWN_SETTINGS = ("seed",)
+
+
 def config_for(workdir: str | Path, *, preset: str | None, seed: int | None,
                overrides=()) -> Stage2Config:
   """A new run's config, or the one `workdir/stage2` resumes (with `--set` on top)."""
@@ -521,7 +528,8 @@ def config_for(workdir: str | Path, *, preset: str | None, seed: int | None,
       raise PnagError(f"workdir {workdir} holds a stage-2 run with seed {saved.seed}; "
                       f"--seed {seed} disagrees (omit it to resume, or use a new --workdir)")
     if preset is None:
-      return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}")
+      return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}",
+                                       own=OWN_SETTINGS)
   return stage2.make_config(preset or "quick", seed=saved.seed if saved else (seed or 0),
                             overrides=overrides)
 
@@ -534,13 +542,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "same command resumes.")
   p.epilog = ("example:\n  pnag train stage2 --workdir runs/nb201 --preset quick\n"
               "  pnag train stage2 --workdir runs/nb201 --preset quick --set condition=task\n\n"
-              "config keys for --set: " + ", ".join(config_lib.field_types(Stage2Config))
+              "config keys for --set: " + config_lib.set_keys(Stage2Config, OWN_SETTINGS)
               + "\n\n" + MAX_STEPS_HELP)
   p.add_argument("--workdir", required=True,
                  help="a run directory holding stage1/; stage 2 goes to WORKDIR/stage2")
   p.add_argument("--preset", choices=tuple(stage2.PRESETS), default=None,
                  help="named settings (default: quick for a new run; a resumed run keeps "
-                      "its saved config)")
+                      "its saved config, and given, the preset replaces that config, "
+                      "earlier --set values included, except the settings frozen for "
+                      "resume)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override one config value; repeatable")
   p.add_argument("--seed", type=int, default=None, help="seed of a new run (default: 0)")

@@ -490,6 +490,9 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     t0 = time.perf_counter()
+    # The report's time is the last checkpoint's, which a rerun that measures anew reads
+    # back: the final save and what follows it are no training.
+    train_seconds = seconds_before
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress,
                desc=f"surrogate {space.name}", dynamic_ncols=True)
     with reports.open_metrics(out_dir, start) as log:
@@ -503,16 +506,15 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
           bar.set_postfix(loss=f"{row['loss']:.4f}")
           log.write(json.dumps({"step": done, "split": "train", **row}) + "\n")
         if done % cfg.checkpoint_every == 0 or done == end:
+          train_seconds = seconds_before + time.perf_counter() - t0
           meta = lineage.stage_meta(stage=stage.NAME, space=space.name,
                                     config=config_lib.to_dict(cfg), params=state["ema"],
-                                    frozen={**frozen, **split},
-                                    train_seconds=seconds_before + time.perf_counter() - t0)
+                                    frozen={**frozen, **split}, train_seconds=train_seconds)
           if encoder_source is not None:
             meta["encoder_init"] = encoder_source
           ckpt.save(done, state["ema"], {"opt": state["opt_state"], "params": state["params"]},
                     key, meta, force=True)
         log.flush()
-    train_seconds = seconds_before + time.perf_counter() - t0
     ckpt.wait_until_finished()
     if end < cfg.steps:
       return {"steps": end, "stopped_early": True}
@@ -542,6 +544,10 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
 # ---- `pnag train surrogate` -----------------------------------------------------------
 
 
+#: What the command sets with its own flags, refused as `--set` keys (`config.make`).
+OWN_SETTINGS = ("space", "seed", "exclude")
+
+
 def config_for(workdir, *, preset: str | None, space: str | None, seed: int | None,
                exclude: tuple[str, ...], overrides=()) -> SurrogateConfig:
   """A new run's config, or the saved one of the run `workdir` resumes.
@@ -563,7 +569,8 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
             f"{getattr(saved, name)!r}; --{name} {given!r} disagrees (resume with the same "
             "settings, or use a new --workdir)")
     if preset is None:
-      return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}")
+      return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}",
+                                       own=OWN_SETTINGS)
     return stage.make_config(preset, saved.space, saved.seed, saved.exclude, overrides)
   return stage.make_config(preset or "quick", space or "nb201", seed or 0, exclude or (),
                            overrides)
@@ -574,16 +581,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "same command resumes from the latest checkpoint.")
   p.epilog = ("example: (leave CIFAR-10 out)\n  pnag train surrogate --workdir runs/nb201 "
               "--space nb201 --exclude 'cifar10(?!0)'\n\nconfig keys for --set: "
-              + ", ".join(config_lib.field_types(SurrogateConfig)))
+              + config_lib.set_keys(SurrogateConfig, OWN_SETTINGS))
   p.add_argument("--workdir", required=True, help="run directory; the surrogate goes to "
                                                   "WORKDIR/surrogate")
   p.add_argument("--space", default=None,
                  help=f"search space ({', '.join(SPACE_NAMES)}; default: nb201)")
   p.add_argument("--exclude", action="append", default=None, metavar="REGEX",
                  help="never read tasks whose name matches (re.search); repeatable; a "
-                      "pattern that matches no task is an error")
+                      "pattern that matches no task is an error. A resumed run keeps its "
+                      "saved exclusions when this is not given, and refuses other ones")
   p.add_argument("--preset", choices=tuple(stage.PRESETS), default=None,
-                 help="named settings (default: quick for a new run)")
+                 help="named settings (default: quick for a new run; a resumed run keeps "
+                      "its saved config, and given, the preset replaces that config, "
+                      "earlier --set values included, except the settings frozen for "
+                      "resume)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override one config value; repeatable")
   p.add_argument("--seed", type=int, default=None, help="seed of a new run (default: 0)")
