@@ -150,7 +150,7 @@ def gaussian_posterior(mean: jax.Array, cov: jax.Array, a: jax.Array, z: jax.Arr
                   m: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(posterior mean weights, chosen noise variance, its log evidence) under one Gaussian
   prior; `a` holds the masked references' features, `m` the mask as 0/1."""
-  r = jnp.where(m > 0, z - a @ mean, 0)
+  r = (z - a @ mean) * m
   gram = a @ cov @ a.T
 
   def covariance(noise):
@@ -179,7 +179,7 @@ def posterior(prior: dict, feats: jax.Array, z: jax.Array, mask: jax.Array
   chex.assert_shape(mask, (k,))
   chex.assert_shape(prior["mean"], (f,))
   m = mask.astype(feats.dtype)
-  a = jnp.where(mask[:, None], feats, 0)  # selected, not multiplied: NaN * 0 is NaN
+  a = feats * m[:, None]
   fits = [gaussian_posterior(prior[mu], prior[c], a, z, m) for mu, c in HYPOTHESES if mu in prior]
   w = jnp.stack([fit[0] for fit in fits])
   noise = jnp.stack([fit[1] for fit in fits])

@@ -39,10 +39,10 @@ LOG_SPREAD_RANGE = (-8.0, 4.0)
 
 def _moments(scores: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(mean, std) of `scores float[..., K]` over the `mask`ed entries, keepdims."""
-  # Padded entries are selected away, not multiplied by 0: a NaN there times 0 is NaN.
-  n = jnp.maximum(mask.sum(-1, keepdims=True), 1).astype(scores.dtype)
-  mean = jnp.where(mask, scores, 0).sum(-1, keepdims=True) / n
-  var = (jnp.where(mask, scores - mean, 0) ** 2).sum(-1, keepdims=True) / n
+  w = mask.astype(scores.dtype)
+  n = jnp.maximum(w.sum(-1, keepdims=True), 1.0)
+  mean = (scores * w).sum(-1, keepdims=True) / n
+  var = (((scores - mean) * w) ** 2).sum(-1, keepdims=True) / n
   return mean, jnp.sqrt(var)
 
 
@@ -56,7 +56,7 @@ def standardise(scores: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Arra
   lo = jnp.min(jnp.where(mask, scores, jnp.inf), -1, keepdims=True)
   flat = (hi <= lo) | (std <= MIN_STD * jnp.minimum(1.0, jnp.abs(mean)))
   std = jnp.where(flat, 1.0, std)
-  return jnp.where(mask, (scores - mean) / std, 0), mean[..., 0], std[..., 0]
+  return (scores - mean) / std * mask.astype(scores.dtype), mean[..., 0], std[..., 0]
 
 
 def log_spread(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -131,8 +131,8 @@ class TaskEncoder(nnx.Module):
     chex.assert_shape(ref_emb, (*ref_z.shape, None))
     chex.assert_shape(mask, ref_z.shape)
     h = self.phi(jnp.concatenate([ref_emb, ref_z[..., None]], -1))
-    n = jnp.maximum(mask.sum(-1, keepdims=True), 1).astype(h.dtype)
-    pooled = jnp.where(mask[..., None], h, 0).sum(-2) / n
+    w = mask.astype(h.dtype)[..., None]
+    pooled = (h * w).sum(-2) / jnp.maximum(w.sum(-2), 1.0)
     if self.spread:
       chex.assert_shape(spread, ref_z.shape[:-1])
       pooled = jnp.concatenate([pooled, spread[..., None]], -1)
@@ -152,9 +152,9 @@ def ridge_fit(feats: jax.Array, z: jax.Array, mask: jax.Array, lam: jax.Array) -
   is the same for any padding.
   """
   m = mask.astype(feats.dtype)
-  f = jnp.where(mask[:, None], feats, 0)  # selected, not multiplied: NaN * 0 is NaN
+  f = feats * m[:, None]
   gram = f @ f.T + jnp.diag(1.0 - m) + lam * jnp.eye(m.shape[0], dtype=feats.dtype)
-  alpha = jnp.linalg.solve(gram, jnp.where(mask, z, 0))
+  alpha = jnp.linalg.solve(gram, z * m)
   return f.T @ alpha
 
 
