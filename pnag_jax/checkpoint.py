@@ -57,6 +57,7 @@ No manifest is added to such a step later; that could bless damage.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -258,6 +259,24 @@ class StageCheckpointer:
     except OSError as e:
       raise CheckpointError(
           f"cannot open checkpoints in {self.directory}: {_one_line(e)}") from e
+    self._lock = None if read_only else self._take_lock()
+
+  def _take_lock(self) -> int:
+    """Locks the checkpoint folder for this writer, or refuses: two trainers of one
+    stage interleaved their steps, their `metrics.jsonl` rows and their reports, and
+    both said they finished. The lock goes with the process (a killed run holds none);
+    readers take none, so generating from a run while it trains still works."""
+    fd = os.open(self.directory, os.O_RDONLY)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(fd)
+      self._manager.close()
+      # Its folders are not taken back: they are the other process's.
+      raise CheckpointError(
+          f"{os.path.dirname(self.directory)} is in use: another process is training "
+          "it now; wait for it to finish, or use another --workdir") from e
+    return fd
 
   def __enter__(self) -> StageCheckpointer:
     return self
@@ -323,7 +342,19 @@ class StageCheckpointer:
     )
     try:
       started = self._manager.save(step, args=args, force=force)
-    except OSError as e:
+    except (OSError, ValueError) as e:
+      # Tensorstore reports the disk's errors (a full disk, a file size limit) as
+      # ValueErrors that carry an os_error_code; others are no I/O error.
+      if not isinstance(e, OSError) and "os_error_code" not in str(e):
+        raise
+      if os.path.isdir(self._step_dir(step)):
+        # Committed: what failed came after, orbax removing the steps past
+        # `max_to_keep`. The step still gets its manifest, or resuming would take it
+        # unchecked.
+        self._add_manifest(step)
+        raise CheckpointError(
+            f"saved step {step} in {self.directory}, but could not remove an older "
+            f"step: {_one_line(e)}") from e
       raise CheckpointError(
           f"cannot save step {step} to {self.directory}: {_one_line(e)}") from e
     if started:
@@ -364,11 +395,14 @@ class StageCheckpointer:
           f"saving to {self.directory} failed: {_one_line(e)}") from e
 
   def close(self) -> None:
-    """Waits for pending saves, then releases orbax's threads."""
+    """Waits for pending saves, then releases orbax's threads and the writer's lock."""
     try:
       self.wait_until_finished()
     finally:
       self._manager.close()
+      if self._lock is not None:
+        os.close(self._lock)
+        self._lock = None
 
   def _step_dir(self, step: int) -> str:
     # Orbax's default step name format, which the manager is created with.

@@ -247,6 +247,55 @@ def test_stages_are_separate(tmp_path):
     assert ckpt.directory == os.path.join(tmp_path, "stage2", "checkpoints")
 
 
+def test_one_writer_a_stage_at_a_time(tmp_path):
+  _save_steps(tmp_path, [1])
+  with StageCheckpointer(tmp_path, "stage1") as writer:
+    # A second trainer of the stage is refused; readers, and other stages, are not.
+    with pytest.raises(CheckpointError, match=r"^\S*/stage1 is in use: another process is "
+                                              "training it now"):
+      StageCheckpointer(tmp_path, "stage1")
+    with StageCheckpointer(tmp_path, "stage1", read_only=True) as reader:
+      assert reader.read_meta() == _meta(1)
+    with StageCheckpointer(tmp_path, "stage2"):
+      pass
+    params, opt_state = _trained_state(steps=0)
+    writer.save(2, params, opt_state, jax.random.key(0), _meta(2))
+  with StageCheckpointer(tmp_path, "stage1") as again:  # released by `close`
+    assert again.latest_step() == 2
+
+
+def test_a_disk_error_while_saving_is_one_line(tmp_path, monkeypatch):
+  params, opt_state = _trained_state(steps=0)
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    # As tensorstore reports a file size limit: a ValueError with the OS's error code.
+    def too_large(*args, **kwargs):
+      raise ValueError("OUT_OF_RANGE: Failed to write 2171057 bytes: File too large "
+                       "[os_error_code='27'] [tensorstore_spec='{...}']")
+    monkeypatch.setattr(ckpt._manager, "save", too_large)  # pylint: disable=protected-access
+    with pytest.raises(CheckpointError, match="^cannot save step 1 to .*File too large"):
+      ckpt.save(1, params, opt_state, jax.random.key(0), _meta(1))
+    def a_bug(*args, **kwargs):
+      raise ValueError("a bug, not the disk")
+    monkeypatch.setattr(ckpt._manager, "save", a_bug)  # pylint: disable=protected-access
+    with pytest.raises(ValueError, match="a bug"):
+      ckpt.save(1, params, opt_state, jax.random.key(0), _meta(1))
+
+
+def test_a_step_committed_before_an_error_still_gets_its_manifest(tmp_path, monkeypatch):
+  params, opt_state = _trained_state(steps=0)
+  with StageCheckpointer(tmp_path, "stage1") as ckpt:
+    save = ckpt._manager.save  # pylint: disable=protected-access
+
+    def then_fail_to_delete(*args, **kwargs):
+      save(*args, **kwargs)
+      raise PermissionError(13, "Permission denied", "checkpoints/1/_CHECKPOINT_METADATA")
+    monkeypatch.setattr(ckpt._manager, "save", then_fail_to_delete)  # pylint: disable=protected-access
+    with pytest.raises(CheckpointError, match="^saved step 2 in .*could not remove an older "
+                                              "step: .*Permission denied"):
+      ckpt.save(2, params, opt_state, jax.random.key(0), _meta(2))
+  assert (tmp_path / "stage1" / "checkpoints" / "2" / "pnag_manifest.json").is_file()
+
+
 def test_empty_dir_errors(tmp_path):
   with StageCheckpointer(tmp_path, "stage1") as ckpt:
     with pytest.raises(CheckpointError, match="no checkpoint in .*stage1/checkpoints"):

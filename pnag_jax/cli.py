@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import os
 import signal
@@ -171,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 130
   except BrokenPipeError:
     return _reader_gone()
+  except OSError as e:
+    if e.errno not in _STORAGE_ERRORS:
+      raise
+    return _storage_failed(e)
   except Exception as e:  # pylint: disable=broad-exception-caught  # re-raised unless memory
     if not _out_of_memory(e):
       raise
@@ -189,14 +194,32 @@ def _out_of_memory(e: Exception) -> bool:
       and str(e).startswith("RESOURCE_EXHAUSTED"))
 
 
+#: What the storage refuses, not the command: a full disk, a quota, a file size limit.
+_STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
+def _storage_failed(e: OSError) -> int:
+  """A write the storage refused (training's log on a full disk, stdout at /dev/full):
+  one line. What the command wrote is as at an interrupt: files are complete or
+  removed, and a training run resumes from its last checkpoint."""
+  print(f"pnag: error: {one_line(e, 300)}", file=sys.stderr)
+  if sys.stdout is not None and e.filename is None:  # stdout's: its last flush would fail
+    _stdout_to_devnull()
+  return 1
+
+
+def _stdout_to_devnull() -> None:
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, sys.stdout.fileno())
+  os.close(devnull)
+
+
 def _reader_gone() -> int:
   """stdout's reader left (`pnag tasks | head`): end quietly, with the exit code of a
   tool that SIGPIPE ended. What the command wrote to files is complete or removed: the
   error unwound through every `with`, and results are printed after they are written.
   stdout goes to /dev/null first, or the interpreter's last flush fails once more."""
-  devnull = os.open(os.devnull, os.O_WRONLY)
-  os.dup2(devnull, sys.stdout.fileno())
-  os.close(devnull)
+  _stdout_to_devnull()
   return 128 + signal.SIGPIPE
 
 
@@ -213,9 +236,14 @@ def console(argv: Sequence[str] | None = None) -> None:
   """
   code = main(argv)
   try:
-    sys.stdout.flush()  # what is still buffered: a pipe closed early fails only now
+    if sys.stdout is not None:  # None where the command ran with stdout closed
+      sys.stdout.flush()  # what is still buffered: a pipe closed early fails only now
   except BrokenPipeError:
     code = _reader_gone()
+  except OSError as e:
+    if e.errno not in _STORAGE_ERRORS:
+      raise
+    code = _storage_failed(e)
   if code == 130:
     sys.stdout.flush()
     sys.stderr.flush()

@@ -167,6 +167,22 @@ def test_a_reader_that_left_ends_the_command_quietly(unbuffered):
   assert r.returncode == 141 and r.stderr == "", r.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("unbuffered", [True, False])
+def test_a_full_stdout_or_a_closed_one_is_no_traceback(unbuffered):
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+  env.update({"PYTHONUNBUFFERED": "1"} if unbuffered else {})
+  with open("/dev/full", "w", encoding="utf-8") as full:
+    r = subprocess.run([sys.executable, "-m", "pnag_jax.cli", "spaces"], stdout=full,
+                       stderr=subprocess.PIPE, text=True, timeout=120, check=False, env=env)
+  assert r.returncode == 1, r.stderr
+  assert r.stderr == "pnag: error: [Errno 28] No space left on device\n"
+  # Closed: Python has no sys.stdout at all, and the output has nowhere to go.
+  r = subprocess.run(["sh", "-c", 'exec "$0" -m pnag_jax.cli spaces >&-', sys.executable],
+                     stderr=subprocess.PIPE, text=True, timeout=120, check=False, env=env)
+  assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
 def test_the_demo_checks_a_surrogate_in_its_workdir_before_it_trains(pnag_main, tmp_path,
                                                                        nb201_surrogate):
   # The suite's surrogate (test preset): not the guided step's quick one. The demo used

@@ -54,7 +54,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
         f"(a directory holding nb201/{ACCURACY_FILE})")
   root = Path(given).expanduser()
   if not root.is_dir():
-    raise DataError(f"NB201 data directory {str(root)!r} does not exist")
+    raise DataError(f"NB201 data directory {str(root)!r} "
+                    + ("is a file, not a directory" if root.exists() else "does not exist"))
   for cand in (root / "nb201", root):
     if (cand / ACCURACY_FILE).is_file():
       return cand

@@ -76,6 +76,9 @@ def test_missing_directory_file_and_column(tmp_path, data_dir, monkeypatch):
     resolve_data_dir(None)
   with pytest.raises(DataError, match="does not exist"):
     resolve_data_dir(tmp_path / "nope")
+  (tmp_path / "afile").write_text("")
+  with pytest.raises(DataError, match="'.*afile' is a file, not a directory"):
+    resolve_data_dir(tmp_path / "afile")
   with pytest.raises(DataError, match="no nb201_accuracy.csv"):
     resolve_data_dir(tmp_path)
   # Environment variable, and pointing at nb201/ itself, both work.

@@ -80,3 +80,9 @@ def test_target_needs_the_ar_prior_and_a_task_conditioned_stage2(nb201_stage2_un
                            "--prior", "ar", "--refs", refs, "--target", "0.9", "--pool", "10")
   assert code != 0 and "--pool ranks a pool" in err
   assert not out.exists()
+  # The measured references are no output file (the command replaced them with archs).
+  kept = refs.read_bytes()
+  code, _, err = pnag_main("generate", "--workdir", workdir, "--num", "4", "--out", refs,
+                           "--prior", "ar", "--refs", refs, "--target", "0.9")
+  assert code != 0 and "is the --refs file, which the output would replace" in err
+  assert refs.read_bytes() == kept

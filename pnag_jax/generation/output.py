@@ -13,11 +13,14 @@ three test accuracies), then `valid` (strict) and `format_valid` (DiffusionNAG's
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +39,20 @@ def output_format(path: str | Path) -> str:
   return suffix
 
 
+def check_not_an_input(out: str | Path, **inputs) -> None:
+  """`--out` must not name an input file (`flag=path`): the output replaces its target."""
+  for flag, path in inputs.items():
+    if path is not None and Path(out).exists() and Path(path).exists() and \
+        os.path.samefile(out, path):
+      raise PnagError(f"--out {out} is the --{flag} file, which the output would "
+                      "replace; give another name")
+
+
 def check_output(path: str | Path, kind: str | None = None) -> Path:
   """`path` if an output file can go there: .jsonl/.csv (or `kind`, for a name that
   does not say), in an existing directory."""
+  if str(path).endswith(("/", os.sep)):  # Path() drops the slash: "a.csv/" would be a file
+    raise PnagError(f"output {path} ends in a slash; give a file name")
   path = Path(path)
   if kind is None:
     output_format(path)
@@ -136,9 +150,22 @@ class ArchWriter:
 
   def __enter__(self) -> "ArchWriter":
     try:
-      self._file = self._partial.open("wb")
+      # Not truncated before it is locked: it may be another writer's file.
+      fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT, 0o666)
     except OSError as e:  # e.g. a read-only filesystem, which os.access does not see
       raise PnagError(f"cannot write {self._partial}: {e.strerror}") from e
+    try:
+      # Two runs with one --out wrote one F.partial together, and one renamed the
+      # other's rows to F. The lock goes with the process, so a killed run's file is
+      # free for the rerun.
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(fd)
+      raise PnagError(f"another process is writing {self.path} (its {self._partial.name} "
+                      "is locked): wait for it, or write elsewhere") from e
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+      os.ftruncate(fd, 0)
+    self._file = os.fdopen(fd, "wb")
     self._write_failed = False
     if self.kind == ".csv" and self.header:
       self._put(_csv_line(self.columns) + "\n")
@@ -147,17 +174,26 @@ class ArchWriter:
   def __exit__(self, exc_type, exc, tb) -> None:
     error = None
     try:
-      self._file.close()  # flushes what is buffered: a full disk may show only here
+      self._file.flush()  # what is buffered: a full disk may show only here
     except OSError as e:
       if exc_type is None:
         error = self._cannot_write(e)
-    if exc_type is None and error is None:
-      os.replace(self._partial, self.path)
-      return
-    # Failed before its first row, or failed to write one: the partial file holds
-    # nothing worth keeping (a file cut where the disk filled, on a disk that is full).
-    if not self.rows or self._write_failed:
-      self._partial.unlink(missing_ok=True)
+    # Renamed or removed before the file is closed, which releases its lock.
+    try:
+      if exc_type is None and error is None:
+        try:
+          os.replace(self._partial, self.path)
+        except OSError as e:
+          raise PnagError(f"cannot rename {self._partial} to {self.path.name}: "
+                          f"{e.strerror or e}") from e
+        return
+      # Failed before its first row, or failed to write one: the partial file holds
+      # nothing worth keeping (a file cut where the disk filled, on a disk that is full).
+      if not self.rows or self._write_failed:
+        self._partial.unlink(missing_ok=True)
+    finally:
+      with contextlib.suppress(OSError):  # a failed flush fails once more here
+        self._file.close()
     if error is not None:
       raise error
 

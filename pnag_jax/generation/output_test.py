@@ -69,6 +69,27 @@ def test_a_failed_run_leaves_the_old_file_and_a_partial(tmp_path):
   assert (tmp_path / "a.csv.partial").exists()
 
 
+def test_a_second_writer_of_one_file_is_refused_while_the_first_writes(tmp_path):
+  space = get_space("nb201")
+  path = tmp_path / "a.csv"
+  with ArchWriter(path, space) as first:
+    first.write(_chunk(space, 10, 0))
+    with pytest.raises(PnagError, match=r"another process is writing .*a\.csv \(its "
+                                        r"a\.csv\.partial is locked\)"):
+      with ArchWriter(path, space) as second:
+        second.write(_chunk(space, 3, 1))
+    first.write(_chunk(space, 10, 10))
+  # The first one's rows only, whole; and a killed writer's partial is free again.
+  assert len(path.read_text().splitlines()) == 21
+  with pytest.raises(RuntimeError):
+    with ArchWriter(path, space) as w:
+      w.write(_chunk(space, 10, 0))
+      raise RuntimeError("killed")
+  with ArchWriter(path, space) as w:
+    w.write(_chunk(space, 4, 0))
+  assert len(path.read_text().splitlines()) == 5 and not (tmp_path / "a.csv.partial").exists()
+
+
 def test_bad_output_paths(tmp_path):
   space = get_space("nb201")
   with pytest.raises(PnagError, match="must end in .jsonl or .csv"):
@@ -78,6 +99,8 @@ def test_bad_output_paths(tmp_path):
   (tmp_path / "d.csv").mkdir()
   with pytest.raises(PnagError, match="is a directory"):
     ArchWriter(tmp_path / "d.csv", space)
+  with pytest.raises(PnagError, match="ends in a slash; give a file name"):
+    ArchWriter(f"{tmp_path}/e.csv/", space)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
 
 

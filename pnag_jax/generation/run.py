@@ -383,6 +383,7 @@ def main(args: argparse.Namespace) -> None:
     if args.prior != "ar" or args.refs is None:
       raise PnagError("--target conditions the stage-2 prior: it needs --prior ar and --refs")
     _refuse(args, _RANKING, "ranks a pool; conditional generation (--target) ranks nothing")
+    output.check_not_an_input(args.out, refs=args.refs)
     from pnag_jax.generation import ar_prior  # pylint: disable=g-import-not-at-top
     cond = ar_prior.task_condition_from_file(args.workdir, args.refs, minimize=args.minimize,
                                              target=args.target)

@@ -10,9 +10,7 @@ input leaves no file behind.
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,6 +18,7 @@ import numpy as np
 from pnag_jax import data as data_lib
 from pnag_jax import tasks as tasks_lib
 from pnag_jax.errors import PnagError
+from pnag_jax.generation import output
 from pnag_jax.generation.run import load_sampler
 from pnag_jax.generation.sampler import SamplerConfig
 from pnag_jax.guidance import constraints as constraints_lib
@@ -45,14 +44,6 @@ def parse_pool(text: str) -> int | str:
   return n
 
 
-def _check_not_an_input(out: Path, **inputs) -> None:
-  """`--out` must not name an input file: the output replaces its target."""
-  for flag, path in inputs.items():
-    if out.exists() and Path(path).exists() and os.path.samefile(out, path):
-      raise PnagError(f"--out {out} is the --{flag} file, which the output would "
-                      "replace; give another name")
-
-
 def _refs(run: surrogate.SurrogateRun, path, minimize: bool):
   task = tasks_lib.read_task_csv(path, run.space.name, minimize=minimize)
   data = task.data()
@@ -74,7 +65,7 @@ def guided_to_file(workdir, *, refs, out, num: int, pool: int | str = 100_000, s
   if num <= 0:
     raise PnagError(f"--num must be positive, got {num}")
   out = files.check_output(out)
-  _check_not_an_input(out, refs=refs)
+  output.check_not_an_input(out, refs=refs)
   srun = surrogate.load(workdir)
   space = srun.space
   _, ref = _refs(srun, refs, minimize)
@@ -117,7 +108,7 @@ def predict_to_file(workdir, *, refs, archs, out, minimize: bool = False,
                     adapt_steps: int = 0, predictor: str = "network") -> dict:
   """One row per input arch, in input order: (arch, predicted_score, rank)."""
   out = files.check_output(out)
-  _check_not_an_input(out, refs=refs, archs=archs)
+  output.check_not_an_input(out, refs=refs, archs=archs)
   srun = surrogate.load(workdir)
   space = srun.space
   _, ref = _refs(srun, refs, minimize)
