@@ -8,7 +8,7 @@ from pnag_jax.networks import registry
 from pnag_jax.spaces import SPACE_NAMES, get_space
 
 
-def _sampled_and_mutated(space, n=2000):
+def _sampled_and_mutated(space, n=600):
   """Sampled graphs, and each again with one inner node's op drawn at random."""
   genes = np.asarray(jax.jit(space.sample, static_argnums=1)(jax.random.key(0), n))
   ops, adj = map(np.asarray, space.encode(genes))
