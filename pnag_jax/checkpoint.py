@@ -52,7 +52,10 @@ killed between orbax's commit and the manifest) is restored unverified: if it
 is damaged the error is still one line, but orbax's tracebacks may follow it.
 Only a kill in the moment between orbax's commit and the manifest's rename
 leaves such a step now.
-No manifest is added to such a step later; that could bless damage.
+No manifest is added to such a step later; that could bless damage. The one
+exception is a step whose save raised after orbax renamed it into place (orbax
+removing older steps failed): it is complete, so `save` adds its manifest before
+it raises.
 """
 
 from __future__ import annotations
@@ -83,6 +86,15 @@ _MANIFEST = "pnag_manifest.json"
 
 class CheckpointError(PnagError):
   """A checkpoint is missing, corrupt, or does not match what was expected."""
+
+
+def _io_detail(e: Exception) -> str:
+  """An I/O error in one line, its cause first: tensorstore's messages give the OS's
+  error as a code after kilobytes of paths and spec, which `_one_line` would cut."""
+  code = re.search(r"os_error_code='?(\d+)", str(e))
+  if code is not None and not isinstance(e, OSError):
+    return f"{os.strerror(int(code[1]))} [errno {code[1]}] ({_one_line(e)})"
+  return _one_line(e)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -261,21 +273,30 @@ class StageCheckpointer:
           f"cannot open checkpoints in {self.directory}: {_one_line(e)}") from e
     self._lock = None if read_only else self._take_lock()
 
-  def _take_lock(self) -> int:
+  def _take_lock(self) -> int | None:
     """Locks the checkpoint folder for this writer, or refuses: two trainers of one
     stage interleaved their steps, their `metrics.jsonl` rows and their reports, and
     both said they finished. The lock goes with the process (a killed run holds none);
     readers take none, so generating from a run while it trains still works."""
-    fd = os.open(self.directory, os.O_RDONLY)
+    try:
+      fd = os.open(self.directory, os.O_RDONLY)
+    except OSError as e:
+      self._manager.close()
+      raise CheckpointError(f"cannot open {self.directory}: {_one_line(e)}") from e
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
+    except BlockingIOError as e:
       os.close(fd)
       self._manager.close()
       # Its folders are not taken back: they are the other process's.
       raise CheckpointError(
           f"{os.path.dirname(self.directory)} is in use: another process is training "
           "it now; wait for it to finish, or use another --workdir") from e
+    except OSError:
+      # A file system without flock on a folder (NFS emulates it with POSIX locks,
+      # which need a file open for writing): unlocked, as before locks existed.
+      os.close(fd)
+      return None
     return fd
 
   def __enter__(self) -> StageCheckpointer:
@@ -347,16 +368,16 @@ class StageCheckpointer:
       # ValueErrors that carry an os_error_code; others are no I/O error.
       if not isinstance(e, OSError) and "os_error_code" not in str(e):
         raise
+      detail = _io_detail(e)
       if os.path.isdir(self._step_dir(step)):
-        # Committed: what failed came after, orbax removing the steps past
-        # `max_to_keep`. The step still gets its manifest, or resuming would take it
-        # unchecked.
+        # Renamed into place, so committed: what failed came after (orbax removing
+        # the steps past `max_to_keep`). The step still gets its manifest, or
+        # resuming would take it unchecked.
         self._add_manifest(step)
         raise CheckpointError(
-            f"saved step {step} in {self.directory}, but could not remove an older "
-            f"step: {_one_line(e)}") from e
-      raise CheckpointError(
-          f"cannot save step {step} to {self.directory}: {_one_line(e)}") from e
+            f"step {step} was saved in {self.directory}, but what followed its commit "
+            f"failed: {detail}") from e
+      raise CheckpointError(f"cannot save step {step} to {self.directory}: {detail}") from e
     if started:
       self._add_manifest(step)
     return started
@@ -399,10 +420,12 @@ class StageCheckpointer:
     try:
       self.wait_until_finished()
     finally:
-      self._manager.close()
-      if self._lock is not None:
-        os.close(self._lock)
-        self._lock = None
+      try:
+        self._manager.close()
+      finally:
+        if self._lock is not None:
+          os.close(self._lock)
+          self._lock = None
 
   def _step_dir(self, step: int) -> str:
     # Orbax's default step name format, which the manager is created with.

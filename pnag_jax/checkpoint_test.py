@@ -6,7 +6,9 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -264,16 +266,23 @@ def test_one_writer_a_stage_at_a_time(tmp_path):
     assert again.latest_step() == 2
 
 
-def test_a_disk_error_while_saving_is_one_line(tmp_path, monkeypatch):
-  params, opt_state = _trained_state(steps=0)
+def test_a_disk_error_while_saving_is_one_line_that_names_it(tmp_path, monkeypatch):
+  params = {"w": jax.random.normal(jax.random.key(1), (512, 1024))}  # 2 MB, incompressible
+  opt_state = optax.sgd(0.1).init(params)
+  # A real file size limit: tensorstore reports it as a ValueError whose OS error code
+  # follows kilobytes of paths. (Python ignores SIGXFSZ, so the write fails instead.)
+  assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN
   with StageCheckpointer(tmp_path, "stage1") as ckpt:
-    # As tensorstore reports a file size limit: a ValueError with the OS's error code.
-    def too_large(*args, **kwargs):
-      raise ValueError("OUT_OF_RANGE: Failed to write 2171057 bytes: File too large "
-                       "[os_error_code='27'] [tensorstore_spec='{...}']")
-    monkeypatch.setattr(ckpt._manager, "save", too_large)  # pylint: disable=protected-access
-    with pytest.raises(CheckpointError, match="^cannot save step 1 to .*File too large"):
-      ckpt.save(1, params, opt_state, jax.random.key(0), _meta(1))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, limit[1]))
+    try:
+      with pytest.raises(CheckpointError) as e:
+        ckpt.save(1, params, opt_state, jax.random.key(0), _meta(1), force=True)
+    finally:
+      resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+    assert re.match(r"cannot save step 1 to \S+: File too large \[errno 27\] \(", str(e.value))
+    assert "\n" not in str(e.value) and ckpt.all_steps() == []
+
     def a_bug(*args, **kwargs):
       raise ValueError("a bug, not the disk")
     monkeypatch.setattr(ckpt._manager, "save", a_bug)  # pylint: disable=protected-access
@@ -290,8 +299,8 @@ def test_a_step_committed_before_an_error_still_gets_its_manifest(tmp_path, monk
       save(*args, **kwargs)
       raise PermissionError(13, "Permission denied", "checkpoints/1/_CHECKPOINT_METADATA")
     monkeypatch.setattr(ckpt._manager, "save", then_fail_to_delete)  # pylint: disable=protected-access
-    with pytest.raises(CheckpointError, match="^saved step 2 in .*could not remove an older "
-                                              "step: .*Permission denied"):
+    with pytest.raises(CheckpointError, match="^step 2 was saved in .*, but what followed its "
+                                              "commit failed: .*Permission denied"):
       ckpt.save(2, params, opt_state, jax.random.key(0), _meta(2))
   assert (tmp_path / "stage1" / "checkpoints" / "2" / "pnag_manifest.json").is_file()
 

@@ -14,6 +14,7 @@ for them. Nor for running out of memory, which is what asking for too much at on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import importlib
@@ -203,7 +204,10 @@ def _storage_failed(e: OSError) -> int:
   one line. What the command wrote is as at an interrupt: files are complete or
   removed, and a training run resumes from its last checkpoint."""
   print(f"pnag: error: {one_line(e, 300)}", file=sys.stderr)
-  if sys.stdout is not None and e.filename is None:  # stdout's: its last flush would fail
+  try:
+    if sys.stdout is not None:
+      sys.stdout.flush()
+  except OSError:  # it was stdout's: the interpreter's last flush would fail again
     _stdout_to_devnull()
   return 1
 
@@ -234,6 +238,13 @@ def console(argv: Sequence[str] | None = None) -> None:
   multi-process run leaves without disconnecting, and its peers learn of it from the
   runtime's heartbeat.
   """
+  for fd in (0, 1, 2):
+    try:
+      os.fstat(fd)
+    except OSError:
+      # Started with it closed: the first file opened would take its number, and
+      # whatever writes to that stream would write into the file.
+      os.open(os.devnull, os.O_RDWR)
   code = main(argv)
   try:
     if sys.stdout is not None:  # None where the command ran with stdout closed
@@ -245,8 +256,10 @@ def console(argv: Sequence[str] | None = None) -> None:
       raise
     code = _storage_failed(e)
   if code == 130:
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+      if stream is not None:
+        with contextlib.suppress(OSError):
+          stream.flush()
     os._exit(code)  # pylint: disable=protected-access
   sys.exit(code)
 

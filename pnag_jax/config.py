@@ -145,6 +145,11 @@ def _refuse_own(parsed: Mapping[str, Any], own) -> None:
                     f"(with --{key.replace('_', '-')} where it has that flag)")
 
 
+PRESET_HELP = ("named settings (default: quick for a new run; a resumed run keeps its "
+               "saved config, which a preset given replaces, earlier --set values "
+               "included; a preset that changes a setting frozen for resume is refused)")
+
+
 def set_keys(cls: type, own: Sequence[str]) -> str:
   """The keys `--set` takes, for a trainer's help: the config's, less the command's own."""
   return ", ".join(k for k in field_types(cls) if k not in own)

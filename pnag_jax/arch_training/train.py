@@ -185,6 +185,9 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
     log = None
     t0 = time.perf_counter()
+    # The report's time is the last checkpoint's, which a rerun that measures anew reads
+    # back: the final save and what follows it are no training.
+    seconds = seconds_before
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start * steps_per_epoch,
                disable=not progress, desc=f"train {cfg.space}", unit="step",
                dynamic_ncols=True)
@@ -208,34 +211,34 @@ def train_arch(cfg: ArchTrainConfig, workdir: str | Path, *, progress: bool = Tr
         log = log_stack.enter_context(reports.open_metrics(workdir, start))
       log.write(json.dumps({"step": epoch + 1, "split": "train", **row}) + "\n")
       log.flush()
+      seconds = seconds_before + time.perf_counter() - t0
       ckpt.save(epoch + 1, state["model"], state["opt_state"], key,
-                {**meta, "train_seconds": seconds_before + time.perf_counter() - t0},
-                force=True)
+                {**meta, "train_seconds": seconds}, force=True)
       if epoch == 0:
         # Only now: a fresh run that fails first (it diverged) leaves no config of a run
         # that never was, and the checkpointer takes back the empty folders it made.
         atomic.write_text(workdir / "config.json", cfg.to_json())
     bar.close()
+    log_stack.close()
     ckpt.wait_until_finished()
-    seconds = seconds_before + time.perf_counter() - t0
-  if end < cfg.epochs:
-    return {"epochs": end, "stopped_early": True}
-  test = evaluate(eval_step, state["model"], ds.x_test, ds.y_test)
-  # Every invocation's epochs; rows of epochs trained again were moved aside. Empty
-  # where no invocation of this version trained an epoch (the log is opened only then).
-  history = [{k: v for k, v in r.items() if k not in ("step", "split")}
-             for r in reports.read_metrics(workdir) if r.get("split") == "train"]
-  report = {
-      "space": cfg.space, "arch": cfg.arch, "dataset": cfg.dataset,
-      "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-      "num_classes": ds.num_classes, "num_train": int(len(ds.x_train)),
-      "num_test": int(len(ds.x_test)), "input_shape": list(ds.input_shape),
-      "epochs": cfg.epochs, "resumed_from_epoch": start, "train_seconds": seconds,
-      "params": num_params, "flops_per_example": flops, "history": history,
-      "device": str(jax.devices()[0]),
-  }
-  reports.write_report(workdir, report)
-  return report
+    if end < cfg.epochs:
+      return {"epochs": end, "stopped_early": True}
+    test = evaluate(eval_step, state["model"], ds.x_test, ds.y_test)
+    # Every invocation's epochs; rows of epochs trained again were moved aside. Empty
+    # where no invocation of this version trained an epoch (the log is opened only then).
+    history = [{k: v for k, v in r.items() if k not in ("step", "split")}
+               for r in reports.read_metrics(workdir) if r.get("split") == "train"]
+    report = {
+        "space": cfg.space, "arch": cfg.arch, "dataset": cfg.dataset,
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        "num_classes": ds.num_classes, "num_train": int(len(ds.x_train)),
+        "num_test": int(len(ds.x_test)), "input_shape": list(ds.input_shape),
+        "epochs": cfg.epochs, "resumed_from_epoch": start, "train_seconds": seconds,
+        "params": num_params, "flops_per_example": flops, "history": history,
+        "device": str(jax.devices()[0]),
+    }
+    reports.write_report(workdir, report)
+    return report
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

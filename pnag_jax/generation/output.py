@@ -42,8 +42,11 @@ def output_format(path: str | Path) -> str:
 def check_not_an_input(out: str | Path, **inputs) -> None:
   """`--out` must not name an input file (`flag=path`): the output replaces its target."""
   for flag, path in inputs.items():
-    if path is not None and Path(out).exists() and Path(path).exists() and \
-        os.path.samefile(out, path):
+    try:
+      same = path is not None and os.path.samefile(out, path)
+    except OSError:  # either missing, or not a file name ("a.csv/"): not the same
+      same = False
+    if same:
       raise PnagError(f"--out {out} is the --{flag} file, which the output would "
                       "replace; give another name")
 
@@ -149,32 +152,58 @@ class ArchWriter:
     self.bytes += len(data)
 
   def __enter__(self) -> "ArchWriter":
+    fd = self._open_locked()
     try:
-      # Not truncated before it is locked: it may be another writer's file.
-      fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT, 0o666)
-    except OSError as e:  # e.g. a read-only filesystem, which os.access does not see
-      raise PnagError(f"cannot write {self._partial}: {e.strerror}") from e
-    try:
-      # Two runs with one --out wrote one F.partial together, and one renamed the
-      # other's rows to F. The lock goes with the process, so a killed run's file is
-      # free for the rerun.
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
+      if self._regular:
+        os.ftruncate(fd, 0)
     except OSError as e:
       os.close(fd)
-      raise PnagError(f"another process is writing {self.path} (its {self._partial.name} "
-                      "is locked): wait for it, or write elsewhere") from e
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-      os.ftruncate(fd, 0)
+      raise PnagError(f"cannot write {self._partial}: {e.strerror or e}") from e
     self._file = os.fdopen(fd, "wb")
     self._write_failed = False
     if self.kind == ".csv" and self.header:
       self._put(_csv_line(self.columns) + "\n")
     return self
 
+  def _open_locked(self) -> int:
+    """`F.partial`, opened and locked, not yet truncated: it may be another writer's.
+
+    Two runs with one --out wrote one F.partial together, and one renamed the other's
+    rows to F. The lock goes with the process, so a killed run's file is free for the
+    rerun. A file locked after its writer renamed or removed it is no longer
+    F.partial, and is let go for the new one.
+    """
+    for _ in range(10):
+      try:
+        fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT, 0o666)
+      except OSError as e:  # e.g. a read-only filesystem, which os.access does not see
+        raise PnagError(f"cannot write {self._partial}: {e.strerror}") from e
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError as e:
+        os.close(fd)
+        raise PnagError(f"another process is writing {self.path} (its "
+                        f"{self._partial.name} is locked): wait for it, or write "
+                        "elsewhere") from e
+      except OSError:
+        pass  # a file system without flock: unlocked, as before locks existed
+      try:
+        if os.path.samestat(os.fstat(fd), os.stat(self._partial)):
+          return fd
+      except FileNotFoundError:
+        pass
+      os.close(fd)
+    raise PnagError(f"cannot write {self._partial}: other processes keep replacing it")
+
   def __exit__(self, exc_type, exc, tb) -> None:
     error = None
     try:
       self._file.flush()  # what is buffered: a full disk may show only here
+      if self._regular:
+        # Some file systems (NFS) report a failed write only at fsync or close, and
+        # the file is renamed into place before it is closed.
+        os.fsync(self._file.fileno())
     except OSError as e:
       if exc_type is None:
         error = self._cannot_write(e)

@@ -9,6 +9,7 @@ import pytest
 from pnag_jax.data import NB201Data
 from pnag_jax.errors import PnagError
 from pnag_jax.generation.sampler import Generated
+from pnag_jax.generation import output
 from pnag_jax.generation.output import ArchWriter, check_output
 from pnag_jax.spaces import get_space
 
@@ -88,6 +89,27 @@ def test_a_second_writer_of_one_file_is_refused_while_the_first_writes(tmp_path)
   with ArchWriter(path, space) as w:
     w.write(_chunk(space, 4, 0))
   assert len(path.read_text().splitlines()) == 5 and not (tmp_path / "a.csv.partial").exists()
+
+
+def test_a_writer_that_locks_a_file_already_renamed_opens_the_new_one(tmp_path, monkeypatch):
+  space = get_space("nb201")
+  path = tmp_path / "a.csv"
+  first = ArchWriter(path, space).__enter__()
+  first.write(_chunk(space, 10, 0))
+  flock = output.fcntl.flock
+
+  def first_finishes_meanwhile(fd, op):
+    # Between the second writer's open and its lock, the first renames F.partial to F
+    # and closes it: the file the second one holds is F now, no longer F.partial.
+    if not first._file.closed:  # pylint: disable=protected-access
+      first.__exit__(None, None, None)
+    return flock(fd, op)
+
+  monkeypatch.setattr(output.fcntl, "flock", first_finishes_meanwhile)
+  with ArchWriter(path, space) as second:
+    second.write(_chunk(space, 3, 1))
+  assert len(path.read_text().splitlines()) == 4  # whole; not written into the first's F
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
 
 
 def test_bad_output_paths(tmp_path):

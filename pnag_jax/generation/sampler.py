@@ -194,9 +194,14 @@ def _one(consts: dict, key: jax.Array, cond: Any, *, spec: SamplerSpec) -> Gener
                    space.format_valid(ops, adj))
 
 
+def arch_key(key: jax.Array, i: jax.Array) -> jax.Array:
+  """Architecture i's key, whatever chunk or device it lands on."""
+  return jax.random.fold_in(key, i)
+
+
 def arch_keys(key: jax.Array, ids: jax.Array) -> jax.Array:
-  """Architecture i's key is `fold_in(key, i)`, whatever chunk or device it lands on."""
-  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, ids)
+  """`arch_key` of each id."""
+  return jax.vmap(arch_key, in_axes=(None, 0))(key, ids)
 
 
 @functools.partial(jax.jit, static_argnames="spec")
@@ -217,7 +222,7 @@ def sample_chunk(consts: dict, key: jax.Array, start: jax.Array, cond: Any, *,
   batched = spec.sharding(batched=True)
   ids = jax.lax.with_sharding_constraint(
       start + jnp.arange(spec.chunk_size, dtype=jnp.uint32), batched)
-  row = lambda i: _one(consts, jax.random.fold_in(key, i), cond, spec=spec)  # noqa: E731
+  row = lambda i: _one(consts, arch_key(key, i), cond, spec=spec)  # noqa: E731
   out = map_rows(row, ids, spec.chunk_size // spec.mesh.size)
   return jax.lax.with_sharding_constraint(out, batched)
 
@@ -342,5 +347,5 @@ class Sampler:
     return Generated(*(np.concatenate(parts) for parts in zip(*chunks)))
 
 
-__all__ = ["Generated", "Sampler", "SamplerConfig", "SamplerSpec",
-           "arch_keys", "build_consts", "decode_logits", "decode_tokens", "sample_chunk"]
+__all__ = ["Generated", "Sampler", "SamplerConfig", "SamplerSpec", "arch_key", "arch_keys",
+           "build_consts", "decode_logits", "decode_tokens", "map_rows", "sample_chunk"]

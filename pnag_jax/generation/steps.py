@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pnag_jax.generation.sampler import Sampler, SamplerSpec, arch_keys, decode_logits
+from pnag_jax.generation.sampler import (Sampler, SamplerSpec, arch_key, decode_logits,
+                                         map_rows)
 from pnag_jax.models import msq
 from pnag_jax.networks.registry import buildable
 
@@ -28,9 +29,10 @@ def decode_steps(params: dict, consts: dict, key: jax.Array, cond=(), *, spec: S
     (ops int32[T, B, N], adj bool[T, B, N, N]).
   """
   model, n = spec.model, spec.space.num_nodes
-  keys = arch_keys(key, jnp.arange(num, dtype=jnp.uint32))
-  tokens = jax.vmap(spec.prior.draw, in_axes=(None, 0, None, None))(
-      consts, keys, cond, model)                                              # [B, P]
+  # Drawn as the sampler draws them (`map_rows`: one row is drawn twice), so g_T is the
+  # generated architecture for any `num`, one included.
+  tokens = map_rows(lambda i: spec.prior.draw(consts, arch_key(key, i), cond, model),
+                    jnp.arange(num, dtype=jnp.uint32), num)                  # [B, P]
   vqvae = model.merge(params)
   prefixes = msq.decode_indices(model.layout.split(tokens), vqvae.codebook[...], n)
   t = prefixes.shape[0]                                                     # [T, B, N, N, C]

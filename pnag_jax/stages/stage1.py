@@ -143,6 +143,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: What `make_config` takes as its own arguments (the command's flags): refused as
+#: `--set` keys, on a new run and on a resumed one.
+OWN_SETTINGS = ("space", "seed")
+
+
 def make_config(preset: str = "quick", space: str = "nb201", seed: int = 0,
                 overrides: list[str] | tuple[str, ...] = ()) -> Stage1Config:
   """The preset, then `space`/`seed`, then `key=value` overrides."""

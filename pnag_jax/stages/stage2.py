@@ -196,6 +196,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: What `make_config` takes as its own arguments (the command's flags): refused as
+#: `--set` keys, on a new run and on a resumed one.
+OWN_SETTINGS = ("seed",)
+
+
 def make_config(preset: str = "quick", seed: int = 0, overrides=()) -> Stage2Config:
   return config_lib.make(Stage2Config, PRESETS, preset, overrides, seed=seed)
 

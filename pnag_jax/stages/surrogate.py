@@ -193,6 +193,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: What `make_config` takes as its own arguments (the command's flags): refused as
+#: `--set` keys, on a new run and on a resumed one.
+OWN_SETTINGS = ("space", "seed", "exclude")
+
+
 def make_config(preset: str = "quick", space: str = "nb201", seed: int = 0,
                 exclude: tuple[str, ...] = (), overrides=()) -> SurrogateConfig:
   return config_lib.make(SurrogateConfig, PRESETS, preset, overrides, space=space, seed=seed,

@@ -177,7 +177,7 @@ def builtin_tasks(space: str, data_dir: str | os.PathLike | None = None) -> dict
   data = tables_for(space, data_dir)
   if isinstance(data, nb201_data.NB201Data):
     tasks.update(_nb201_table_tasks(data))
-  if space in ("mbv3", "mbv3_r"):
+  if space in ofa.SPACES:
     tasks.update(_ofa_tasks(space, data_dir))
   tasks.update(_formula_tasks(space))
   return tasks

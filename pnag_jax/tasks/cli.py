@@ -12,6 +12,7 @@ import sys
 
 from pnag_jax.data import DATA_DIR_HELP, ENV_VAR, has_tables
 from pnag_jax.spaces import SPACE_NAMES
+from pnag_jax.tasks import ofa
 from pnag_jax.tasks.base import select_tasks
 from pnag_jax.errors import PnagError
 from pnag_jax.tasks.builtin import builtin_tasks, require_tables
@@ -31,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _note_missing_data(space: str) -> None:
   """Says on stderr why a space with data files lists its counts alone."""
-  if not (has_tables(space) or space in ("mbv3", "mbv3_r")):
+  if not (has_tables(space) or space in ofa.SPACES):
     return
   # A variable that is set is a default, not an error; but a typo in it must show.
   env = os.environ.get(ENV_VAR)

@@ -46,19 +46,6 @@ from pnag_jax.spaces import nb201 as nb201_space
 from pnag_jax.spaces.base import SearchSpace
 
 NUM_CLASSES = 10
-#: The network each space's counts describe, as `pnag tasks` lists it. The MBV3 counts
-#: are of the project's network, OFA's width 1.0; `ofa_acc` and `note10_latency` score
-#: OFA's released width-1.2 ImageNet network (1,000 classes), about 1.8x the params.
-COUNTED_NETWORKS = {
-    "nb201": "count: NB201 CIFAR network, 10 classes, 32 px",
-    "darts": "count: DARTS CIFAR network (20 cells, C 36), 10 classes, 32 px",
-    "mbv3": "count: OFA MobileNetV3 width 1.0, 10 classes, 224 px "
-            "(ofa_acc and note10_latency: width 1.2, 1,000 classes)",
-    "mbv3_r": "count: OFA MobileNetV3 width 1.0, 10 classes, at its resolution "
-              "(ofa_acc and note10_latency: width 1.2, 1,000 classes)",
-    "autoformer": "count: AutoFormer-T ViT, 10 classes, 224 px",
-    "autoformer_base": "count: AutoFormer-B ViT, 10 classes, 224 px",
-}
 #: The input each space's networks are counted at: CIFAR for the cell spaces,
 #: ImageNet for the mobile and transformer spaces.
 INPUT_SHAPES = {
@@ -69,6 +56,24 @@ INPUT_SHAPES = {
     "autoformer": (224, 224, 3),
     "autoformer_base": (224, 224, 3),
 }
+
+#: The network each space's counts describe, as `pnag tasks` lists it. The MBV3 counts
+#: are of the project's network, OFA's width 1.0; `ofa_acc` and `note10_latency` score
+#: OFA's released width-1.2 ImageNet network (1,000 classes), about 1.8x the params.
+_NETWORKS = {
+    "nb201": "NB201 CIFAR network",
+    "darts": "DARTS CIFAR network (20 cells, C 36)",
+    "mbv3": "OFA MobileNetV3 width 1.0",
+    "mbv3_r": "OFA MobileNetV3 width 1.0",
+    "autoformer": "AutoFormer-T ViT",
+    "autoformer_base": "AutoFormer-B ViT",
+}
+_OFA_NOTE = " (ofa_acc and note10_latency: width 1.2, 1,000 classes)"
+COUNTED_NETWORKS = {
+    name: (f"count: {net}, {NUM_CLASSES} classes, "
+           + ("at its resolution" if name == "mbv3_r" else f"{INPUT_SHAPES[name][0]} px")
+           + (_OFA_NOTE if name.startswith("mbv3") else ""))
+    for name, net in _NETWORKS.items()}
 
 
 def _genes(space: SearchSpace, genes) -> np.ndarray:

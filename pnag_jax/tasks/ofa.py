@@ -54,6 +54,8 @@ _FINAL_EXPAND, _FEATURE_MIX, _CLASSES = 1152, 1536, 1000
 
 #: Where OFA's files live under a data directory (the parent of `nb201/` and `mbv3/`).
 SUBDIR = "mbv3"
+#: The spaces whose subnets OFA's predictor and latency tables score.
+SPACES = ("mbv3", "mbv3_r")
 
 
 def find_dir(data_dir=None) -> Path | None:

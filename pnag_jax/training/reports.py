@@ -9,11 +9,12 @@ A trainer asks both of `resumed`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, Mapping
 
 from pnag_jax import atomic
 from pnag_jax.errors import PnagError
@@ -38,7 +39,7 @@ def write_final(out_dir: Path, step: int, report: dict) -> None:
   write_report(out_dir, report)
 
 
-def open_metrics(out_dir: Path, start: int, *, final: bool = False) -> TextIO:
+def open_metrics(out_dir: Path, start: int, *, final: bool = False) -> "_Log":
   """`metrics.jsonl`, opened to append a row per line, for an invocation that trains on
   from checkpoint step `start` (0: a new run).
 
@@ -77,7 +78,42 @@ def open_metrics(out_dir: Path, start: int, *, final: bool = False) -> TextIO:
   if past or (data and not data.endswith(b"\n")):
     with atomic.open_replacing(path, "wb") as f:
       f.writelines(kept)
-  return path.open("a")
+  return _Log(path)
+
+
+class _Log:
+  """`metrics.jsonl` open to append: a write the storage refuses (a full disk, a file
+  size limit) is a one-line error naming the file; training resumes from its last
+  checkpoint."""
+
+  def __init__(self, path: Path):
+    self.path = path
+    self._file = self._do(lambda: path.open("a"))
+
+  def _do(self, fn):
+    try:
+      return fn()
+    except OSError as e:
+      raise PnagError(f"cannot write {self.path}: {e.strerror or e}") from e
+
+  def write(self, text: str) -> None:
+    self._do(lambda: self._file.write(text))
+
+  def flush(self) -> None:
+    self._do(self._file.flush)
+
+  def close(self) -> None:
+    self._do(self._file.close)
+
+  def __enter__(self) -> "_Log":
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.close()
+    else:
+      with contextlib.suppress(OSError):
+        self._file.close()
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -1,6 +1,7 @@
 """Training reports: the seconds a resumed run already took, a finished run's report."""
 
 import json
+import resource
 
 import pytest
 
@@ -130,3 +131,19 @@ def test_a_log_that_is_no_text_is_kept_and_one_that_cannot_be_read_is_one_line(t
   with pytest.raises(PnagError, match="cannot write .*metrics.dropped.jsonl"):
     reports.open_metrics(tmp_path, 0)  # step 5 has to move, and cannot
   assert path.read_text() == json.dumps({"step": 5, "split": "train"}) + "\n"  # kept
+
+
+def test_a_log_the_disk_refuses_is_one_line_naming_it(tmp_path):
+  row = json.dumps({"step": 1, "split": "train"}) + "\n"
+  (tmp_path / reports.METRICS).write_text(row)
+  limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+  # A file size limit at the log's size (Python ignores SIGXFSZ: the write fails).
+  resource.setrlimit(resource.RLIMIT_FSIZE, (len(row), limit[1]))
+  try:
+    with pytest.raises(PnagError, match=r"^cannot write .*metrics\.jsonl: File too large$"):
+      with reports.open_metrics(tmp_path, 1) as log:
+        log.write(json.dumps({"step": 2, "split": "train"}) + "\n")
+        log.flush()
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+  assert reports.read_metrics(tmp_path) == [{"step": 1, "split": "train"}]

@@ -242,34 +242,30 @@ def train_and_evaluate(cfg: Stage1Config, workdir: str | Path, *, progress: bool
     if end < total:
       return {"steps": end, "stopped_early": True}
 
-  n_eval = min(cfg.eval_size or heldout.shape[0], heldout.shape[0])
-  held = evaluate(model, state["params"], heldout[:n_eval])
-  tr = evaluate(model, state["params"], train[:n_eval])
-  report = {
-      "space": space.name,
-      "steps": total,
-      "train_seconds": train_seconds,
-      "resumed_from": start,
-      "heldout_exact_match": held["exact_match"],
-      "train_exact_match": tr["exact_match"],
-      "codebook_perplexity": held["codebook_perplexity"],
-      "step_validity": held["step_validity"],
-      "prefix_error": held["prefix_error"],
-      "scales": list(model.scales),
-      "num_train": int(train.shape[0]),
-      "num_heldout": int(heldout.shape[0]),
-      "num_evaluated": n_eval,
-      "device": str(jax.devices()[0]),
-  }
-  reports.write_final(out_dir, total, report)
-  return report
+    n_eval = min(cfg.eval_size or heldout.shape[0], heldout.shape[0])
+    held = evaluate(model, state["params"], heldout[:n_eval])
+    tr = evaluate(model, state["params"], train[:n_eval])
+    report = {
+        "space": space.name,
+        "steps": total,
+        "train_seconds": train_seconds,
+        "resumed_from": start,
+        "heldout_exact_match": held["exact_match"],
+        "train_exact_match": tr["exact_match"],
+        "codebook_perplexity": held["codebook_perplexity"],
+        "step_validity": held["step_validity"],
+        "prefix_error": held["prefix_error"],
+        "scales": list(model.scales),
+        "num_train": int(train.shape[0]),
+        "num_heldout": int(heldout.shape[0]),
+        "num_evaluated": n_eval,
+        "device": str(jax.devices()[0]),
+    }
+    reports.write_final(out_dir, total, report)
+    return report
 
 
 # ---- `pnag train stage1` --------------------------------------------------------------
-
-
-#: What the command sets with its own flags, refused as `--set` keys (`config.make`).
-OWN_SETTINGS = ("space", "seed")
 
 
 def config_for(workdir: str | Path, *, preset: str | None, space: str | None,
@@ -291,7 +287,7 @@ def config_for(workdir: str | Path, *, preset: str | None, space: str | None,
                         "resume that run, or use a new --workdir)")
     if preset is None:
       return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}",
-                                       own=OWN_SETTINGS)
+                                       own=stage1.OWN_SETTINGS)
   return stage1.make_config(preset or "quick", space=space or (saved.space if saved else "nb201"),
                             seed=saved.seed if saved else (seed or 0), overrides=overrides)
 
@@ -302,17 +298,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.epilog = ("example:\n  pnag train stage1 --space nb201 --workdir runs/nb201 --preset quick"
               "\n  pnag train stage1 --space mbv3 --workdir runs/mbv3 --set num_scales=6 "
               "--set dim=16\n\nconfig keys for --set: "
-              + config_lib.set_keys(Stage1Config, OWN_SETTINGS)
+              + config_lib.set_keys(Stage1Config, stage1.OWN_SETTINGS)
               + "\n\n" + MAX_STEPS_HELP)
   p.add_argument("--workdir", required=True, help="run directory; stage 1 goes to WORKDIR/stage1")
   p.add_argument("--space", default=None,
                  help=f"search space of a new run ({', '.join(SPACE_NAMES)}; default: nb201); "
                       "a resumed run keeps its own")
   p.add_argument("--preset", choices=tuple(stage1.PRESETS), default=None,
-                 help="named settings (default: quick for a new run; a resumed run keeps "
-                      "its saved config, and given, the preset replaces that config, "
-                      "earlier --set values included, except the settings frozen for "
-                      "resume)")
+                 help=config_lib.PRESET_HELP)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override one config value; repeatable")
   p.add_argument("--seed", type=int, default=None,

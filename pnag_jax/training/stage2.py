@@ -460,63 +460,60 @@ def train_and_evaluate(cfg: Stage2Config, workdir: str | Path, *, data_dir=None,
     if end < total:
       return {"steps": end, "stopped_early": True}
 
-  n_eval = min(cfg.eval_size or heldout.shape[0], heldout.shape[0])
-  held = evaluate(model, state["params"], codebook, heldout[:n_eval])
-  curve = heldout_curve(out_dir)
-  report = {
-      "space": space.name,
-      "steps": total,
-      "train_seconds": train_seconds,
-      "data_seconds": data_seconds,
-      "resumed_from": start,
-      "condition": cfg.condition,
-      "heldout_nll_per_token": held["nll_per_token"],
-      "heldout_nll_per_arch": held["nll_per_arch"],
-      "heldout_token_accuracy": held["token_accuracy"],
-      "token_accuracy_per_scale": held["token_accuracy_per_scale"],
-      "nll_per_scale": held["nll_per_scale"],
-      # Every `eval_every` steps and the last, on the first 1,024 held-out archs.
-      "heldout_curve": curve,
-      "best_heldout_step": min(curve, key=lambda r: r["nll_per_token"])["step"] if curve else None,
-      # The step `stage2.load` serves (W/stage2/best), when `keep_best`; the figures
-      # above are the last step's.
-      "best_checkpoint": kept,
-      "scales": list(model.layout.scales),
-      "num_train": int(train.shape[0]),
-      "num_heldout": int(heldout.shape[0]),
-      "num_evaluated": int(n_eval),
-      "stage1": parents[0],
-      "params": int(sum(np.size(x) for x in jax.tree.leaves(state["params"]))),
-      "device": str(jax.devices()[0]),
-  }
-  if held_cond is not None:
-    # The same archs under their true condition: below the null NLL if the model
-    # reads its condition at all.
-    cond_eval = evaluate(model, state["params"], codebook, heldout[:n_eval],
-                         held_cond[:n_eval])
-    report.update({
-        "heldout_nll_per_token_conditional": cond_eval["nll_per_token"],
-        "heldout_nll_per_arch_conditional": cond_eval["nll_per_arch"],
-    })
-  if budgets is not None:
-    report.update({"budgets": list(budgets.keys), "budget_range": budgets.budget_range})
-  if conditions is not None:
-    report.update({
-        "surrogate": parents[1],
-        "excluded_tasks": list(frozen["excluded_tasks"]),
-        "exclude": list(srun.cfg.exclude),
-        "condition_tasks": list(conditions.names),
-        "condition_tasks_left_out": list(conditions.left_out),
-    })
-  reports.write_final(out_dir, total, report)
-  return report
+    n_eval = min(cfg.eval_size or heldout.shape[0], heldout.shape[0])
+    held = evaluate(model, state["params"], codebook, heldout[:n_eval])
+    curve = heldout_curve(out_dir)
+    report = {
+        "space": space.name,
+        "steps": total,
+        "train_seconds": train_seconds,
+        "data_seconds": data_seconds,
+        "resumed_from": start,
+        "condition": cfg.condition,
+        "heldout_nll_per_token": held["nll_per_token"],
+        "heldout_nll_per_arch": held["nll_per_arch"],
+        "heldout_token_accuracy": held["token_accuracy"],
+        "token_accuracy_per_scale": held["token_accuracy_per_scale"],
+        "nll_per_scale": held["nll_per_scale"],
+        # Every `eval_every` steps and the last, on the first 1,024 held-out archs.
+        "heldout_curve": curve,
+        "best_heldout_step": (min(curve, key=lambda r: r["nll_per_token"])["step"]
+                              if curve else None),
+        # The step `stage2.load` serves (W/stage2/best), when `keep_best`; the figures
+        # above are the last step's.
+        "best_checkpoint": kept,
+        "scales": list(model.layout.scales),
+        "num_train": int(train.shape[0]),
+        "num_heldout": int(heldout.shape[0]),
+        "num_evaluated": int(n_eval),
+        "stage1": parents[0],
+        "params": int(sum(np.size(x) for x in jax.tree.leaves(state["params"]))),
+        "device": str(jax.devices()[0]),
+    }
+    if held_cond is not None:
+      # The same archs under their true condition: below the null NLL if the model
+      # reads its condition at all.
+      cond_eval = evaluate(model, state["params"], codebook, heldout[:n_eval],
+                           held_cond[:n_eval])
+      report.update({
+          "heldout_nll_per_token_conditional": cond_eval["nll_per_token"],
+          "heldout_nll_per_arch_conditional": cond_eval["nll_per_arch"],
+      })
+    if budgets is not None:
+      report.update({"budgets": list(budgets.keys), "budget_range": budgets.budget_range})
+    if conditions is not None:
+      report.update({
+          "surrogate": parents[1],
+          "excluded_tasks": list(frozen["excluded_tasks"]),
+          "exclude": list(srun.cfg.exclude),
+          "condition_tasks": list(conditions.names),
+          "condition_tasks_left_out": list(conditions.left_out),
+      })
+    reports.write_final(out_dir, total, report)
+    return report
 
 
 # ---- `pnag train stage2` ----------------------------------------------------------------------
-
-
-#: What the command sets with its own flags, refused as `--set` keys (`config.make`).
-OWN_SETTINGS = ("seed",)
 
 
 def config_for(workdir: str | Path, *, preset: str | None, seed: int | None,
@@ -529,7 +526,7 @@ def config_for(workdir: str | Path, *, preset: str | None, seed: int | None,
                       f"--seed {seed} disagrees (omit it to resume, or use a new --workdir)")
     if preset is None:
       return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}",
-                                       own=OWN_SETTINGS)
+                                       own=stage2.OWN_SETTINGS)
   return stage2.make_config(preset or "quick", seed=saved.seed if saved else (seed or 0),
                             overrides=overrides)
 
@@ -542,15 +539,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "same command resumes.")
   p.epilog = ("example:\n  pnag train stage2 --workdir runs/nb201 --preset quick\n"
               "  pnag train stage2 --workdir runs/nb201 --preset quick --set condition=task\n\n"
-              "config keys for --set: " + config_lib.set_keys(Stage2Config, OWN_SETTINGS)
+              "config keys for --set: " + config_lib.set_keys(Stage2Config, stage2.OWN_SETTINGS)
               + "\n\n" + MAX_STEPS_HELP)
   p.add_argument("--workdir", required=True,
                  help="a run directory holding stage1/; stage 2 goes to WORKDIR/stage2")
   p.add_argument("--preset", choices=tuple(stage2.PRESETS), default=None,
-                 help="named settings (default: quick for a new run; a resumed run keeps "
-                      "its saved config, and given, the preset replaces that config, "
-                      "earlier --set values included, except the settings frozen for "
-                      "resume)")
+                 help=config_lib.PRESET_HELP)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override one config value; repeatable")
   p.add_argument("--seed", type=int, default=None, help="seed of a new run (default: 0)")

@@ -519,33 +519,29 @@ def train_and_evaluate(cfg: SurrogateConfig, workdir: str | Path, *, data_dir=No
     if end < cfg.steps:
       return {"steps": end, "stopped_early": True}
 
-  val = [task_arrays(tasks[n]) for n in val_names]
-  ev = evaluate(cfg, functools.partial(stage.predictor, model, state["ema"]), val)
-  report = {
-      "space": space.name,
-      "steps": cfg.steps,
-      "train_seconds": train_seconds,
-      "resumed_from": start,
-      "exclude": list(cfg.exclude),
-      "encoder_init": encoder_source,
-      "excluded_tasks": excluded,
-      "train_tasks": train_names,
-      "val_tasks": val_names,
-      **_report_by_k(ev),
-      # The same validation tasks and references, through the linear prior instead.
-      "linear_prior": _linear_report(cfg, space, workdir, excluded, val),
-      "per_task": {t: {str(k): v for k, v in r.items()} for t, r in ev["per_task"].items()},
-      "device": str(jax.devices()[0]),
-  }
-  reports.write_report(out_dir, report)
-  return report
+    val = [task_arrays(tasks[n]) for n in val_names]
+    ev = evaluate(cfg, functools.partial(stage.predictor, model, state["ema"]), val)
+    report = {
+        "space": space.name,
+        "steps": cfg.steps,
+        "train_seconds": train_seconds,
+        "resumed_from": start,
+        "exclude": list(cfg.exclude),
+        "encoder_init": encoder_source,
+        "excluded_tasks": excluded,
+        "train_tasks": train_names,
+        "val_tasks": val_names,
+        **_report_by_k(ev),
+        # The same validation tasks and references, through the linear prior instead.
+        "linear_prior": _linear_report(cfg, space, workdir, excluded, val),
+        "per_task": {t: {str(k): v for k, v in r.items()} for t, r in ev["per_task"].items()},
+        "device": str(jax.devices()[0]),
+    }
+    reports.write_report(out_dir, report)
+    return report
 
 
 # ---- `pnag train surrogate` -----------------------------------------------------------
-
-
-#: What the command sets with its own flags, refused as `--set` keys (`config.make`).
-OWN_SETTINGS = ("space", "seed", "exclude")
 
 
 def config_for(workdir, *, preset: str | None, space: str | None, seed: int | None,
@@ -570,7 +566,7 @@ def config_for(workdir, *, preset: str | None, space: str | None, seed: int | No
             "settings, or use a new --workdir)")
     if preset is None:
       return config_lib.with_overrides(saved, overrides, where=f"workdir {workdir}",
-                                       own=OWN_SETTINGS)
+                                       own=stage.OWN_SETTINGS)
     return stage.make_config(preset, saved.space, saved.seed, saved.exclude, overrides)
   return stage.make_config(preset or "quick", space or "nb201", seed or 0, exclude or (),
                            overrides)
@@ -581,7 +577,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "same command resumes from the latest checkpoint.")
   p.epilog = ("example: (leave CIFAR-10 out)\n  pnag train surrogate --workdir runs/nb201 "
               "--space nb201 --exclude 'cifar10(?!0)'\n\nconfig keys for --set: "
-              + config_lib.set_keys(SurrogateConfig, OWN_SETTINGS))
+              + config_lib.set_keys(SurrogateConfig, stage.OWN_SETTINGS))
   p.add_argument("--workdir", required=True, help="run directory; the surrogate goes to "
                                                   "WORKDIR/surrogate")
   p.add_argument("--space", default=None,
@@ -591,10 +587,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       "pattern that matches no task is an error. A resumed run keeps its "
                       "saved exclusions when this is not given, and refuses other ones")
   p.add_argument("--preset", choices=tuple(stage.PRESETS), default=None,
-                 help="named settings (default: quick for a new run; a resumed run keeps "
-                      "its saved config, and given, the preset replaces that config, "
-                      "earlier --set values included, except the settings frozen for "
-                      "resume)")
+                 help=config_lib.PRESET_HELP)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override one config value; repeatable")
   p.add_argument("--seed", type=int, default=None, help="seed of a new run (default: 0)")
