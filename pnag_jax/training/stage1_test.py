@@ -188,6 +188,25 @@ def test_a_report_measured_anew_keeps_the_runs_training_time(tmp_path, step_cloc
   assert other["num_evaluated"] == 128 and other["train_seconds"] == report["train_seconds"]
 
 
+def test_a_second_trainer_is_refused_until_the_report_is_written(tmp_path, monkeypatch):
+  evaluate = training.evaluate
+  refused = []
+
+  def second_trainer_meanwhile(*args, **kwargs):
+    # The first run is in its final evaluation: the stage is still its own.
+    with pytest.raises(ckpt_lib.CheckpointError, match="stage1 is in use: another process"):
+      ckpt_lib.StageCheckpointer(tmp_path, stage1.NAME)
+    refused.append(True)
+    return evaluate(*args, **kwargs)
+
+  monkeypatch.setattr(training, "evaluate", second_trainer_meanwhile)
+  training.train_and_evaluate(stage1.make_config("quick", overrides=TINY), tmp_path,
+                              progress=False)
+  assert refused
+  with ckpt_lib.StageCheckpointer(tmp_path, stage1.NAME):  # released with the report
+    pass
+
+
 def test_max_steps_zero_is_documented_as_no_cap(pnag_main):
   cfg = stage1.make_config("quick", overrides=["max_steps=0", "epochs=3", "batch_size=100"])
   assert training.num_steps(cfg, 1000) == 30  # every epoch
