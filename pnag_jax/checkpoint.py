@@ -282,6 +282,7 @@ class StageCheckpointer:
       fd = os.open(self.directory, os.O_RDONLY)
     except OSError as e:
       self._manager.close()
+      atomic.remove_empty(self._created)  # as `__exit__` would, which never runs
       raise CheckpointError(f"cannot open {self.directory}: {_one_line(e)}") from e
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -266,6 +266,20 @@ def test_one_writer_a_stage_at_a_time(tmp_path):
     assert again.latest_step() == 2
 
 
+def test_a_folder_that_cannot_be_locked_leaves_no_folders(tmp_path, monkeypatch):
+  real_open = os.open
+
+  def refused(path, *args, **kwargs):
+    if str(path).endswith("checkpoints"):
+      raise PermissionError(13, "Permission denied", path)
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint.os, "open", refused)
+  with pytest.raises(CheckpointError, match="^cannot open .*checkpoints: .*Permission denied"):
+    StageCheckpointer(tmp_path / "w", "stage1")
+  assert not (tmp_path / "w").exists()
+
+
 def test_a_disk_error_while_saving_is_one_line_that_names_it(tmp_path, monkeypatch):
   params = {"w": jax.random.normal(jax.random.key(1), (512, 1024))}  # 2 MB, incompressible
   opt_state = optax.sgd(0.1).init(params)

@@ -207,8 +207,9 @@ def _storage_failed(e: OSError) -> int:
   try:
     if sys.stdout is not None:
       sys.stdout.flush()
-  except OSError:  # it was stdout's: the interpreter's last flush would fail again
-    _stdout_to_devnull()
+  except OSError as flush_error:
+    if flush_error.errno in _STORAGE_ERRORS:  # stdout's: the last flush would fail again
+      _stdout_to_devnull()
   return 1
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -180,30 +181,42 @@ class ArchWriter:
       except OSError as e:  # e.g. a read-only filesystem, which os.access does not see
         raise PnagError(f"cannot write {self._partial}: {e.strerror}") from e
       try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError as e:
-        os.close(fd)
-        raise PnagError(f"another process is writing {self.path} (its "
-                        f"{self._partial.name} is locked): wait for it, or write "
-                        "elsewhere") from e
-      except OSError:
-        pass  # a file system without flock: unlocked, as before locks existed
-      try:
-        if os.path.samestat(os.fstat(fd), os.stat(self._partial)):
+        if self._lock_is_ours(fd):
           return fd
-      except FileNotFoundError:
-        pass
+      except BaseException:
+        os.close(fd)
+        raise
       os.close(fd)
     raise PnagError(f"cannot write {self._partial}: other processes keep replacing it")
+
+  def _lock_is_ours(self, fd: int) -> bool:
+    """Locks `fd`; whether it is still F.partial (False: open the new one)."""
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      raise PnagError(f"another process is writing {self.path} (its {self._partial.name} "
+                      "is locked): wait for it, or write elsewhere") from e
+    except OSError:
+      pass  # a file system without flock: unlocked, as before locks existed
+    try:
+      return os.path.samestat(os.fstat(fd), os.stat(self._partial))
+    except FileNotFoundError:
+      return False
+    except OSError as e:  # e.g. a stale NFS handle
+      raise PnagError(f"cannot write {self._partial}: {e.strerror or e}") from e
 
   def __exit__(self, exc_type, exc, tb) -> None:
     error = None
     try:
       self._file.flush()  # what is buffered: a full disk may show only here
-      if self._regular:
+      if self._regular and exc_type is None:
         # Some file systems (NFS) report a failed write only at fsync or close, and
         # the file is renamed into place before it is closed.
-        os.fsync(self._file.fileno())
+        try:
+          os.fsync(self._file.fileno())
+        except OSError as e:
+          if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # no fsync here: nothing to ask
+            raise
     except OSError as e:
       if exc_type is None:
         error = self._cannot_write(e)
