@@ -12,6 +12,7 @@ still lose the last write (the checkpoint manifest, which must survive one, sync
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -57,6 +58,20 @@ def open_replacing(path: str | Path, mode: str = "w", *, parents: bool = False,
       yield f
   except OSError as e:
     raise PnagError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def lock_or_busy(fd: int) -> bool:
+  """Locks open file or folder `fd` for this process (flock, exclusive); False where
+  another holds it. The lock goes with the process, so a killed one holds none. A file
+  system without flock there (NFS emulates it with POSIX locks, which need a file open
+  for writing) leaves `fd` unlocked, as before locks existed: True."""
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return False
+  except OSError:
+    pass
+  return True
 
 
 def missing_dirs(path: str | Path) -> list[Path]:

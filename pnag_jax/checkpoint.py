@@ -60,7 +60,6 @@ it raises.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -273,31 +272,24 @@ class StageCheckpointer:
           f"cannot open checkpoints in {self.directory}: {_one_line(e)}") from e
     self._lock = None if read_only else self._take_lock()
 
-  def _take_lock(self) -> int | None:
+  def _take_lock(self) -> int:
     """Locks the checkpoint folder for this writer, or refuses: two trainers of one
     stage interleaved their steps, their `metrics.jsonl` rows and their reports, and
-    both said they finished. The lock goes with the process (a killed run holds none);
-    readers take none, so generating from a run while it trains still works."""
+    both said they finished (`atomic.lock_or_busy`). Readers take none, so generating
+    from a run while it trains still works."""
     try:
       fd = os.open(self.directory, os.O_RDONLY)
     except OSError as e:
       self._manager.close()
       atomic.remove_empty(self._created)  # as `__exit__` would, which never runs
       raise CheckpointError(f"cannot open {self.directory}: {_one_line(e)}") from e
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as e:
+    if not atomic.lock_or_busy(fd):
       os.close(fd)
       self._manager.close()
       # Its folders are not taken back: they are the other process's.
       raise CheckpointError(
           f"{os.path.dirname(self.directory)} is in use: another process is training "
-          "it now; wait for it to finish, or use another --workdir") from e
-    except OSError:
-      # A file system without flock on a folder (NFS emulates it with POSIX locks,
-      # which need a file open for writing): unlocked, as before locks existed.
-      os.close(fd)
-      return None
+          "it now; wait for it to finish, or use another --workdir")
     return fd
 
   def __enter__(self) -> StageCheckpointer:

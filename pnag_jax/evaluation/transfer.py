@@ -199,8 +199,9 @@ def conditional_stage2(workdir: Path, stage1_workdir, exclude: tuple[str, ...],
     _check_reused(saved, cfg, STAGE2_REPORT_ONLY, f"{workdir} holds a stage 2",
                   workdir / stage2_lib.NAME)
   copy = workdir / "stage1"
-  if copy.is_dir() and (stage1.load(workdir).meta.get("params_sha256")
-                        != stage1.load(stage1_workdir).meta.get("params_sha256")):
+  # The params' hashes in the checkpoints' metadata: nothing restored to compare them.
+  if copy.is_dir() and (stage1.read_meta(workdir) or {}).get("params_sha256") != (
+      stage1.read_meta(stage1_workdir) or {}).get("params_sha256"):
     # Its stage 2 was trained on that copy: guides drawn from it are not --workdir's.
     raise PnagError(f"{copy} is a copy of another stage-1 run than {stage1_workdir}'s; "
                     f"remove it and {workdir / stage2_lib.NAME}, or use another --surrogates")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pnag_jax import atomic
 from pnag_jax.errors import PnagError
 from pnag_jax.generation.sampler import Generated
 from pnag_jax.spaces.base import SearchSpace
@@ -171,9 +171,9 @@ class ArchWriter:
     """`F.partial`, opened and locked, not yet truncated: it may be another writer's.
 
     Two runs with one --out wrote one F.partial together, and one renamed the other's
-    rows to F. The lock goes with the process, so a killed run's file is free for the
-    rerun. A file locked after its writer renamed or removed it is no longer
-    F.partial, and is let go for the new one.
+    rows to F. A killed run's file is free for the rerun (`atomic.lock_or_busy`). A
+    file locked after its writer renamed or removed it is no longer F.partial, and is
+    let go for the new one.
     """
     for _ in range(10):
       try:
@@ -191,13 +191,9 @@ class ArchWriter:
 
   def _lock_is_ours(self, fd: int) -> bool:
     """Locks `fd`; whether it is still F.partial (False: open the new one)."""
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as e:
+    if not atomic.lock_or_busy(fd):
       raise PnagError(f"another process is writing {self.path} (its {self._partial.name} "
-                      "is locked): wait for it, or write elsewhere") from e
-    except OSError:
-      pass  # a file system without flock: unlocked, as before locks existed
+                      "is locked): wait for it, or write elsewhere")
     try:
       return os.path.samestat(os.fstat(fd), os.stat(self._partial))
     except FileNotFoundError:

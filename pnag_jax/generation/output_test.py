@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
+from pnag_jax import atomic
 from pnag_jax.data import NB201Data
 from pnag_jax.errors import PnagError
 from pnag_jax.generation.sampler import Generated
-from pnag_jax.generation import output
 from pnag_jax.generation.output import ArchWriter, check_output
 from pnag_jax.spaces import get_space
 
@@ -96,7 +96,7 @@ def test_a_writer_that_locks_a_file_already_renamed_opens_the_new_one(tmp_path, 
   path = tmp_path / "a.csv"
   first = ArchWriter(path, space).__enter__()
   first.write(_chunk(space, 10, 0))
-  flock = output.fcntl.flock
+  flock = atomic.fcntl.flock
 
   def first_finishes_meanwhile(fd, op):
     # Between the second writer's open and its lock, the first renames F.partial to F
@@ -105,7 +105,7 @@ def test_a_writer_that_locks_a_file_already_renamed_opens_the_new_one(tmp_path, 
       first.__exit__(None, None, None)
     return flock(fd, op)
 
-  monkeypatch.setattr(output.fcntl, "flock", first_finishes_meanwhile)
+  monkeypatch.setattr(atomic.fcntl, "flock", first_finishes_meanwhile)
   with ArchWriter(path, space) as second:
     second.write(_chunk(space, 3, 1))
   assert len(path.read_text().splitlines()) == 4  # whole; not written into the first's F

@@ -199,10 +199,6 @@ def arch_key(key: jax.Array, i: jax.Array) -> jax.Array:
   return jax.random.fold_in(key, i)
 
 
-def arch_keys(key: jax.Array, ids: jax.Array) -> jax.Array:
-  """`arch_key` of each id."""
-  return jax.vmap(arch_key, in_axes=(None, 0))(key, ids)
-
 
 @functools.partial(jax.jit, static_argnames="spec")
 def sample_chunk(consts: dict, key: jax.Array, start: jax.Array, cond: Any, *,
@@ -347,5 +343,5 @@ class Sampler:
     return Generated(*(np.concatenate(parts) for parts in zip(*chunks)))
 
 
-__all__ = ["Generated", "Sampler", "SamplerConfig", "SamplerSpec", "arch_key", "arch_keys",
+__all__ = ["Generated", "Sampler", "SamplerConfig", "SamplerSpec", "arch_key",
            "build_consts", "decode_logits", "decode_tokens", "map_rows", "sample_chunk"]

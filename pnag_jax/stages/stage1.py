@@ -261,14 +261,21 @@ def checkpoint_dir(workdir: str | Path) -> Path:
   return Path(workdir) / NAME / "checkpoints"
 
 
-def read_config(workdir: str | Path, step: int | None = None) -> Stage1Config | None:
-  """The config of the stage-1 run in `workdir`, or None where there is none."""
+def read_meta(workdir: str | Path, step: int | None = None) -> dict | None:
+  """The metadata of the stage-1 run's checkpoint `step` (default: the latest), without
+  its params; None where there is no run."""
   if not checkpoint_dir(workdir).is_dir():
     return None
   with ckpt_lib.StageCheckpointer(workdir, NAME, read_only=True) as ckpt:
     if ckpt.latest_step() is None:
       return None
-    return _config_of(ckpt.read_meta(step), workdir)
+    return ckpt.read_meta(step)
+
+
+def read_config(workdir: str | Path, step: int | None = None) -> Stage1Config | None:
+  """The config of the stage-1 run in `workdir`, or None where there is none."""
+  meta = read_meta(workdir, step)
+  return None if meta is None else _config_of(meta, workdir)
 
 
 def _config_of(meta: dict, workdir: str | Path) -> Stage1Config:
